@@ -1,0 +1,31 @@
+import pytest
+
+from arguments import BOOL_FLAGS, default_params, make_args_parser, resolve_device
+
+
+def test_every_original_flag_is_parsed_with_its_default():
+    params = vars(make_args_parser().parse_args([]))
+    # the 63 flags of the original parser, plus --seed
+    assert len(params) == 64
+    assert params["spa_enc_type"] == "gridcell" and params["min_radius"] == 1e-6 and params["max_radius"] == 1.0
+    assert params["unsuper_temp_inbatch"] == 1 and params["map_range"] == [-180, 180, -90, 90]
+    assert all(params[name] in ("T", "F") for name in BOOL_FLAGS)
+
+
+def test_update_params_turns_t_f_into_booleans_and_clears_meta_type():
+    params = default_params(["--use_layn", "F", "--do_unsuper_train", "T"])
+    assert params["use_layn"] is False and params["do_unsuper_train"] is True
+    assert params["meta_type"] == ""
+    assert default_params(["--dataset", "birdsnap"])["meta_type"] == "ebird_meta"
+
+
+def test_bad_t_f_value_names_the_flag():
+    with pytest.raises(ValueError, match="--use_layn must be T or F, got 'true'"):
+        default_params(["--use_layn", "true"])
+
+
+def test_device_auto_and_clear_errors():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(ValueError, match="--device"):
+        resolve_device("gpu0")
