@@ -132,10 +132,10 @@ def _check_dist_type(value, key):
         raise ValueError(f"hyper_params[{key!r}] = {value!r}; use one of {', '.join(DIST_TYPES)}")
 
 
-def _class_counts(rows, classes, num_rows, num_classes, weights=None):
-    """(num_rows, C) sums of `weights` (default 1) per (row, class) pair, by one bincount."""
-    flat = np.bincount(rows * num_classes + classes, weights=weights, minlength=num_rows * num_classes)
-    return flat.reshape(num_rows, num_classes).astype(np.float64)
+def _class_counts_into(out, rows, classes, weights=None):
+    """out[r, c] = sum of `weights` (default 1) over the pairs (r, c) of (rows, classes), by one bincount."""
+    flat = np.bincount(rows * out.shape[1] + classes, weights=weights, minlength=out.size)
+    out[...] = flat.reshape(out.shape)
 
 
 def _chunks(num, desc):
@@ -165,6 +165,8 @@ class Baseline:
         lonlat = _lonlat_array(locs, "evaluation locations", allow_nan=True)
         valid = ~np.isnan(lonlat).any(axis=1)
         fill = 1.0 / self.num_classes if self.invalid_value is None else self.invalid_value
+        if valid.all():
+            return self._valid_prior(lonlat)
         out = np.full((len(lonlat), self.num_classes), fill, dtype=np.float64)
         if valid.any():
             out[valid] = self._valid_prior(lonlat[valid])
@@ -199,7 +201,7 @@ class TrainFreqPrior(Baseline):
         self.invalid_value = self.freq
 
     def _valid_prior(self, lonlat):
-        return np.broadcast_to(self.freq, (len(lonlat), self.num_classes))
+        return np.tile(self.freq, (len(lonlat), 1))
 
 
 class GridPrior(Baseline):
@@ -269,8 +271,10 @@ class NeighborPrior(Baseline):
                 lists = self.tree.query_radius(part, r=self.dist_thresh)
                 rows = np.repeat(np.arange(len(part)), [len(ids) for ids in lists])
                 neighbors = np.concatenate(lists).astype(np.int64)
-            counts = 1.0 + _class_counts(rows, self.classes[neighbors], len(part), self.num_classes)
-            out[start:start + len(part)] = counts / counts.sum(axis=1, keepdims=True)
+            counts = out[start:start + len(part)]
+            _class_counts_into(counts, rows, self.classes[neighbors])
+            counts += 1.0
+            counts /= counts.sum(axis=1, keepdims=True)
         return out
 
 
@@ -321,10 +325,10 @@ class KDEPrior(Baseline):
             neighbors = np.concatenate(lists).astype(np.int64)
             h = bandwidth[rows]
             kernel = np.exp(-np.concatenate(dists) ** 2 / (2 * h ** 2)) / (2 * math.pi * h)
-            dens = _class_counts(rows, self.classes[neighbors], len(part), self.num_classes,
-                                 weights=self.counts[neighbors] * kernel)
+            dens = out[start:start + len(part)]
+            _class_counts_into(dens, rows, self.classes[neighbors], weights=self.counts[neighbors] * kernel)
             dens += np.where(dens > 0, dens, np.inf).min(axis=1, keepdims=True)
-            out[start:start + len(part)] = dens / dens.sum(axis=1, keepdims=True)
+            dens /= dens.sum(axis=1, keepdims=True)
         return out
 
 
