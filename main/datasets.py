@@ -188,8 +188,8 @@ def _missing(dataset, path, what):
 
 
 def _malformed(dataset, path, problem):
-    return ValueError(f"{dataset}: {path} is malformed: {problem} (is {paths.how_to_set(_key(dataset))} "
-                      f"pointing at the right bundle?)")
+    return ValueError(f"{dataset}: {path} is malformed: {problem}. If these are the wrong files, "
+                      f"{paths.how_to_set(_key(dataset))}")
 
 
 def _open_json(dataset, path, what):
