@@ -206,7 +206,7 @@ def _column(dataset, path, records, key, dtype):
     """Field `key` of every dict in `records` as an array (None -> NaN for float dtypes)."""
     try:
         return np.array([r[key] for r in records], dtype=dtype)
-    except (KeyError, TypeError) as err:
+    except (KeyError, TypeError, ValueError) as err:
         raise _malformed(dataset, path, f"an entry lacks '{key}' or it is not a number ({err!r})") from None
 
 

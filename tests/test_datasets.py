@@ -330,6 +330,11 @@ def test_malformed_json_and_missing_keys(tmp_path, monkeypatch):
     (folder / "train_location.json").write_text(json.dumps([{"id": e[0], "lat": 1.0} for e in TRAIN]))
     with pytest.raises(ValueError, match=r"train_location\.json is malformed: an entry lacks 'lon'"):
         datasets.load_dataset(params_for("fmow"), "val", True, True)
+    (folder / "train_location.json").write_text(json.dumps([{"id": e[0], "lon": "east", "lat": 1.0, "user_id": 1,
+                                                             "date_c": 0.5} for e in TRAIN]))
+    with pytest.raises(ValueError, match=r"train_location\.json is malformed: an entry lacks 'lon' or it is not a "
+                                         r"number"):
+        datasets.load_dataset(params_for("fmow"), "val", True, True)
     (folder / "train_location.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"train_location\.json is malformed: not JSON"):
         datasets.load_dataset(params_for("fmow"), "val", True, True)
