@@ -1,0 +1,525 @@
+"""Loading the CSP data bundle (`geo_prior_data_csp/`) file for file as the original read it.
+
+`load_dataset(params, ...)` returns a `CSPData`: a training split and an evaluation split (`Split`), each with
+locations as (lon, lat) in degrees, class ids, user ids, dates (fraction of the year), the kept positions `inds` in
+the annotation file's image list, and optionally image features (memory-mapped where the file allows it) and the
+image classifier's class probabilities, aligned with the kept rows.
+
+An entry is invalid when its longitude or its user is missing (bird sets: also a missing date). Invalid entries are
+dropped where the caller asks for it (training always); otherwise they are kept with a NaN location. Out-of-range
+or NaN coordinates that the original did not check are dropped (or, where invalid entries are kept, set to NaN)
+with a warning that counts them.
+
+The file names of every dataset are in `feature_file`, `prediction_file`, `annotation_files` and friends;
+`synthetic_data.py` writes the same names.
+"""
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+from zipfile import BadZipFile
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+import paths
+
+logger = logging.getLogger(__name__)
+
+# (num_classes, class_of_interest) of the original, per dataset; num_classes is read from the category file and
+# equals these numbers for the real bundle.
+DATASET_INFO = {
+    "inat_2018": (8142, 3731), "inat_2017": (5089, 3731), "fmow": (62, 0),
+    "birdsnap": (500, 0), "nabirds": (555, 0), "yfcc": (100, 9),
+}
+INAT_STYLE = ("inat_2018", "inat_2017", "fmow")
+BIRD_FILES = {"birdsnap": "birdsnap_with_loc_2019.json", "nabirds": "nabirds_with_loc_2019.json"}
+YFCC_FILE = "train_test_split.csv"
+YFCC_CLASS_FILE = "class_names.csv"
+RESOLUTIONS = ("standard", "high_res", "pretrain")
+PRED_TYPES = ("full", "fewshot")
+READ_CHUNK_BYTES = 64 << 20
+
+
+@dataclass
+class Split:
+    """One split; every array has one row per kept entry, in the order of the annotation file.
+
+    locs      (N, 2) float32, (lon, lat) in degrees; NaN where the location is unknown (kept invalid entries)
+    classes   (N,) int64 class ids in [0, num_classes)
+    users     (N,) int64 user ids as in the files (not remapped), -1 where unknown
+    dates     (N,) float32 fraction of the year in [0, 1]; NaN where unknown; 0 for yfcc
+    inds      (N,) int64 positions of the kept entries in the annotation file's image list (bird sets: in the
+              list of entries with `valid_image`), which is the row order of the feature and prediction files
+    split_ids (N,) int64 evaluation groups: all 1, except the iNat test split (1 = Kaggle 'Private', 0 = 'Public')
+    imgs      (N,) str image file names, or None (loaded with --load_img T)
+    feats     (N, F) float32 image features, or None; a read-only-on-disk memory map when no row was dropped
+    preds     (N, C) float32 image-classifier class probabilities, or None
+    """
+    name: str
+    locs: np.ndarray
+    classes: np.ndarray
+    users: np.ndarray
+    dates: np.ndarray
+    inds: np.ndarray
+    split_ids: np.ndarray
+    imgs: Optional[np.ndarray] = None
+    feats: Optional[np.ndarray] = None
+    preds: Optional[np.ndarray] = None
+
+    def __len__(self):
+        return len(self.classes)
+
+
+@dataclass
+class CSPData:
+    """What `load_dataset` returns (the original's `op` dict, as fields).
+
+    dataset            the --dataset name
+    data_dir           the folder the files were read from (`paths.get_paths(f'{dataset}_data_dir')`)
+    train              the training split (`Split`)
+    val                the evaluation split (`Split`; val or test as asked)
+    num_classes        number of classes (entries of the category file; 8142 for the real iNat2018 bundle)
+    classes            dict class id -> class name
+    class_of_interest  the class the original plots (3731 for iNat, 0 fmow/birds, 9 yfcc; 0 if out of range)
+    """
+    dataset: str
+    data_dir: Path
+    train: Split
+    val: Split
+    num_classes: int
+    classes: dict
+    class_of_interest: int
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# file names (relative to the dataset folder)
+
+def _year(dataset):
+    return dataset[-4:]
+
+
+def annotation_files(dataset, split):
+    """(location file, annotation file) of an iNat-style split (inat_2018, inat_2017, fmow)."""
+    if dataset == "fmow":
+        if split == "test":
+            raise ValueError("fmow: the bundle has no test split (the original raises too); use --eval_split val")
+        return f"{split}_location.json", f"{split}.json"
+    year = _year(dataset)
+    ann = f"{split}{year}_DO_NOT_SHARE.json" if split == "test" else f"{split}{year}.json"
+    return f"{split}{year}_locations.json", ann
+
+
+def category_file(dataset):
+    """The file that names the classes."""
+    if dataset in BIRD_FILES:
+        return BIRD_FILES[dataset]
+    if dataset == "yfcc":
+        return YFCC_CLASS_FILE
+    return "category.json" if dataset == "fmow" else f"categories{_year(dataset)}.json"
+
+
+def kaggle_file(dataset):
+    """The Kaggle solution file of an iNat test split (column `usage`: Public / Private)."""
+    return f"kaggle_solution_{_year(dataset)}_DO_NOT_SHARE.csv"
+
+
+def _file_prefix(dataset):
+    return {"inat_2018": "inat2018", "inat_2017": "inat2017", "fmow": "fmow", "yfcc": "YFCC"}.get(dataset, dataset)
+
+
+def feature_file(dataset, split, resolution="standard", cnn_model="inception_v3"):
+    """Image-feature file of a split, (N_all, F) `.npy` aligned with the annotation file's image list."""
+    if resolution not in RESOLUTIONS:
+        raise ValueError(f"--inat2018_resolution must be one of {', '.join(RESOLUTIONS)}, got {resolution!r}")
+    prefix = _file_prefix(dataset)
+    if dataset == "inat_2018" and resolution == "high_res":
+        return f"features_inception_hr/{prefix}_{split}_net_feats.npy"
+    if dataset in ("inat_2018", "inat_2017", "fmow") and resolution == "pretrain":
+        folder = "features_inception_pretrain"
+        if dataset == "inat_2018" and cnn_model != "inception_v3":
+            folder += f"-{cnn_model}"
+        return f"{folder}/{prefix}_{split}_pretrain_net_feats.npy"
+    if dataset == "fmow" or (dataset == "inat_2017" and resolution == "high_res"):
+        allowed = "pretrain" if dataset == "fmow" else "standard or pretrain"
+        raise ValueError(f"{dataset}: image features exist only for --inat2018_resolution {allowed}, "
+                         f"got {resolution!r}")
+    return f"features_inception/{prefix}_{split}_net_feats.npy"
+
+
+def prediction_file(dataset, split, pred_type="full", ratio=None, resolution="standard", cnn_model="inception_v3"):
+    """Image-classifier prediction file of a split: `.npz` (scipy sparse) or `.npy` (dense), (N_all, C).
+
+    `pred_type` 'fewshot' (inat_2018 and fmow only) names the predictions of a classifier trained on `ratio` of the
+    training data.
+    """
+    if pred_type not in PRED_TYPES:
+        raise ValueError(f"--cnn_pred_type must be full or fewshot, got {pred_type!r}")
+    prefix = _file_prefix(dataset)
+    if pred_type == "fewshot":
+        if dataset not in ("inat_2018", "fmow"):
+            raise ValueError(f"{dataset}: few-shot image predictions (--cnn_pred_type fewshot) exist only for "
+                             f"inat_2018 and fmow; use --cnn_pred_type full")
+        if dataset == "fmow":
+            return f"fewshot/{prefix}_{split}_preds_ratio{ratio:.3f}.npy"
+        folder = "fewshot" if cnn_model == "inception_v3" else f"fewshot-{cnn_model}"
+        return f"{folder}/{prefix}_{split}_preds_sparse_ratio{ratio:.3f}.npz"
+    if dataset == "fmow":
+        return f"feature_moco/{prefix}_{split}_preds.npy"
+    if dataset == "yfcc":
+        return f"features_inception/{prefix}_{split}_preds.npy"
+    folder = "features_inception_hr" if dataset == "inat_2018" and resolution == "high_res" else "features_inception"
+    return f"{folder}/{prefix}_{split}_preds_sparse.npz"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# errors
+
+def _key(dataset):
+    return f"{dataset}_data_dir"
+
+
+def _missing(dataset, path, what):
+    return FileNotFoundError(f"{dataset}: {what} {path} does not exist; {paths.how_to_set(_key(dataset))}, "
+                             f"or write synthetic data there with `python synthetic_data.py --dataset {dataset} "
+                             f"--out DIR`")
+
+
+def _malformed(dataset, path, problem):
+    return ValueError(f"{dataset}: {path} is malformed: {problem}. If these are the wrong files, "
+                      f"{paths.how_to_set(_key(dataset))}")
+
+
+def _open_json(dataset, path, what):
+    if not path.is_file():
+        raise _missing(dataset, path, what)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise _malformed(dataset, path, f"not JSON ({err})") from None
+
+
+def _column(dataset, path, records, key, dtype):
+    """Field `key` of every dict in `records` as an array (None -> NaN for float dtypes)."""
+    try:
+        return np.array([r[key] for r in records], dtype=dtype)
+    except (KeyError, TypeError, ValueError) as err:
+        raise _malformed(dataset, path, f"an entry lacks '{key}' or it is not a number ({err!r})") from None
+
+
+def _lookup(dataset, path, keys, wanted, what):
+    """Positions in `keys` of each value of `wanted` (the last one where `keys` repeats a value)."""
+    rev = keys[::-1]
+    uniq, first_in_rev = np.unique(rev, return_index=True)
+    pos = np.searchsorted(uniq, wanted)
+    pos[pos == len(uniq)] = 0
+    found = uniq[pos] == wanted if len(uniq) else np.zeros(len(wanted), bool)
+    if not found.all():
+        raise _malformed(dataset, path, f"{(~found).sum()} image ids have no {what}, e.g. id {wanted[~found][0]}")
+    return len(keys) - 1 - first_in_rev[pos]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# per-family readers: all entries of a split, before any row is dropped
+
+@dataclass
+class _Entries:
+    locs: np.ndarray
+    classes: np.ndarray
+    users: np.ndarray
+    dates: np.ndarray
+    invalid: np.ndarray
+    imgs: Optional[np.ndarray]
+    source: Path
+
+
+def _read_inat_style(dataset, data_dir, split, load_img):
+    loc_name, ann_name = annotation_files(dataset, split)
+    loc_path, ann_path = data_dir / loc_name, data_dir / ann_name
+    ann = _open_json(dataset, ann_path, "annotation file")
+    try:
+        images, annotations = ann["images"], ann["annotations"]
+    except (KeyError, TypeError):
+        raise _malformed(dataset, ann_path, "expected a dict with 'images' and 'annotations' lists") from None
+    img_ids = _column(dataset, ann_path, images, "id", np.int64)
+    ann_ids = _column(dataset, ann_path, annotations, "image_id", np.int64)
+    ann_classes = _column(dataset, ann_path, annotations, "category_id", np.int64)
+    imgs = np.array([im.get("file_name", "") for im in images]) if load_img else None
+    del ann, images, annotations
+    classes = ann_classes[_lookup(dataset, ann_path, ann_ids, img_ids, "annotation")]
+
+    loc = _open_json(dataset, loc_path, "location file")
+    rows = _lookup(dataset, loc_path, _column(dataset, loc_path, loc, "id", np.int64), img_ids, "location entry")
+    lon = _column(dataset, loc_path, loc, "lon", np.float64)[rows]
+    lat = _column(dataset, loc_path, loc, "lat", np.float64)[rows]
+    user = _column(dataset, loc_path, loc, "user_id", np.float64)[rows]
+    dates = _column(dataset, loc_path, loc, "date_c", np.float64)[rows].astype(np.float32)
+    del loc
+    invalid = np.isnan(lon) | np.isnan(user)
+    lat[np.isnan(lon)] = np.nan
+    users = np.where(np.isnan(user), -1, user).astype(np.int64)
+    locs = np.stack([lon, lat], axis=1).astype(np.float32)
+    return _Entries(locs, classes, users, dates, invalid, imgs, ann_path)
+
+
+def _read_birds(dataset, data_dir, split, meta_type, load_img):
+    path = data_dir / BIRD_FILES[dataset]
+    data = _open_json(dataset, path, "annotation file")
+    if split not in data or not isinstance(data[split], list):
+        splits = [k for k, v in data.items() if isinstance(v, list) and k != "classes"]
+        raise ValueError(f"{dataset}: {path} has no split {split!r}; it has {', '.join(splits)} (--eval_split)")
+    entries = [e for e in data[split] if e.get("valid_image")]
+    del data
+    try:
+        meta = [e[meta_type] for e in entries]
+    except KeyError:
+        raise ValueError(f"{dataset}: entries of {path} have no {meta_type!r} metadata "
+                         f"(--meta_type orig_meta or ebird_meta)") from None
+    lon = _column(dataset, path, meta, "lon", np.float64)
+    lat = _column(dataset, path, meta, "lat", np.float64)
+    user = _column(dataset, path, meta, "user_id", np.float64)
+    dates = _column(dataset, path, meta, "date", np.float64).astype(np.float32)
+    classes = _column(dataset, path, entries, "class_id", np.int64)
+    imgs = np.array([e.get("im_path", "") for e in entries]) if load_img else None
+    invalid = np.isnan(lon) | np.isnan(user) | (user < 0) | np.isnan(dates)
+    users = np.where(np.isnan(user), -1, user).astype(np.int64)
+    return _Entries(np.stack([lon, lat], axis=1).astype(np.float32), classes, users, dates, invalid, imgs, path)
+
+
+def _read_yfcc(data_dir, split):
+    path = data_dir / YFCC_FILE
+    if not path.is_file():
+        raise _missing("yfcc", path, "split file")
+    table = pd.read_csv(path)
+    missing = {"lon", "lat", "class", "split"} - set(table.columns)
+    if missing:
+        raise _malformed("yfcc", path, f"missing columns {sorted(missing)}")
+    table = table[table["split"] == split]
+    if len(table) == 0:
+        raise ValueError(f"yfcc: {path} has no rows with split == {split!r} (--eval_split)")
+    n = len(table)
+    return _Entries(table[["lon", "lat"]].to_numpy(np.float32), table["class"].to_numpy(np.int64),
+                    np.full(n, -1, np.int64), np.zeros(n, np.float32), np.zeros(n, bool), None, path)
+
+
+def _read_entries(params, data_dir, split):
+    dataset = params["dataset"]
+    if dataset in INAT_STYLE:
+        return _read_inat_style(dataset, data_dir, split, params["load_img"])
+    if dataset in BIRD_FILES:
+        return _read_birds(dataset, data_dir, split, params["meta_type"], params["load_img"])
+    return _read_yfcc(data_dir, split)
+
+
+def _read_class_names(dataset, data_dir):
+    path = data_dir / category_file(dataset)
+    if dataset == "yfcc":
+        if not path.is_file():
+            raise _missing(dataset, path, "class-name file")
+        table = pd.read_csv(path)
+        return dict(zip(table["id"].astype(int), table["name"].astype(str)))
+    data = _open_json(dataset, path, "class-name file")
+    if dataset == "fmow":
+        return {int(cid): name for name, cid in data.items()}
+    if dataset in BIRD_FILES:
+        return dict(enumerate(data["classes"]))
+    return {int(c["id"]): c["name"] for c in data}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# selecting rows
+
+def _bad_coordinates(locs):
+    lon, lat = locs[:, 0], locs[:, 1]
+    with np.errstate(invalid="ignore"):
+        return np.isnan(lon) | np.isnan(lat) | (np.abs(lon) > 180) | (np.abs(lat) > 90)
+
+
+def _select(dataset, split, entries, remove_invalid, num_classes):
+    """The kept rows of `entries` as a Split (without features / predictions)."""
+    bad_class = (entries.classes < 0) | (entries.classes >= num_classes)
+    if bad_class.any():
+        raise _malformed(dataset, entries.source,
+                         f"{bad_class.sum()} {split} entries have class ids outside [0, {num_classes}) "
+                         f"(e.g. {entries.classes[bad_class][0]}); {category_file(dataset)} names {num_classes} "
+                         f"classes")
+    bad_coords = _bad_coordinates(entries.locs) & ~entries.invalid
+    locs = entries.locs
+    if remove_invalid:
+        keep = ~entries.invalid & ~bad_coords
+        logger.info("%s %s: %d entries, %d excluded with missing metadata", dataset, split, len(keep),
+                    entries.invalid.sum())
+        if bad_coords.any():
+            logger.warning("%s %s: dropped %d entries with NaN or out-of-range coordinates (lon outside "
+                           "[-180, 180] or lat outside [-90, 90]) in %s", dataset, split, bad_coords.sum(),
+                           entries.source)
+        inds = np.flatnonzero(keep)
+    else:
+        inds = np.arange(len(entries.classes))
+        logger.info("%s %s: %d entries, keeping %d without metadata (NaN location)", dataset, split, len(inds),
+                    entries.invalid.sum())
+        if bad_coords.any():
+            logger.warning("%s %s: %d entries with NaN or out-of-range coordinates in %s are kept as unknown "
+                           "locations (NaN)", dataset, split, bad_coords.sum(), entries.source)
+            locs = locs.copy()
+            locs[bad_coords] = np.nan
+    if len(inds) == 0:
+        raise ValueError(f"{dataset}: no usable {split} entries in {entries.source}")
+    imgs = entries.imgs[inds] if entries.imgs is not None else None
+    return Split(split, locs[inds], entries.classes[inds], entries.users[inds], entries.dates[inds], inds,
+                 np.ones(len(inds), np.int64), imgs)
+
+
+def _kaggle_split_ids(dataset, data_dir, split):
+    """1 for Kaggle 'Private', 0 for 'Public', per test image (file rows follow the annotation's image list)."""
+    path = data_dir / kaggle_file(dataset)
+    if not path.is_file():
+        raise _missing(dataset, path, "Kaggle solution file (public/private split of --eval_split test)")
+    table = pd.read_csv(path)
+    column = next((c for c in table.columns if c.lower() == "usage"), None)
+    if column is None:
+        raise _malformed(dataset, path, "no 'usage' column")
+    return (table[column].to_numpy() == "Private").astype(np.int64)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# features and predictions
+
+def _npy_header(dataset, path):
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f)
+            return shape, fortran, dtype, f.tell()
+    except ValueError as err:
+        raise _malformed(dataset, path, f"not a .npy array ({err})") from None
+
+
+def _check_shape(dataset, path, shape, num_rows, num_cols, source, what):
+    if len(shape) != 2 or shape[0] != num_rows or (num_cols is not None and shape[1] != num_cols):
+        cols = num_cols if num_cols is not None else "F"
+        raise _malformed(dataset, path, f"{what} of shape {tuple(shape)}; expected ({num_rows}, {cols}), one row "
+                                        f"per image listed in {source.name}, in that order")
+
+
+def _read_npy_rows(dataset, path, rows, num_rows, num_cols, source, what):
+    """Rows `rows` (sorted, or None for all) of a (num_rows, ·) `.npy` file as float32.
+
+    All rows of a float32 file: a copy-on-write memory map (no copy in memory). A subset: one array filled chunk by
+    chunk from the file, so that only the result is held.
+    """
+    if not path.is_file():
+        raise _missing(dataset, path, what)
+    shape, fortran, dtype, offset = _npy_header(dataset, path)
+    _check_shape(dataset, path, shape, num_rows, num_cols, source, what)
+    if rows is None:
+        try:
+            if dtype == np.float32 and not fortran:
+                return np.load(path, mmap_mode="c")
+            return np.load(path).astype(np.float32)
+        except ValueError as err:
+            raise _malformed(dataset, path, f"cannot be read ({err}; truncated?)") from None
+    if fortran:
+        return np.asarray(np.load(path, mmap_mode="r")[rows], dtype=np.float32)
+    width = shape[1]
+    out = np.empty((len(rows), width), np.float32)
+    chunk_rows = max(1, READ_CHUNK_BYTES // max(1, width * dtype.itemsize))
+    buf = np.empty((chunk_rows, width), dtype)
+    done = 0
+    with open(path, "rb") as f:
+        for start in range(0, num_rows, chunk_rows):
+            stop = min(start + chunk_rows, num_rows)
+            hi = np.searchsorted(rows, stop)
+            if hi == done:
+                continue
+            f.seek(offset + start * width * dtype.itemsize)
+            block = buf[: stop - start]
+            if f.readinto(memoryview(block).cast("B")) != block.nbytes:
+                raise _malformed(dataset, path, f"the file ends before row {stop} of {num_rows} (truncated?)")
+            out[done:hi] = block[rows[done:hi] - start]
+            done = hi
+    return out
+
+
+def _read_sparse_rows(dataset, path, rows, num_rows, num_cols, source, what):
+    if not path.is_file():
+        raise _missing(dataset, path, what)
+    try:
+        matrix = sparse.load_npz(path)
+    except (ValueError, OSError, BadZipFile, KeyError) as err:
+        raise _malformed(dataset, path, f"not a scipy sparse .npz ({err})") from None
+    _check_shape(dataset, path, matrix.shape, num_rows, num_cols, source, what)
+    matrix = matrix.tocsr().astype(np.float32)
+    if rows is not None:
+        matrix = matrix[rows]
+    return matrix.toarray()
+
+
+def _read_rows(dataset, path, rows, num_rows, num_cols, source, what):
+    reader = _read_sparse_rows if path.suffix == ".npz" else _read_npy_rows
+    data = reader(dataset, path, rows, num_rows, num_cols, source, what)
+    logger.info("%s: loaded %s %s from %s", dataset, what, data.shape, path)
+    return data
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+def load_dataset(params, eval_split, train_remove_invalid, eval_remove_invalid, load_cnn_predictions=False,
+                 load_cnn_features=False, load_cnn_features_train=False):
+    """Load `params['dataset']` as the original `load_dataset` did; returns a `CSPData`.
+
+    params: the run's params dict; reads `dataset`, `meta_type`, `load_img`, `inat2018_resolution`,
+      `cnn_pred_type`, `cnn_model`, `train_sample_ratio` (few-shot prediction file name). For yfcc it sets
+      `use_date_feats` and `balanced_train_loader` to False, as the original did.
+    eval_split: 'val' or 'test' (bird sets / yfcc: any split their file has).
+    train_remove_invalid / eval_remove_invalid: drop invalid entries of that split (else keep them, NaN location).
+    load_cnn_predictions: evaluation-split class probabilities (`val.preds`).
+    load_cnn_features / load_cnn_features_train: image features of the evaluation / training split.
+    """
+    dataset = params["dataset"]
+    if dataset not in DATASET_INFO:
+        raise ValueError(f"--dataset must be one of {', '.join(DATASET_INFO)}, got {dataset!r}")
+    if dataset in ("inat_2018", "inat_2017") and eval_split not in ("val", "test"):
+        raise ValueError(f"{dataset}: --eval_split must be val or test, got {eval_split!r}")
+    data_dir = paths.get_paths(_key(dataset))
+    if not data_dir.is_dir():
+        raise _missing(dataset, data_dir, "data folder")
+    if dataset == "yfcc":
+        logger.info("yfcc has no users or dates: use_date_feats and balanced_train_loader set to False")
+        params["use_date_feats"] = False
+        params["balanced_train_loader"] = False
+
+    classes = _read_class_names(dataset, data_dir)
+    num_classes = len(classes)
+    splits = []
+    for split, remove, want_feats in (("train", train_remove_invalid, load_cnn_features_train),
+                                      (eval_split, eval_remove_invalid, load_cnn_features)):
+        entries = _read_entries(params, data_dir, split)
+        num_all = len(entries.classes)
+        part = _select(dataset, split, entries, remove, num_classes)
+        rows = None if len(part) == num_all else part.inds
+        if split == "test" and dataset in ("inat_2018", "inat_2017"):
+            ids = _kaggle_split_ids(dataset, data_dir, split)
+            if len(ids) != num_all:
+                raise _malformed(dataset, data_dir / kaggle_file(dataset),
+                                 f"{len(ids)} rows; expected {num_all}, one per image of {entries.source.name}")
+            part.split_ids = ids[part.inds]
+        if want_feats:
+            name = feature_file(dataset, split, params["inat2018_resolution"], params["cnn_model"])
+            part.feats = _read_rows(dataset, data_dir / name, rows, num_all, None, entries.source,
+                                    f"{split} image features")
+        if load_cnn_predictions and split == eval_split:
+            name = prediction_file(dataset, split, params["cnn_pred_type"], params["train_sample_ratio"],
+                                   params["inat2018_resolution"], params["cnn_model"])
+            part.preds = _read_rows(dataset, data_dir / name, rows, num_all, num_classes, entries.source,
+                                    f"{split} image predictions")
+        splits.append(part)
+        del entries
+
+    class_of_interest = DATASET_INFO[dataset][1]
+    return CSPData(dataset, data_dir, splits[0], splits[1], num_classes, classes,
+                   class_of_interest if class_of_interest < num_classes else 0)

@@ -1,0 +1,37 @@
+"""Where the data lives: `get_paths(key)` as in the original, with environment overrides.
+
+Keys: `{dataset}_data_dir` for inat_2018, inat_2017, fmow, birdsnap, nabirds, yfcc, and `mask_dir` (the folder of
+`ocean_mask.npy`). Defaults are the original's, `../geo_prior_data_csp/data/<dataset>/` and `../data/`, taken
+relative to this `main/` folder (where the scripts run), so they also hold when a script is started elsewhere.
+
+Overrides, so that nobody has to edit code:
+* `CSP_DATA_DIR` — the folder that holds the per-dataset folders (`$CSP_DATA_DIR/inat_2018/`, `.../fmow/`, ...);
+* `CSP_MASK_DIR` — the folder that holds `ocean_mask.npy`.
+"""
+import os
+from pathlib import Path
+
+DATASETS = ("inat_2018", "inat_2017", "fmow", "birdsnap", "nabirds", "yfcc")
+MAIN_DIR = Path(__file__).resolve().parent
+DEFAULT_DATA_DIR = MAIN_DIR.parent / "geo_prior_data_csp" / "data"
+DEFAULT_MASK_DIR = MAIN_DIR.parent / "data"
+KEYS = tuple(f"{name}_data_dir" for name in DATASETS) + ("mask_dir",)
+
+
+def get_paths(key):
+    """The folder (a `pathlib.Path`) for `key`, one of `KEYS`; ValueError listing the keys for any other."""
+    if key == "mask_dir":
+        return Path(os.environ.get("CSP_MASK_DIR") or DEFAULT_MASK_DIR)
+    if key not in KEYS:
+        raise ValueError(f"unknown paths key {key!r}; the keys are: {', '.join(KEYS)}")
+    root = os.environ.get("CSP_DATA_DIR") or DEFAULT_DATA_DIR
+    return Path(root) / key[: -len("_data_dir")]
+
+
+def how_to_set(key):
+    """One sentence telling a user how to point `key` at their files (for error messages)."""
+    if key == "mask_dir":
+        return (f"set CSP_MASK_DIR to the folder holding ocean_mask.npy (paths.py key 'mask_dir', "
+                f"now {get_paths(key)})")
+    return (f"set CSP_DATA_DIR to the folder holding the '{key[: -len('_data_dir')]}/' data folder "
+            f"(paths.py key '{key}', now {get_paths(key)})")

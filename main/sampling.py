@@ -1,0 +1,183 @@
+"""Few-shot training subsets (`--train_sample_ratio`, `--train_sample_method`) and the class-balanced epoch sampler.
+
+Few-shot subsets. `--train_sample_method` is `{stratified|random}-{fix|random}`:
+* `stratified`: from each class with n_c training samples, round-half-even(n_c * ratio) samples, at least 1 (the
+  original's rule); `random`: round(N * ratio) samples (at least 1) drawn uniformly from all N.
+* `-fix` reuses a saved subset: first the bundle's own file (`{data_dir}/sample_idx/train_sample_{tag}.npy`,
+  birdsnap in a `{meta_type}/` sub-folder), then one this project wrote before. `-random` draws anew.
+New subsets are drawn with `--seed` and written to `{model_dir}/sample_idx/{dataset}/[{meta_type}/]
+train_sample_{tag}.npy` (never into the data folder), with tag `ratio{r:.3f}` for stratified-fix and
+`ratio{r:.3f}-{method}` otherwise. Indices address the invalid-removed training arrays.
+
+Files are written as real `.npy` (int64, read back with `allow_pickle=False`); the original's files, which are
+pickles despite the name, are read with an unpickler that only accepts numpy arrays.
+"""
+import codecs
+import logging
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import paths
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("stratified-fix", "stratified-random", "random-fix", "random-random")
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def sample_counts(class_counts, ratio):
+    """How many samples the stratified subset takes per class: round-half-even(n_c * ratio), at least 1."""
+    counts = np.asarray(class_counts, dtype=np.int64)
+    return np.maximum(1, np.rint(counts * float(ratio))).astype(np.int64)
+
+
+def _check_ratio(ratio):
+    if not 0 < ratio < 1:
+        raise ValueError(f"--train_sample_ratio must be in (0, 1) for a few-shot subset, got {ratio}")
+
+
+def stratified_sample_indices(classes, ratio, rng):
+    """Sorted int64 indices of a stratified subset of `classes` (1-D ints); `rng` is a np.random.Generator."""
+    _check_ratio(ratio)
+    classes = np.asarray(classes)
+    order = np.lexsort((rng.random(len(classes)), classes))
+    _, start, counts = np.unique(classes[order], return_index=True, return_counts=True)
+    rank = np.arange(len(classes)) - np.repeat(start, counts)
+    take = rank < np.repeat(sample_counts(counts, ratio), counts)
+    return np.sort(order[take]).astype(np.int64)
+
+
+def random_sample_indices(num, ratio, rng):
+    """Sorted int64 indices of round(num * ratio) (at least 1) samples drawn uniformly without replacement."""
+    _check_ratio(ratio)
+    size = max(1, round(num * ratio))
+    return np.sort(rng.choice(num, size=size, replace=False)).astype(np.int64)
+
+
+def sample_tag(ratio, method):
+    """The original's file-name tag of a subset."""
+    return f"ratio{ratio:.3f}" if method == "stratified-fix" else f"ratio{ratio:.3f}-{method}"
+
+
+def published_index_file(dataset, meta_type, ratio, method):
+    """Where the data bundle keeps a subset: `{data_dir}/sample_idx/[{meta_type}/ for birdsnap]train_sample_...`."""
+    folder = paths.get_paths(f"{dataset}_data_dir") / "sample_idx"
+    if dataset == "birdsnap":
+        folder = folder / meta_type
+    return folder / f"train_sample_{sample_tag(ratio, method)}.npy"
+
+
+def written_index_file(params):
+    """Where this project writes a subset: `{model_dir}/sample_idx/{dataset}/[{meta_type}/]train_sample_...`."""
+    folder = Path(params["model_dir"]) / "sample_idx" / params["dataset"]
+    if params["meta_type"]:
+        folder = folder / params["meta_type"]
+    return folder / f"train_sample_{sample_tag(params['train_sample_ratio'], params['train_sample_method'])}.npy"
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays (as `ndarray.dump` writes them) and nothing else."""
+    _reconstruct = np.zeros(0).__reduce__()[0]
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): codecs.encode,
+    }
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays are allowed")
+        return self.ALLOWED[(module, name)]
+
+
+def read_index_file(path):
+    """An index file as int64: a real `.npy`, or the original's pickle (read without running foreign code)."""
+    with open(path, "rb") as f:
+        if f.read(len(NPY_MAGIC)) == NPY_MAGIC:
+            f.seek(0)
+            data = np.load(f, allow_pickle=False)
+        else:
+            f.seek(0)
+            try:
+                data = _ArrayUnpickler(f).load()
+            except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as err:
+                raise ValueError(f"{path} is neither a .npy file nor the original's pickled index array: "
+                                 f"{err}; delete it to draw a new subset") from None
+    if not isinstance(data, np.ndarray) or data.ndim != 1 or not np.issubdtype(data.dtype, np.integer):
+        raise ValueError(f"{path} does not hold a 1-D integer index array; delete it to draw a new subset")
+    return data.astype(np.int64)
+
+
+def write_index_file(path, indices):
+    """Write `indices` as an int64 `.npy` (atomically; folders are created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, np.asarray(indices, dtype=np.int64), allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def _check_indices(indices, num, path):
+    if len(indices) == 0 or indices.min() < 0 or indices.max() >= num or len(np.unique(indices)) != len(indices):
+        raise ValueError(f"{path} does not fit this training set of {num} samples (indices must be distinct and "
+                         f"in [0, {num})): it belongs to other data; delete it to draw a new subset")
+
+
+def train_sample_indices(params, train_classes):
+    """The few-shot subset of the (invalid-removed) training set: (int64 indices, path of its index file).
+
+    Reads `dataset`, `meta_type`, `model_dir`, `seed`, `train_sample_ratio`, `train_sample_method` from `params`.
+    The caller stores the path as `params['train_sample_idx_file']`, as the original did.
+    """
+    ratio, method = params["train_sample_ratio"], params["train_sample_method"]
+    if method not in METHODS:
+        raise ValueError(f"--train_sample_method must be one of {', '.join(METHODS)}, got {method!r}")
+    _check_ratio(ratio)
+    num = len(train_classes)
+    own = written_index_file(params)
+    if method.endswith("-fix"):
+        for path in (published_index_file(params["dataset"], params["meta_type"], ratio, method), own):
+            if path.is_file():
+                indices = read_index_file(path)
+                _check_indices(indices, num, path)
+                logger.info("few-shot subset: %d of %d training samples from %s", len(indices), num, path)
+                return indices, str(path)
+    rng = np.random.default_rng(params["seed"])
+    if method.startswith("stratified"):
+        indices = stratified_sample_indices(train_classes, ratio, rng)
+    else:
+        indices = random_sample_indices(num, ratio, rng)
+    write_index_file(own, indices)
+    logger.info("few-shot subset: drew %d of %d training samples (%s, seed %d), saved to %s", len(indices), num,
+                method, params["seed"], own)
+    return indices, str(own)
+
+
+def balanced_epoch_indices(classes, max_per_class, generator):
+    """One epoch of the class-balanced sampler: for each class min(n_c, max_per_class) distinct indices, shuffled.
+
+    classes: 1-D integer tensor (any device); generator: a torch.Generator (its device draws the random numbers).
+    Returns an int64 tensor on the device of `classes`.
+    """
+    if max_per_class < 1:
+        raise ValueError(f"--max_num_exs_per_class must be at least 1, got {max_per_class}")
+    device = classes.device
+    num = classes.numel()
+    keys = torch.rand(num, generator=generator, device=generator.device).to(device)
+    order = torch.argsort(keys)
+    order = order[torch.argsort(classes[order], stable=True)]
+    sorted_classes = classes[order]
+    position = torch.arange(num, device=device)
+    is_start = torch.ones(num, dtype=torch.bool, device=device)
+    is_start[1:] = sorted_classes[1:] != sorted_classes[:-1]
+    class_start = torch.cummax(torch.where(is_start, position, 0), dim=0).values
+    chosen = order[position - class_start < max_per_class]
+    shuffle = torch.randperm(chosen.numel(), generator=generator, device=generator.device).to(device)
+    return chosen[shuffle]

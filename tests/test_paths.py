@@ -1,0 +1,52 @@
+"""paths.get_paths: the original's defaults, environment overrides, and a clear error for unknown keys."""
+import pytest
+
+import paths
+
+
+@pytest.fixture
+def no_env(monkeypatch):
+    monkeypatch.delenv("CSP_DATA_DIR", raising=False)
+    monkeypatch.delenv("CSP_MASK_DIR", raising=False)
+
+
+@pytest.mark.parametrize("dataset", paths.DATASETS)
+def test_default_data_dirs_are_the_originals_relative_to_main(no_env, dataset):
+    expected = paths.MAIN_DIR.parent / "geo_prior_data_csp" / "data" / dataset
+    assert paths.get_paths(f"{dataset}_data_dir") == expected
+
+
+def test_default_mask_dir_is_data_beside_main(no_env):
+    assert paths.get_paths("mask_dir") == paths.MAIN_DIR.parent / "data"
+
+
+@pytest.mark.parametrize("dataset", paths.DATASETS)
+def test_csp_data_dir_holds_the_per_dataset_folders(monkeypatch, tmp_path, dataset):
+    monkeypatch.setenv("CSP_DATA_DIR", str(tmp_path))
+    assert paths.get_paths(f"{dataset}_data_dir") == tmp_path / dataset
+
+
+def test_csp_mask_dir_overrides_the_mask_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("CSP_MASK_DIR", str(tmp_path))
+    assert paths.get_paths("mask_dir") == tmp_path
+
+
+def test_empty_environment_variable_means_default(monkeypatch, no_env):
+    monkeypatch.setenv("CSP_DATA_DIR", "")
+    assert paths.get_paths("fmow_data_dir") == paths.DEFAULT_DATA_DIR / "fmow"
+
+
+def test_unknown_key_lists_the_keys():
+    with pytest.raises(ValueError) as err:
+        paths.get_paths("syntconsband_data_dir")
+    message = str(err.value)
+    assert "syntconsband_data_dir" in message
+    for key in paths.KEYS:
+        assert key in message
+
+
+def test_how_to_set_names_the_variable_and_the_key(monkeypatch, tmp_path):
+    monkeypatch.setenv("CSP_DATA_DIR", str(tmp_path))
+    hint = paths.how_to_set("inat_2018_data_dir")
+    assert "CSP_DATA_DIR" in hint and "inat_2018_data_dir" in hint and str(tmp_path / "inat_2018") in hint
+    assert "CSP_MASK_DIR" in paths.how_to_set("mask_dir")
