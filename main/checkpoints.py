@@ -137,10 +137,10 @@ def find_checkpoint(path):
 
 def plain_value(value, key="params"):
     """`value` as plain Python types (numpy scalars/arrays, tuples, devices and paths converted); else ValueError."""
+    if isinstance(value, np.generic):  # before float: np.float64 is a float subclass
+        return value.item()
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    if isinstance(value, np.generic):
-        return value.item()
     if isinstance(value, (np.ndarray, torch.Tensor)):
         return value.tolist()
     if isinstance(value, (list, tuple)):

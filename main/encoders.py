@@ -211,7 +211,7 @@ class RBFEncoder(EncodingThenNetwork):
         if anchors is None:
             raise ValueError("--spa_enc_type rbf needs its anchor points: the training locations "
                              "train_locs[params['rbf_anchor_pt_ids']] as a (K, 2) (lon, lat) array; pass anchors=...")
-        anchors = torch.as_tensor(anchors, dtype=torch.float32)
+        anchors = torch.as_tensor(anchors, dtype=torch.float32, device="cpu")
         if anchors.shape != (count, 2):
             raise ValueError(f"rbf anchors must have shape ({count}, 2) for --num_rbf_anchor_pts {count}, "
                              f"got {tuple(anchors.shape)}")
