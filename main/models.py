@@ -46,6 +46,15 @@ class ClassPriorHead(nn.Module):
         """(B,) logits of one class: e . W_class[c]."""
         return torch.matmul(emb, self.class_emb.weight[class_of_interest, :])
 
+    def add_class_and_user_embeddings(self, num_classes, num_filts, num_users):
+        """Create `class_emb` (D -> C) and then `user_emb` (D -> U), both linear without bias."""
+        self.inc_bias = False
+        self.num_filts = num_filts
+        self.num_classes = num_classes
+        self.num_users = num_users
+        self.class_emb = nn.Linear(num_filts, num_classes, bias=False)
+        self.user_emb = nn.Linear(num_filts, num_users, bias=False)
+
 
 class LocationEncoder(ClassPriorHead):
     """`spa_enc` (a spatial encoder of encoders.py) with the class and user embeddings `class_emb`, `user_emb`."""
@@ -53,12 +62,7 @@ class LocationEncoder(ClassPriorHead):
     def __init__(self, spa_enc, num_classes, num_filts, num_users=1):
         super().__init__()
         self.spa_enc = spa_enc
-        self.inc_bias = False
-        self.num_filts = num_filts
-        self.num_classes = num_classes
-        self.num_users = num_users
-        self.class_emb = nn.Linear(num_filts, num_classes, bias=False)
-        self.user_emb = nn.Linear(num_filts, num_users, bias=False)
+        self.add_class_and_user_embeddings(num_classes, num_filts, num_users)
 
     def embedding(self, coords):
         _check_width(coords, 2, "LocationEncoder: (lon, lat) in degrees")
@@ -102,12 +106,7 @@ class FCNet(ClassPriorHead):
         self.use_date_feats = use_date_feats
         self.date_encode = date_encode
         num_inputs = LOC_ENCODE_DIMS[loc_encode] + (DATE_ENCODE_DIMS[date_encode] if use_date_feats else 0)
-        self.inc_bias = False
-        self.num_filts = num_filts
-        self.num_classes = num_classes
-        self.num_users = num_users
-        self.class_emb = nn.Linear(num_filts, num_classes, bias=False)
-        self.user_emb = nn.Linear(num_filts, num_users, bias=False)
+        self.add_class_and_user_embeddings(num_classes, num_filts, num_users)
         self.feats = nn.Sequential(nn.Linear(num_inputs, num_filts), nn.ReLU(inplace=True),
                                    *(ResLayer(num_filts) for _ in range(4)))
 
