@@ -196,19 +196,26 @@ def _describe_rows(values, bad):
     return f"{len(rows)} of {len(values)} rows: {shown}{more}"
 
 
+def _as_float64(values, shape_ok, expected):
+    """`values` (array, tensor or nested list) as a float64 tensor; ValueError saying `expected` if not numeric
+    or if `shape_ok(shape)` is false."""
+    try:
+        tensor = values if torch.is_tensor(values) else torch.as_tensor(np.asarray(values))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"expected {expected}: {err}") from None
+    if not shape_ok(tuple(tensor.shape)):
+        raise ValueError(f"expected {expected}, got shape {tuple(tensor.shape)}")
+    return tensor.double()
+
+
 def check_lonlat(coords):
     """Validate (N, 2) (lon, lat) degrees (numpy array, tensor or nested list) and return them as float32 tensor.
 
     Raises ValueError naming the offending rows (first few, and their count) for NaN or infinite values, lon
     outside [-180, 180] or lat outside [-90, 90], and for any shape other than (N, 2).
     """
-    try:
-        values = torch.as_tensor(np.asarray(coords) if not torch.is_tensor(coords) else coords)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"expected an (N, 2) array of (lon, lat) in degrees: {err}") from None
-    if values.dim() != 2 or values.shape[1] != 2:
-        raise ValueError(f"expected an (N, 2) array of (lon, lat) in degrees, got shape {tuple(values.shape)}")
-    values = values.double()
+    values = _as_float64(coords, lambda shape: len(shape) == 2 and shape[1] == 2,
+                         "an (N, 2) array of (lon, lat) in degrees")
     lon, lat = values[:, 0], values[:, 1]
     bad = torch.isnan(values).any(dim=1) | (lon.abs() > 180.0) | (lat.abs() > 90.0)
     if bad.any():
@@ -219,12 +226,11 @@ def check_lonlat(coords):
 
 def check_dates(dates, count):
     """Validate (N,) dates as fractions of the year in [0, 1]; return them as a float32 tensor."""
-    values = torch.as_tensor(np.asarray(dates) if not torch.is_tensor(dates) else dates).double()
-    if values.shape != (count,):
-        raise ValueError(f"expected ({count},) dates (fraction of the year in [0, 1]), got shape {tuple(values.shape)}")
+    values = _as_float64(dates, lambda shape: shape == (count,), f"({count},) dates (fractions of the year)")
     bad = torch.isnan(values) | (values < 0.0) | (values > 1.0)
     if bad.any():
-        raise ValueError("dates must be fractions of the year in [0, 1]; invalid " + _describe_rows(values[:, None], bad))
+        raise ValueError("dates must be fractions of the year in [0, 1]; invalid "
+                         + _describe_rows(values[:, None], bad))
     return values.float()
 
 

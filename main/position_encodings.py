@@ -114,7 +114,10 @@ def wrap(coords):
 
 
 def wrap_3d(coords):
-    """(B, 3): the point on the unit sphere, [cos lon cos lat, sin lon cos lat, sin lat], angles pi*(lon/180, lat/90)."""
+    """(B, 3): the point on the unit sphere, [cos lon cos lat, sin lon cos lat, sin lat].
+
+    The angles are pi*(lon/180, lat/90), i.e. (lon, lat) in radians.
+    """
     scaled = global_normalise(coords) * math.pi
     lon, lat = scaled[:, 0:1], scaled[:, 1:2]
     return torch.cat((torch.cos(lon) * torch.cos(lat), torch.sin(lon) * torch.cos(lat), torch.sin(lat)), dim=1)

@@ -77,9 +77,8 @@ def test_hexagridcell_encoding():
 def test_simple_encodings():
     lon, lat = COORDS[:, 0].double().numpy(), COORDS[:, 1].double().numpy()
     x, y = lon / 180, lat / 90
-    np.testing.assert_allclose(pe.wrap(COORDS).numpy(),
-                               np.stack([np.sin(np.pi * x), np.sin(np.pi * y), np.cos(np.pi * x), np.cos(np.pi * y)], 1),
-                               atol=1e-6)
+    wrapped = np.stack([np.sin(np.pi * x), np.sin(np.pi * y), np.cos(np.pi * x), np.cos(np.pi * y)], 1)
+    np.testing.assert_allclose(pe.wrap(COORDS).numpy(), wrapped, atol=1e-6)
     np.testing.assert_allclose(pe.min_max_normalise(COORDS, (-180, 180, -90, 90)).numpy(), np.stack([x, y], 1),
                                atol=1e-7)
     np.testing.assert_allclose(pe.min_max_normalise(COORDS, (0, 10, 0, 10)).numpy()[2], [-1, -1])

@@ -217,3 +217,14 @@ def test_missing_checkpoint_is_a_file_not_found_error(tmp_path):
 def test_module_names_are_public_api():
     assert {"LocationEncoder", "LocationImageEncoder", "FCNet", "ResLayer", "build_model", "check_lonlat",
             "load_location_encoder"} <= set(dir(models))
+
+
+def test_date_model_needs_valid_dates(tmp_path):
+    _, path = _save(tmp_path, default_params(["--spa_enc_type", "geo_net", "--use_date_feats", "T"]))
+    loaded = load_location_encoder(str(path))
+    with pytest.raises(ValueError, match="--use_date_feats T: pass dates="):
+        loaded.embed([[0.0, 0.0]])
+    with pytest.raises(ValueError, match=r"1 of 2 rows: 1 \(1.5,\)"):
+        loaded.embed([[0.0, 0.0], [1.0, 1.0]], dates=[0.5, 1.5])
+    with pytest.raises(ValueError, match=r"expected \(2,\) dates"):
+        loaded.embed([[0.0, 0.0], [1.0, 1.0]], dates=[0.5])
