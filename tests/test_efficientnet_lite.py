@@ -51,7 +51,8 @@ def test_input_scaling_matches_the_training_statistics(model, photos):
         model.features(efficientnet_lite.normalize(photos))
     hook.remove()
     batch_mean = seen["x"].mean(dim=(0, 2, 3))
-    assert np.corrcoef(batch_mean.numpy(), model._bn0.running_mean.numpy())[0, 1] > 0.85  # ImageNet mean/std scaling: 0.5
+    # 0.92 here; 0.5 with torchvision's ImageNet mean/std scaling, −0.9 with pixels in [0, 1]
+    assert np.corrcoef(batch_mean.numpy(), model._bn0.running_mean.numpy())[0, 1] > 0.85
 
 
 def test_features_are_stable_and_discriminative(model, photos):
