@@ -54,9 +54,8 @@ class MBConvBlock(nn.Module):
     def __init__(self, in_channels, out_channels, expand_ratio, kernel_size, stride):
         super().__init__()
         mid = in_channels * expand_ratio
-        if expand_ratio != 1:
-            self._expand_conv = SameConv2d(in_channels, mid, 1)
-            self._bn0 = nn.BatchNorm2d(mid, eps=BN_EPS)
+        self._expand_conv = SameConv2d(in_channels, mid, 1) if expand_ratio != 1 else None
+        self._bn0 = nn.BatchNorm2d(mid, eps=BN_EPS) if expand_ratio != 1 else None
         self._depthwise_conv = SameConv2d(mid, mid, kernel_size, stride=stride, groups=mid)
         self._bn1 = nn.BatchNorm2d(mid, eps=BN_EPS)
         self._project_conv = SameConv2d(mid, out_channels, 1)
@@ -65,7 +64,7 @@ class MBConvBlock(nn.Module):
 
     def forward(self, x):
         h = x
-        if hasattr(self, "_expand_conv"):
+        if self._expand_conv is not None:
             h = F.relu6(self._bn0(self._expand_conv(h)))
         h = F.relu6(self._bn1(self._depthwise_conv(h)))
         h = self._bn2(self._project_conv(h))
