@@ -160,12 +160,10 @@ def _nce(m_emb, m_weight):
     return rows.mean() / (batch - 1)
 
 
-def _check_unsuper_params(params, name):
+def _check_temperatures(params, name):
     for key in ("unsuper_temp_inbatch", "unsuper_temp_negloc", "unsuper_temp_simcse"):
-        if name.startswith("contsoftmax") and not params[key] > 0:
+        if not params[key] > 0:
             raise ValueError(f"--{key} must be > 0 for --unsuper_loss {name}, got {params[key]}")
-    if params["num_neg_rand_loc"] < 1:
-        raise ValueError(f"--num_neg_rand_loc must be >= 1, got {params['num_neg_rand_loc']}")
 
 
 def unsuper_loss(model, locs, img_feats, params, neg_locs=None):
@@ -185,38 +183,45 @@ def unsuper_loss(model, locs, img_feats, params, neg_locs=None):
         return F.mse_loss(model.loc_dec(model(locs, return_feats=True)), img_feats)
     if not hasattr(model, "img_dec"):
         raise ValueError(f"--unsuper_loss {name} needs a model with `img_dec` (build it with that loss)")
-    _check_unsuper_params(params, name)
+    if name.startswith("contsoftmax"):
+        _check_temperatures(params, name)
     batch = locs.shape[0]
     if name.startswith("imgcontloss") and batch < 2:
         raise ValueError(f"--unsuper_loss {name} needs batches of at least 2 samples, got {batch}")
     w_rand = params["rand_sample_weight"] if name != "imgcontlossnolocneg" else 0.0
     w_simcse = params["simcse_weight"] if name in ("imgcontlosssimcse", "contsoftmax", "contsoftmaxsym") else 0.0
     num_neg = params["num_neg_rand_loc"]
+    if w_rand != 0 and num_neg < 1:
+        raise ValueError(f"--num_neg_rand_loc must be >= 1 for --unsuper_loss {name}, got {num_neg}")
     negs = _negatives(locs, num_neg * batch, params["neg_rand_type"], neg_locs) if w_rand != 0 else None
     a, r, a2 = _embed_views(model, locs, negs, simcse=w_simcse != 0)
     a = F.normalize(a, dim=-1)
     g = F.normalize(model.img_dec(img_feats), dim=-1)
-    if r is not None:
-        r = F.normalize(r, dim=-1).view(num_neg, batch, -1)
-    if a2 is not None:
-        a2 = F.normalize(a2, dim=-1)
-
+    r = F.normalize(r, dim=-1).view(num_neg, batch, -1) if r is not None else None
+    a2 = F.normalize(a2, dim=-1) if a2 is not None else None
     if name.startswith("contsoftmax"):
-        labels = torch.arange(batch, device=locs.device)
-        sims = a @ g.t() / params["unsuper_temp_inbatch"]
-        loss = F.cross_entropy(sims, labels)
-        if name == "contsoftmaxsym":
-            loss = loss + F.cross_entropy(sims.t(), labels)
-        if r is not None:
-            pos = (a * g).sum(dim=1, keepdim=True)
-            neg = (r * g).sum(dim=-1).t()
-            logits = torch.cat([pos, neg], dim=1) / params["unsuper_temp_negloc"]
-            target = torch.zeros(batch, dtype=torch.long, device=locs.device)
-            loss = loss + w_rand * F.cross_entropy(logits, target)
-        if a2 is not None:
-            loss = loss + w_simcse * F.cross_entropy(a @ a2.t() / params["unsuper_temp_simcse"], labels)
-        return loss
+        return _softmax_terms(name, a, g, r, a2, w_rand, w_simcse, params)
+    return _sigmoid_terms(a, g, r, a2, w_rand, w_simcse)
 
+
+def _softmax_terms(name, a, g, r, a2, w_rand, w_simcse, params):
+    """contsoftmax(sym) on normalised embeddings: a (B, D) locations, g (B, D) images, r (K, B, D) negatives or
+    None, a2 (B, D) second view or None."""
+    labels = torch.arange(a.shape[0], device=a.device)
+    sims = a @ g.t() / params["unsuper_temp_inbatch"]
+    loss = F.cross_entropy(sims, labels)
+    if name == "contsoftmaxsym":
+        loss = loss + F.cross_entropy(sims.t(), labels)
+    if r is not None:
+        logits = torch.cat([(a * g).sum(dim=1, keepdim=True), (r * g).sum(dim=-1).t()], dim=1)
+        loss = loss + w_rand * F.cross_entropy(logits / params["unsuper_temp_negloc"], torch.zeros_like(labels))
+    if a2 is not None:
+        loss = loss + w_simcse * F.cross_entropy(a @ a2.t() / params["unsuper_temp_simcse"], labels)
+    return loss
+
+
+def _sigmoid_terms(a, g, r, a2, w_rand, w_simcse):
+    """imgcontloss family on normalised embeddings (arguments as `_softmax_terms`)."""
     loss = _nce(a, g)
     if r is not None:
         loss = loss + w_rand * _bce(1.0 - torch.sigmoid((r * g).sum(dim=-1))).mean()
