@@ -3,8 +3,8 @@
 Methods (each returns a machine-readable result and the per-sample ranks):
 * `evaluate_image_only` — the image classifier alone ("No prior");
 * `evaluate_with_prior` — image probabilities × a location prior, pred_c = p_img,c · prior_c (not renormalised),
-  the product in float64; the prior is a location encoder (σ(e(x)·W_c)), a baseline's callable, a per-row
-  matrix or a per-class vector; rows whose location is NaN keep the image prediction and stay in the denominator;
+  the product in float64; the prior is a location encoder (σ(e(x)·W_c); rows whose location is NaN keep the
+  image prediction and stay in the denominator), a baseline's `prior`, a per-row matrix or a per-class vector;
 * `evaluate_location_only` — the location encoder alone ("LocEnc"), NaN-location rows dropped from the numerator
   but kept in the denominator.
 Rows are processed in chunks on the device, so 24 426 × 8 142 scores fit in memory on CPU and GPU.
@@ -20,6 +20,7 @@ sorted order, numbered 0, 1, …; for the iNat test set the ids are the Kaggle P
 ID 1 = Private.
 """
 import logging
+from functools import partial
 
 import numpy as np
 import torch
@@ -29,13 +30,6 @@ from losses import eval_mode
 logger = logging.getLogger(__name__)
 
 TOP_K = (1, 3, 5, 10)
-BASELINE_HEADERS = {
-    "train_freq": "Train frequency prior",
-    "grid": "Discrete grid prior",
-    "nn_knn": "Nearest neighbor KNN prior",
-    "nn_dist": "Nearest neighbor distance prior",
-    "kde": "Kernel density estimate prior",
-}
 
 
 def label_ranks(scores, labels):
@@ -144,46 +138,47 @@ def evaluate_image_only(preds, classes, split_ids, flag="", chunk_rows=None, dev
 
 def evaluate_with_prior(preds, classes, split_ids, prior, locs=None, method="location_prior", header=None,
                         flag="", chunk_rows=None, device=None):
-    """Image probabilities × location prior, ranked in float64 per chunk.
+    """Image probabilities × a prior, pred_c = p_img,c · prior_c (not renormalised), ranked in float64 per chunk.
 
     preds (N, C) image probabilities; classes (N,); split_ids (N,); locs (N, 2|3) lon/lat degrees [+ date], NaN
-    where unknown; prior: a location encoder (`torch.nn.Module`, used as σ(e(x)·Wᵀ) in eval mode), a callable
-    mapping a (n, 2|3) location chunk on `device` to (n, C) prior values, a tensor/array (N, C) of prior values at
-    the eval locations, or (C,) for a location-independent prior (then `locs` may be None and every row gets it).
-    Rows with a NaN location keep the image prediction (all rows stay in the denominator). `header` (e.g.
-    "Discrete grid prior") is logged as `\\n{header}` first when given; no `({N},)` line, as in the original.
-    Returns (result dict, ranks (N,) int64).
+    where unknown. prior is one of
+    * a location encoder (`torch.nn.Module`): σ(e(x)·Wᵀ) in eval mode; rows with a NaN location keep the image
+      prediction (as the original; they stay in the denominator);
+    * a callable mapping a (n, 2|3) chunk of `locs` on `device` (NaN rows included) to (n, C) prior values, e.g.
+      a fitted baseline's `prior`; it decides what rows without a location get;
+    * a tensor/array (N, C) of prior values at the eval locations, or (C,) for a location-independent prior (then
+      `locs` may be None).
+    `header` is logged first, verbatim, when given (e.g. "\\nDiscrete grid prior"); no `({N},)` line, as in the
+    original. Returns (result dict of `summarize`, ranks (N,) int64).
     """
     device = device or _device_of(prior, preds, locs)
     classes = _as_tensor(classes, device, torch.long)
+    encoder = isinstance(prior, torch.nn.Module)
     constant = not callable(prior) and np.ndim(prior) == 1
     if constant:
         prior_row = _as_tensor(prior, device, torch.float64)
-    elif locs is None:
-        raise ValueError(f"evaluate_with_prior({method}): a per-location prior needs `locs` (N, 2) lon/lat")
-    else:
+    elif locs is None and callable(prior):
+        raise ValueError(f"evaluate_with_prior({method}): a location prior needs `locs` (N, 2) lon/lat degrees")
+    elif locs is not None:
         locs = _as_tensor(locs, device, torch.float32)
     if header is not None:
-        logger.info("\n%s", header)
-
-    def prior_at(rows):
-        if callable(prior):
-            return prior(locs[rows])
-        return _as_tensor(prior[rows.to(prior.device)] if torch.is_tensor(prior) else prior[rows.cpu().numpy()],
-                          device, torch.float64)
+        logger.info(header)
 
     def scores_of(start, stop):
         pred = _as_tensor(preds[start:stop], device, torch.float64)
         if constant:
             return pred.mul_(prior_row), None
+        if not encoder:
+            values = prior(locs[start:stop]) if callable(prior) else prior[start:stop]
+            return pred.mul_(_as_tensor(values, device, torch.float64)), None
         valid = _valid_rows(locs, start, stop)
         if valid is None:
-            pred.mul_(prior_at(torch.arange(start, stop, device=device)))
+            pred.mul_(prior(locs[start:stop]))
         elif len(valid):
-            pred[valid - start] *= prior_at(valid)
+            pred[valid - start] *= prior(locs[valid])
         return pred, None
 
-    with eval_mode(prior) if isinstance(prior, torch.nn.Module) else torch.no_grad():
+    with eval_mode(prior) if encoder else torch.no_grad():
         ranks = _ranks_in_chunks(classes, preds.shape[1], scores_of, chunk_rows, device)
     return summarize(ranks, split_ids, method, flag), ranks
 
@@ -209,21 +204,19 @@ def evaluate_location_only(model, locs, classes, split_ids, flag="LocEnc ", chun
     return summarize(ranks, split_ids, "location_only", flag, num_scored), ranks
 
 
-def run_final_evaluation(preds, classes, split_ids, locs, model=None, baselines=None, method="location_prior",
+def run_final_evaluation(preds, classes, split_ids, locs, model=None, baselines=(), method="location_prior",
                          flag="", chunk_rows=None):
-    """The original's final evaluation: "No prior", then each baseline prior in `baselines` ({name: prior} with
-    names of `BASELINE_HEADERS`, logged under their headers, in that table's order), then image × the location
-    encoder `model` (no header, straight after). Returns ({method: result dict}, {method: ranks})."""
-    baselines = baselines or {}
-    unknown = sorted(set(baselines) - set(BASELINE_HEADERS))
-    if unknown:
-        raise ValueError(f"unknown baseline prior(s) {unknown}; known: {', '.join(BASELINE_HEADERS)}")
+    """The original's final evaluation: "No prior", then image × each fitted baseline of `baselines`, in the
+    given order (the original's: train_freq, grid, nn_knn, nn_dist, kde; objects with `name`, `log_header` and
+    `prior(locs, device=, dtype=)`, as `baselines.make_baseline` returns), then image × the location encoder
+    `model` (no header, straight after). Returns ({method: result dict}, {method: ranks})."""
     results, ranks = {}, {}
     results["no_prior"], ranks["no_prior"] = evaluate_image_only(preds, classes, split_ids, flag, chunk_rows)
-    for name, header in BASELINE_HEADERS.items():
-        if name in baselines:
-            results[name], ranks[name] = evaluate_with_prior(preds, classes, split_ids, baselines[name], locs,
-                                                             name, header, flag, chunk_rows)
+    device = _device_of(preds, locs)
+    for baseline in baselines:
+        prior = partial(baseline.prior, device=device, dtype=torch.float64)
+        results[baseline.name], ranks[baseline.name] = evaluate_with_prior(
+            preds, classes, split_ids, prior, locs, baseline.name, baseline.log_header, flag, chunk_rows, device)
     if model is not None:
         results[method], ranks[method] = evaluate_with_prior(preds, classes, split_ids, model, locs, method,
                                                              None, flag, chunk_rows)
