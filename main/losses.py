@@ -27,8 +27,8 @@ NEG_RAND_TYPES = ("spherical", "sphericalold", "uniform")
 UNSUPER_LOSSES = ("l2regress", "imgcontloss", "imgcontlossnolocneg", "imgcontlosssimcse", "contsoftmax",
                   "contsoftmaxsym")
 TRAIN_LOSSES = ("full_loss", "full_loss_user")
-# (dense-chunk size) the bce terms over (rows, classes) are computed in row blocks of at most this many elements
-# on the CPU, so that each temporary stays below glibc's mmap threshold and its memory is reused between steps
+# On the CPU the dense bce terms over (rows, classes) are computed in row blocks of at most this many elements:
+# each temporary then stays below glibc's mmap threshold, so its memory is reused instead of page-faulted anew
 CPU_BLOCK_ELEMENTS = 4 * 2 ** 20
 
 
@@ -67,9 +67,9 @@ def _bce(p):
 class _NegativeBCERowSums(torch.autograd.Function):
     """s_i = Σ_c bce(1 − σ(E_i·W_c)) for E (N, D), W (C, D): the "absent" terms of the sigmoid losses.
 
-    Same arithmetic as the original's bce(1.0 − σ(z)) elementwise; σ is saved per row block and the gradient
-    σ(1 − σ)/(1 − σ + ε) = σ − ε·σ/(1 − σ + ε) is formed from it in backward, so that no (N, C) temporaries of
-    the autograd graph (logits, 1 − p, log) are kept or allocated anew.
+    Same arithmetic as the original's bce(1.0 − σ(z)) elementwise. Only σ is kept (per row block); backward
+    forms the gradient σ(1 − σ)/(1 − σ + ε) = σ − ε·σ/(1 − σ + ε) from it, instead of autograd keeping the
+    logits, 1 − p and the log as separate (N, C) tensors.
     """
 
     @staticmethod
@@ -91,7 +91,7 @@ class _NegativeBCERowSums(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_sums):
         emb, weight, *sigmoids = ctx.saved_tensors
-        grad_emb = torch.empty_like(emb) if ctx.needs_input_grad[0] else None
+        grad_emb = emb.new_empty(emb.shape) if ctx.needs_input_grad[0] else None
         grad_weight = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
         start = 0
         work = None
@@ -123,18 +123,14 @@ def _presence_sum(emb, weight, labels, pos_weight, negative_sums):
     return negative_sums.sum() + (pos_weight * _bce(p) - _bce(1.0 - p)).sum()
 
 
-def _check_negatives(neg_locs, count, locs):
+def _negatives(locs, count, neg_rand_type, neg_locs):
+    """`count` negative locations for `locs`: the given `neg_locs`, or fresh draws of type `neg_rand_type`."""
+    if neg_locs is None:
+        return rand_samples(count, locs.device, neg_rand_type, use_date_feats=locs.shape[1] == 3)
     if neg_locs.shape != (count, locs.shape[1]):
         raise ValueError(f"neg_locs has shape {tuple(neg_locs.shape)}, expected ({count}, {locs.shape[1]}): "
                          f"rows k·B + i = negative k of sample i")
     return neg_locs.to(device=locs.device, dtype=locs.dtype)
-
-
-def _negatives(locs, count, neg_rand_type, neg_locs):
-    """`count` negative locations for `locs` (the given `neg_locs`, or fresh draws of type `neg_rand_type`)."""
-    if neg_locs is not None:
-        return _check_negatives(neg_locs, count, locs)
-    return rand_samples(count, locs.device, neg_rand_type, use_date_feats=locs.shape[1] == 3)
 
 
 def _embed_views(model, locs, neg_locs, simcse):
