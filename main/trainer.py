@@ -495,12 +495,12 @@ class Trainer:
         """Rank the evaluation split (invalid entries kept) by the image predictions alone ("No prior"), then by
         image × prior: the location encoder, or the baseline named by --spa_enc_type. Returns {method: result}."""
         flag = self._fewshot_flag(flag)
-        priors = {}
+        fitted = []
         if is_baseline(self.params) and self.params["spa_enc_type"] != "no_prior":
-            priors[self.params["spa_enc_type"]] = self._baseline_prior()
+            fitted.append(self._fit_baseline())
         results, ranks = evaluation.run_final_evaluation(
             self.eval_preds, self.eval_classes, self.eval_split_ids, self.eval_locs, model=self.model,
-            baselines=priors, flag=flag)
+            baselines=fitted, flag=flag)
         for result in results.values():
             self._record(result, epoch, f"{self.eval_split_name} (all entries)")
         if epoch is None:
@@ -508,12 +508,12 @@ class Trainer:
             self.write_ranks()
         return results
 
-    def _baseline_prior(self):
+    def _fit_baseline(self):
+        """The --spa_enc_type baseline fitted on the training split, with the dataset's hyper-parameters."""
         params = self.params
         hyper_params = baselines.get_cross_val_hyper_params(params["dataset"], params["meta_type"])
-        prior = baselines.make_baseline(params["spa_enc_type"], self.data.train.locs, self.data.train.classes,
-                                        params["num_classes"], hyper_params)
-        return lambda locs: prior.prior(locs, device=locs.device, dtype=torch.float64)
+        return baselines.make_baseline(params["spa_enc_type"], self.data.train.locs, self.data.train.classes,
+                                       params["num_classes"], hyper_params)
 
     def run_eval_spa_enc_only(self, flag="LocEnc ", load_model=True, epoch=None):
         """Rank the val split (invalid entries removed) by the location encoder alone; with `load_model` first
