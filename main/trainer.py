@@ -10,7 +10,7 @@ Phases and resuming
   lr = `--lr` · lr_decay^epoch. One Adam optimiser serves both phases (its moments carry over).
 * Checkpoints store `epoch` = the number of *completed* epochs of their phase and `params['checkpoint_phase']`
   ('pre-training' or 'fine-tuning'). The pre-training file is written after an epoch when a minute has passed
-  since the last write, and at the end of the phase; the fine-tuned file at every evaluation epoch and at the end.
+  since the last write, and at the end of the phase; the fine-tuned file likewise and also at every evaluation epoch.
   Writes are atomic, so a killed run leaves the last complete checkpoint.
 * `--load_super_model T` with an existing fine-tuned file: it is loaded (weights and optimiser) and pre-training
   is skipped; fine-tuning continues at epoch `epoch` up to `--num_epochs`. Otherwise `--load_unsuper_model T`
@@ -272,7 +272,7 @@ class Trainer:
             return None
         existing = checkpoints.find_checkpoint(path)
         if existing is None:
-            logger.info(f"Cannot load model since it not exist - {path}")
+            logger.info("Cannot load model since it not exist - %s", path)
             return None
         return existing, checkpoints.load_checkpoint(existing, self.device)
 
@@ -390,7 +390,7 @@ class Trainer:
 
     def run_super_train(self):
         """Fine-tuning epochs epochs_done … num_epochs − 1, with the val loss after each epoch and the evaluations
-        (location only, then image × prior) every eval_frequency epochs."""
+        (location only, then image × prior) at every epoch e > 0 with e % eval_frequency == 0."""
         params = self.params
         total = params["num_epochs"]
         start = self.epochs_done[FINETUNING]
@@ -398,6 +398,7 @@ class Trainer:
             if total:
                 logger.info("Fine-tuning already done: %d of %d epochs", start, total)
             return
+        last_save = time.monotonic()
         for epoch in tqdm(range(start, total), desc=FINETUNING, initial=start, total=total,
                           disable=not self.progress):
             logger.info("\nEpoch\t%d", epoch)
@@ -410,8 +411,9 @@ class Trainer:
             if evaluate:
                 self.run_eval_spa_enc_only(f"LocEnc (Epoch {epoch})", load_model=False, epoch=epoch)
                 self.run_eval_final(f"(Epoch {epoch})", epoch=epoch)
-            if evaluate or epoch + 1 == total:
+            if evaluate or epoch + 1 == total or time.monotonic() - last_save >= CHECKPOINT_INTERVAL_S:
                 self._save(params["model_file_name"], FINETUNING)
+                last_save = time.monotonic()
 
     def _set_lr(self, lr):
         for group in self.optimizer.param_groups:
@@ -523,7 +525,7 @@ class Trainer:
         if load_model:
             path = checkpoints.find_checkpoint(self.params["model_file_name"])
             if path is None:
-                logger.info(f"Cannot load model since it not exist - {self.params['model_file_name']}")
+                logger.info("Cannot load model since it not exist - %s", self.params["model_file_name"])
             else:
                 logger.info("\n%s", self.params["spa_enc_type"])
                 logger.info(" Model :\t%s", os.path.basename(path))

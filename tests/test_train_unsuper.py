@@ -7,26 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import arguments
 import checkpoints
 import train_unsuper
 from synthetic_data import write_synthetic_dataset
+from test_trainer import one_thread  # noqa: F401  (autouse: one intra-op thread here too)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"fmow": ROOT / "run-fmow-contsoftmax.sh", "inat_2018": ROOT / "run-inat_2018-contsoftmax.sh"}
 # short runs: few epochs, an evaluation at fine-tuning epoch 5, the script's values otherwise
 SHORT = ["--device", "cpu", "--num_epochs_unsuper", "2", "--num_epochs", "30"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine a second thread makes small steps many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -159,8 +159,9 @@ def test_epoch_snapshots(tmp_path):
     assert not (tmp_path / checkpoints.epoch_file_name(path, 0)).exists()
 
 
-@pytest.mark.parametrize("baseline, header", [("no_prior", None), ("train_freq", "Train frequency prior"),
-                                              ("grid", "Discrete grid prior"), ("nn_dist", "Nearest neighbor distance prior")])
+@pytest.mark.parametrize("baseline, header", [
+    ("no_prior", None), ("train_freq", "Train frequency prior"), ("grid", "Discrete grid prior"),
+    ("nn_dist", "Nearest neighbor distance prior")])
 def test_baseline_as_spa_enc_type(tmp_path, baseline, header):
     results = run(tmp_path, "--spa_enc_type", baseline)
     methods = [e["method"] for e in results["evaluations"]]
