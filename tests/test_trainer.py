@@ -194,3 +194,21 @@ def test_bad_flag_values_are_named(tmp_path, flag, value, words):
         Trainer(arguments.default_params(FLAGS + ["--model_dir", str(tmp_path), flag, value]))
     for word in words:
         assert word in str(err.value)
+
+
+def test_rbf_checkpoint_reloads_with_its_own_anchors(tmp_path):
+    rbf = ["--spa_enc_type", "rbf", "--num_rbf_anchor_pts", "20", "--rbf_kernal_size", "10", "--num_epochs", "2"]
+    trained = run(tmp_path, *rbf)
+    reloaded = run(tmp_path, *rbf, "--seed", "5", "--load_super_model", "T", "--do_unsuper_train", "F")
+    assert reloaded["phases"][FINETUNING]["epochs_run"] == 0
+    assert reloaded["params"]["rbf_anchor_pt_ids"] == trained["params"]["rbf_anchor_pt_ids"]
+    assert final(reloaded)["location_only"] == final(trained)["location_only"]
+
+
+def test_geo_net_with_dates_leaves_out_samples_without_a_date(tmp_path):
+    results = run(tmp_path, "--spa_enc_type", "geo_net", "--use_date_feats", "T", "--unsuper_loss", "none",
+                  "--num_epochs", "2")
+    log = log_text(results)
+    assert "training samples have no date: with --use_date_feats T they are not trained on" in log
+    assert "Test loss   : nan" not in log and " nan" not in log
+    assert final(results)["location_only"][0] < 90
