@@ -1,0 +1,215 @@
+"""Checkpoint files in the original CSP format: their names, atomic saving, safe loading, strict weight loading.
+
+A checkpoint is the `torch.save` of {'epoch', 'state_dict', 'optimizer', 'params'} (params: the run's flags and
+derived values, plain Python types only, so every file loads with `torch.load(..., weights_only=True)`).
+File names follow the original's `make_model_file_param_args` (see `model_file_names`).
+"""
+import os
+import pickle
+import secrets
+from decimal import Decimal
+
+import numpy as np
+import torch
+
+try:
+    from numpy._core.multiarray import scalar as _numpy_scalar
+except ImportError:  # numpy < 2
+    from numpy.core.multiarray import scalar as _numpy_scalar
+
+CHECKPOINT_KEYS = ("epoch", "state_dict", "optimizer", "params")
+SUFFIX = ".pth.tar"
+PRETRAINING_LOSSES = ("l2regress", "imgcontloss", "imgcontlossnolocneg", "imgcontlosssimcse", "contsoftmax",
+                      "contsoftmaxsym")
+# which pre-training losses put which hyper-parameters into the file name
+RAND_SAMPLE_TAG_LOSSES = ("imgcontloss", "imgcontlosssimcse", "contsoftmax", "contsoftmaxsym")
+SIMCSE_TAG_LOSSES = ("imgcontlosssimcse", "contsoftmax", "contsoftmaxsym")
+TEMPERATURE_TAG_LOSSES = ("contsoftmax", "contsoftmaxsym")
+# The released fMoW checkpoints were named before the image-model tag was added to non-iNat-2018 names.
+RELEASED_FMOW_TAG = "_inception_v3_"
+# numpy scalars in params (the original stored rbf anchor ids as numpy int64): safe to unpickle
+NUMPY_SCALAR_GLOBALS = [_numpy_scalar, (_numpy_scalar, "numpy.core.multiarray.scalar"), np.dtype,
+                        *(type(np.dtype(name)) for name in ("bool", "int32", "int64", "float32", "float64"))]
+
+
+def _lr_tag(lr):
+    """lr with 4 decimals, or 8 when it has more than 4 significant decimals (0.001 -> 0.0010, 5e-5 -> 0.00005000)."""
+    exponent = Decimal(str(lr)).normalize().as_tuple().exponent
+    return f"{lr:.{4 if exponent >= -4 else 8}f}"
+
+
+def _encoder_args(params):
+    """The part of the name that describes the encoder and the supervised optimisation."""
+    if params["dataset"] == "inat_2018" and params["cnn_model"] == "inception_v3":
+        cnn_tag = ""
+    else:
+        cnn_tag = f"{params['cnn_model']}_"
+    args = (f"{cnn_tag}{_lr_tag(params['lr'])}_{params['frequency_num']:d}_{params['min_radius']:.7f}"
+            f"_{params['num_hidden_layer']:d}_{params['hidden_dim']:d}")
+    if params["batch_size"] != 1024:
+        args += f"_BATCH{params['batch_size']:d}"
+    if params["num_filts"] != 256:
+        args += f"_EMB{params['num_filts']:d}"
+    if params["spa_enc_type"] == "rff":
+        args += f"_{params['rbf_kernal_size']:.1f}"
+    if params["spa_enc_type"] == "rbf":
+        args += f"_{params['num_rbf_anchor_pts']:d}_{params['rbf_kernal_size']:.1f}"
+    if params["dropout"] != 0.5:
+        args += f"_DROPOUT{params['dropout']:.1f}"
+    if params["weight_decay"] != 0:
+        args += f"_WDECAY{params['weight_decay']:.6f}"
+    return args
+
+
+def _pretraining_args(params):
+    """unsuper_lr and the loss hyper-parameters that the pre-training loss puts into both names."""
+    loss = params["unsuper_loss"]
+    args = f"_{params['unsuper_lr']:.6f}"
+    if loss in RAND_SAMPLE_TAG_LOSSES:
+        args += f"_{params['rand_sample_weight']:.3f}_{params['num_neg_rand_loc']:d}"
+    if loss in SIMCSE_TAG_LOSSES:
+        args += f"_{params['simcse_weight']:.3f}"
+    if loss in TEMPERATURE_TAG_LOSSES:
+        args += (f"_TMP{params['unsuper_temp_inbatch']:.4f}_{params['unsuper_temp_negloc']:.4f}"
+                 f"_{params['unsuper_temp_simcse']:.4f}")
+    return args
+
+
+def _ratio_tag(params):
+    ratio, method = params["train_sample_ratio"], params["train_sample_method"]
+    return f"ratio{ratio:.3f}" if method == "stratified-fix" else f"ratio{ratio:.3f}-{method}"
+
+
+def _path(params, args):
+    dataset = params["dataset"] if params["meta_type"] == "" else f"{params['dataset']}_{params['meta_type']}"
+    return os.path.join(params["model_dir"], f"model_{dataset}_{params['spa_enc_type']}_{args}{SUFFIX}")
+
+
+def model_file_names(params):
+    """(pre-training checkpoint path or None, fine-tuned checkpoint path) of a run, named as by the original.
+
+    `{model_dir}/model_{dataset}[_{meta_type}]_{spa_enc_type}_{args}.pth.tar`; the pre-training name is None
+    when `--unsuper_loss none`. For fmow (and every dataset but inat_2018 with inception_v3) the names carry the
+    `inception_v3_` tag, as the original code writes them; `find_checkpoint` also finds the released fMoW files,
+    which lack it.
+    """
+    loss, act, ratio = params["unsuper_loss"], params["spa_f_act"], params["train_sample_ratio"]
+    if loss != "none" and loss not in PRETRAINING_LOSSES:
+        raise ValueError(f"--unsuper_loss must be none or one of {', '.join(PRETRAINING_LOSSES)}, got {loss!r}")
+    encoder_args = _encoder_args(params)
+    if loss == "none":
+        if ratio == 1.0:
+            tag = "" if act == "relu" else f"_{act}"
+        elif 0.0 < ratio < 1.0:
+            tag = f"_{act}_none_{_ratio_tag(params)}"
+        else:
+            raise ValueError(f"--train_sample_ratio must be in (0, 1], got {ratio}")
+        return None, _path(params, encoder_args + tag)
+    pretraining = f"{encoder_args}_{act}_UNSUPER-{loss}{_pretraining_args(params)}"
+    fine_tuned = f"{encoder_args}_{act}_{loss}_{_ratio_tag(params)}{_pretraining_args(params)}"
+    return _path(params, pretraining), _path(params, fine_tuned)
+
+
+def _stem(model_file_name):
+    return model_file_name[:-len(SUFFIX)] if model_file_name.endswith(SUFFIX) else model_file_name
+
+
+def log_file_name(model_file_name):
+    """The run's log file: the checkpoint name with `.pth.tar` replaced by `.log`."""
+    return _stem(model_file_name) + ".log"
+
+
+def epoch_file_name(path, epoch):
+    """A pre-training snapshot: `….pth.tar` -> `…-Epoch-{epoch}.pth.tar`."""
+    return f"{_stem(path)}-Epoch-{epoch}{SUFFIX}"
+
+
+def find_checkpoint(path):
+    """`path` if it is a file; else the released fMoW name (without `_inception_v3_`) if that exists; else None."""
+    if os.path.isfile(path):
+        return path
+    folder, name = os.path.split(path)
+    released = os.path.join(folder, name.replace(RELEASED_FMOW_TAG, "_", 1))
+    if released != path and os.path.isfile(released):
+        return released
+    return None
+
+
+def plain_value(value, key="params"):
+    """`value` as plain Python types (numpy scalars/arrays, tuples, devices and paths converted); else ValueError."""
+    if isinstance(value, np.generic):  # before float: np.float64 is a float subclass
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [plain_value(item, key) for item in value]
+    if isinstance(value, dict):
+        return {str(name): plain_value(item, f"{key}[{name!r}]") for name, item in value.items()}
+    if isinstance(value, (torch.device, os.PathLike)):
+        return str(value)
+    raise ValueError(f"{key} = {value!r} ({type(value).__name__}) cannot be stored in a checkpoint; "
+                     f"use plain Python types")
+
+
+def save_checkpoint(path, model, optimizer, epoch, params):
+    """Write {'epoch', 'state_dict', 'optimizer', 'params'} to `path` atomically (temporary file + rename).
+
+    `epoch` is stored as given (the original trainer stores the last finished epoch + 1); `optimizer` may be None
+    (then the original trainer could not resume from the file). The folder is created if missing.
+    """
+    state = {"epoch": int(epoch), "state_dict": model.state_dict(),
+             "optimizer": None if optimizer is None else optimizer.state_dict(), "params": plain_value(params)}
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temporary, "xb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def load_checkpoint(path, device="cpu"):
+    """The checkpoint dict at `path`, tensors on `device`, loaded with weights_only=True; params as plain types.
+
+    Numpy scalars in params (the original's rbf runs) are allowed. Raises FileNotFoundError when `path` is
+    missing and ValueError when it is not a complete checkpoint.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        with torch.serialization.safe_globals(NUMPY_SCALAR_GLOBALS):
+            ckpt = torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        raise ValueError(f"{path} is not a readable CSP checkpoint (truncated, or holds objects other than "
+                         f"tensors and plain values): {err}") from None
+    missing = [key for key in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or key not in ckpt]
+    if missing:
+        raise ValueError(f"{path} is not a CSP checkpoint: it lacks {', '.join(missing)}")
+    ckpt["params"] = plain_value(ckpt["params"])
+    return ckpt
+
+
+def load_state(model, state_dict, source="state_dict"):
+    """Strict `model.load_state_dict`, with an error that lists missing, unexpected and mismatched keys."""
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    mismatched = [f"{key}: checkpoint {tuple(state_dict[key].shape)} vs model {tuple(value.shape)}"
+                  for key, value in expected.items()
+                  if key in state_dict and tuple(state_dict[key].shape) != tuple(value.shape)]
+    problems = [f"{title} ({len(keys)}): {'; '.join(keys)}"
+                for title, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                                    ("shape mismatches", mismatched)) if keys]
+    if problems:
+        raise ValueError(f"{source}: the weights do not fit the model built from its flags "
+                         f"(check --spa_enc_type, --unsuper_loss, --frequency_num, --num_hidden_layer, "
+                         f"--hidden_dim, --num_filts, --use_layn): " + " | ".join(problems))
+    model.load_state_dict(state_dict, strict=True)

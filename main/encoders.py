@@ -1,0 +1,287 @@
+"""Spatial encoders (`--spa_enc_type`): a position encoding followed by a feed-forward network.
+
+Each encoder maps a float32 tensor (B, 2) of (lon, lat) in degrees, on the module's device, to the (B, D)
+location embedding (D = `--num_filts`). Attribute names, parameter shapes, registration order and the order in which
+parameters are initialised are those of the original CSP code, so state_dicts are interchangeable with it and a
+seeded build is deterministic. `SPATIAL_ENCODERS` maps each `--spa_enc_type` to its class; adding an encoder is one
+small class (`__init__(params, anchors=None)`, `forward(coords)`) and one line there. `geo_net` is not here: it is
+the `FCNet` of models.py.
+"""
+import math
+
+import torch
+from torch import nn
+
+import position_encodings as pe
+
+ACTIVATIONS = {
+    "leakyrelu": lambda: nn.LeakyReLU(negative_slope=0.2),
+    "relu": nn.ReLU,
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,          # exact (erf) GELU
+}
+
+
+def make_activation(name):
+    """The activation module of `--spa_f_act name`."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"--spa_f_act must be one of {', '.join(ACTIVATIONS)}, got {name!r}")
+    return ACTIVATIONS[name]()
+
+
+def seeded_generator(params):
+    """A CPU torch.Generator seeded with `params['seed']` (0 when absent, e.g. in the original's checkpoints).
+
+    Used for the random draws that the original made with numpy and did not save in the state_dict
+    (`--freq_init random`) or that never touched torch's random stream (rff's `dirvec`/`shift`): drawing them from
+    their own generator keeps them reproducible and leaves torch's global stream as the original left it.
+    """
+    return torch.Generator().manual_seed(int(params.get("seed", 0)))
+
+
+class FeedForwardLayer(nn.Module):
+    """y = Linear(x) -> activation -> dropout -> (+ x when `skip_connection` and in == out) -> LayerNorm (optional)."""
+
+    def __init__(self, input_dim, output_dim, dropout, activation, use_layernorm, skip_connection):
+        super().__init__()
+        self.input_dim = input_dim
+        self.output_dim = output_dim
+        self.dropout = nn.Dropout(p=dropout)
+        self.act = make_activation(activation)
+        self.layernorm = nn.LayerNorm(output_dim) if use_layernorm else None
+        self.skip_connection = skip_connection and input_dim == output_dim
+        self.linear = nn.Linear(input_dim, output_dim)
+        nn.init.xavier_uniform_(self.linear.weight)
+
+    def forward(self, x):
+        y = self.dropout(self.act(self.linear(x)))
+        if self.skip_connection:
+            y = y + x
+        if self.layernorm is not None:
+            y = self.layernorm(y)
+        return y
+
+
+class FeedForwardNet(nn.Module):
+    """The encoder network `ffn`: `layers` = input->hidden, (num_hidden_layer - 1) x hidden->hidden, hidden->output.
+
+    Hidden layers use LayerNorm (`--use_layn`) and residuals (`--skip_connection`, only where in == out); the output
+    layer keeps the activation and dropout but has neither. With num_hidden_layer <= 0 it is one layer in->out.
+    """
+
+    def __init__(self, input_dim, output_dim, num_hidden_layer, hidden_dim, dropout, activation,
+                 use_layernorm, skip_connection):
+        super().__init__()
+        self.input_dim = input_dim
+        self.output_dim = output_dim
+        self.layers = nn.ModuleList()
+        if num_hidden_layer <= 0:
+            self.layers.append(FeedForwardLayer(input_dim, output_dim, dropout, activation, False, False))
+            return
+        widths = [input_dim] + [hidden_dim] * num_hidden_layer
+        for layer_in, layer_out in zip(widths[:-1], widths[1:]):
+            self.layers.append(FeedForwardLayer(layer_in, layer_out, dropout, activation, use_layernorm,
+                                                skip_connection))
+        self.layers.append(FeedForwardLayer(hidden_dim, output_dim, dropout, activation, False, False))
+
+    @classmethod
+    def from_params(cls, params, input_dim):
+        """The network of a run's flags, reading `input_dim` features and giving `--num_filts` outputs."""
+        return cls(input_dim, params["num_filts"], params["num_hidden_layer"], params["hidden_dim"],
+                   params["dropout"], params["spa_f_act"], params["use_layn"], params["skip_connection"])
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class EncodingThenNetwork(nn.Module):
+    """Base of the encoders whose embedding is ffn(encode(coords)); subclasses set `ffn` and define `encode`."""
+
+    def encode(self, coords):
+        raise NotImplementedError
+
+    def forward(self, coords):
+        return self.ffn(self.encode(coords))
+
+
+class GridCellEncoder(EncodingThenNetwork):
+    """`gridcell` (Space2Vec "grid"); `gridcellnorm` is the same (its radian conversion was dead code)."""
+
+    def __init__(self, params, anchors=None):
+        super().__init__()
+        self.ffn = FeedForwardNet.from_params(params, 4 * params["frequency_num"])
+        self.register_buffer("freqs", encoder_frequencies(params), persistent=False)
+
+    def encode(self, coords):
+        return pe.gridcell(coords, self.freqs)
+
+
+class TheoryEncoder(EncodingThenNetwork):
+    """`theory` (Space2Vec "theory"): three directions 120 degrees apart, raw degrees."""
+    radians = False
+
+    def __init__(self, params, anchors=None):
+        super().__init__()
+        self.ffn = FeedForwardNet.from_params(params, 6 * params["frequency_num"])
+        self.register_buffer("freqs", encoder_frequencies(params), persistent=False)
+
+    def encode(self, coords):
+        return pe.theory(coords, self.freqs, self.radians).flatten(1)
+
+
+class TheoryNormEncoder(TheoryEncoder):
+    """`theorynorm`: as `theory` with (lon, lat) in radians."""
+    radians = True
+
+
+class TheoryDiagEncoder(nn.Module):
+    """`theorydiag`: theory features (B, F, 6) times the block-diagonal `post_mat` (F, 6, D/F), no ffn.
+
+    Then act(dropout_(post_linear(dropout(x)))) with `--spa_enc_use_postmat T`, else act(dropout(x)).
+    `spa_postmat` is the same parameter as `post_mat` under a second name, as in the original.
+    """
+
+    def __init__(self, params, anchors=None):
+        super().__init__()
+        frequency_num, dim = params["frequency_num"], params["num_filts"]
+        if dim % frequency_num != 0:
+            raise ValueError(f"--spa_enc_type theorydiag needs --num_filts ({dim}) divisible by "
+                             f"--frequency_num ({frequency_num})")
+        self.register_buffer("freqs", encoder_frequencies(params), persistent=False)
+        self.post_mat = nn.Parameter(torch.empty(frequency_num, 6, dim // frequency_num))
+        nn.init.xavier_uniform_(self.post_mat)
+        self.register_parameter("spa_postmat", self.post_mat)
+        self.dropout = nn.Dropout(p=params["dropout"])
+        self.use_post_mat = params["spa_enc_use_postmat"]
+        if self.use_post_mat:
+            self.post_linear = nn.Linear(dim, dim)
+            self.dropout_ = nn.Dropout(p=params["dropout"])
+        self.f_act = make_activation(params["spa_f_act"])
+
+    def forward(self, coords):
+        feats = pe.theory(coords, self.freqs)                              # (B, F, 6)
+        x = torch.einsum("bfs,fsd->bfd", feats, self.post_mat).flatten(1)   # (B, D)
+        if self.use_post_mat:
+            return self.f_act(self.dropout_(self.post_linear(self.dropout(x))))
+        return self.f_act(self.dropout(x))
+
+
+class HexaGridCellEncoder(nn.Module):
+    """`hexagridcell`: three phase-shifted sines per coordinate and scale, then act(dropout(post_linear(x)))."""
+
+    def __init__(self, params, anchors=None):
+        super().__init__()
+        frequency_num = params["frequency_num"]
+        self.register_buffer("divisors", pe.hexagridcell_divisors(frequency_num, params["max_radius"]),
+                             persistent=False)
+        self.post_linear = nn.Linear(6 * frequency_num, params["num_filts"])
+        nn.init.xavier_uniform_(self.post_linear.weight)
+        self.dropout = nn.Dropout(p=params["dropout"])
+        self.f_act = make_activation(params["spa_f_act"])
+
+    def forward(self, coords):
+        return self.f_act(self.dropout(self.post_linear(pe.hexagridcell(coords, self.divisors))))
+
+
+class NaiveEncoder(EncodingThenNetwork):
+    """`naive`: (lon, lat) min-max normalised by `--map_range` onto [-1, 1]."""
+
+    def __init__(self, params, anchors=None):
+        super().__init__()
+        self.ffn = FeedForwardNet.from_params(params, 2)
+        self.extent = tuple(float(v) for v in params["map_range"][:4])
+
+    def encode(self, coords):
+        return pe.min_max_normalise(coords, self.extent)
+
+
+class RBFEncoder(EncodingThenNetwork):
+    """`rbf`: Gaussian kernels (sigma `--rbf_kernal_size` degrees) around `anchors`, K = `--num_rbf_anchor_pts`.
+
+    The anchors are training locations (the original's `params['rbf_anchor_pt_ids']`); they are not in the
+    state_dict, so they must be given: a (K, 2) tensor or array of (lon, lat) degrees.
+    """
+
+    def __init__(self, params, anchors=None):
+        super().__init__()
+        count = params["num_rbf_anchor_pts"]
+        if anchors is None:
+            raise ValueError("--spa_enc_type rbf needs its anchor points: the training locations "
+                             "train_locs[params['rbf_anchor_pt_ids']] as a (K, 2) (lon, lat) array; pass anchors=...")
+        anchors = torch.as_tensor(anchors, dtype=torch.float32, device="cpu")
+        if anchors.shape != (count, 2):
+            raise ValueError(f"rbf anchors must have shape ({count}, 2) for --num_rbf_anchor_pts {count}, "
+                             f"got {tuple(anchors.shape)}")
+        self.ffn = FeedForwardNet.from_params(params, count)
+        self.kernel_size = float(params["rbf_kernal_size"])
+        self.register_buffer("anchors", anchors.clone(), persistent=False)
+
+    def encode(self, coords):
+        return pe.rbf(coords, self.anchors, self.kernel_size)
+
+
+class RFFEncoder(EncodingThenNetwork):
+    """`rff`: random Fourier features of the `--map_range`-normalised coordinates.
+
+    `dirvec` W (2, F) ~ N(0, rbf_kernal_size I) and `shift` b (F) ~ U(0, 2 pi) are fixed (non-trainable)
+    parameters, saved in the state_dict; they are drawn from `seeded_generator(params)`.
+    """
+
+    def __init__(self, params, anchors=None):
+        super().__init__()
+        frequency_num = params["frequency_num"]
+        ffn = FeedForwardNet.from_params(params, frequency_num)
+        generator = seeded_generator(params)
+        dirvec = torch.randn(frequency_num, 2, dtype=torch.float64, generator=generator).T
+        dirvec = dirvec * math.sqrt(params["rbf_kernal_size"])
+        shift = torch.rand(frequency_num, dtype=torch.float64, generator=generator) * (2.0 * math.pi)
+        self.dirvec = nn.Parameter(dirvec.float().contiguous(), requires_grad=False)
+        self.shift = nn.Parameter(shift.float(), requires_grad=False)
+        self.ffn = ffn
+        self.extent = tuple(float(v) for v in params["map_range"][:4])
+
+    def encode(self, coords):
+        return pe.random_fourier(coords, self.extent, self.dirvec, self.shift)
+
+
+class WrapFFNEncoder(EncodingThenNetwork):
+    """`geo_net_fft`: the wrap encoding [sin pi x, sin pi y, cos pi x, cos pi y] of (lon/180, lat/90), then ffn."""
+
+    def __init__(self, params, anchors=None):
+        super().__init__()
+        self.ffn = FeedForwardNet.from_params(params, 4)
+
+    def encode(self, coords):
+        return pe.wrap(coords)
+
+
+def encoder_frequencies(params):
+    """The float64 frequency list of a run's flags (`--freq_init`, `--frequency_num`, radii)."""
+    return pe.frequency_list(params["freq_init"], params["frequency_num"], params["max_radius"],
+                             params["min_radius"], generator=seeded_generator(params))
+
+
+SPATIAL_ENCODERS = {
+    "gridcell": GridCellEncoder,
+    "gridcellnorm": GridCellEncoder,
+    "hexagridcell": HexaGridCellEncoder,
+    "theory": TheoryEncoder,
+    "theorynorm": TheoryNormEncoder,
+    "theorydiag": TheoryDiagEncoder,
+    "naive": NaiveEncoder,
+    "rbf": RBFEncoder,
+    "rff": RFFEncoder,
+    "geo_net_fft": WrapFFNEncoder,
+}
+
+
+def build_spatial_encoder(params, anchors=None):
+    """The spatial encoder `spa_enc` of `--spa_enc_type` (not geo_net), on the CPU; `anchors` for rbf only."""
+    name = params["spa_enc_type"]
+    if name not in SPATIAL_ENCODERS:
+        raise ValueError(f"--spa_enc_type {name!r} has no location encoder; choose one of "
+                         f"{', '.join(SPATIAL_ENCODERS)} or geo_net")
+    return SPATIAL_ENCODERS[name](params, anchors=anchors)

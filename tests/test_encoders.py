@@ -1,0 +1,204 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import encoders
+import position_encodings as pe
+from arguments import default_params
+from encoders import SPATIAL_ENCODERS, build_spatial_encoder
+
+INAT_FLAGS = ["--frequency_num", "32", "--max_radius", "360", "--min_radius", "0.1"]
+COORDS = torch.tensor([[-180.0, -90.0], [180.0, 90.0], [0.0, 0.0], [12.345, -67.891], [-179.99, 45.5]])
+ANCHORS = torch.tensor([[0.0, 0.0], [10.0, 20.0], [-100.0, -30.0]])
+
+
+def _params(*flags):
+    return default_params(list(flags))
+
+
+def _geometric(frequency_num, max_radius, min_radius):
+    return np.array([1.0 / (min_radius * (max_radius / min_radius) ** (s / (frequency_num - 1)))
+                     for s in range(frequency_num)])
+
+
+def test_frequency_lists():
+    freqs = pe.frequency_list("geometric", 32, 360.0, 0.1)
+    assert freqs.dtype == torch.float64
+    np.testing.assert_allclose(freqs.numpy(), _geometric(32, 360.0, 0.1), rtol=1e-12)
+    assert freqs[0].item() == pytest.approx(10.0) and freqs[-1].item() == pytest.approx(1 / 360)
+    np.testing.assert_allclose(pe.frequency_list("nerf", 4, 1, 1).numpy(), np.pi * np.array([1, 2, 4, 8]))
+    with pytest.raises(ValueError, match="--freq_init"):
+        pe.frequency_list("linear", 4, 1, 1)
+
+
+def test_gridcell_layout_is_coordinate_major_sin_cos_in_float64_precision():
+    freqs = pe.frequency_list("geometric", 16, 1.0, 1e-6)      # angles up to 1.8e8 rad
+    out = pe.gridcell(COORDS, freqs)
+    coords, f = COORDS.double().numpy(), freqs.numpy()
+    expected = np.zeros((len(coords), 4 * 16))
+    for c in range(2):
+        for s in range(16):
+            expected[:, c * 32 + 2 * s] = np.sin(coords[:, c] * f[s])
+            expected[:, c * 32 + 2 * s + 1] = np.cos(coords[:, c] * f[s])
+    assert out.dtype == torch.float32
+    np.testing.assert_allclose(out.numpy(), expected, atol=1e-6)
+
+
+def test_theory_layout_is_frequency_major_over_three_directions():
+    freqs = pe.frequency_list("geometric", 8, 360.0, 0.1)
+    out = pe.theory(COORDS, freqs).flatten(1)
+    radians_out = pe.theory(COORDS, freqs, radians=True).flatten(1)
+    units = [(1.0, 0.0), (-0.5, math.sqrt(3) / 2), (-0.5, -math.sqrt(3) / 2)]
+    for coords, result in ((COORDS.double().numpy(), out), (np.radians(COORDS.double().numpy()), radians_out)):
+        expected = np.zeros((len(coords), 48))
+        for s, f in enumerate(freqs.numpy()):
+            for k, (ux, uy) in enumerate(units):
+                angle = (coords[:, 0] * ux + coords[:, 1] * uy) * f
+                expected[:, 6 * s + 2 * k] = np.sin(angle)
+                expected[:, 6 * s + 2 * k + 1] = np.cos(angle)
+        np.testing.assert_allclose(result.numpy(), expected, atol=1e-6)
+
+
+def test_hexagridcell_encoding():
+    divisors = pe.hexagridcell_divisors(4, 360.0)
+    out = pe.hexagridcell(COORDS, divisors)
+    coords = COORDS.double().numpy()
+    expected = np.zeros((len(coords), 24))
+    for c in range(2):
+        for s in range(4):
+            angle = coords[:, c] / 360.0 ** (s / 3)
+            for k in range(3):
+                expected[:, c * 12 + 3 * s + k] = np.sin(angle + k * 2 * np.pi / 3)
+    np.testing.assert_allclose(out.numpy(), expected, atol=1e-6)
+
+
+def test_simple_encodings():
+    lon, lat = COORDS[:, 0].double().numpy(), COORDS[:, 1].double().numpy()
+    x, y = lon / 180, lat / 90
+    wrapped = np.stack([np.sin(np.pi * x), np.sin(np.pi * y), np.cos(np.pi * x), np.cos(np.pi * y)], 1)
+    np.testing.assert_allclose(pe.wrap(COORDS).numpy(), wrapped, atol=1e-6)
+    np.testing.assert_allclose(pe.min_max_normalise(COORDS, (-180, 180, -90, 90)).numpy(), np.stack([x, y], 1),
+                               atol=1e-7)
+    np.testing.assert_allclose(pe.min_max_normalise(COORDS, (0, 10, 0, 10)).numpy()[2], [-1, -1])
+    distances = ((lon[:, None] - ANCHORS[:, 0].numpy()) ** 2 + (lat[:, None] - ANCHORS[:, 1].numpy()) ** 2)
+    np.testing.assert_allclose(pe.rbf(COORDS, ANCHORS, 30.0).numpy(), np.exp(-distances / (2 * 30.0 ** 2)),
+                               atol=1e-7)
+
+
+@pytest.mark.parametrize("name", sorted(SPATIAL_ENCODERS))
+def test_every_encoder_maps_lonlat_to_the_embedding_without_touching_its_input(name):
+    params = _params("--spa_enc_type", name, "--num_rbf_anchor_pts", "3", *INAT_FLAGS)
+    encoder = build_spatial_encoder(params, anchors=ANCHORS).eval()
+    coords = COORDS.clone()
+    out = encoder(coords)
+    assert out.shape == (len(COORDS), 256) and out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert torch.equal(coords, COORDS)
+
+
+def test_unknown_encoder_names_the_choices():
+    with pytest.raises(ValueError, match="'grid' has no location encoder; choose one of gridcell, gridcellnorm"):
+        build_spatial_encoder(_params("--spa_enc_type", "grid"))
+
+
+def test_feed_forward_network_structure_and_formula():
+    params = _params("--num_hidden_layer", "2", "--hidden_dim", "8", "--num_filts", "4", "--spa_f_act", "leakyrelu",
+                     "--dropout", "0.3")
+    ffn = encoders.FeedForwardNet.from_params(params, 8).eval()
+    first, hidden, last = ffn.layers
+    assert [layer.linear.weight.shape for layer in ffn.layers] == [(8, 8), (8, 8), (4, 8)]
+    assert first.layernorm is not None and hidden.layernorm is not None and last.layernorm is None
+    # the residual needs in == out and is never on the output layer
+    assert first.skip_connection and hidden.skip_connection and not last.skip_connection
+    assert first.dropout.p == 0.3 and first.act.negative_slope == 0.2
+    x = torch.randn(5, 8)
+    y = x
+    for layer in (first, hidden):
+        y = torch.nn.functional.layer_norm(torch.nn.functional.leaky_relu(layer.linear(y), 0.2) + y, (8,),
+                                           layer.layernorm.weight, layer.layernorm.bias, eps=1e-5)
+    y = torch.nn.functional.leaky_relu(last.linear(y), 0.2)
+    torch.testing.assert_close(ffn(x), y)
+    no_layn = encoders.FeedForwardNet.from_params(_params("--use_layn", "F", "--skip_connection", "F",
+                                                          "--num_hidden_layer", "0"), 8)
+    assert len(no_layn.layers) == 1 and no_layn.layers[0].layernorm is None
+
+
+@pytest.mark.parametrize("name, check", [
+    ("leakyrelu", lambda x: torch.where(x > 0, x, 0.2 * x)),
+    ("relu", torch.relu),
+    ("sigmoid", torch.sigmoid),
+    ("tanh", torch.tanh),
+    ("gelu", lambda x: 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))),
+])
+def test_activations(name, check):
+    x = torch.linspace(-3, 3, 13)
+    torch.testing.assert_close(encoders.make_activation(name)(x), check(x))
+
+
+def test_unknown_activation_names_the_flag():
+    with pytest.raises(ValueError, match="--spa_f_act must be one of leakyrelu, relu, sigmoid, tanh, gelu"):
+        encoders.make_activation("swish")
+
+
+def test_layers_get_torch_default_init_then_xavier_in_construction_order():
+    torch.manual_seed(3)
+    encoder = build_spatial_encoder(_params(*INAT_FLAGS))
+    torch.manual_seed(3)
+    first = torch.nn.Linear(128, 512)
+    torch.nn.init.xavier_uniform_(first.weight)
+    torch.testing.assert_close(encoder.ffn.layers[0].linear.weight, first.weight, rtol=0, atol=0)
+    torch.testing.assert_close(encoder.ffn.layers[0].linear.bias, first.bias, rtol=0, atol=0)
+
+
+def test_random_frequencies_are_reproducible_and_not_in_the_state_dict():
+    def build(seed):
+        return build_spatial_encoder(_params("--freq_init", "random", "--max_radius", "5", "--seed", str(seed)))
+
+    first, again, other = build(1), build(1), build(2)
+    assert torch.equal(first.freqs, again.freqs) and not torch.equal(first.freqs, other.freqs)
+    assert ((first.freqs >= 0) & (first.freqs < 5)).all()
+    assert not any("freqs" in key for key in first.state_dict())
+
+
+def test_rff_fixed_parameters_come_from_the_seed():
+    params = _params("--spa_enc_type", "rff", "--frequency_num", "4096", "--rbf_kernal_size", "4.0")
+    encoder, again = build_spatial_encoder(params), build_spatial_encoder(params)
+    assert list(encoder.state_dict())[:2] == ["dirvec", "shift"]
+    assert not encoder.dirvec.requires_grad and torch.equal(encoder.dirvec, again.dirvec)
+    assert encoder.dirvec.shape == (2, 4096) and encoder.dirvec.std().item() == pytest.approx(2.0, rel=0.05)
+    assert 0 <= encoder.shift.min() and encoder.shift.max() < 2 * math.pi
+
+
+def test_theorydiag_post_mat_alias_and_dimension_check():
+    encoder = build_spatial_encoder(_params("--spa_enc_type", "theorydiag", *INAT_FLAGS))
+    assert encoder.spa_postmat is encoder.post_mat and encoder.post_mat.shape == (32, 6, 8)
+    no_post = build_spatial_encoder(_params("--spa_enc_type", "theorydiag", "--spa_enc_use_postmat", "F"))
+    assert not hasattr(no_post, "post_linear")
+    with pytest.raises(ValueError, match="--num_filts \\(256\\) divisible by --frequency_num \\(24\\)"):
+        build_spatial_encoder(_params("--spa_enc_type", "theorydiag", "--frequency_num", "24"))
+
+
+def test_rbf_without_anchors_says_what_is_needed():
+    with pytest.raises(ValueError, match=r"rbf_anchor_pt_ids"):
+        build_spatial_encoder(_params("--spa_enc_type", "rbf"))
+    with pytest.raises(ValueError, match=r"shape \(200, 2\)"):
+        build_spatial_encoder(_params("--spa_enc_type", "rbf"), anchors=ANCHORS)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", sorted(SPATIAL_ENCODERS))
+def test_gpu_matches_cpu(name):
+    params = _params("--spa_enc_type", name, "--num_rbf_anchor_pts", "3", *INAT_FLAGS)
+    encoder = build_spatial_encoder(params, anchors=ANCHORS).eval()
+    expected = encoder(COORDS)
+    torch.testing.assert_close(encoder.cuda()(COORDS.cuda()).cpu(), expected, rtol=0, atol=2e-6)
+
+
+def test_benchmark_script_runs(capsys):
+    import benchmark_encoders
+
+    benchmark_encoders.main(["--device", "cpu", "--batch_sizes", "8", "--warmup", "0", "--repeats", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("device cpu") and len(lines) == 3
+    assert lines[1].startswith("gridcell") and lines[2].startswith("theory") and "points/s" in lines[2]
