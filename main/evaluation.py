@@ -1,0 +1,223 @@
+"""Batched evaluation: rank of the true class, top-k accuracy and MRR, with the original's log lines.
+
+Methods (each returns a machine-readable result and the per-sample ranks):
+* `evaluate_image_only` — the image classifier alone ("No prior");
+* `evaluate_with_prior` — image probabilities × a location prior, pred_c = p_img,c · prior_c (not renormalised),
+  the product in float64; the prior is a location encoder (σ(e(x)·W_c); rows whose location is NaN keep the
+  image prediction and stay in the denominator), a baseline's `prior`, a per-row matrix or a per-class vector;
+* `evaluate_location_only` — the location encoder alone ("LocEnc"), NaN-location rows dropped from the numerator
+  but kept in the denominator.
+Rows are processed in chunks on the device, so 24 426 × 8 142 scores fit in memory on CPU and GPU.
+
+Rank rule: rank = 1 + #(classes scoring higher) + #(classes scoring equal with a higher class index), i.e. among
+equal scores the higher class index ranks first — the order of a stable ascending sort, reversed. The original
+reversed numpy's (unstable) ascending argsort: this rule gives its result wherever its order is the identity, the
+common case of an all-zero row (the last class ranks first); numpy's introsort order of other ties is
+implementation-defined and cannot be reproduced in general.
+Top-k accuracy (k = 1, 3, 5, 10) = 100 · #(rank ≤ k) / N_split rounded to 2 decimals (numpy rounding, as the
+original); MRR = mean over the split of 1/rank (0 for rows not scored). Splits: blocks of equal `split_ids` in
+sorted order, numbered 0, 1, …; for the iNat test set the ids are the Kaggle Private mask, so ID 0 = Public,
+ID 1 = Private.
+"""
+import logging
+from functools import partial
+
+import numpy as np
+import torch
+
+from losses import eval_mode
+
+logger = logging.getLogger(__name__)
+
+TOP_K = (1, 3, 5, 10)
+
+
+def label_ranks(scores, labels):
+    """(N,) int64 rank (1 = best) of class labels[i] in scores[i] (N, C), ties by the rule of the module doc."""
+    labels = labels.to(device=scores.device, dtype=torch.long).view(-1, 1)
+    true_score = scores.gather(1, labels)
+    later_class = torch.arange(scores.shape[1], device=scores.device) > labels
+    ahead = (scores > true_score).sum(dim=1, dtype=torch.int32)
+    ahead += (scores == true_score).logical_and_(later_class).sum(dim=1, dtype=torch.int32)
+    return ahead.long() + 1
+
+
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.long: np.int64}
+
+
+def _as_tensor(array, device, dtype):
+    """`array` (a tensor, or an array-like such as a read-only memory map, which is copied) as `dtype` on `device`."""
+    if torch.is_tensor(array):
+        return array.to(device=device, dtype=dtype)
+    return torch.from_numpy(np.array(array, dtype=_NUMPY_DTYPES[dtype])).to(device)
+
+
+def _chunk_rows(device, num_classes):
+    """Rows per chunk: about 2 M scores on the CPU (temporaries small enough for the allocator to reuse their
+    memory), about 32 M on a GPU."""
+    return max(1, (2 ** 21 if device.type == "cpu" else 2 ** 25) // max(1, num_classes))
+
+
+def _split_blocks(split_ids):
+    """[(block ID, split value, row indices)] for the distinct split values in sorted order."""
+    split_ids = np.asarray(split_ids.cpu() if torch.is_tensor(split_ids) else split_ids).reshape(-1)
+    values = np.unique(split_ids)
+    names = {False: "Public", True: "Private"} if split_ids.dtype == bool else {}
+    return [(i, names.get(v.item(), str(v.item())), np.flatnonzero(split_ids == v)) for i, v in enumerate(values)]
+
+
+def summarize(ranks, split_ids, method, flag="", num_scored=None):
+    """Log the top-k block of each split (` Split ID: {i}`, ` Top {k}\\t{flag}acc (%):   {value}`) and return
+    {method, flag, num_rows, num_scored, splits: [{id, name, count, top1, top3, top5, top10, mrr}]}.
+
+    ranks: (N,) int64, 0 for rows that were not scored (they count as misses)."""
+    ranks = np.asarray(ranks.cpu() if torch.is_tensor(ranks) else ranks)
+    if len(ranks) != len(split_ids):
+        raise ValueError(f"{len(ranks)} ranks but {len(split_ids)} split ids")
+    splits = []
+    for block_id, name, rows in _split_blocks(split_ids):
+        block = ranks[rows]
+        scored = block > 0
+        entry = {"id": block_id, "name": name, "count": int(len(rows))}
+        logger.info(" Split ID: %d", block_id)
+        for k in TOP_K:
+            value = float(np.round(np.count_nonzero(scored & (block <= k)) * 100 / len(rows), 2))
+            logger.info(" Top %d\t%sacc (%%):   %s", k, flag, value)
+            entry[f"top{k}"] = value
+        entry["mrr"] = float((1.0 / block[scored]).sum() / len(rows))
+        splits.append(entry)
+    return {"method": method, "flag": flag, "num_rows": int(len(ranks)),
+            "num_scored": int(np.count_nonzero(ranks > 0) if num_scored is None else num_scored), "splits": splits}
+
+
+def _ranks_in_chunks(classes, num_classes, scores_of, chunk_rows, device):
+    """Ranks (N,) int64 on the CPU. `scores_of(start, stop)` gives (scores, rows): the scores of the chunk's rows
+    `rows` (device indices; None = all rows of the chunk). Rows never scored keep rank 0."""
+    ranks = torch.zeros(len(classes), dtype=torch.long)
+    chunk_rows = chunk_rows or _chunk_rows(device, num_classes)
+    for start in range(0, len(classes), chunk_rows):
+        stop = min(start + chunk_rows, len(classes))
+        scores, rows = scores_of(start, stop)
+        if rows is None:
+            ranks[start:stop] = label_ranks(scores, classes[start:stop]).cpu()
+        elif len(rows):
+            ranks[rows.cpu()] = label_ranks(scores, classes[rows]).cpu()
+    return ranks
+
+
+def _valid_rows(locs, start, stop):
+    """Indices in [start, stop) of the rows of `locs` without NaN, or None when all rows are valid."""
+    valid = ~torch.isnan(locs[start:stop]).any(dim=1)
+    return None if bool(valid.all()) else valid.nonzero().squeeze(1) + start
+
+
+def _device_of(*candidates):
+    """The device of the first location encoder or tensor among `candidates`, else the CPU."""
+    for candidate in candidates:
+        if isinstance(candidate, torch.nn.Module):
+            return next(candidate.parameters()).device
+        if torch.is_tensor(candidate):
+            return candidate.device
+    return torch.device("cpu")
+
+
+def evaluate_image_only(preds, classes, split_ids, flag="", chunk_rows=None, device=None):
+    """"No prior": rank by the image classifier's probabilities preds (N, C). Logs `\\nNo prior`, `({N},)` and
+    the split blocks. Returns (result dict of `summarize`, ranks (N,) int64)."""
+    device = device or _device_of(preds)
+    classes = _as_tensor(classes, device, torch.long)
+    logger.info("\nNo prior")
+    logger.info("(%d,)", len(classes))
+
+    def scores_of(start, stop):
+        return _as_tensor(preds[start:stop], device, torch.float32), None
+
+    ranks = _ranks_in_chunks(classes, preds.shape[1], scores_of, chunk_rows, device)
+    return summarize(ranks, split_ids, "no_prior", flag), ranks
+
+
+def evaluate_with_prior(preds, classes, split_ids, prior, locs=None, method="location_prior", header=None,
+                        flag="", chunk_rows=None, device=None):
+    """Image probabilities × a prior, pred_c = p_img,c · prior_c (not renormalised), ranked in float64 per chunk.
+
+    preds (N, C) image probabilities; classes (N,); split_ids (N,); locs (N, 2|3) lon/lat degrees [+ date], NaN
+    where unknown. prior is one of
+    * a location encoder (`torch.nn.Module`): σ(e(x)·Wᵀ) in eval mode; rows with a NaN location keep the image
+      prediction (as the original; they stay in the denominator);
+    * a callable mapping a (n, 2|3) chunk of `locs` on `device` (NaN rows included) to (n, C) prior values, e.g.
+      a fitted baseline's `prior`; it decides what rows without a location get;
+    * a tensor/array (N, C) of prior values at the eval locations, or (C,) for a location-independent prior (then
+      `locs` may be None).
+    `header` is logged first, verbatim, when given (e.g. "\\nDiscrete grid prior"); no `({N},)` line, as in the
+    original. Returns (result dict of `summarize`, ranks (N,) int64).
+    """
+    device = device or _device_of(prior, preds, locs)
+    classes = _as_tensor(classes, device, torch.long)
+    encoder = isinstance(prior, torch.nn.Module)
+    constant = not callable(prior) and np.ndim(prior) == 1
+    if constant:
+        prior_row = _as_tensor(prior, device, torch.float64)
+    elif locs is None and callable(prior):
+        raise ValueError(f"evaluate_with_prior({method}): a location prior needs `locs` (N, 2) lon/lat degrees")
+    elif locs is not None:
+        locs = _as_tensor(locs, device, torch.float32)
+    if header is not None:
+        logger.info(header)
+
+    def scores_of(start, stop):
+        pred = _as_tensor(preds[start:stop], device, torch.float64)
+        if constant:
+            return pred.mul_(prior_row), None
+        if not encoder:
+            values = prior(locs[start:stop]) if callable(prior) else prior[start:stop]
+            return pred.mul_(_as_tensor(values, device, torch.float64)), None
+        valid = _valid_rows(locs, start, stop)
+        if valid is None:
+            pred.mul_(prior(locs[start:stop]))
+        elif len(valid):
+            pred[valid - start] *= prior(locs[valid])
+        return pred, None
+
+    with eval_mode(prior) if encoder else torch.no_grad():
+        ranks = _ranks_in_chunks(classes, preds.shape[1], scores_of, chunk_rows, device)
+    return summarize(ranks, split_ids, method, flag), ranks
+
+
+def evaluate_location_only(model, locs, classes, split_ids, flag="LocEnc ", chunk_rows=None):
+    """"LocEnc": rank by the location encoder's σ(e(x)·Wᵀ) alone (eval mode). Rows with a NaN location are not
+    scored (rank 0) but stay in the denominator. Logs `({n_scored},)` and the split blocks; no header.
+    Returns (result dict, ranks (N,) int64)."""
+    device = _device_of(model)
+    locs = _as_tensor(locs, device, torch.float32)
+    classes = _as_tensor(classes, device, torch.long)
+    num_scored = int((~torch.isnan(locs).any(dim=1)).sum())
+    logger.info("(%d,)", num_scored)
+
+    def scores_of(start, stop):
+        valid = _valid_rows(locs, start, stop)
+        if valid is None:
+            return model(locs[start:stop]), None
+        return (model(locs[valid]) if len(valid) else None), valid
+
+    with eval_mode(model):
+        ranks = _ranks_in_chunks(classes, model.class_emb.weight.shape[0], scores_of, chunk_rows, device)
+    return summarize(ranks, split_ids, "location_only", flag, num_scored), ranks
+
+
+def run_final_evaluation(preds, classes, split_ids, locs, model=None, baselines=(), method="location_prior",
+                         flag="", chunk_rows=None):
+    """The original's final evaluation: "No prior", then image × each fitted baseline of `baselines`, in the
+    given order (the original's: train_freq, grid, nn_knn, nn_dist, kde; objects with `name`, `log_header` and
+    `prior(locs, device=, dtype=)`, as `baselines.make_baseline` returns), then image × the location encoder
+    `model` (no header, straight after). Returns ({method: result dict}, {method: ranks})."""
+    results, ranks = {}, {}
+    results["no_prior"], ranks["no_prior"] = evaluate_image_only(preds, classes, split_ids, flag, chunk_rows)
+    device = _device_of(preds, locs)
+    for baseline in baselines:
+        prior = partial(baseline.prior, device=device, dtype=torch.float64)
+        results[baseline.name], ranks[baseline.name] = evaluate_with_prior(
+            preds, classes, split_ids, prior, locs, baseline.name, baseline.log_header, flag, chunk_rows, device)
+    if model is not None:
+        results[method], ranks[method] = evaluate_with_prior(preds, classes, split_ids, model, locs, method,
+                                                             None, flag, chunk_rows)
+    return results, ranks

@@ -1,0 +1,290 @@
+"""Training losses of CSP: random negative locations, the pre-training losses and the presence-only loss.
+
+Every location tensor is (lon, lat) in degrees, float32, on the model's device, as the models take it; with
+`--use_date_feats` (geo_net) a third column holds the date as a fraction of the year in [0, 1].
+
+Pre-training (`--unsuper_loss`, paper names in brackets; B = in-batch images, L = random locations, D = dropout
+positives):
+* `contsoftmax` (CSP-MC-BLD) / `contsoftmaxsym` (its symmetric, CLIP-style variant): softmax cross-entropy terms
+  on L2-normalised embeddings, each with its own temperature;
+* `imgcontlossnolocneg` / `imgcontloss` / `imgcontlosssimcse` (CSP-NCE-B / -BL / -BLD): binary sigmoid terms on
+  cosine similarities;
+* `l2regress` (MSE): regress the image features from the location embedding.
+Fine-tuning (`--train_loss`): `full_loss` and `full_loss_user`, the presence-only loss of Mac Aodha et al. (2019).
+
+In train mode the location encoder runs once on the concatenation of every location batch a loss needs (the
+locations, the random negatives, the second SimCSE view); dropout draws a separate mask per row, so this is the
+same computation as separate passes, in one set of kernels. A term whose weight is 0 is not computed.
+"""
+import math
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+
+BCE_EPS = 1e-5
+NEG_RAND_TYPES = ("spherical", "sphericalold", "uniform")
+UNSUPER_LOSSES = ("l2regress", "imgcontloss", "imgcontlossnolocneg", "imgcontlosssimcse", "contsoftmax",
+                  "contsoftmaxsym")
+TRAIN_LOSSES = ("full_loss", "full_loss_user")
+# On the CPU the dense bce terms over (rows, classes) are computed in row blocks of at most this many elements:
+# each temporary then stays below glibc's mmap threshold, so its memory is reused instead of page-faulted anew
+CPU_BLOCK_ELEMENTS = 4 * 2 ** 20
+
+
+def rand_samples(n, device, neg_rand_type, use_date_feats=False, generator=None):
+    """`n` random locations: (n, 2) float32 (lon, lat) in degrees on `device`, or (n, 3) with a random date
+    (fraction of the year in [0, 1)) as third column when `use_date_feats`.
+
+    All types make one (n, 3) draw u = 2·U[0, 1) − 1 from `generator` (default: torch's generator of `device`):
+    * `sphericalold` — the original's sampler, same arithmetic: θ = π(u₁ + 1), r = √(1 − u₀²),
+      (lon, lat) = (180·r·cos θ, 90·r·sin θ): a point uniform on the sphere projected on the equatorial disk,
+      so not uniform on the sphere (denser towards the rim of the lon/lat ellipse);
+    * `spherical` — uniform on the sphere: lon = 180·u₀, lat = asin(u₁) (the original's `spherical` drew only
+      lon ∈ [0, 180), lat ∈ [0, 90));
+    * `uniform` — uniform in the lon/lat rectangle: (180·u₀, 90·u₁).
+    """
+    if neg_rand_type not in NEG_RAND_TYPES:
+        raise ValueError(f"--neg_rand_type {neg_rand_type!r} is unknown; use one of {', '.join(NEG_RAND_TYPES)}")
+    u = torch.rand(n, 3, device=device, generator=generator) * 2 - 1
+    if neg_rand_type == "sphericalold":
+        theta = ((u[:, 1] + 1) / 2.0) * (2 * math.pi)
+        radius = torch.sqrt(1.0 - u[:, 0] ** 2)
+        lon, lat = radius * torch.cos(theta) * 180, radius * torch.sin(theta) * 90
+    elif neg_rand_type == "spherical":
+        lon, lat = u[:, 0] * 180, torch.rad2deg(torch.asin(u[:, 1]))
+    else:
+        lon, lat = u[:, 0] * 180, u[:, 1] * 90
+    columns = [lon, lat, (u[:, 2] + 1) / 2] if use_date_feats else [lon, lat]
+    return torch.stack(columns, dim=1)
+
+
+def _bce(p):
+    """The original's `bce_loss`: −log(p + 1e-5), the epsilon inside the log."""
+    return -torch.log(p + BCE_EPS)
+
+
+class _NegativeBCERowSums(torch.autograd.Function):
+    """s_i = Σ_c bce(1 − σ(E_i·W_c)) for E (N, D), W (C, D): the "absent" terms of the sigmoid losses.
+
+    Same arithmetic as the original's bce(1.0 − σ(z)) elementwise. Only σ is kept (per row block); backward
+    forms the gradient σ(1 − σ)/(1 − σ + ε) = σ − ε·σ/(1 − σ + ε) from it, instead of autograd keeping the
+    logits, 1 − p and the log as separate (N, C) tensors.
+    """
+
+    @staticmethod
+    def forward(ctx, emb, weight):
+        if emb.device.type == "cpu":
+            rows = max(1, CPU_BLOCK_ELEMENTS // max(1, weight.shape[0]))
+        else:
+            rows = max(1, emb.shape[0])
+        sigmoids, sums = [], []
+        work = None
+        for block in emb.split(rows):
+            s = torch.mm(block, weight.t()).sigmoid_()
+            work = _one_minus_plus_eps(s, work)
+            sums.append(work.log_().sum(dim=1).neg_())
+            sigmoids.append(s)
+        ctx.save_for_backward(emb, weight, *sigmoids)
+        return torch.cat(sums)
+
+    @staticmethod
+    def backward(ctx, grad_sums):
+        emb, weight, *sigmoids = ctx.saved_tensors
+        grad_emb = emb.new_empty(emb.shape) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
+        start = 0
+        work = None
+        for s in sigmoids:
+            stop = start + s.shape[0]
+            work = _one_minus_plus_eps(s, work)
+            grad = torch.addcdiv(s, s, work, value=-BCE_EPS, out=work).mul_(grad_sums[start:stop, None])
+            if grad_emb is not None:
+                torch.mm(grad, weight, out=grad_emb[start:stop])
+            if grad_weight is not None:
+                grad_weight.addmm_(grad.t(), emb[start:stop])
+            start = stop
+        return grad_emb, grad_weight
+
+
+def _one_minus_plus_eps(s, work):
+    """(1 − s) + 1e-5 rounded as the original (two float32 steps), written into `work` (reused between row
+    blocks: a fresh large CPU tensor costs more in page faults than the arithmetic) or a new tensor."""
+    work = torch.empty_like(s) if work is None or work.shape[0] < s.shape[0] else work[:s.shape[0]]
+    return torch.neg(s, out=work).add_(1.0).add_(BCE_EPS)
+
+
+def _presence_sum(emb, weight, labels, pos_weight, negative_sums):
+    """Σ over (B, C) of bce(1 − σ(e·Wᵀ)) with entry (i, y_i) replaced by pos_weight · bce(σ(e_i·W_{y_i}));
+    `negative_sums` (B,) = the row sums of the unreplaced matrix. The B replaced entries are recomputed from
+    row dot products (no dense mask, no gather into the (B, C) matrix)."""
+    z = (emb * weight[labels]).sum(dim=1)
+    p = torch.sigmoid(z)
+    return negative_sums.sum() + (pos_weight * _bce(p) - _bce(1.0 - p)).sum()
+
+
+def _negatives(locs, count, neg_rand_type, neg_locs):
+    """`count` negative locations for `locs`: the given `neg_locs`, or fresh draws of type `neg_rand_type`."""
+    if neg_locs is None:
+        return rand_samples(count, locs.device, neg_rand_type, use_date_feats=locs.shape[1] == 3)
+    if neg_locs.shape != (count, locs.shape[1]):
+        raise ValueError(f"neg_locs has shape {tuple(neg_locs.shape)}, expected ({count}, {locs.shape[1]}): "
+                         f"rows k·B + i = negative k of sample i")
+    return neg_locs.to(device=locs.device, dtype=locs.dtype)
+
+
+def _embed_views(model, locs, neg_locs, simcse):
+    """Location embeddings of x, of the negatives (or None) and of a second dropout view of x (or None), from one
+    forward pass over their concatenation. In eval mode the second view is the first one."""
+    second_view = simcse and model.training
+    parts = [locs] + ([neg_locs] if neg_locs is not None else []) + ([locs] if second_view else [])
+    emb = model(torch.cat(parts) if len(parts) > 1 else locs, return_feats=True)
+    batch = locs.shape[0]
+    a = emb[:batch]
+    r = emb[batch:batch + neg_locs.shape[0]] if neg_locs is not None else None
+    a2 = (emb[-batch:] if second_view else a) if simcse else None
+    return a, r, a2
+
+
+def _nce(m_emb, m_weight):
+    """The original's binary in-batch term for M = E·Wᵀ (B, B): mean_i [(B−1)·bce(σ(M_ii)) +
+    Σ_{j≠i} bce(1 − σ(M_ij))] / (B − 1)."""
+    batch = m_emb.shape[0]
+    diag = (m_emb * m_weight).sum(dim=1)
+    p = torch.sigmoid(diag)
+    rows = _NegativeBCERowSums.apply(m_emb, m_weight) - _bce(1.0 - p) + (batch - 1) * _bce(p)
+    return rows.mean() / (batch - 1)
+
+
+def _check_temperatures(params, name):
+    for key in ("unsuper_temp_inbatch", "unsuper_temp_negloc", "unsuper_temp_simcse"):
+        if not params[key] > 0:
+            raise ValueError(f"--{key} must be > 0 for --unsuper_loss {name}, got {params[key]}")
+
+
+def unsuper_loss(model, locs, img_feats, params, neg_locs=None):
+    """Pre-training loss `params['unsuper_loss']` of one batch (scalar tensor).
+
+    locs (B, 2|3) lon/lat degrees [+ date]; img_feats (B, cnn_feat_dim) frozen image features; params: the run's
+    params (`unsuper_loss`, `num_neg_rand_loc` K, `rand_sample_weight`, `simcse_weight`, `neg_rand_type`,
+    `unsuper_temp_inbatch`, `unsuper_temp_negloc`, `unsuper_temp_simcse`). neg_locs: optional (K·B, 2|3) negative
+    locations, row k·B + i = negative k of sample i; drawn with `rand_samples` when None.
+    """
+    name = params["unsuper_loss"]
+    if name not in UNSUPER_LOSSES:
+        raise ValueError(f"--unsuper_loss {name!r} is unknown; use one of {', '.join(UNSUPER_LOSSES)}")
+    if name == "l2regress":
+        if not hasattr(model, "loc_dec"):
+            raise ValueError("--unsuper_loss l2regress needs a model with `loc_dec` (build it with that loss)")
+        return F.mse_loss(model.loc_dec(model(locs, return_feats=True)), img_feats)
+    if not hasattr(model, "img_dec"):
+        raise ValueError(f"--unsuper_loss {name} needs a model with `img_dec` (build it with that loss)")
+    if name.startswith("contsoftmax"):
+        _check_temperatures(params, name)
+    batch = locs.shape[0]
+    if name.startswith("imgcontloss") and batch < 2:
+        raise ValueError(f"--unsuper_loss {name} needs batches of at least 2 samples, got {batch}")
+    w_rand = params["rand_sample_weight"] if name != "imgcontlossnolocneg" else 0.0
+    w_simcse = params["simcse_weight"] if name in ("imgcontlosssimcse", "contsoftmax", "contsoftmaxsym") else 0.0
+    num_neg = params["num_neg_rand_loc"]
+    if w_rand != 0 and num_neg < 1:
+        raise ValueError(f"--num_neg_rand_loc must be >= 1 for --unsuper_loss {name}, got {num_neg}")
+    negs = _negatives(locs, num_neg * batch, params["neg_rand_type"], neg_locs) if w_rand != 0 else None
+    a, r, a2 = _embed_views(model, locs, negs, simcse=w_simcse != 0)
+    a = F.normalize(a, dim=-1)
+    g = F.normalize(model.img_dec(img_feats), dim=-1)
+    r = F.normalize(r, dim=-1).view(num_neg, batch, -1) if r is not None else None
+    a2 = F.normalize(a2, dim=-1) if a2 is not None else None
+    if name.startswith("contsoftmax"):
+        return _softmax_terms(name, a, g, r, a2, w_rand, w_simcse, params)
+    return _sigmoid_terms(a, g, r, a2, w_rand, w_simcse)
+
+
+def _softmax_terms(name, a, g, r, a2, w_rand, w_simcse, params):
+    """contsoftmax(sym) on normalised embeddings: a (B, D) locations, g (B, D) images, r (K, B, D) negatives or
+    None, a2 (B, D) second view or None."""
+    labels = torch.arange(a.shape[0], device=a.device)
+    sims = a @ g.t() / params["unsuper_temp_inbatch"]
+    loss = F.cross_entropy(sims, labels)
+    if name == "contsoftmaxsym":
+        loss = loss + F.cross_entropy(sims.t(), labels)
+    if r is not None:
+        logits = torch.cat([(a * g).sum(dim=1, keepdim=True), (r * g).sum(dim=-1).t()], dim=1)
+        loss = loss + w_rand * F.cross_entropy(logits / params["unsuper_temp_negloc"], torch.zeros_like(labels))
+    if a2 is not None:
+        loss = loss + w_simcse * F.cross_entropy(a @ a2.t() / params["unsuper_temp_simcse"], labels)
+    return loss
+
+
+def _sigmoid_terms(a, g, r, a2, w_rand, w_simcse):
+    """imgcontloss family on normalised embeddings (arguments as `_softmax_terms`)."""
+    loss = _nce(a, g)
+    if r is not None:
+        loss = loss + w_rand * _bce(1.0 - torch.sigmoid((r * g).sum(dim=-1))).mean()
+    if a2 is not None:
+        loss = loss + w_simcse * _nce(a, a2)
+    return loss
+
+
+def embedding_loss(model, locs, classes, users, params, neg_locs=None):
+    """Presence-only fine-tuning loss `params['train_loss']` (`full_loss` or `full_loss_user`) of one batch.
+
+    locs (B, 2|3) lon/lat degrees [+ date]; classes (B,) and users (B,) int64 on the model's device; params:
+    `train_loss`, `num_classes` (the positive weight), `rand_sample_weight`, `neg_rand_type`. One random location
+    per sample (`neg_locs` (B, 2|3) when given). With p = σ(e·Wᵀ), bce(p) = −log(p + 1e-5):
+    L_pos = mean over (B, C) of bce(1 − p) with (i, y_i) replaced by C·bce(p_{i,y_i}); L_bg = the same without
+    replacement at the random locations. `full_loss` = L_pos + rand_sample_weight·L_bg; `full_loss_user` adds the
+    user terms of Mac Aodha et al. (2019), eq. 8-9 (rand_sample_weight is not used there, as in the original).
+    """
+    name = params["train_loss"]
+    if name not in TRAIN_LOSSES:
+        raise ValueError(f"--train_loss {name!r} is unknown; use one of {', '.join(TRAIN_LOSSES)}")
+    batch = locs.shape[0]
+    negs = _negatives(locs, batch, params["neg_rand_type"], neg_locs)
+    emb = model(torch.cat([locs, negs]), return_feats=True)
+    e, e_rand = emb[:batch], emb[batch:]
+    weight = model.class_emb.weight
+    pos_weight = params["num_classes"]
+    cells = batch * weight.shape[0]
+    if name == "full_loss":
+        sums = _NegativeBCERowSums.apply(emb, weight)
+        loss_pos = _presence_sum(e, weight, classes, pos_weight, sums[:batch]) / cells
+        return loss_pos + params["rand_sample_weight"] * sums[batch:].sum() / cells
+    # the dense user-class terms depend on the user only: compute them once per distinct user of the batch
+    distinct_users, user_index = torch.unique(users, return_inverse=True)
+    sums = _NegativeBCERowSums.apply(torch.cat([emb, model.user_emb.weight[distinct_users]]), weight)
+    user = model.user_emb.weight[users]
+    loss_pos = _presence_sum(e, weight, classes, pos_weight, sums[:batch]) / cells
+    loss_bg = sums[batch:2 * batch].sum() / cells
+    loss_user_loc = (_bce(torch.sigmoid((user * e).sum(dim=1))).mean()
+                     + _bce(1.0 - torch.sigmoid((user * e_rand).sum(dim=1))).mean())
+    loss_user_class = _presence_sum(user, weight, classes, pos_weight, sums[2 * batch:][user_index]) / cells
+    return loss_pos + loss_bg + loss_user_loc + loss_user_class
+
+
+@contextmanager
+def eval_mode(model):
+    """Evaluate `model` without dropout and without gradients; its train/eval mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def val_loss(model, locs, classes, batch_size=4096):
+    """The original's "Test loss": mean over samples of bce(σ(e_i·W_{y_i})), in eval mode (a float).
+
+    locs (N, 2|3) lon/lat degrees [+ date], classes (N,) int64, both on the model's device."""
+    if len(locs) == 0:
+        raise ValueError("val_loss needs at least one validation sample")
+    total = 0.0
+    weight = model.class_emb.weight
+    with eval_mode(model):
+        for start in range(0, len(locs), batch_size):
+            e = model(locs[start:start + batch_size], return_feats=True)
+            z = (e * weight[classes[start:start + batch_size]]).sum(dim=1)
+            total += _bce(torch.sigmoid(z)).sum().item()
+    return total / len(locs)
