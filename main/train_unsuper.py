@@ -1,0 +1,37 @@
+"""Train and evaluate a CSP location encoder: `python train_unsuper.py --flag value …` (run from inside `main/`).
+
+The flow of the original entry point: parse the flags → `Trainer` → `run_train()` (pre-training and/or
+fine-tuning) → `run_eval_final()` (image × location prior on the evaluation split) → `run_eval_spa_enc_only()`
+(location encoder alone, after reloading the fine-tuned checkpoint). The run scripts at the repository's top level
+(`run-inat_2018-contsoftmax.sh`, `run-fmow-contsoftmax.sh`) call it with the paper's flags.
+"""
+import shlex
+import sys
+
+import arguments
+from trainer import Trainer
+
+
+def main(argv=None):
+    """Run with the command-line flags `argv` (default: sys.argv[1:]); returns the results document
+    (`Trainer.results`: params, phases and every evaluation block), which is also written next to the log."""
+    params = arguments.default_params(sys.argv[1:] if argv is None else argv)
+    with Trainer(params) as trainer:
+        trainer.run_train()
+        trainer.run_eval_final()
+        trainer.run_eval_spa_enc_only("LocEnc ", load_model=True)
+        return trainer.results
+
+
+def script_argv(path):
+    """The flags a run script passes to train_unsuper.py (its words after `train_unsuper.py`, up to "$@")."""
+    with open(path) as handle:
+        words = shlex.split(handle.read().replace("\\\n", " "), comments=True)
+    if "train_unsuper.py" not in words:
+        raise ValueError(f"{path} does not call train_unsuper.py")
+    flags = words[words.index("train_unsuper.py") + 1:]
+    return flags[:flags.index("$@")] if "$@" in flags else flags
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,596 @@
+"""The CSP run: pre-training, fine-tuning, evaluation, checkpoints, the log and the results file.
+
+`Trainer(params)` loads the data, builds the model and the shared Adam optimiser, and sets up the log;
+`run_train()` runs the phases the flags ask for (§1.2 of the behaviour spec), `run_eval_final()` ranks the
+evaluation split by image × location prior, `run_eval_spa_enc_only()` by the location encoder alone.
+
+Phases and resuming
+* Pre-training (`--do_unsuper_train T`, a CSP `--unsuper_loss`) runs epochs 0 … num_epochs_unsuper − 1 at the
+  constant learning rate `--unsuper_lr`; fine-tuning (`--do_super_train T`) runs epochs 0 … num_epochs − 1 with
+  lr = `--lr` · lr_decay^epoch. One Adam optimiser serves both phases (its moments carry over).
+* Checkpoints store `epoch` = the number of *completed* epochs of their phase and `params['checkpoint_phase']`
+  ('pre-training' or 'fine-tuning'). The pre-training file is written after an epoch when a minute has passed
+  since the last write, and at the end of the phase; the fine-tuned file at every evaluation epoch and at the end.
+  Writes are atomic, so a killed run leaves the last complete checkpoint.
+* `--load_super_model T` with an existing fine-tuned file: it is loaded (weights and optimiser) and pre-training
+  is skipped; fine-tuning continues at epoch `epoch` up to `--num_epochs`. Otherwise `--load_unsuper_model T`
+  with an existing pre-training file: it is loaded and pre-training continues up to `--num_epochs_unsuper`.
+  A phase whose epochs are all done is not run again. Checkpoints of the original code (no `checkpoint_phase`)
+  count as finished pre-training, or as `epoch − 1` completed fine-tuning epochs (the original stored last + 2).
+* Every epoch's randomness (batch order, dropout, negative locations) is seeded from (`--seed`, phase, epoch),
+  so a resumed run continues exactly as the uninterrupted run would have.
+
+Files (next to the checkpoints in `--model_dir`, named after the fine-tuned checkpoint `….pth.tar`):
+`….log` (appended; the original's lines), `….results.json` (see `write_results`), `….ranks.npz` (per-sample
+ranks of the final evaluation, see `write_ranks`).
+"""
+import json
+import logging
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import baselines
+import checkpoints
+import datasets
+import evaluation
+import losses
+import models
+import sampling
+from arguments import resolve_device
+from encoders import SPATIAL_ENCODERS
+
+logger = logging.getLogger(__name__)
+
+LOG_FORMAT = "%(asctime)s - %(levelname)s - %(message)s"
+PRETRAINING, FINETUNING = "pre-training", "fine-tuning"
+PHASE_SEEDS = {PRETRAINING: 1, FINETUNING: 2}
+CHECKPOINT_PHASE_KEY = "checkpoint_phase"
+CHECKPOINT_INTERVAL_S = 60.0
+RESULTS_FORMAT = "csp-results/1"
+# params that say where and on what a run happened, not what it computed (kept out of the results' "params")
+MACHINE_PARAMS = ("device", "model_dir", "unsuper_model_file_name", "model_file_name", "log_file_name", "op_dir",
+                  "train_sample_idx_file")
+
+
+def _choices(flag, value, valid):
+    if value not in valid:
+        raise ValueError(f"--{flag} {value!r} is unknown; valid values: {', '.join(valid)}")
+
+
+def check_params(params):
+    """ValueError naming the flag and its valid values for every flag value the run cannot use."""
+    _choices("dataset", params["dataset"], tuple(datasets.DATASET_INFO))
+    _choices("spa_enc_type", params["spa_enc_type"],
+             tuple(SPATIAL_ENCODERS) + ("geo_net",) + baselines.BASELINE_NAMES)
+    _choices("unsuper_loss", params["unsuper_loss"], ("none",) + losses.UNSUPER_LOSSES)
+    _choices("train_loss", params["train_loss"], losses.TRAIN_LOSSES)
+    _choices("neg_rand_type", params["neg_rand_type"], losses.NEG_RAND_TYPES)
+    _choices("cnn_pred_type", params["cnn_pred_type"], datasets.PRED_TYPES)
+    _choices("inat2018_resolution", params["inat2018_resolution"], datasets.RESOLUTIONS)
+    _choices("train_sample_method", params["train_sample_method"], sampling.METHODS)
+    if not 0 < params["train_sample_ratio"] <= 1:
+        raise ValueError(f"--train_sample_ratio must be in (0, 1] (1 = all training data), "
+                         f"got {params['train_sample_ratio']}")
+    for flag, least in (("batch_size", 1), ("num_epochs", 0), ("num_epochs_unsuper", 0), ("eval_frequency", 1),
+                        ("log_frequency", 1), ("unsuper_save_frequency", 1), ("max_num_exs_per_class", 1)):
+        if params[flag] < least:
+            raise ValueError(f"--{flag} must be at least {least}, got {params[flag]}")
+
+
+def is_baseline(params):
+    """True for the non-neural priors of baselines.py given as --spa_enc_type (no model, no training)."""
+    return params["spa_enc_type"] in baselines.BASELINE_NAMES
+
+
+def output_file_names(model_file_name):
+    """(log, results JSON, ranks npz) of a run whose fine-tuned checkpoint is `model_file_name`."""
+    stem = checkpoints.log_file_name(model_file_name)[:-len(".log")]
+    return stem + ".log", stem + ".results.json", stem + ".ranks.npz"
+
+
+class _ConsoleHandler(logging.Handler):
+    """Log records on stderr through tqdm, so that progress bars and log lines do not overwrite each other."""
+
+    def emit(self, record):
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # logging's rule: a handler never raises
+            self.handleError(record)
+
+
+def _atomic_write(path, write):
+    """Call write(file) on a temporary file next to `path`, then rename it over `path`."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "wb") as handle:
+        write(handle)
+    os.replace(temporary, path)
+
+
+class Trainer:
+    """One CSP run. `params`: the dict of `arguments.default_params(argv)`; the derived keys are added to it.
+
+    Use as a context manager (or call `close()`) so that the log handlers are removed again.
+    """
+
+    def __init__(self, params, console=True):
+        check_params(params)
+        self.params = params
+        self.device = resolve_device(params["device"])
+        self.progress = console and sys.stderr.isatty()
+        torch.manual_seed(params["seed"])
+        self.rng = np.random.default_rng(params["seed"])
+        self.generator = torch.Generator(device=self.device)
+
+        params["unsuper_model_file_name"], params["model_file_name"] = checkpoints.model_file_names(params)
+        log_file, self.results_file, self.ranks_file = output_file_names(params["model_file_name"])
+        params["log_file_name"] = log_file
+        params["op_dir"] = f"image/ims_{params['dataset']}_{params['spa_enc_type']}/"
+        os.makedirs(params["model_dir"], exist_ok=True)
+        self._logging = self._start_logging(log_file, console)
+        try:
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------------------------------------------------
+    # set-up
+
+    @staticmethod
+    def _start_logging(log_file, console):
+        formatter = logging.Formatter(LOG_FORMAT)
+        handlers = [logging.FileHandler(log_file, mode="a")] + ([_ConsoleHandler()] if console else [])
+        root = logging.getLogger()
+        for handler in handlers:
+            handler.setFormatter(formatter)
+            handler.setLevel(logging.INFO)
+            root.addHandler(handler)
+        level = root.level
+        root.setLevel(logging.INFO)
+        return handlers, level
+
+    def close(self):
+        """Detach and close the log handlers (the root logger gets its level back)."""
+        root = logging.getLogger()
+        handlers, level = self._logging
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(level)
+        self._logging = [], level
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _setup(self):
+        params = self.params
+        pretrain = params["unsuper_loss"] != "none" and params["do_unsuper_train"] and not is_baseline(params)
+        data = datasets.load_dataset(params, "val", True, True, load_cnn_features_train=pretrain)
+        final = datasets.load_dataset(params, params["eval_split"], True, False, load_cnn_predictions=True)
+        self.data = data
+        params["num_classes"] = data.num_classes
+        users, user_ids = np.unique(data.train.users, return_inverse=True)
+        params["num_users"] = len(users)
+        if "user" in params["train_loss"] and len(users) == 1:
+            raise ValueError(f"--train_loss {params['train_loss']} needs several users, but every training "
+                             f"sample has the same user; use --train_loss full_loss")
+
+        to = self._to_device
+        self.train_locs = to(self._coords(data.train))
+        self.train_classes = to(data.train.classes)
+        self.train_users = to(user_ids.reshape(-1))
+        self.train_feats = to(data.train.feats) if data.train.feats is not None else None
+        self.val_locs, self.val_classes = to(self._coords(data.val)), to(data.val.classes)
+        self.val_split_ids = data.val.split_ids
+        self.eval_locs, self.eval_classes = to(self._coords(final.val)), to(final.val.classes)
+        self.eval_preds, self.eval_split_ids = to(final.val.preds), final.val.split_ids
+        self.eval_split_name = params["eval_split"]
+
+        self.subset = None
+        if params["train_sample_ratio"] < 1:
+            indices, params["train_sample_idx_file"] = sampling.train_sample_indices(params, data.train.classes)
+            self.subset = to(indices)
+
+        self.model = self.optimizer = None
+        self.epochs_done = {PRETRAINING: 0, FINETUNING: 0}
+        self.epochs_run = {PRETRAINING: 0, FINETUNING: 0}
+        self.loaded_finetuned = False
+        self.evaluations = []
+        self.final_ranks = self.locenc_ranks = None
+        if not is_baseline(params):
+            self._build_model()
+        if self.loaded_finetuned:
+            self.evaluations = self._earlier_evaluations()
+        self._log_status()
+
+    def _to_device(self, array):
+        """A numpy array (or memory map) as a tensor on the run's device: no copy on the CPU, one transfer to a GPU."""
+        array = np.asarray(array)
+        if array.dtype == np.float64:
+            array = array.astype(np.float32)
+        return torch.from_numpy(array).to(self.device)
+
+    def _coords(self, split):
+        """Model input of a split: (N, 2) (lon, lat) degrees, plus the date column for geo_net with dates."""
+        if self.params["spa_enc_type"] == "geo_net" and self.params["use_date_feats"]:
+            return np.column_stack([split.locs, split.dates]).astype(np.float32)
+        return split.locs
+
+    def _build_model(self):
+        params = self.params
+        if params["spa_enc_type"] == "geo_net":
+            width = models.LOC_ENCODE_DIMS.get(params["loc_encode"], 2)
+            if params["use_date_feats"]:
+                width += models.DATE_ENCODE_DIMS.get(params["date_encode"], 1)
+        else:
+            width = 2
+        params["num_loc_feats"] = params["num_feats"] = width
+        anchors = None
+        params["rbf_anchor_pt_ids"] = None
+        if params["spa_enc_type"] == "rbf":
+            count = params["num_rbf_anchor_pts"]
+            if not 1 <= count <= len(self.data.train):
+                raise ValueError(f"--num_rbf_anchor_pts must be between 1 and the {len(self.data.train)} training "
+                                 f"samples, got {count}")
+            ids = np.sort(self.rng.choice(len(self.data.train), count, replace=False))
+            params["rbf_anchor_pt_ids"] = ids.tolist()
+            anchors = torch.from_numpy(self.data.train.locs[ids])
+
+        pretrained, finetuned = self._checkpoints_to_load()
+        cnn_feat_dim = None
+        if params["unsuper_loss"] != "none":
+            cnn_feat_dim = self._cnn_feat_dim(finetuned or pretrained)
+            params["cnn_feat_dim"] = cnn_feat_dim
+        self.model = models.build_model(params, params["num_classes"], params["num_users"], cnn_feat_dim,
+                                        anchors).to(self.device)
+        impl = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=params["lr"],
+                                          weight_decay=params["weight_decay"], **impl)
+        if finetuned is not None:
+            self._load(finetuned, FINETUNING)
+            self.loaded_finetuned = True
+        elif pretrained is not None:
+            self._load(pretrained, PRETRAINING)
+
+    def _checkpoints_to_load(self):
+        """(pre-training checkpoint, fine-tuned checkpoint) to load, as (path, dict) or None each; the
+        pre-training one is only read when there is no fine-tuned one to load."""
+        finetuned = self._find("load_super_model", self.params["model_file_name"])
+        pretrained = None if finetuned else self._find("load_unsuper_model", self.params["unsuper_model_file_name"])
+        return pretrained, finetuned
+
+    def _find(self, flag, path):
+        if not self.params[flag] or path is None:
+            return None
+        existing = checkpoints.find_checkpoint(path)
+        if existing is None:
+            logger.info(f"Cannot load model since it not exist - {path}")
+            return None
+        return existing, checkpoints.load_checkpoint(existing, self.device)
+
+    def _earlier_evaluations(self):
+        """The results file's evaluations of the fine-tuning epochs before the loaded checkpoint (kept when a run
+        resumes, so that its results file ends up as an uninterrupted run's)."""
+        if not os.path.isfile(self.results_file):
+            return []
+        try:
+            with open(self.results_file) as handle:
+                entries = json.load(handle)["evaluations"]
+            return [entry for entry in entries
+                    if entry["epoch"] is not None and entry["epoch"] < self.epochs_done[FINETUNING]]
+        except (ValueError, KeyError, TypeError) as err:
+            logger.warning("%s is not a results file (%s); it will be rewritten", self.results_file, err)
+            return []
+
+    def _cnn_feat_dim(self, checkpoint):
+        """Width of the image features: from the loaded features, a checkpoint to load, or the feature file."""
+        if self.train_feats is not None:
+            return self.train_feats.shape[1]
+        if checkpoint is not None:
+            state = checkpoint[1]["state_dict"]
+            if "img_dec.weight" in state:
+                return state["img_dec.weight"].shape[1]
+            if "loc_dec.weight" in state:
+                return state["loc_dec.weight"].shape[0]
+        params = self.params
+        path = self.data.data_dir / datasets.feature_file(params["dataset"], "train", params["inat2018_resolution"],
+                                                          params["cnn_model"])
+        if not path.is_file():
+            raise FileNotFoundError(f"--unsuper_loss {params['unsuper_loss']}: the model's image head needs the "
+                                    f"width of the training image features, but {path} does not exist")
+        return np.load(path, mmap_mode="r").shape[1]
+
+    def _load(self, checkpoint, phase):
+        """Load weights and optimiser state of `checkpoint` = (path, dict) and note the completed epochs."""
+        path, ckpt = checkpoint
+        logger.info("\n%s", self.params["spa_enc_type"])
+        logger.info(" Model :\t%s", os.path.basename(path))
+        checkpoints.load_state(self.model, ckpt["state_dict"], source=path)
+        if ckpt["optimizer"] is not None:
+            self._load_optimizer(ckpt["optimizer"], path)
+        ours = ckpt["params"].get(CHECKPOINT_PHASE_KEY) == phase
+        if phase == PRETRAINING:
+            done = ckpt["epoch"] if ours else self.params["num_epochs_unsuper"]
+        else:
+            done = ckpt["epoch"] if ours else max(ckpt["epoch"] - 1, 0)
+            self.epochs_done[PRETRAINING] = self.params["num_epochs_unsuper"]
+        self.epochs_done[phase] = done
+
+    def _load_optimizer(self, state, path):
+        """Adam state of a checkpoint, keeping this run's implementation flags (fused / foreach)."""
+        groups = self.optimizer.param_groups
+        saved = state["param_groups"]
+        sizes = [len(group["params"]) for group in saved]
+        if sizes != [len(group["params"]) for group in groups]:
+            raise ValueError(f"{path}: the optimiser state holds {sizes} parameters, the model has "
+                             f"{[len(group['params']) for group in groups]}; it was written for another model")
+        keep = ("fused", "foreach", "capturable", "differentiable")
+        state = {"state": state["state"],
+                 "param_groups": [{**old, **{key: new[key] for key in keep if key in new}}
+                                  for old, new in zip(saved, groups)]}
+        self.optimizer.load_state_dict(state)
+
+    def _log_status(self):
+        params = self.params
+        logger.info("\nnum_classes\t%d", params["num_classes"])
+        logger.info("num train    \t%d", len(self.data.train))
+        logger.info("num val      \t%d", len(self.data.val))
+        logger.info("train loss   \t%s", params["train_loss"])
+        logger.info("model name   \t%s", params["model_file_name"])
+        logger.info("num users    \t%d", params["num_users"])
+        if params["meta_type"]:
+            logger.info("meta data    \t%s", params["meta_type"])
+
+    # ------------------------------------------------------------------------------------------------------------
+    # training
+
+    def run_train(self):
+        """Pre-train and fine-tune as the flags ask (nothing for a baseline --spa_enc_type)."""
+        if self.model is None:
+            return
+        if self.params["do_unsuper_train"]:
+            self.run_unsuper_train()
+        if self.params["do_super_train"]:
+            self.run_super_train()
+
+    def run_unsuper_train(self):
+        """Pre-training epochs epochs_done … num_epochs_unsuper − 1 (none when unsuper_loss is none)."""
+        params = self.params
+        total = params["num_epochs_unsuper"]
+        if params["unsuper_loss"] == "none" or total == 0:
+            return
+        if self.loaded_finetuned:
+            logger.info("Pre-training skipped: the fine-tuned model was loaded")
+            return
+        start = self.epochs_done[PRETRAINING]
+        if start >= total:
+            logger.info("Pre-training already done: %d of %d epochs", start, total)
+            return
+        self._set_lr(params["unsuper_lr"])
+        last_save = time.monotonic()
+        for epoch in tqdm(range(start, total), desc=PRETRAINING, initial=start, total=total,
+                          disable=not self.progress):
+            logger.info("\nUnsupervised Training Epoch\t%d", epoch)
+            self.run_epoch(PRETRAINING, epoch)
+            self.epochs_done[PRETRAINING] = epoch + 1
+            self.epochs_run[PRETRAINING] += 1
+            if params["do_epoch_save"] and epoch % params["unsuper_save_frequency"] == 0 and epoch != 0:
+                self._save(checkpoints.epoch_file_name(params["unsuper_model_file_name"], epoch), PRETRAINING)
+            if epoch + 1 == total or time.monotonic() - last_save >= CHECKPOINT_INTERVAL_S:
+                self._save(params["unsuper_model_file_name"], PRETRAINING)
+                last_save = time.monotonic()
+
+    def run_super_train(self):
+        """Fine-tuning epochs epochs_done … num_epochs − 1, with the val loss after each epoch and the evaluations
+        (location only, then image × prior) every eval_frequency epochs."""
+        params = self.params
+        total = params["num_epochs"]
+        start = self.epochs_done[FINETUNING]
+        if start >= total:
+            if total:
+                logger.info("Fine-tuning already done: %d of %d epochs", start, total)
+            return
+        for epoch in tqdm(range(start, total), desc=FINETUNING, initial=start, total=total,
+                          disable=not self.progress):
+            logger.info("\nEpoch\t%d", epoch)
+            self._set_lr(params["lr"] * params["lr_decay"] ** epoch)
+            self.run_epoch(FINETUNING, epoch)
+            logger.info("Test loss   : %.4f", losses.val_loss(self.model, self.val_locs, self.val_classes))
+            self.epochs_done[FINETUNING] = epoch + 1
+            self.epochs_run[FINETUNING] += 1
+            evaluate = epoch % params["eval_frequency"] == 0 and epoch != 0
+            if evaluate:
+                self.run_eval_spa_enc_only(f"LocEnc (Epoch {epoch})", load_model=False, epoch=epoch)
+                self.run_eval_final(f"(Epoch {epoch})", epoch=epoch)
+            if evaluate or epoch + 1 == total:
+                self._save(params["model_file_name"], FINETUNING)
+
+    def _set_lr(self, lr):
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def _seed_epoch(self, phase, epoch):
+        seed = int(np.random.SeedSequence([self.params["seed"], PHASE_SEEDS[phase], epoch]).generate_state(1)[0])
+        torch.manual_seed(seed)
+        self.generator.manual_seed(seed)
+
+    def epoch_indices(self, phase):
+        """Training rows of one epoch, in batch order (an int64 tensor on the device).
+
+        Pre-training: all training rows; fine-tuning: the few-shot subset when 0 < train_sample_ratio < 1. With
+        --balanced_train_loader T at most max_num_exs_per_class rows per class, shuffled; else a permutation.
+        """
+        rows = self.subset if phase == FINETUNING and self.subset is not None else None
+        classes = self.train_classes if rows is None else self.train_classes[rows]
+        if self.params["balanced_train_loader"]:
+            order = sampling.balanced_epoch_indices(classes, self.params["max_num_exs_per_class"], self.generator)
+        else:
+            order = torch.randperm(len(classes), generator=self.generator, device=self.device)
+        return order if rows is None else rows[order]
+
+    def _pretraining_loss(self, rows):
+        return losses.unsuper_loss(self.model, self.train_locs[rows], self.train_feats[rows], self.params)
+
+    def _finetuning_loss(self, rows):
+        return losses.embedding_loss(self.model, self.train_locs[rows], self.train_classes[rows],
+                                     self.train_users[rows], self.params)
+
+    def run_epoch(self, phase, epoch, indices=None):
+        """One epoch of optimisation steps over `indices` (default: `epoch_indices(phase)`, drawn with the
+        epoch's seed), logging the running sample-weighted mean loss every log_frequency batches and at the last.
+        Returns that mean (a float)."""
+        self._seed_epoch(phase, epoch)
+        if indices is None:
+            indices = self.epoch_indices(phase)
+        params = self.params
+        if phase == PRETRAINING:
+            if self.train_feats is None:
+                raise ValueError("pre-training needs the training image features; they were not loaded")
+            loss_of, line = self._pretraining_loss, f"Unsupervised {params['unsuper_loss']} Loss  : %.4f"
+            dataset_size = len(self.train_classes)
+        else:
+            loss_of, line = self._finetuning_loss, "Loss  : %.4f"
+            dataset_size = len(self.subset) if self.subset is not None else len(self.train_classes)
+        batch_size = params["batch_size"]
+        num_batches = -(-len(indices) // batch_size)
+        total = torch.zeros((), device=self.device)
+        seen, mean = 0, float("nan")
+        self.model.train()
+        for batch in tqdm(range(num_batches), desc=f"{phase} epoch {epoch}", leave=False,
+                          disable=not self.progress):
+            rows = indices[batch * batch_size:(batch + 1) * batch_size]
+            loss = loss_of(rows)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total += loss.detach() * len(rows)
+            seen += len(rows)
+            if (batch % params["log_frequency"] == 0 and batch != 0) or batch == num_batches - 1:
+                mean = (total / seen).item()
+                logger.info(f"[%d/%d]\t{line}", batch * batch_size, dataset_size, mean)
+        return mean
+
+    def _save(self, path, phase):
+        logger.info("Saving output model to %s", path)
+        params = {**self.params, CHECKPOINT_PHASE_KEY: phase}
+        checkpoints.save_checkpoint(path, self.model, self.optimizer, self.epochs_done[phase], params)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # evaluation
+
+    def _fewshot_flag(self, flag):
+        if self.params["cnn_pred_type"] == "fewshot":
+            return flag + f" fewshot-ratio{self.params['train_sample_ratio']:.3f} "
+        return flag
+
+    def run_eval_final(self, flag="", epoch=None):
+        """Rank the evaluation split (invalid entries kept) by the image predictions alone ("No prior"), then by
+        image × prior: the location encoder, or the baseline named by --spa_enc_type. Returns {method: result}."""
+        flag = self._fewshot_flag(flag)
+        priors = {}
+        if is_baseline(self.params) and self.params["spa_enc_type"] != "no_prior":
+            priors[self.params["spa_enc_type"]] = self._baseline_prior()
+        results, ranks = evaluation.run_final_evaluation(
+            self.eval_preds, self.eval_classes, self.eval_split_ids, self.eval_locs, model=self.model,
+            baselines=priors, flag=flag)
+        for result in results.values():
+            self._record(result, epoch, f"{self.eval_split_name} (all entries)")
+        if epoch is None:
+            self.final_ranks = ranks
+            self.write_ranks()
+        return results
+
+    def _baseline_prior(self):
+        params = self.params
+        hyper_params = baselines.get_cross_val_hyper_params(params["dataset"], params["meta_type"])
+        prior = baselines.make_baseline(params["spa_enc_type"], self.data.train.locs, self.data.train.classes,
+                                        params["num_classes"], hyper_params)
+        return lambda locs: prior.prior(locs, device=locs.device, dtype=torch.float64)
+
+    def run_eval_spa_enc_only(self, flag="LocEnc ", load_model=True, epoch=None):
+        """Rank the val split (invalid entries removed) by the location encoder alone; with `load_model` first
+        reload the fine-tuned checkpoint (if it exists). Returns the result dict (None for a baseline)."""
+        if self.model is None:
+            return None
+        if load_model:
+            path = checkpoints.find_checkpoint(self.params["model_file_name"])
+            if path is None:
+                logger.info(f"Cannot load model since it not exist - {self.params['model_file_name']}")
+            else:
+                logger.info("\n%s", self.params["spa_enc_type"])
+                logger.info(" Model :\t%s", os.path.basename(path))
+                checkpoints.load_state(self.model, checkpoints.load_checkpoint(path, self.device)["state_dict"],
+                                       source=path)
+        result, ranks = evaluation.evaluate_location_only(self.model, self.val_locs, self.val_classes,
+                                                          self.val_split_ids, flag)
+        self._record(result, epoch, "val (entries without location or user removed)")
+        if epoch is None:
+            self.locenc_ranks = ranks
+            self.write_ranks()
+        return result
+
+    def _record(self, result, epoch, eval_set):
+        self.evaluations.append({**result, "epoch": epoch, "eval_set": eval_set})
+        self.write_results()
+
+    # ------------------------------------------------------------------------------------------------------------
+    # output files
+
+    @property
+    def results(self):
+        """The results document (what `write_results` writes)."""
+        params = {key: value for key, value in self.params.items() if key not in MACHINE_PARAMS}
+        files = {key: self.params.get(key) for key in ("unsuper_model_file_name", "model_file_name",
+                                                       "log_file_name", "train_sample_idx_file")}
+        files.update(results=self.results_file, ranks=self.ranks_file)
+        return {
+            "format": RESULTS_FORMAT,
+            "params": checkpoints.plain_value(params),
+            "device": str(self.device),
+            "files": files,
+            "phases": {phase: {"epochs_done": self.epochs_done[phase], "epochs_run": self.epochs_run[phase]}
+                       for phase in (PRETRAINING, FINETUNING)},
+            "evaluations": self.evaluations,
+        }
+
+    def write_results(self):
+        """Write `results` as JSON (atomically) to `….results.json` next to the log.
+
+        Schema: {format: "csp-results/1", params: {flag or derived key: value} (all but the machine-specific
+        ones), device, files: {checkpoint, log, results and ranks paths}, phases: {"pre-training" |
+        "fine-tuning": {epochs_done, epochs_run (in this invocation)}}, evaluations: [{method ("no_prior",
+        "location_prior", a baseline name or "location_only"), flag (as in the log line), epoch (null for the
+        final evaluation), eval_set, num_rows, num_scored, splits: [{id, name, count, top1, top3, top5, top10,
+        mrr}]}] in the order they ran}. Top-k values are percentages rounded to 2 decimals, as logged.
+        """
+        text = json.dumps(self.results, indent=1).encode()
+        _atomic_write(self.results_file, lambda handle: handle.write(text))
+
+    def write_ranks(self):
+        """Write the per-sample ranks of the final evaluation to `….ranks.npz` (atomically).
+
+        Keys: `locs` (N, 2) (lon, lat) degrees of the evaluation split (NaN where unknown), `labels`, `split_ids`,
+        `ranks_{method}` (N,) 1-based rank of the true class for each method of the image × prior evaluation
+        ("no_prior", "location_prior" or the baseline); for the location-only evaluation on the val split
+        without invalid entries: `locenc_locs`, `locenc_labels`, `locenc_split_ids`, `ranks_location_only`
+        (0 = not scored). `analysis.compare_models(a["locs"], a["ranks_location_prior"],
+        b["ranks_location_prior"])` compares two runs.
+        """
+        arrays = {}
+        final, locenc = self.final_ranks, self.locenc_ranks
+        if final is not None:
+            arrays.update(locs=self.eval_locs[:, :2].cpu().numpy(), labels=self.eval_classes.cpu().numpy(),
+                          split_ids=np.asarray(self.eval_split_ids))
+            arrays.update({f"ranks_{name}": ranks.cpu().numpy() for name, ranks in final.items()})
+        if locenc is not None:
+            arrays.update(locenc_locs=self.val_locs[:, :2].cpu().numpy(), locenc_labels=self.val_classes.cpu().numpy(),
+                          locenc_split_ids=np.asarray(self.val_split_ids), ranks_location_only=locenc.cpu().numpy())
+        _atomic_write(self.ranks_file, lambda handle: np.savez(handle, **arrays))
