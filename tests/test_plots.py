@@ -161,8 +161,9 @@ def test_cluster_figure_of_two_checkpoints(mask_dir, checkpoints, tmp_path):
         plots.cluster_grid(np.ones((4, 8)), 0)
 
 
-def test_command_line_draws_each_figure(mask_dir, checkpoints, tmp_path):
+def test_command_line_draws_each_figure(mask_dir, checkpoints, tmp_path, monkeypatch):
     data_dir = tmp_path / "data"
+    monkeypatch.setenv("CSP_DATA_DIR", "")            # restored afterwards (--data_dir sets it)
     write_synthetic_dataset("fmow", data_dir, num_train=300, num_val=20, num_classes=NUM_CLASSES, feat_dim=8)
     plots.main(["map", "--checkpoint", str(checkpoints[1]), "--class_id", "2", "--out", str(tmp_path / "m.png"),
                 "--device", "cpu"])
