@@ -8,9 +8,10 @@ Each (row, ratio) is one `train_unsuper.py` run, started in this process with th
 row's flags, `--train_sample_ratio`, and any flags given after the table's own (they win, e.g.
 `-- --num_epochs 2 --num_epochs_unsuper 1`). A run whose results file (`….results.json` next to its log, written
 by the trainer) already holds a finished final evaluation is not run again; with `--collect_only` nothing runs and
-missing results show as "–". The table always has all the paper's rows and ratios (plus any other `--ratios`), filled
-from every finished run in the model folder; `--rows` and `--ratios` choose what is run. Pre-training does not depend on the ratio, so a CSP row pre-trains once and its
-other ratios fine-tune the saved pre-trained checkpoint (`--load_unsuper_model T`).
+missing results show as "–". The table always has all the paper's rows and ratios (plus any other `--ratios`),
+filled from every finished run in the model folder; `--rows` and `--ratios` choose what is run. Pre-training does not
+depend on the ratio, so a CSP row pre-trains once and its other ratios fine-tune the saved pre-trained checkpoint
+(`--load_unsuper_model T`).
 
 Our number is the top-1 of the final image × location-prior evaluation ("location_prior"); "Img. Only" is the
 top-1 of the "No prior" block of any finished run at that ratio. The image predictions are the few-shot

@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+import draw_overview
 import land_mask
 import plots
 from arguments import default_params
@@ -176,3 +177,8 @@ def test_command_line_draws_each_figure(mask_dir, checkpoints, tmp_path, monkeyp
     with pytest.raises(ValueError, match="--titles"):
         plots.main(["clusters", "--checkpoint", str(checkpoints[0]), "--titles", "a", "b",
                     "--out", str(tmp_path / "x.png")])
+
+
+def test_model_overview_is_drawn(tmp_path):
+    draw_overview.main(["--out", str(tmp_path / "overview.png")])
+    assert Image.open(tmp_path / "overview.png").size == (2400, 1440)
