@@ -142,7 +142,7 @@ def plot_class_locations(lonlat, out, mask=None, pixels=land_mask.MASK_SHAPE[::-
         mask = land_mask.load_land_mask()[0]
     lonlat = np.asarray(lonlat, dtype=np.float32).reshape(-1, 2)
     fig, (ax,) = _world_axes(mask, pixels)
-    ax.scatter(lonlat[:, 0], lonlat[:, 1], s=4, c="red", linewidths=0, alpha=0.7)
+    ax.scatter(lonlat[:, 0], lonlat[:, 1], s=10, c="red", edgecolors="darkred", linewidths=0.3, alpha=0.8)
     fig.savefig(out, dpi=DPI)
     plt.close(fig)
     logger.info("Wrote %d locations to %s", len(lonlat), out)

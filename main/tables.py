@@ -89,6 +89,7 @@ PRESETS = {  # (preset, dataset): flags
                         "--num_epochs_unsuper", "300", "--num_epochs", "300"],
 }
 PRESET_NAMES = ("released", "paper")
+OWN_FLAGS = ("--train_sample_ratio", "--dataset", "--model_dir", "--device")
 NOTES = {
     1: ["The paper's 100 % CSP-MC-BLD number is its d = 1024 model (Table 3); at d = 256 it reports 73.62.",
         "Paper: mean (std) of 5 runs."],
@@ -327,6 +328,11 @@ def _log_to_console():
 def main(argv=None):
     _log_to_console()
     args, overrides = make_parser().parse_known_args(argv)
+    overrides = [word for word in overrides if word != "--"]
+    own = sorted({word for word in overrides if word in OWN_FLAGS})
+    if own:
+        raise ValueError(f"{', '.join(own)}: set by the table itself; use its --ratios, --dataset, --model_dir, "
+                         f"--device")
     _, _, table_rows = TABLES[(args.table, args.dataset)]
     rows = table_rows if args.rows is None else args.rows
     unknown = [row for row in rows if row not in table_rows]

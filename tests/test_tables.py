@@ -133,5 +133,7 @@ def test_every_run_row_of_the_paper_tables_has_published_numbers():
 def test_bad_rows_and_ratios_are_named():
     with pytest.raises(ValueError, match="--rows mse: not in this table"):
         tables.main(["ablation", "--rows", "mse", "--collect_only"])
+    with pytest.raises(ValueError, match="--train_sample_ratio: set by the table itself"):
+        tables.main(["comparison", "--collect_only", "--", "--train_sample_ratio", "0.5"])
     with pytest.raises(ValueError, match="--ratios must be in \\(0, 1\\]"):
         tables.main(["comparison", "--ratios", "0", "--collect_only"])
