@@ -54,7 +54,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--batch_size", type=int, default=plots.BATCH_SIZE)
+    p.add_argument("--batch_size", type=int, default=None, help="default: plots.run_batched's for the device")
     p.add_argument("--column_loop", action="store_true", help="also time the original's column-by-column scheme")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
