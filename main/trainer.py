@@ -10,7 +10,7 @@ Phases and resuming
   lr = `--lr` · lr_decay^epoch. One Adam optimiser serves both phases (its moments carry over).
 * Checkpoints store `epoch` = the number of *completed* epochs of their phase and `params['checkpoint_phase']`
   ('pre-training' or 'fine-tuning'). The pre-training file is written after an epoch when a minute has passed
-  since the last write, and at the end of the phase; the fine-tuned file at every evaluation epoch and at the end.
+  since the last write, and at the end of the phase; the fine-tuned file likewise and also at every evaluation epoch.
   Writes are atomic, so a killed run leaves the last complete checkpoint.
 * `--load_super_model T` with an existing fine-tuned file: it is loaded (weights and optimiser) and pre-training
   is skipped; fine-tuning continues at epoch `epoch` up to `--num_epochs`. Otherwise `--load_unsuper_model T`
@@ -188,16 +188,14 @@ class Trainer:
         self.train_classes = to(data.train.classes)
         self.train_users = to(user_ids.reshape(-1))
         self.train_feats = to(data.train.feats) if data.train.feats is not None else None
-        self.val_locs, self.val_classes = to(self._coords(data.val)), to(data.val.classes)
-        self.val_split_ids = data.val.split_ids
+        dated = self._dated(data.val)
+        self.val_locs, self.val_classes = to(self._coords(data.val)[dated]), to(data.val.classes[dated])
+        self.val_split_ids = data.val.split_ids[dated]
         self.eval_locs, self.eval_classes = to(self._coords(final.val)), to(final.val.classes)
         self.eval_preds, self.eval_split_ids = to(final.val.preds), final.val.split_ids
         self.eval_split_name = params["eval_split"]
 
-        self.subset = None
-        if params["train_sample_ratio"] < 1:
-            indices, params["train_sample_idx_file"] = sampling.train_sample_indices(params, data.train.classes)
-            self.subset = to(indices)
+        self.phase_rows = self._training_rows()
 
         self.model = self.optimizer = None
         self.epochs_done = {PRETRAINING: 0, FINETUNING: 0}
@@ -211,12 +209,37 @@ class Trainer:
             self.evaluations = self._earlier_evaluations()
         self._log_status()
 
+    def _training_rows(self):
+        """{phase: training rows it draws from (int64 tensor), or None for all}: pre-training uses every row,
+        fine-tuning the few-shot subset when 0 < train_sample_ratio < 1. Models that take the date leave out rows
+        without one."""
+        params, train = self.params, self.data.train
+        usable = self._dated(train)
+        if not usable.all():
+            logger.warning("%d training samples have no date: with --use_date_feats T they are not trained on",
+                           (~usable).sum())
+        rows = {PRETRAINING: None if usable.all() else np.flatnonzero(usable), FINETUNING: None}
+        if params["train_sample_ratio"] < 1:
+            subset, params["train_sample_idx_file"] = sampling.train_sample_indices(params, train.classes)
+            rows[FINETUNING] = subset[usable[subset]]
+        else:
+            rows[FINETUNING] = rows[PRETRAINING]
+        return {phase: None if value is None else self._to_device(value) for phase, value in rows.items()}
+
     def _to_device(self, array):
         """A numpy array (or memory map) as a tensor on the run's device: no copy on the CPU, one transfer to a GPU."""
         array = np.asarray(array)
         if array.dtype == np.float64:
             array = array.astype(np.float32)
         return torch.from_numpy(array).to(self.device)
+
+    def _dated(self, split):
+        """Rows of a split the model can take: those with a date when it takes dates (geo_net, --use_date_feats
+        T; the val loss and location-only evaluation skip the others, the final evaluation treats them as
+        unlocated), else all."""
+        if self.params["spa_enc_type"] == "geo_net" and self.params["use_date_feats"]:
+            return ~np.isnan(split.dates)
+        return np.ones(len(split), bool)
 
     def _coords(self, split):
         """Model input of a split: (N, 2) (lon, lat) degrees, plus the date column for geo_net with dates."""
@@ -233,18 +256,13 @@ class Trainer:
         else:
             width = 2
         params["num_loc_feats"] = params["num_feats"] = width
+        pretrained, finetuned = self._checkpoints_to_load()
         anchors = None
         params["rbf_anchor_pt_ids"] = None
         if params["spa_enc_type"] == "rbf":
-            count = params["num_rbf_anchor_pts"]
-            if not 1 <= count <= len(self.data.train):
-                raise ValueError(f"--num_rbf_anchor_pts must be between 1 and the {len(self.data.train)} training "
-                                 f"samples, got {count}")
-            ids = np.sort(self.rng.choice(len(self.data.train), count, replace=False))
-            params["rbf_anchor_pt_ids"] = ids.tolist()
+            ids = self._rbf_anchor_ids(finetuned or pretrained)
+            params["rbf_anchor_pt_ids"] = ids
             anchors = torch.from_numpy(self.data.train.locs[ids])
-
-        pretrained, finetuned = self._checkpoints_to_load()
         cnn_feat_dim = None
         if params["unsuper_loss"] != "none":
             cnn_feat_dim = self._cnn_feat_dim(finetuned or pretrained)
@@ -260,6 +278,21 @@ class Trainer:
         elif pretrained is not None:
             self._load(pretrained, PRETRAINING)
 
+    def _rbf_anchor_ids(self, checkpoint):
+        """Training rows whose locations are the rbf anchors: those of the checkpoint to load (anchors are not in
+        the state_dict), else `--num_rbf_anchor_pts` rows drawn with the run's seed."""
+        num = len(self.data.train)
+        stored = checkpoint[1]["params"].get("rbf_anchor_pt_ids") if checkpoint is not None else None
+        if stored is not None:
+            if max(stored) >= num:
+                raise ValueError(f"{checkpoint[0]}: its rbf anchors are training rows up to {max(stored)}, but this "
+                                 f"training set has {num} rows; it was trained on other data")
+            return [int(i) for i in stored]
+        count = self.params["num_rbf_anchor_pts"]
+        if not 1 <= count <= num:
+            raise ValueError(f"--num_rbf_anchor_pts must be between 1 and the {num} training samples, got {count}")
+        return np.sort(self.rng.choice(num, count, replace=False)).tolist()
+
     def _checkpoints_to_load(self):
         """(pre-training checkpoint, fine-tuned checkpoint) to load, as (path, dict) or None each; the
         pre-training one is only read when there is no fine-tuned one to load."""
@@ -272,7 +305,7 @@ class Trainer:
             return None
         existing = checkpoints.find_checkpoint(path)
         if existing is None:
-            logger.info(f"Cannot load model since it not exist - {path}")
+            logger.info("Cannot load model since it not exist - %s", path)
             return None
         return existing, checkpoints.load_checkpoint(existing, self.device)
 
@@ -390,7 +423,7 @@ class Trainer:
 
     def run_super_train(self):
         """Fine-tuning epochs epochs_done … num_epochs − 1, with the val loss after each epoch and the evaluations
-        (location only, then image × prior) every eval_frequency epochs."""
+        (location only, then image × prior) at every epoch e > 0 with e % eval_frequency == 0."""
         params = self.params
         total = params["num_epochs"]
         start = self.epochs_done[FINETUNING]
@@ -398,6 +431,7 @@ class Trainer:
             if total:
                 logger.info("Fine-tuning already done: %d of %d epochs", start, total)
             return
+        last_save = time.monotonic()
         for epoch in tqdm(range(start, total), desc=FINETUNING, initial=start, total=total,
                           disable=not self.progress):
             logger.info("\nEpoch\t%d", epoch)
@@ -410,8 +444,9 @@ class Trainer:
             if evaluate:
                 self.run_eval_spa_enc_only(f"LocEnc (Epoch {epoch})", load_model=False, epoch=epoch)
                 self.run_eval_final(f"(Epoch {epoch})", epoch=epoch)
-            if evaluate or epoch + 1 == total:
+            if evaluate or epoch + 1 == total or time.monotonic() - last_save >= CHECKPOINT_INTERVAL_S:
                 self._save(params["model_file_name"], FINETUNING)
+                last_save = time.monotonic()
 
     def _set_lr(self, lr):
         for group in self.optimizer.param_groups:
@@ -425,10 +460,10 @@ class Trainer:
     def epoch_indices(self, phase):
         """Training rows of one epoch, in batch order (an int64 tensor on the device).
 
-        Pre-training: all training rows; fine-tuning: the few-shot subset when 0 < train_sample_ratio < 1. With
-        --balanced_train_loader T at most max_num_exs_per_class rows per class, shuffled; else a permutation.
+        Drawn from `phase_rows[phase]`: with --balanced_train_loader T at most max_num_exs_per_class rows per
+        class, shuffled; else a permutation.
         """
-        rows = self.subset if phase == FINETUNING and self.subset is not None else None
+        rows = self.phase_rows[phase]
         classes = self.train_classes if rows is None else self.train_classes[rows]
         if self.params["balanced_train_loader"]:
             order = sampling.balanced_epoch_indices(classes, self.params["max_num_exs_per_class"], self.generator)
@@ -458,7 +493,8 @@ class Trainer:
             dataset_size = len(self.train_classes)
         else:
             loss_of, line = self._finetuning_loss, "Loss  : %.4f"
-            dataset_size = len(self.subset) if self.subset is not None else len(self.train_classes)
+            rows = self.phase_rows[FINETUNING]
+            dataset_size = len(rows) if rows is not None else len(self.train_classes)
         batch_size = params["batch_size"]
         num_batches = -(-len(indices) // batch_size)
         total = torch.zeros((), device=self.device)
@@ -495,12 +531,12 @@ class Trainer:
         """Rank the evaluation split (invalid entries kept) by the image predictions alone ("No prior"), then by
         image × prior: the location encoder, or the baseline named by --spa_enc_type. Returns {method: result}."""
         flag = self._fewshot_flag(flag)
-        priors = {}
+        fitted = []
         if is_baseline(self.params) and self.params["spa_enc_type"] != "no_prior":
-            priors[self.params["spa_enc_type"]] = self._baseline_prior()
+            fitted.append(self._fit_baseline())
         results, ranks = evaluation.run_final_evaluation(
             self.eval_preds, self.eval_classes, self.eval_split_ids, self.eval_locs, model=self.model,
-            baselines=priors, flag=flag)
+            baselines=fitted, flag=flag)
         for result in results.values():
             self._record(result, epoch, f"{self.eval_split_name} (all entries)")
         if epoch is None:
@@ -508,12 +544,12 @@ class Trainer:
             self.write_ranks()
         return results
 
-    def _baseline_prior(self):
+    def _fit_baseline(self):
+        """The --spa_enc_type baseline fitted on the training split, with the dataset's hyper-parameters."""
         params = self.params
         hyper_params = baselines.get_cross_val_hyper_params(params["dataset"], params["meta_type"])
-        prior = baselines.make_baseline(params["spa_enc_type"], self.data.train.locs, self.data.train.classes,
-                                        params["num_classes"], hyper_params)
-        return lambda locs: prior.prior(locs, device=locs.device, dtype=torch.float64)
+        return baselines.make_baseline(params["spa_enc_type"], self.data.train.locs, self.data.train.classes,
+                                       params["num_classes"], hyper_params)
 
     def run_eval_spa_enc_only(self, flag="LocEnc ", load_model=True, epoch=None):
         """Rank the val split (invalid entries removed) by the location encoder alone; with `load_model` first
@@ -523,7 +559,7 @@ class Trainer:
         if load_model:
             path = checkpoints.find_checkpoint(self.params["model_file_name"])
             if path is None:
-                logger.info(f"Cannot load model since it not exist - {self.params['model_file_name']}")
+                logger.info("Cannot load model since it not exist - %s", self.params["model_file_name"])
             else:
                 logger.info("\n%s", self.params["spa_enc_type"])
                 logger.info(" Model :\t%s", os.path.basename(path))

@@ -1,0 +1,214 @@
+"""The run's behaviour on tiny synthetic data: checkpoints, resuming, reproducibility, baselines, flag errors."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import arguments
+import checkpoints
+import models
+import train_unsuper
+from synthetic_data import write_synthetic_dataset
+from trainer import FINETUNING, PRETRAINING, Trainer
+
+# fMoW-style CSP run, small: 20 classes, 32-d image features
+FLAGS = ("--dataset fmow --device cpu --spa_enc_type gridcell --frequency_num 8 --max_radius 360 --min_radius 0.1 "
+         "--hidden_dim 64 --num_filts 32 --spa_f_act gelu --unsuper_loss contsoftmax --simcse_weight 1 "
+         "--unsuper_temp_inbatch 20 --neg_rand_type sphericalold --unsuper_lr 0.001 --lr 0.01 --batch_size 64 "
+         "--train_sample_ratio 0.05 --cnn_pred_type fewshot --inat2018_resolution pretrain --eval_frequency 2 "
+         "--do_unsuper_train T --do_super_train T").split()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine a second thread makes small steps many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_synthetic_dataset("fmow", root, num_train=1000, num_val=200, num_classes=20, feat_dim=32)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def data(monkeypatch, data_dir):
+    monkeypatch.setenv("CSP_DATA_DIR", str(data_dir))
+
+
+def run(model_dir, *extra):
+    return train_unsuper.main(FLAGS + ["--model_dir", str(model_dir), *extra])
+
+
+def final(results):
+    """{method: top-1, MRR} of the final evaluation blocks."""
+    return {e["method"]: (e["splits"][0]["top1"], e["splits"][0]["mrr"]) for e in results["evaluations"]
+            if e["epoch"] is None}
+
+
+def log_text(results):
+    with open(results["files"]["log_file_name"]) as handle:
+        return handle.read()
+
+
+def test_checkpoints_load_into_a_model_built_from_their_params(tmp_path):
+    results = run(tmp_path / "a" / "b", "--num_epochs_unsuper", "2", "--num_epochs", "3")  # nested, no trailing /
+    files = results["files"]
+    pre = checkpoints.load_checkpoint(files["unsuper_model_file_name"])
+    fine = checkpoints.load_checkpoint(files["model_file_name"])
+    assert (pre["epoch"], pre["params"]["checkpoint_phase"]) == (2, PRETRAINING)
+    assert (fine["epoch"], fine["params"]["checkpoint_phase"]) == (3, FINETUNING)
+    for ckpt in (pre, fine):
+        params = ckpt["params"]
+        model = models.build_model(params, params["num_classes"], params["num_users"])
+        checkpoints.load_state(model, ckpt["state_dict"])
+    encoder = models.load_location_encoder(files["model_file_name"])
+    assert encoder.class_probabilities([[10.0, 20.0]]).shape == (1, 20)
+
+
+def test_killed_run_resumes_exactly_where_it_stopped(tmp_path):
+    whole = run(tmp_path / "whole", "--num_epochs_unsuper", "2", "--num_epochs", "5")
+    parts = tmp_path / "parts"
+    load = ["--load_unsuper_model", "T", "--load_super_model", "T"]
+    first = run(parts, "--num_epochs_unsuper", "1", "--do_super_train", "F")  # stopped after pre-training epoch 0
+    second = run(parts, "--num_epochs_unsuper", "2", "--num_epochs", "3", *load)  # stopped after fine-tuning epoch 2
+    third = run(parts, "--num_epochs_unsuper", "2", "--num_epochs", "5", *load)
+    assert [r["phases"][PRETRAINING]["epochs_run"] for r in (first, second, third)] == [1, 1, 0]
+    assert [r["phases"][FINETUNING]["epochs_run"] for r in (first, second, third)] == [0, 3, 2]
+    assert final(third) == final(whole)
+    # the resumed run's results file also holds the evaluations of the epochs before the restart
+    assert [(e["epoch"], e["method"]) for e in third["evaluations"]] == \
+        [(e["epoch"], e["method"]) for e in whole["evaluations"]]
+    log = log_text(third)
+    assert log.count("Unsupervised Training Epoch\t1") == 1 and "Unsupervised Training Epoch\t0" in log
+    assert log.count("\nEpoch\t3\n") == 1 and log.count("\nEpoch\t0\n") == 1
+
+
+def test_finished_run_started_again_is_not_retrained(tmp_path):
+    flags = ["--num_epochs_unsuper", "2", "--num_epochs", "2"]
+    done = run(tmp_path, *flags)
+    again = run(tmp_path, *flags, "--load_unsuper_model", "T", "--load_super_model", "T")
+    assert again["phases"][PRETRAINING]["epochs_run"] == again["phases"][FINETUNING]["epochs_run"] == 0
+    assert final(again) == final(done)
+    assert "Fine-tuning already done: 2 of 2 epochs" in log_text(again)
+
+
+def test_original_pretrained_checkpoint_counts_as_finished_pretraining(tmp_path, golden_dir, monkeypatch):
+    """The original's pre-trained file (epoch 1, with Adam state) is not trained further; fine-tuning starts at
+    epoch 0 (the original started at 1, with one decay step too many)."""
+    root = tmp_path / "data"
+    write_synthetic_dataset("fmow", root, num_train=100, num_val=40, num_classes=20, feat_dim=2048)
+    monkeypatch.setenv("CSP_DATA_DIR", str(root))
+    flags = ["--model_dir", str(tmp_path / "m"), "--frequency_num", "32", "--hidden_dim", "512", "--num_filts", "256",
+             "--spa_f_act", "leakyrelu", "--load_unsuper_model", "T", "--num_epochs_unsuper", "30",
+             "--num_epochs", "1"]
+    params = arguments.default_params(FLAGS + flags)
+    pretrained, _ = checkpoints.model_file_names(params)
+    (tmp_path / "m").mkdir()
+    shutil.copy(golden_dir / "encoders" / "gridcell_inat_csp.pth.tar", pretrained)
+    results = train_unsuper.main(FLAGS + flags)
+    assert results["phases"][PRETRAINING] == {"epochs_done": 30, "epochs_run": 0}
+    assert results["phases"][FINETUNING] == {"epochs_done": 1, "epochs_run": 1}
+    log = log_text(results)
+    assert "Unsupervised Training Epoch" not in log and "\nEpoch\t0\n" in log
+
+
+def test_same_seed_same_results(tmp_path):
+    flags = ["--num_epochs_unsuper", "1", "--num_epochs", "2"]
+    a, b = run(tmp_path / "a", *flags), run(tmp_path / "b", *flags)
+    c = run(tmp_path / "c", *flags, "--seed", "1")
+    for results in (a, b, c):
+        del results["files"]
+    assert a == b
+    assert json.dumps(a["evaluations"]) != json.dumps(c["evaluations"])
+    subsets = [np.load(tmp_path / name / "sample_idx" / "fmow" / "train_sample_ratio0.050.npy") for name in "ab"]
+    np.testing.assert_array_equal(*subsets)
+
+
+def test_results_and_ranks_files(tmp_path):
+    results = run(tmp_path, "--num_epochs_unsuper", "1", "--num_epochs", "3")
+    with open(results["files"]["results"]) as handle:
+        assert json.load(handle) == json.loads(json.dumps(results))
+    assert results["format"] == "csp-results/1" and "model_dir" not in results["params"]
+    blocks = [(e["epoch"], e["method"], e["flag"]) for e in results["evaluations"]]
+    assert blocks == [(2, "location_only", "LocEnc (Epoch 2)"), (2, "no_prior", "(Epoch 2) fewshot-ratio0.050 "),
+                      (2, "location_prior", "(Epoch 2) fewshot-ratio0.050 "),
+                      (None, "no_prior", " fewshot-ratio0.050 "), (None, "location_prior", " fewshot-ratio0.050 "),
+                      (None, "location_only", "LocEnc ")]
+    split = results["evaluations"][-1]["splits"][0]
+    assert set(split) == {"id", "name", "count", "top1", "top3", "top5", "top10", "mrr"}
+    ranks = np.load(results["files"]["ranks"])
+    assert ranks["locs"].shape == (200, 2) and ranks["ranks_location_prior"].shape == (200,)
+    top1 = 100 * np.mean(ranks["ranks_location_prior"] == 1)
+    assert round(top1, 2) == final(results)["location_prior"][0]
+    assert ranks["ranks_location_only"].shape == ranks["locenc_labels"].shape
+
+
+def test_epoch_snapshots(tmp_path):
+    results = run(tmp_path, "--num_epochs_unsuper", "3", "--num_epochs", "0", "--do_epoch_save", "T",
+                  "--unsuper_save_frequency", "1")
+    path = results["files"]["unsuper_model_file_name"]
+    for epoch in (1, 2):
+        assert checkpoints.load_checkpoint(checkpoints.epoch_file_name(path, epoch))["epoch"] == epoch + 1
+    assert not (tmp_path / checkpoints.epoch_file_name(path, 0)).exists()
+
+
+@pytest.mark.parametrize("baseline, header", [
+    ("no_prior", None), ("train_freq", "Train frequency prior"), ("grid", "Discrete grid prior"),
+    ("nn_dist", "Nearest neighbor distance prior")])
+def test_baseline_as_spa_enc_type(tmp_path, baseline, header):
+    results = run(tmp_path, "--spa_enc_type", baseline)
+    methods = [e["method"] for e in results["evaluations"]]
+    assert methods == ["no_prior"] + ([baseline] if header else [])
+    assert not list(tmp_path.glob("*.pth.tar"))
+    log = log_text(results)
+    assert "\nNo prior\n" in log and "Epoch" not in log
+    if header:
+        assert f"\n{header}\n" in log
+        assert final(results)[baseline][0] >= final(results)["no_prior"][0] - 1
+
+
+def test_sup_only_run(tmp_path):
+    results = run(tmp_path, "--unsuper_loss", "none", "--num_epochs", "2")
+    assert results["files"]["unsuper_model_file_name"] is None
+    assert results["phases"][FINETUNING]["epochs_done"] == 2
+    assert "location_prior" in final(results)
+
+
+@pytest.mark.parametrize("flag, value, words", [
+    ("--unsuper_loss", "contsoftmaxx", ["--unsuper_loss", "contsoftmax", "imgcontloss"]),
+    ("--spa_enc_type", "grid_cell", ["--spa_enc_type", "gridcell", "theory", "geo_net", "nn_knn"]),
+    ("--train_loss", "full", ["--train_loss", "full_loss_user"]),
+    ("--neg_rand_type", "sphere", ["--neg_rand_type", "sphericalold"]),
+    ("--batch_size", "0", ["--batch_size", "at least 1"]),
+    ("--train_sample_ratio", "0", ["--train_sample_ratio", "(0, 1]"]),
+])
+def test_bad_flag_values_are_named(tmp_path, flag, value, words):
+    with pytest.raises(ValueError) as err:
+        Trainer(arguments.default_params(FLAGS + ["--model_dir", str(tmp_path), flag, value]))
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_rbf_checkpoint_reloads_with_its_own_anchors(tmp_path):
+    rbf = ["--spa_enc_type", "rbf", "--num_rbf_anchor_pts", "20", "--rbf_kernal_size", "10", "--num_epochs", "2"]
+    trained = run(tmp_path, *rbf)
+    reloaded = run(tmp_path, *rbf, "--seed", "5", "--load_super_model", "T", "--do_unsuper_train", "F")
+    assert reloaded["phases"][FINETUNING]["epochs_run"] == 0
+    assert reloaded["params"]["rbf_anchor_pt_ids"] == trained["params"]["rbf_anchor_pt_ids"]
+    assert final(reloaded)["location_only"] == final(trained)["location_only"]
+
+
+def test_geo_net_with_dates_leaves_out_samples_without_a_date(tmp_path):
+    results = run(tmp_path, "--spa_enc_type", "geo_net", "--use_date_feats", "T", "--unsuper_loss", "none",
+                  "--num_epochs", "2")
+    log = log_text(results)
+    assert "training samples have no date: with --use_date_feats T they are not trained on" in log
+    assert "Test loss   : nan" not in log and " nan" not in log
+    assert final(results)["location_only"][0] < 90
