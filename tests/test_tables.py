@@ -1,0 +1,139 @@
+import json
+import logging
+
+import pandas as pd
+import pytest
+
+import tables
+import train_unsuper
+from arguments import default_params
+from synthetic_data import write_synthetic_dataset
+
+TINY = ["--num_epochs", "1", "--num_epochs_unsuper", "1", "--num_filts", "16", "--hidden_dim", "32",
+        "--frequency_num", "8", "--batch_size", "64"]
+RATIOS = ["0.1", "1"]
+
+
+def _no_runs(monkeypatch):
+    def refuse(argv):
+        raise AssertionError(f"unexpected run {argv}")
+    monkeypatch.setattr(train_unsuper, "main", refuse)
+
+
+@pytest.fixture(scope="module")
+def fmow_table(tmp_path_factory):
+    """Table 5 with two rows at two ratios run on tiny synthetic fMoW data (1 epoch each)."""
+    root = tmp_path_factory.mktemp("tables")
+    write_synthetic_dataset("fmow", root / "data", num_train=300, num_val=40, num_classes=5, feat_dim=8,
+                            fewshot_ratios=(0.1,))
+    argv = ["comparison", "--dataset", "fmow", "--data_dir", str(root / "data"), "--model_dir", str(root / "runs"),
+            "--ratios", *RATIOS, "--rows", "sup_grid", "mc_bld", "--device", "cpu"] + TINY
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CSP_DATA_DIR", str(root / "data"))     # restored afterwards (--data_dir sets it)
+        found = tables.main(argv)
+    return root, argv, found
+
+
+def test_table_has_the_paper_layout_with_our_numbers_beside_the_published_ones(fmow_table):
+    root, _, found = fmow_table
+    assert sorted(key for key, value in found.items() if value) == [
+        ("mc_bld", 0.1), ("mc_bld", 1.0), ("sup_grid", 0.1), ("sup_grid", 1.0)]
+    frame = pd.read_csv(root / "runs" / "table5_fmow_released.csv")
+    assert list(frame["model"]) == ["Img. Only (Geo-SSL)", "Img. Only (Tile2Vec)", "Sup. Only (wrap)",
+                                    "Sup. Only (grid)", "MSE", "CSP-NCE-BLD", "CSP-MC-BLD"]
+    for ratio in ("5%", "10%", "20%", "100%"):
+        assert {f"{ratio} ours", f"{ratio} paper", f"{ratio} paper spread"} <= set(frame.columns)
+    rows = frame.set_index("model")
+    assert rows.loc["CSP-MC-BLD", "5% paper"] == 67.47 and rows.loc["CSP-MC-BLD", "5% paper spread"] == 0.02
+    assert rows.loc["Img. Only (Tile2Vec)", "100% paper"] == 64.45
+    for model in ("Img. Only (Geo-SSL)", "Sup. Only (grid)", "CSP-MC-BLD"):
+        assert 0 <= rows.loc[model, "10% ours"] <= 100 and 0 <= rows.loc[model, "100% ours"] <= 100
+        assert pd.isna(rows.loc[model, "5% ours"])
+    assert rows[["10% ours", "100% ours"]].loc[["MSE", "Sup. Only (wrap)", "CSP-NCE-BLD"]].isna().all().all()
+    assert rows.loc["CSP-MC-BLD", "preset"] == "released"
+    markdown = (root / "runs" / "table5_fmow_released.md").read_text()
+    assert "preset `released`" in markdown and "simcse_weight 0.1" in markdown
+    assert "| CSP-MC-BLD | released | – | 67.47 (0.02) |" in markdown
+    assert markdown.count("\n|") == 2 + 7
+
+
+def test_img_only_is_the_no_prior_block_and_finished_runs_are_not_run_again(fmow_table, monkeypatch, caplog):
+    root, argv, found = fmow_table
+    expected = tables.final_top1(found[("sup_grid", 0.1)], "no_prior")
+    assert expected == tables.final_top1(found[("mc_bld", 0.1)], "no_prior")
+    _no_runs(monkeypatch)
+    monkeypatch.setenv("CSP_DATA_DIR", str(root / "data"))
+    again = tables.main(argv)
+    assert {key: bool(value) for key, value in again.items()} == {key: bool(value) for key, value in found.items()}
+    rows = pd.read_csv(root / "runs" / "table5_fmow_released.csv").set_index("model")
+    assert rows.loc["Img. Only (Geo-SSL)", "10% ours"] == expected
+
+
+def test_collect_only_shows_missing_runs_as_dashes(tmp_path, monkeypatch):
+    _no_runs(monkeypatch)
+    found = tables.main(["ablation", "--model_dir", str(tmp_path), "--preset", "paper", "--collect_only",
+                         "--ratios", "0.05"])
+    assert set(found.values()) == {None}
+    frame = pd.read_csv(tmp_path / "table2_inat_2018_paper.csv").set_index("model")
+    assert list(frame.index) == ["CSP-MC-BLD", "CSP-MC-BD", "CSP-MC-BL", "CSP-MC-B"]
+    assert frame["5% ours"].isna().all() and frame.loc["CSP-MC-BD", "10% paper"] == 19.60
+    markdown = (tmp_path / "table2_inat_2018_paper.md").read_text()
+    assert "| CSP-MC-B | paper | – | 8.16 |" in markdown and "lr 0.0005" in markdown
+
+
+def _results(evaluations, epochs_done=3):
+    return {"format": "csp-results/1", "phases": {"fine-tuning": {"epochs_done": epochs_done}},
+            "evaluations": evaluations}
+
+
+def _block(method, epoch, splits):
+    return {"method": method, "epoch": epoch,
+            "splits": [{"id": i, "count": count, "top1": top1} for i, (count, top1) in enumerate(splits)]}
+
+
+def test_results_reader_takes_the_final_block_weighted_over_splits(tmp_path, caplog):
+    document = _results([_block("location_prior", 5, [(10, 99.0)]), _block("no_prior", None, [(10, 20.0)]),
+                         _block("location_prior", None, [(30, 10.0), (10, 50.0)])])
+    path = tmp_path / "run.results.json"
+    path.write_text(json.dumps(document))
+    results = tables.read_results(path)
+    assert tables.final_top1(results, "location_prior") == 20.0
+    assert tables.final_top1(results, "no_prior") == 20.0 and tables.final_top1(results, "kde") is None
+    assert tables.is_finished(results, 3) and not tables.is_finished(results, 4)
+    assert not tables.is_finished(_results([_block("location_prior", 5, [(1, 1.0)])]), 3)
+    assert tables.read_results(tmp_path / "absent.json") is None
+    path.write_text("{not json")
+    with caplog.at_level(logging.WARNING, logger="tables"):
+        assert tables.read_results(path) is None
+    assert "not a readable results file" in caplog.text
+
+
+def test_run_flags_follow_preset_row_and_ratio_and_overrides_win():
+    released = default_params(tables.run_argv("inat_2018", "released", "mc_bd", 0.05, "m", "cpu", ["--lr", "0.1"]))
+    assert (released["unsuper_loss"], released["rand_sample_weight"], released["simcse_weight"]) == (
+        "contsoftmax", 0.0, 1.0)
+    assert released["unsuper_temp_inbatch"] == 20 and released["unsuper_lr"] == 0.0005 and released["lr"] == 0.1
+    assert released["cnn_pred_type"] == "fewshot" and released["load_cnn_features_train"]
+    paper = default_params(tables.run_argv("fmow", "paper", "sup_wrap", 1.0, "m", "cpu", []))
+    assert (paper["spa_enc_type"], paper["unsuper_loss"], paper["cnn_pred_type"]) == ("geo_net", "none", "full")
+    assert paper["min_radius"] == 0.01 and paper["neg_rand_type"] == "spherical"
+    assert not paper["load_cnn_features_train"]
+
+
+def test_every_run_row_of_the_paper_tables_has_published_numbers():
+    for (kind, dataset), (number, _, rows) in tables.TABLES.items():
+        if (kind, dataset) == ("ablation", "fmow"):
+            continue
+        paper = tables.paper_results(number, dataset)
+        for row in rows:
+            for ratio in tables.PAPER_RATIOS:
+                assert (tables.ROWS[row][0], ratio) in paper, (number, row, ratio)
+
+
+def test_bad_rows_and_ratios_are_named():
+    with pytest.raises(ValueError, match="--rows mse: not in this table"):
+        tables.main(["ablation", "--rows", "mse", "--collect_only"])
+    with pytest.raises(ValueError, match="--train_sample_ratio: set by the table itself"):
+        tables.main(["comparison", "--collect_only", "--", "--train_sample_ratio", "0.5"])
+    with pytest.raises(ValueError, match="--ratios must be in \\(0, 1\\]"):
+        tables.main(["comparison", "--ratios", "0", "--collect_only"])
