@@ -27,12 +27,13 @@ def make_args_parser():
         help="birdsnap/nabirds metadata: orig_meta or ebird_meta (ignored for other datasets)")
     add("--eval_split", type=str, default="val", help="split of the final evaluation: val or test")
     add("--load_val_op", type=str, default="F",
-        help="T/F: load the final-evaluation split with its invalid entries kept")
+        help="T/F: accepted for compatibility; the final-evaluation split (invalid entries kept) is always loaded")
     add("--cnn_model", type=str, default="inception_v3",
         help="image model whose features/predictions are read (folder and file-name tag)")
     add("--load_cnn_predictions", type=str, default="F", help="T/F: load image-classifier predictions")
-    add("--load_cnn_features", type=str, default="F", help="T/F: load image features of the evaluation split")
-    add("--load_cnn_features_train", type=str, default="F", help="T/F: load image features of the training split")
+    add("--load_cnn_features", type=str, default="F",
+        help="T/F: load image features of the evaluation split (only the Tang et al. baseline used them)")
+    add("--load_cnn_features_train", type=str, default="F", help="T/F: load image features of the training split (always loaded when pre-training runs)")
     add("--load_img", type=str, default="F", help="T/F: also return image file names (inat_2018)")
     add("--inat2018_resolution", type=str, default="standard",
         help="image-feature source: high_res, standard or pretrain")
