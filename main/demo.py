@@ -126,15 +126,13 @@ def demo_overrides():
 def run_argvs(model_dir, seed, device=None, extra_flags=()):
     """{row: train_unsuper.py flags}: the run script's flags, the demo's overrides, --model_dir, --seed, --device
     (if given), `extra_flags`; Sup. Only (grid) adds --unsuper_loss none."""
-    own = sorted({word for word in extra_flags if word in OWN_FLAGS})
+    own = sorted({word.split("=")[0] for word in extra_flags if word.split("=")[0] in OWN_FLAGS})
     if own:
         raise ValueError(f"{', '.join(own)}: set by the demo itself (use its --out_dir, --seed, --device)")
     argv = (train_unsuper.script_argv(FMOW_SCRIPT) + demo_overrides()
             + ["--model_dir", os.path.join(str(model_dir), ""), "--seed", str(seed)]
             + (["--device", device] if device else []) + list(extra_flags))
     return {"CSP-MC-BLD": argv, "Sup. Only (grid)": argv + ["--unsuper_loss", "none"]}
-
-
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -158,17 +156,20 @@ def summary_rows(csp, sup):
     return rows
 
 
-def format_report(rows, csp, overrides, files, seconds):
-    """The text the demo prints: what ran (with every override and its reason), the table (markdown), where
-    everything is, and the wall times."""
+def format_report(rows, csp, overrides, extra_flags, files, seconds):
+    """The text the demo prints: what ran (the flags after the run script's: the demo's overrides with their
+    reasons, --model_dir and --seed, the user's `extra_flags`), the table (markdown), where everything is, and the
+    wall times."""
     params = csp["params"]
     num_labelled = len(np.load(csp["files"]["train_sample_idx_file"]))
     lines = [f"CSP demo: {params['num_classes']} land-cover classes, fine-tuning on "
              f"{params['train_sample_ratio']:.0%} of the labels ({num_labelled} images), seed {params['seed']}",
              f"Runs: the flags of {FMOW_SCRIPT.name}, then"]
     lines += [f"  {' '.join(flags)}: {reason}" for flags, reason in DEMO_OVERRIDES]
-    lines += [f"  {' '.join(overrides[len(demo_overrides()):])}",
-              "Sup. Only (grid): the same flags and --unsuper_loss none (no pre-training)", "",
+    lines.append(f"  {' '.join(overrides[len(demo_overrides()):len(overrides) - len(extra_flags)])}")
+    if extra_flags:
+        lines.append(f"  {' '.join(extra_flags)}: given after --, these win over the flags above")
+    lines += ["Sup. Only (grid): the same flags and --unsuper_loss none (no pre-training)", "",
               "| model (5 % labels) | prediction | Top-1 (%) | scored |", "|---|---|---:|---|"]
     lines += [f"| {model} | {predicts} | {top1:.2f} | {scored} |" for model, predicts, top1, scored in rows]
     lines += ["", "Wrote:"] + [f"  {what}: {path}" for what, path in files]
@@ -248,7 +249,7 @@ def run_demo(out_dir=DEFAULT_OUT_DIR, seed=0, device=None, extra_flags=(), readm
     files = ([("dataset", data_root / "fmow"), ("both runs (checkpoints, .log, .results.json, .ranks.npz)", model_dir)]
              + files + [("this report", report_path)])
     rows = summary_rows(csp, sup)
-    report = format_report(rows, csp, overrides, files, seconds)
+    report = format_report(rows, csp, overrides, list(extra_flags), files, seconds)
     report_path.write_text(report + "\n")
     return {"rows": rows, "report": report, "files": files, "results": results}
 

@@ -49,6 +49,7 @@ def test_runs_use_the_run_script_flags_with_the_demo_overrides(done):
     assert "--unsuper_lr" in script
     for flags, reason in demo.DEMO_OVERRIDES:
         assert f"  {' '.join(flags)}: {reason}\n" in result["report"]
+    assert f"  {' '.join(SHORT)}: given after --, these win over the flags above\n" in result["report"]
     assert all(0 <= top1 <= 100 for _, _, top1, _ in result["rows"])
 
 
@@ -64,6 +65,8 @@ def test_dataset_is_reused_only_for_the_same_recipe(done):
 def test_flags_the_demo_sets_itself_are_refused(tmp_path):
     with pytest.raises(ValueError, match="--seed: set by the demo itself"):
         demo.run_argvs(tmp_path, 0, extra_flags=["--seed", "3"])
+    with pytest.raises(ValueError, match="--unsuper_loss: set by the demo itself"):
+        demo.run_argvs(tmp_path, 0, extra_flags=["--unsuper_loss=imgcontloss"])
 
 
 def test_command_line_help_runs_from_the_repository_root_and_from_main():
