@@ -239,7 +239,7 @@ def run_demo(out_dir=DEFAULT_OUT_DIR, seed=0, device=None, extra_flags=(), readm
     files = draw_figures(csp, data_root / "fmow", out_dir, device or "auto", cluster_step, max_cluster_points)
     if readme_dir is not None:
         Path(readme_dir).mkdir(parents=True, exist_ok=True)
-        for what, path in list(files):
+        for _, path in list(files):
             copy = Path(readme_dir) / README_FIGURES[path.name]
             shutil.copyfile(path, copy)
             files.append((f"README copy of {path.name}", copy))
