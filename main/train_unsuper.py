@@ -12,11 +12,13 @@ import arguments
 from trainer import Trainer
 
 
-def main(argv=None):
+def main(argv=None, console=True, progress=None):
     """Run with the command-line flags `argv` (default: sys.argv[1:]); returns the results document
-    (`Trainer.results`: params, phases and every evaluation block), which is also written next to the log."""
+    (`Trainer.results`: params, phases and every evaluation block), which is also written next to the log.
+    `console=False` keeps the log lines off the console (they still go to the log file); `progress` shows the
+    progress bars on a terminal (default: as `console`)."""
     params = arguments.default_params(sys.argv[1:] if argv is None else argv)
-    with Trainer(params) as trainer:
+    with Trainer(params, console, progress) as trainer:
         trainer.run_train()
         trainer.run_eval_final()
         trainer.run_eval_spa_enc_only("LocEnc ", load_model=True)

@@ -115,13 +115,15 @@ class Trainer:
     """One CSP run. `params`: the dict of `arguments.default_params(argv)`; the derived keys are added to it.
 
     Use as a context manager (or call `close()`) so that the log handlers are removed again.
+    `console`: the log lines also go to stderr (they always go to the log file); `progress`: tqdm progress bars on
+    stderr when it is a terminal (default: as `console`).
     """
 
-    def __init__(self, params, console=True):
+    def __init__(self, params, console=True, progress=None):
         check_params(params)
         self.params = params
         self.device = resolve_device(params["device"])
-        self.progress = console and sys.stderr.isatty()
+        self.progress = (console if progress is None else progress) and sys.stderr.isatty()
         torch.manual_seed(params["seed"])
         self.rng = np.random.default_rng(params["seed"])
         self.generator = torch.Generator(device=self.device)

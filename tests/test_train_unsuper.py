@@ -81,6 +81,16 @@ def test_run_script_flags_end_to_end(tmp_path, monkeypatch, data_dir, dataset, f
     assert os.path.isfile(results["files"]["ranks"]) and os.path.isfile(results["files"]["results"])
 
 
+def test_quiet_run_keeps_the_log_lines_off_the_console(tmp_path, monkeypatch, capsys, data_dir):
+    monkeypatch.setenv("CSP_DATA_DIR", str(data_dir))
+    argv = train_unsuper.script_argv(SCRIPTS["fmow"]) + ["--device", "cpu", "--num_epochs_unsuper", "1",
+                                                         "--num_epochs", "1", "--model_dir", str(tmp_path)]
+    results = train_unsuper.main(argv, console=False)
+    assert "Epoch" not in capsys.readouterr().err
+    with open(results["files"]["log_file_name"]) as handle:
+        assert "\nEpoch\t0\n" in handle.read()
+
+
 def test_run_script_through_bash_passes_extra_arguments(tmp_path, data_dir):
     env = {**os.environ, "CSP_DATA_DIR": str(data_dir), "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
     model_dir = tmp_path / "models"

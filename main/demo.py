@@ -1,0 +1,281 @@
+"""The demo: CSP on a small real dataset, offline, in a few minutes on a CPU.
+
+    python main/demo.py                       # from the repository root (or: cd main && python demo.py)
+    python main/demo.py --seed 1              # another seed (initialisation, batches, dropout, negatives)
+    python main/demo.py --readme_figures      # also copy the two maps into image/ (the README's figures)
+    python main/demo.py -- --unsuper_lr 0.00005   # flags after -- go to both runs and win over the demo's
+
+1. Builds the demo dataset (`demo_data.build_demo_dataset`: Blue Marble tiles, MODIS land-cover labels,
+   EfficientNet-Lite0 image features and few-shot image-only classifiers, in the fMoW layout) in
+   `demo/data/fmow/`, unless a finished build of the same recipe is there already.
+2. Runs `train_unsuper.main` twice in this process, with the flags of `run-fmow-contsoftmax.sh` (read from the
+   script with `train_unsuper.script_argv`) plus the demo's overrides (`DEMO_OVERRIDES`, printed):
+   CSP-MC-BLD (pre-training on every training location and its image features, fine-tuning on 5 % of the labels,
+   evaluation), then Sup. Only (grid) (`--unsuper_loss none`: the same encoder and fine-tuning, no pre-training).
+   The runs' log lines go to their log files in `demo/runs/seed{seed}/`, not to the console.
+3. Draws the CSP-MC-BLD model's predicted distribution of one class over the land (`plots.plot_class_map`) and the
+   clusters of its location embeddings before and after fine-tuning (`plots.plot_cluster_maps`) into `demo/`.
+4. Prints the Top-1 table (image only, location only, Sup. Only (grid), CSP-MC-BLD at 5 % labels) and where
+   everything is, and writes the same text to `demo/demo_results.md`.
+"""
+import argparse
+import contextlib
+import inspect
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import demo_data
+import land_mask
+import plots
+import train_unsuper
+from tables import final_top1
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+FMOW_SCRIPT = ROOT / "run-fmow-contsoftmax.sh"
+DEFAULT_OUT_DIR = ROOT / "demo"
+README_IMAGE_DIR = ROOT / "image"
+README_FIGURES = {"class_map.png": "demo_class_map.png", "clusters.png": "demo_clusters.png"}
+# the class whose map is drawn (by name, as its id depends on the build); the first class where it is missing
+MAP_CLASS = "evergreen_broadleaf_forests"
+# The demo's changes to the run script's flags, each with its reason; --model_dir and --seed are added per run.
+DEMO_OVERRIDES = (
+    (["--unsuper_lr", "0.001"],
+     "the paper's pre-training learning rate for fMoW (appendix A.4), not the script's 5e-5: with the class-balanced "
+     "sampler (at most 100 images per class and epoch) 300 epochs are about 2,100 steps on fMoW but 600 here"),
+    (["--load_unsuper_model", "F", "--load_super_model", "F"],
+     "train from scratch every time (the script resumes from the checkpoints in --model_dir)"),
+)
+# flags the demo sets itself (its own options, or what makes a row the row it is)
+OWN_FLAGS = ("--dataset", "--model_dir", "--seed", "--device", "--unsuper_loss", "--spa_enc_type",
+             "--train_sample_ratio")
+CONSOLE_LOGGERS = (__name__, "demo_data", "plots", "land_mask")
+
+
+def _log_to_console():
+    """The demo's steps, and those of the dataset builder and the maps, on stderr; not through the root logger,
+    which would also echo the runs' own lines (they go to the runs' log files)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s - %(message)s"))
+    for name in CONSOLE_LOGGERS:
+        log = logging.getLogger(name)
+        if not log.handlers:
+            log.addHandler(handler)
+            log.setLevel(logging.INFO)
+            log.propagate = False
+
+
+@contextlib.contextmanager
+def _data_root(folder):
+    """CSP_DATA_DIR = `folder` (where paths.py looks for `fmow/`) inside the block; the old value afterwards."""
+    old = os.environ.get("CSP_DATA_DIR")
+    os.environ["CSP_DATA_DIR"] = str(folder)
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["CSP_DATA_DIR"]
+        else:
+            os.environ["CSP_DATA_DIR"] = old
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the dataset
+
+def dataset_is_built(data_dir, build_args):
+    """True when `data_dir` holds a finished build (its manifest is written last) with the recipe that
+    `demo_data.build_demo_dataset(**build_args)` would use."""
+    try:
+        with open(Path(data_dir) / "demo_manifest.json") as handle:
+            recipe = json.load(handle)["recipe"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    defaults = {name: parameter.default
+                for name, parameter in inspect.signature(demo_data.build_demo_dataset).parameters.items()}
+    wanted = {**defaults, **build_args, "feature_recipe_version": demo_data.FEATURE_RECIPE_VERSION}
+    return all(key in wanted and wanted[key] == value for key, value in recipe.items())
+
+
+def ensure_dataset(data_dir, build_args=None):
+    """Build the demo dataset in `data_dir` (fMoW layout) unless a finished build of the same recipe is there."""
+    build_args = dict(build_args or {})
+    if dataset_is_built(data_dir, build_args):
+        logger.info("Demo dataset: %s (already built)", data_dir)
+        return
+    logger.info("Building the demo dataset in %s (about half a minute on a 2-core CPU; image features are cached)",
+                data_dir)
+    demo_data.build_demo_dataset(data_dir, **build_args)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the runs
+
+def demo_overrides():
+    """The demo's flags on top of the run script's (every override of DEMO_OVERRIDES, in order)."""
+    return [word for flags, _ in DEMO_OVERRIDES for word in flags]
+
+
+def run_argvs(model_dir, seed, device=None, extra_flags=()):
+    """{row: train_unsuper.py flags}: the run script's flags, the demo's overrides, --model_dir, --seed, --device
+    (if given), `extra_flags`; Sup. Only (grid) adds --unsuper_loss none."""
+    own = sorted({word.split("=")[0] for word in extra_flags if word.split("=")[0] in OWN_FLAGS})
+    if own:
+        raise ValueError(f"{', '.join(own)}: set by the demo itself (use its --out_dir, --seed, --device)")
+    argv = (train_unsuper.script_argv(FMOW_SCRIPT) + demo_overrides()
+            + ["--model_dir", os.path.join(str(model_dir), ""), "--seed", str(seed)]
+            + (["--device", device] if device else []) + list(extra_flags))
+    return {"CSP-MC-BLD": argv, "Sup. Only (grid)": argv + ["--unsuper_loss", "none"]}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the table
+
+def _final_block(results, method):
+    return [block for block in results["evaluations"] if block["method"] == method and block["epoch"] is None][-1]
+
+
+def summary_rows(csp, sup):
+    """[(model, what predicts, Top-1 %, what is scored)]: the demo's table, from the two runs' results documents."""
+    rows = []
+    for model, predicts, results, method in (
+            ("Image only", "EfficientNet-Lite0 probe", csp, "no_prior"),
+            ("Location only", "CSP-MC-BLD encoder, no image", csp, "location_only"),
+            ("Sup. Only (grid)", "image × location prior", sup, "location_prior"),
+            ("CSP-MC-BLD", "image × location prior", csp, "location_prior")):
+        block = _final_block(results, method)
+        scored = "val images with location and user" if method == "location_only" else "val images"
+        rows.append((model, predicts, final_top1(results, method), f"{block['num_scored']} {scored}"))
+    return rows
+
+
+def format_report(rows, csp, overrides, extra_flags, files, seconds):
+    """The text the demo prints: what ran (the flags after the run script's: the demo's overrides with their
+    reasons, --model_dir and --seed, the user's `extra_flags`), the table (markdown), where everything is, and the
+    wall times."""
+    params = csp["params"]
+    num_labelled = len(np.load(csp["files"]["train_sample_idx_file"]))
+    lines = [f"CSP demo: {params['num_classes']} land-cover classes, fine-tuning on "
+             f"{params['train_sample_ratio']:.0%} of the labels ({num_labelled} images), seed {params['seed']}",
+             f"Runs: the flags of {FMOW_SCRIPT.name}, then"]
+    lines += [f"  {' '.join(flags)}: {reason}" for flags, reason in DEMO_OVERRIDES]
+    lines.append(f"  {' '.join(overrides[len(demo_overrides()):len(overrides) - len(extra_flags)])}")
+    if extra_flags:
+        lines.append(f"  {' '.join(extra_flags)}: given after --, these win over the flags above")
+    lines += ["Sup. Only (grid): the same flags and --unsuper_loss none (no pre-training)", "",
+              "| model (5 % labels) | prediction | Top-1 (%) | scored |", "|---|---|---:|---|"]
+    lines += [f"| {model} | {predicts} | {top1:.2f} | {scored} |" for model, predicts, top1, scored in rows]
+    lines += ["", "Wrote:"] + [f"  {what}: {path}" for what, path in files]
+    lines += ["", "Wall time: " + ", ".join(f"{step} {secs:.0f} s" for step, secs in seconds.items())
+              + f" (total {sum(seconds.values()):.0f} s)"]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the demo
+
+def _class_to_map(data_dir):
+    with open(Path(data_dir) / "category.json") as handle:
+        classes = json.load(handle)
+    name = MAP_CLASS if MAP_CLASS in classes else min(classes, key=classes.get)
+    return classes[name], name
+
+
+def draw_figures(csp, data_dir, out_dir, device="auto", cluster_step=0.5, max_cluster_points=5000):
+    """The CSP-MC-BLD model's class map and its embedding clusters before / after fine-tuning, as PNGs in
+    `out_dir`; returns [(what, path)]."""
+    mask, source = land_mask.load_land_mask()
+    pretrained = plots.as_model(csp["files"]["unsuper_model_file_name"], device)
+    finetuned = plots.as_model(csp["files"]["model_file_name"], device)
+    class_id, name = _class_to_map(data_dir)
+    class_map, clusters = Path(out_dir) / "class_map.png", Path(out_dir) / "clusters.png"
+    plots.plot_class_map(finetuned, class_id, class_map, mask)
+    plots.plot_cluster_maps([("pre-trained", pretrained), ("fine-tuned", finetuned)], clusters, mask,
+                            step=cluster_step, max_points=max_cluster_points)
+    return [(f"predicted distribution of class {class_id} ({name}), land mask: {source}", class_map),
+            ("clusters of the location embeddings, pre-trained | fine-tuned", clusters)]
+
+
+def run_demo(out_dir=DEFAULT_OUT_DIR, seed=0, device=None, extra_flags=(), readme_dir=None, build_args=None,
+             cluster_step=0.5, max_cluster_points=5000):
+    """The whole demo (module doc); returns {"rows": the table's rows, "report": the printed text, "files":
+    [(what, path)], "results": {row: results document}}.
+
+    out_dir: the demo's folder (dataset in `data/fmow/`, runs in `runs/seed{seed}/`, figures, `demo_results.md`);
+    seed: --seed of both runs; device: --device of both runs and the maps (default: the script's auto);
+    extra_flags: train_unsuper.py flags for both runs, after the demo's; readme_dir: also copy the figures there
+    (as `demo_class_map.png`, `demo_clusters.png`); build_args: arguments of `demo_data.build_demo_dataset`;
+    cluster_step, max_cluster_points: grid spacing (degrees) and subsample of the clustering figure.
+    """
+    out_dir = Path(out_dir)
+    data_root = out_dir / "data"
+    seconds = {}
+    start = time.monotonic()
+    ensure_dataset(data_root / "fmow", build_args)
+    seconds["dataset"] = time.monotonic() - start
+
+    model_dir = out_dir / "runs" / f"seed{seed}"
+    argvs = run_argvs(model_dir, seed, device, extra_flags)
+    overrides = argvs["CSP-MC-BLD"][len(train_unsuper.script_argv(FMOW_SCRIPT)):]
+    logger.info("Runs: the flags of %s, then %s (their log lines go to the .log files in %s)", FMOW_SCRIPT.name,
+                " ".join(overrides), model_dir)
+    results = {}
+    with _data_root(data_root):
+        for name, argv in argvs.items():
+            start = time.monotonic()
+            logger.info("%s: training and evaluating", name)
+            results[name] = train_unsuper.main(argv, console=False, progress=True)
+            seconds[name] = time.monotonic() - start
+    csp, sup = results["CSP-MC-BLD"], results["Sup. Only (grid)"]
+
+    start = time.monotonic()
+    files = draw_figures(csp, data_root / "fmow", out_dir, device or "auto", cluster_step, max_cluster_points)
+    if readme_dir is not None:
+        Path(readme_dir).mkdir(parents=True, exist_ok=True)
+        for _, path in list(files):
+            copy = Path(readme_dir) / README_FIGURES[path.name]
+            shutil.copyfile(path, copy)
+            files.append((f"README copy of {path.name}", copy))
+    seconds["figures"] = time.monotonic() - start
+
+    report_path = out_dir / "demo_results.md"
+    files = ([("dataset", data_root / "fmow"), ("both runs (checkpoints, .log, .results.json, .ranks.npz)", model_dir)]
+             + files + [("this report", report_path)])
+    rows = summary_rows(csp, sup)
+    report = format_report(rows, csp, overrides, list(extra_flags), files, seconds)
+    report_path.write_text(report + "\n")
+    return {"rows": rows, "report": report, "files": files, "results": results}
+
+
+def make_parser():
+    p = argparse.ArgumentParser(
+        description="The CSP demo: build the demo dataset, run CSP-MC-BLD and Sup. Only (grid) with the fMoW run "
+                    "script's flags, draw the maps, print the Top-1 table. Flags after -- go to both runs.",
+        allow_abbrev=False)
+    p.add_argument("--out_dir", type=Path, default=DEFAULT_OUT_DIR,
+                   help="the demo's folder: dataset, runs, figures, report (default: demo/ in the repository)")
+    p.add_argument("--seed", type=int, default=0, help="--seed of both runs")
+    p.add_argument("--device", default=None, help="--device of both runs (default: the script's auto)")
+    p.add_argument("--readme_figures", action="store_true",
+                   help=f"also copy the two maps into {README_IMAGE_DIR} (the README's figures)")
+    return p
+
+
+def main(argv=None):
+    _log_to_console()
+    args, extra = make_parser().parse_known_args(sys.argv[1:] if argv is None else argv)
+    extra = [word for word in extra if word != "--"]
+    done = run_demo(args.out_dir, args.seed, args.device, extra, README_IMAGE_DIR if args.readme_figures else None)
+    print(done["report"])
+    return done
+
+
+if __name__ == "__main__":
+    main()

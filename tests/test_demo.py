@@ -1,0 +1,78 @@
+"""The demo command end to end on a tiny build with a few epochs: the table's four rows, the maps, the report."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import demo
+import train_unsuper
+from test_trainer import one_thread  # noqa: F401  (autouse: one intra-op thread here too)
+
+TINY_BUILD = dict(n_points=400, tile_size=32, min_class_count=5, seed=3)
+SHORT = ["--num_epochs_unsuper", "2", "--num_epochs", "6", "--batch_size", "128"]
+ROWS = ("Image only", "Location only", "Sup. Only (grid)", "CSP-MC-BLD")
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("demo")
+    return demo.run_demo(out_dir, seed=0, device="cpu", extra_flags=SHORT, readme_dir=out_dir / "image",
+                         build_args=TINY_BUILD, cluster_step=6.0, max_cluster_points=200), out_dir
+
+
+def test_table_has_the_four_rows_and_the_figures_exist(done):
+    result, out_dir = done
+    assert [row[0] for row in result["rows"]] == list(ROWS)
+    for name in ROWS:
+        assert f"| {name}" in result["report"]
+    table = [line for line in result["report"].splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + len(ROWS)
+    for name in ("class_map.png", "clusters.png", "image/demo_class_map.png", "image/demo_clusters.png"):
+        path = out_dir / name
+        assert path.is_file() and path.read_bytes().startswith(b"\x89PNG"), name
+        assert str(path) in result["report"]
+    assert (out_dir / "demo_results.md").read_text() == result["report"] + "\n"
+
+
+def test_runs_use_the_run_script_flags_with_the_demo_overrides(done):
+    result, out_dir = done
+    script = train_unsuper.script_argv(demo.FMOW_SCRIPT)
+    for name, results in result["results"].items():
+        params = results["params"]
+        assert params["dataset"] == "fmow" and params["train_sample_ratio"] == 0.05
+        assert params["unsuper_loss"] == ("none" if name == "Sup. Only (grid)" else "contsoftmax")
+        assert (params["spa_enc_type"], params["frequency_num"], params["spa_f_act"]) == ("gridcell", 32, "gelu")
+        assert params["unsuper_lr"] == 0.001 and params["num_epochs"] == 6
+        assert Path(results["files"]["model_file_name"]).parent == out_dir / "runs" / "seed0"
+    assert "--unsuper_lr" in script
+    for flags, reason in demo.DEMO_OVERRIDES:
+        assert f"  {' '.join(flags)}: {reason}\n" in result["report"]
+    assert f"  {' '.join(SHORT)}: given after --, these win over the flags above\n" in result["report"]
+    assert all(0 <= top1 <= 100 for _, _, top1, _ in result["rows"])
+
+
+def test_dataset_is_reused_only_for_the_same_recipe(done):
+    _, out_dir = done
+    data_dir = out_dir / "data" / "fmow"
+    assert demo.dataset_is_built(data_dir, TINY_BUILD)
+    assert not demo.dataset_is_built(data_dir, {**TINY_BUILD, "n_points": 500})
+    assert not demo.dataset_is_built(data_dir, {})
+    assert not demo.dataset_is_built(out_dir / "nothing", TINY_BUILD)
+
+
+def test_flags_the_demo_sets_itself_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="--seed: set by the demo itself"):
+        demo.run_argvs(tmp_path, 0, extra_flags=["--seed", "3"])
+    with pytest.raises(ValueError, match="--unsuper_loss: set by the demo itself"):
+        demo.run_argvs(tmp_path, 0, extra_flags=["--unsuper_loss=imgcontloss"])
+
+
+def test_command_line_help_runs_from_the_repository_root_and_from_main():
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for cwd, script in ((root, "main/demo.py"), (root / "main", "demo.py")):
+        done = subprocess.run([sys.executable, script, "--help"], cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0 and "--readme_figures" in done.stdout, done.stderr[-2000:]
