@@ -10,7 +10,9 @@ Methods (each returns a machine-readable result and the per-sample ranks):
 Rows are processed in chunks on the device, so 24 426 × 8 142 scores fit in memory on CPU and GPU.
 
 Rank rule: rank = 1 + #(classes scoring higher) + #(classes scoring equal with a higher class index), i.e. among
-equal scores the higher class index ranks first — the order of a stable ascending sort, reversed. The original
+equal scores the higher class index ranks first — the order of a stable ascending sort, reversed. A NaN score
+ranks below every number: it never counts as higher, and a NaN true-class score gets the worst rank, C (so a
+diverged model scores 0 %, not 100 %). The original
 reversed numpy's (unstable) ascending argsort: this rule gives its result wherever its order is the identity, the
 common case of an all-zero row (the last class ranks first); numpy's introsort order of other ties is
 implementation-defined and cannot be reproduced in general.
@@ -33,13 +35,14 @@ TOP_K = (1, 3, 5, 10)
 
 
 def label_ranks(scores, labels):
-    """(N,) int64 rank (1 = best) of class labels[i] in scores[i] (N, C), ties by the rule of the module doc."""
+    """(N,) int64 rank (1 = best) of class labels[i] in scores[i] (N, C), ties and NaN by the rule of the module
+    doc."""
     labels = labels.to(device=scores.device, dtype=torch.long).view(-1, 1)
     true_score = scores.gather(1, labels)
     later_class = torch.arange(scores.shape[1], device=scores.device) > labels
     ahead = (scores > true_score).sum(dim=1, dtype=torch.int32)
     ahead += (scores == true_score).logical_and_(later_class).sum(dim=1, dtype=torch.int32)
-    return ahead.long() + 1
+    return (ahead.long() + 1).masked_fill_(true_score.isnan().squeeze(1), scores.shape[1])
 
 
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.long: np.int64}

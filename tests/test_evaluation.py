@@ -48,6 +48,19 @@ def test_all_zero_row_ranks_the_last_class_first_as_the_original():
         assert rank == int(np.flatnonzero(original_order[0] == label)[0]) + 1 == C - label
 
 
+def test_nan_scores_rank_below_every_number_and_a_nan_true_score_ranks_last():
+    nan = float("nan")
+    scores = torch.tensor([[0.5, nan, 0.2, -float("inf")],
+                           [0.5, nan, 0.2, -float("inf")],
+                           [0.5, nan, 0.2, -float("inf")],
+                           [nan, nan, nan, nan]])
+    ranks = evaluation.label_ranks(scores, torch.tensor([2, 3, 1, 0]))
+    assert ranks.tolist() == [2, 3, 4, 4]
+    preds = np.full((N, C), np.nan, np.float32)                          # a diverged model
+    result, ranks = evaluation.evaluate_image_only(preds, np.arange(N) % C, np.zeros(N))
+    assert (ranks == C).all() and result["splits"][0]["top1"] == 0.0 and result["splits"][0]["top10"] == 0.0
+
+
 def test_top_k_and_mrr_per_split_count_unscored_rows_in_the_denominator():
     ranks = np.array([1, 2, 4, 11, 0, 1, 3, 6])
     result = evaluation.summarize(ranks, np.zeros(8, int), "m", num_scored=7)
