@@ -124,6 +124,32 @@ def test_feed_forward_network_structure_and_formula():
     assert len(no_layn.layers) == 1 and no_layn.layers[0].layernorm is None
 
 
+@pytest.mark.parametrize("p", [0.0, 0.3, 0.5, 1.0])
+def test_dropout_zeroes_with_probability_p_scales_the_rest_and_is_off_in_eval_mode(p):
+    torch.manual_seed(0)
+    dropout = encoders.Dropout(p=p)
+    assert isinstance(dropout, torch.nn.Dropout) and dropout.p == p and not list(dropout.parameters())
+    x = torch.rand(400, 500).add_(0.5).requires_grad_()
+    y = dropout(x)
+    kept = y != 0
+    assert kept.float().mean().item() == pytest.approx(1 - p, abs=0.005)
+    if p < 1:
+        torch.testing.assert_close(y[kept], x[kept] / (1 - p), rtol=1e-6, atol=0)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept / (1 - p) if p < 1 else torch.zeros_like(x))
+    assert dropout.eval()(x) is x
+    torch.manual_seed(5)
+    first = dropout.train()(x)
+    torch.manual_seed(5)
+    assert torch.equal(first, dropout(x))                  # the mask comes from torch's seeded stream
+
+
+def test_dropout_leaves_the_state_dict_as_the_original():
+    encoder = build_spatial_encoder(_params(*INAT_FLAGS))
+    assert all(isinstance(layer.dropout, encoders.Dropout) for layer in encoder.ffn.layers)
+    assert not any("dropout" in key for key in encoder.state_dict())
+
+
 @pytest.mark.parametrize("name, check", [
     ("leakyrelu", lambda x: torch.where(x > 0, x, 0.2 * x)),
     ("relu", torch.relu),
