@@ -202,9 +202,10 @@ def unsuper_loss(model, locs, img_feats, params, neg_locs=None):
 
 def _softmax_terms(name, a, g, r, a2, w_rand, w_simcse, params):
     """contsoftmax(sym) on normalised embeddings: a (B, D) locations, g (B, D) images, r (K, B, D) negatives or
-    None, a2 (B, D) second view or None."""
+    None, a2 (B, D) second view or None. The in-batch logits divide one (B, D) factor by the temperature before
+    the product, not the (B, B) product after it."""
     labels = torch.arange(a.shape[0], device=a.device)
-    sims = a @ g.t() / params["unsuper_temp_inbatch"]
+    sims = a @ (g / params["unsuper_temp_inbatch"]).t()
     loss = F.cross_entropy(sims, labels)
     if name == "contsoftmaxsym":
         loss = loss + F.cross_entropy(sims.t(), labels)
@@ -212,7 +213,7 @@ def _softmax_terms(name, a, g, r, a2, w_rand, w_simcse, params):
         logits = torch.cat([(a * g).sum(dim=1, keepdim=True), (r * g).sum(dim=-1).t()], dim=1)
         loss = loss + w_rand * F.cross_entropy(logits / params["unsuper_temp_negloc"], torch.zeros_like(labels))
     if a2 is not None:
-        loss = loss + w_simcse * F.cross_entropy(a @ a2.t() / params["unsuper_temp_simcse"], labels)
+        loss = loss + w_simcse * F.cross_entropy(a @ (a2 / params["unsuper_temp_simcse"]).t(), labels)
     return loss
 
 
