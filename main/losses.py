@@ -134,11 +134,12 @@ def _negatives(locs, count, neg_rand_type, neg_locs):
 
 
 def _embed_views(model, locs, neg_locs, simcse):
-    """Location embeddings of x, of the negatives (or None) and of a second dropout view of x (or None), from one
-    forward pass over their concatenation. In eval mode the second view is the first one."""
+    """L2-normalised location embeddings of x, of the negatives (or None) and of a second dropout view of x (or
+    None), from one forward pass and one normalisation over their concatenation. In eval mode the second view is
+    the first one."""
     second_view = simcse and model.training
     parts = [locs] + ([neg_locs] if neg_locs is not None else []) + ([locs] if second_view else [])
-    emb = model(torch.cat(parts) if len(parts) > 1 else locs, return_feats=True)
+    emb = F.normalize(model(torch.cat(parts) if len(parts) > 1 else locs, return_feats=True), dim=-1)
     batch = locs.shape[0]
     a = emb[:batch]
     r = emb[batch:batch + neg_locs.shape[0]] if neg_locs is not None else None
@@ -191,10 +192,8 @@ def unsuper_loss(model, locs, img_feats, params, neg_locs=None):
         raise ValueError(f"--num_neg_rand_loc must be >= 1 for --unsuper_loss {name}, got {num_neg}")
     negs = _negatives(locs, num_neg * batch, params["neg_rand_type"], neg_locs) if w_rand != 0 else None
     a, r, a2 = _embed_views(model, locs, negs, simcse=w_simcse != 0)
-    a = F.normalize(a, dim=-1)
     g = F.normalize(model.img_dec(img_feats), dim=-1)
-    r = F.normalize(r, dim=-1).view(num_neg, batch, -1) if r is not None else None
-    a2 = F.normalize(a2, dim=-1) if a2 is not None else None
+    r = r.view(num_neg, batch, -1) if r is not None else None
     if name.startswith("contsoftmax"):
         return _softmax_terms(name, a, g, r, a2, w_rand, w_simcse, params)
     return _sigmoid_terms(a, g, r, a2, w_rand, w_simcse)
