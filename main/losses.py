@@ -280,11 +280,11 @@ def val_loss(model, locs, classes, batch_size=4096):
     locs (N, 2|3) lon/lat degrees [+ date], classes (N,) int64, both on the model's device."""
     if len(locs) == 0:
         raise ValueError("val_loss needs at least one validation sample")
-    total = 0.0
     weight = model.class_emb.weight
+    total = torch.zeros((), dtype=torch.float64, device=weight.device)   # one host read at the end, not per batch
     with eval_mode(model):
         for start in range(0, len(locs), batch_size):
             e = model(locs[start:start + batch_size], return_feats=True)
             z = (e * weight[classes[start:start + batch_size]]).sum(dim=1)
-            total += _bce(torch.sigmoid(z)).sum().item()
-    return total / len(locs)
+            total += _bce(torch.sigmoid(z)).sum()
+    return total.item() / len(locs)
