@@ -1,4 +1,6 @@
+import io
 import logging
+import sys
 
 import numpy as np
 import pytest
@@ -153,6 +155,20 @@ def test_location_only_drops_nan_rows_from_the_numerator_only(caplog):
         scores = model.eval()(torch.from_numpy(locs[4:])).numpy()
     np.testing.assert_array_equal(ranks[4:].numpy(), _reference_ranks(scores, classes[4:]))
     assert result["num_scored"] == N - 4 and result["splits"][0]["count"] == N
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("stream, chunk_rows, shown", [(_Terminal, 7, True), (_Terminal, N, False),
+                                                       (io.StringIO, 7, False)])
+def test_progress_bar_only_on_a_terminal_and_for_more_than_one_chunk(monkeypatch, stream, chunk_rows, shown):
+    preds, classes, _ = _data()
+    monkeypatch.setattr(sys, "stderr", stream())
+    evaluation.evaluate_image_only(preds, classes, np.zeros(N), chunk_rows=chunk_rows)
+    assert ("no_prior" in sys.stderr.getvalue()) == shown
 
 
 class _FlatBaseline:
