@@ -125,26 +125,29 @@ class EncodingThenNetwork(nn.Module):
         return self.ffn(self.encode(coords))
 
 
-class GridCellEncoder(EncodingThenNetwork):
-    """`gridcell` (Space2Vec "grid"); `gridcellnorm` is the same (its radian conversion was dead code)."""
+class MultiScaleEncoder(EncodingThenNetwork):
+    """Base of the sinusoidal encoders with `--frequency_num` scales: `features_per_scale` encoding features per
+    scale into the ffn, the frequencies in the buffer `freqs`."""
+    features_per_scale = None
 
     def __init__(self, params, anchors=None):
         super().__init__()
-        self.ffn = FeedForwardNet.from_params(params, 4 * params["frequency_num"])
+        self.ffn = FeedForwardNet.from_params(params, self.features_per_scale * params["frequency_num"])
         self.register_buffer("freqs", encoder_frequencies(params), persistent=False)
+
+
+class GridCellEncoder(MultiScaleEncoder):
+    """`gridcell` (Space2Vec "grid"); `gridcellnorm` is the same (its radian conversion was dead code)."""
+    features_per_scale = 4
 
     def encode(self, coords):
         return pe.gridcell(coords, self.freqs)
 
 
-class TheoryEncoder(EncodingThenNetwork):
+class TheoryEncoder(MultiScaleEncoder):
     """`theory` (Space2Vec "theory"): three directions 120 degrees apart, raw degrees."""
+    features_per_scale = 6
     radians = False
-
-    def __init__(self, params, anchors=None):
-        super().__init__()
-        self.ffn = FeedForwardNet.from_params(params, 6 * params["frequency_num"])
-        self.register_buffer("freqs", encoder_frequencies(params), persistent=False)
 
     def encode(self, coords):
         return pe.theory(coords, self.freqs, self.radians).flatten(1)

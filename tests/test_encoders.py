@@ -18,6 +18,12 @@ def _params(*flags):
     return default_params(list(flags))
 
 
+def _inat_encoder(name):
+    """The encoder `name` with the iNat script's frequencies, 3 rbf anchors, in eval mode."""
+    params = _params("--spa_enc_type", name, "--num_rbf_anchor_pts", "3", *INAT_FLAGS)
+    return build_spatial_encoder(params, anchors=ANCHORS).eval()
+
+
 def _geometric(frequency_num, max_radius, min_radius):
     return np.array([1.0 / (min_radius * (max_radius / min_radius) ** (s / (frequency_num - 1)))
                      for s in range(frequency_num)])
@@ -89,8 +95,7 @@ def test_simple_encodings():
 
 @pytest.mark.parametrize("name", sorted(SPATIAL_ENCODERS))
 def test_every_encoder_maps_lonlat_to_the_embedding_without_touching_its_input(name):
-    params = _params("--spa_enc_type", name, "--num_rbf_anchor_pts", "3", *INAT_FLAGS)
-    encoder = build_spatial_encoder(params, anchors=ANCHORS).eval()
+    encoder = _inat_encoder(name)
     coords = COORDS.clone()
     out = encoder(coords)
     assert out.shape == (len(COORDS), 256) and out.dtype == torch.float32 and torch.isfinite(out).all()
@@ -215,8 +220,7 @@ def test_rbf_without_anchors_says_what_is_needed():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("name", sorted(SPATIAL_ENCODERS))
 def test_gpu_matches_cpu(name):
-    params = _params("--spa_enc_type", name, "--num_rbf_anchor_pts", "3", *INAT_FLAGS)
-    encoder = build_spatial_encoder(params, anchors=ANCHORS).eval()
+    encoder = _inat_encoder(name)
     expected = encoder(COORDS)
     torch.testing.assert_close(encoder.cuda()(COORDS.cuda()).cpu(), expected, rtol=0, atol=2e-6)
 
