@@ -10,7 +10,9 @@ Methods (each returns a machine-readable result and the per-sample ranks):
 Rows are processed in chunks on the device, so 24 426 × 8 142 scores fit in memory on CPU and GPU.
 
 Rank rule: rank = 1 + #(classes scoring higher) + #(classes scoring equal with a higher class index), i.e. among
-equal scores the higher class index ranks first — the order of a stable ascending sort, reversed. The original
+equal scores the higher class index ranks first — the order of a stable ascending sort, reversed. A NaN score
+ranks below every number: it never counts as higher, and a NaN true-class score gets the worst rank, C (so a
+diverged model scores 0 %, not 100 %). The original
 reversed numpy's (unstable) ascending argsort: this rule gives its result wherever its order is the identity, the
 common case of an all-zero row (the last class ranks first); numpy's introsort order of other ties is
 implementation-defined and cannot be reproduced in general.
@@ -20,10 +22,12 @@ sorted order, numbered 0, 1, …; for the iNat test set the ids are the Kaggle P
 ID 1 = Private.
 """
 import logging
+import sys
 from functools import partial
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from losses import eval_mode
 
@@ -33,13 +37,14 @@ TOP_K = (1, 3, 5, 10)
 
 
 def label_ranks(scores, labels):
-    """(N,) int64 rank (1 = best) of class labels[i] in scores[i] (N, C), ties by the rule of the module doc."""
+    """(N,) int64 rank (1 = best) of class labels[i] in scores[i] (N, C), ties and NaN by the rule of the module
+    doc."""
     labels = labels.to(device=scores.device, dtype=torch.long).view(-1, 1)
     true_score = scores.gather(1, labels)
     later_class = torch.arange(scores.shape[1], device=scores.device) > labels
     ahead = (scores > true_score).sum(dim=1, dtype=torch.int32)
     ahead += (scores == true_score).logical_and_(later_class).sum(dim=1, dtype=torch.int32)
-    return ahead.long() + 1
+    return (ahead.long() + 1).masked_fill_(true_score.isnan().squeeze(1), scores.shape[1])
 
 
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.long: np.int64}
@@ -90,12 +95,15 @@ def summarize(ranks, split_ids, method, flag="", num_scored=None):
             "num_scored": int(np.count_nonzero(ranks > 0) if num_scored is None else num_scored), "splits": splits}
 
 
-def _ranks_in_chunks(classes, num_classes, scores_of, chunk_rows, device):
+def _ranks_in_chunks(classes, num_classes, scores_of, chunk_rows, device, desc):
     """Ranks (N,) int64 on the CPU. `scores_of(start, stop)` gives (scores, rows): the scores of the chunk's rows
-    `rows` (device indices; None = all rows of the chunk). Rows never scored keep rank 0."""
+    `rows` (device indices; None = all rows of the chunk). Rows never scored keep rank 0. A progress bar `desc`
+    is shown when stderr is a terminal and there is more than one chunk."""
     ranks = torch.zeros(len(classes), dtype=torch.long)
     chunk_rows = chunk_rows or _chunk_rows(device, num_classes)
-    for start in range(0, len(classes), chunk_rows):
+    starts = range(0, len(classes), chunk_rows)
+    for start in tqdm(starts, desc=desc, unit="chunk", leave=False,
+                      disable=len(starts) <= 1 or not sys.stderr.isatty()):
         stop = min(start + chunk_rows, len(classes))
         scores, rows = scores_of(start, stop)
         if rows is None:
@@ -132,7 +140,7 @@ def evaluate_image_only(preds, classes, split_ids, flag="", chunk_rows=None, dev
     def scores_of(start, stop):
         return _as_tensor(preds[start:stop], device, torch.float32), None
 
-    ranks = _ranks_in_chunks(classes, preds.shape[1], scores_of, chunk_rows, device)
+    ranks = _ranks_in_chunks(classes, preds.shape[1], scores_of, chunk_rows, device, "no_prior")
     return summarize(ranks, split_ids, "no_prior", flag), ranks
 
 
@@ -179,7 +187,7 @@ def evaluate_with_prior(preds, classes, split_ids, prior, locs=None, method="loc
         return pred, None
 
     with eval_mode(prior) if encoder else torch.no_grad():
-        ranks = _ranks_in_chunks(classes, preds.shape[1], scores_of, chunk_rows, device)
+        ranks = _ranks_in_chunks(classes, preds.shape[1], scores_of, chunk_rows, device, method)
     return summarize(ranks, split_ids, method, flag), ranks
 
 
@@ -200,7 +208,8 @@ def evaluate_location_only(model, locs, classes, split_ids, flag="LocEnc ", chun
         return (model(locs[valid]) if len(valid) else None), valid
 
     with eval_mode(model):
-        ranks = _ranks_in_chunks(classes, model.class_emb.weight.shape[0], scores_of, chunk_rows, device)
+        ranks = _ranks_in_chunks(classes, model.class_emb.weight.shape[0], scores_of, chunk_rows, device,
+                                 "location_only")
     return summarize(ranks, split_ids, "location_only", flag, num_scored), ranks
 
 

@@ -134,11 +134,12 @@ def _negatives(locs, count, neg_rand_type, neg_locs):
 
 
 def _embed_views(model, locs, neg_locs, simcse):
-    """Location embeddings of x, of the negatives (or None) and of a second dropout view of x (or None), from one
-    forward pass over their concatenation. In eval mode the second view is the first one."""
+    """L2-normalised location embeddings of x, of the negatives (or None) and of a second dropout view of x (or
+    None), from one forward pass and one normalisation over their concatenation. In eval mode the second view is
+    the first one."""
     second_view = simcse and model.training
     parts = [locs] + ([neg_locs] if neg_locs is not None else []) + ([locs] if second_view else [])
-    emb = model(torch.cat(parts) if len(parts) > 1 else locs, return_feats=True)
+    emb = F.normalize(model(torch.cat(parts) if len(parts) > 1 else locs, return_feats=True), dim=-1)
     batch = locs.shape[0]
     a = emb[:batch]
     r = emb[batch:batch + neg_locs.shape[0]] if neg_locs is not None else None
@@ -191,10 +192,8 @@ def unsuper_loss(model, locs, img_feats, params, neg_locs=None):
         raise ValueError(f"--num_neg_rand_loc must be >= 1 for --unsuper_loss {name}, got {num_neg}")
     negs = _negatives(locs, num_neg * batch, params["neg_rand_type"], neg_locs) if w_rand != 0 else None
     a, r, a2 = _embed_views(model, locs, negs, simcse=w_simcse != 0)
-    a = F.normalize(a, dim=-1)
     g = F.normalize(model.img_dec(img_feats), dim=-1)
-    r = F.normalize(r, dim=-1).view(num_neg, batch, -1) if r is not None else None
-    a2 = F.normalize(a2, dim=-1) if a2 is not None else None
+    r = r.view(num_neg, batch, -1) if r is not None else None
     if name.startswith("contsoftmax"):
         return _softmax_terms(name, a, g, r, a2, w_rand, w_simcse, params)
     return _sigmoid_terms(a, g, r, a2, w_rand, w_simcse)
@@ -202,9 +201,10 @@ def unsuper_loss(model, locs, img_feats, params, neg_locs=None):
 
 def _softmax_terms(name, a, g, r, a2, w_rand, w_simcse, params):
     """contsoftmax(sym) on normalised embeddings: a (B, D) locations, g (B, D) images, r (K, B, D) negatives or
-    None, a2 (B, D) second view or None."""
+    None, a2 (B, D) second view or None. The in-batch logits divide one (B, D) factor by the temperature before
+    the product, not the (B, B) product after it."""
     labels = torch.arange(a.shape[0], device=a.device)
-    sims = a @ g.t() / params["unsuper_temp_inbatch"]
+    sims = a @ (g / params["unsuper_temp_inbatch"]).t()
     loss = F.cross_entropy(sims, labels)
     if name == "contsoftmaxsym":
         loss = loss + F.cross_entropy(sims.t(), labels)
@@ -212,7 +212,7 @@ def _softmax_terms(name, a, g, r, a2, w_rand, w_simcse, params):
         logits = torch.cat([(a * g).sum(dim=1, keepdim=True), (r * g).sum(dim=-1).t()], dim=1)
         loss = loss + w_rand * F.cross_entropy(logits / params["unsuper_temp_negloc"], torch.zeros_like(labels))
     if a2 is not None:
-        loss = loss + w_simcse * F.cross_entropy(a @ a2.t() / params["unsuper_temp_simcse"], labels)
+        loss = loss + w_simcse * F.cross_entropy(a @ (a2 / params["unsuper_temp_simcse"]).t(), labels)
     return loss
 
 
@@ -280,11 +280,11 @@ def val_loss(model, locs, classes, batch_size=4096):
     locs (N, 2|3) lon/lat degrees [+ date], classes (N,) int64, both on the model's device."""
     if len(locs) == 0:
         raise ValueError("val_loss needs at least one validation sample")
-    total = 0.0
     weight = model.class_emb.weight
+    total = torch.zeros((), dtype=torch.float64, device=weight.device)   # one host read at the end, not per batch
     with eval_mode(model):
         for start in range(0, len(locs), batch_size):
             e = model(locs[start:start + batch_size], return_feats=True)
             z = (e * weight[classes[start:start + batch_size]]).sum(dim=1)
-            total += _bce(torch.sigmoid(z)).sum().item()
-    return total / len(locs)
+            total += _bce(torch.sigmoid(z)).sum()
+    return total.item() / len(locs)

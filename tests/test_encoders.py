@@ -18,6 +18,12 @@ def _params(*flags):
     return default_params(list(flags))
 
 
+def _inat_encoder(name):
+    """The encoder `name` with the iNat script's frequencies, 3 rbf anchors, in eval mode."""
+    params = _params("--spa_enc_type", name, "--num_rbf_anchor_pts", "3", *INAT_FLAGS)
+    return build_spatial_encoder(params, anchors=ANCHORS).eval()
+
+
 def _geometric(frequency_num, max_radius, min_radius):
     return np.array([1.0 / (min_radius * (max_radius / min_radius) ** (s / (frequency_num - 1)))
                      for s in range(frequency_num)])
@@ -89,8 +95,7 @@ def test_simple_encodings():
 
 @pytest.mark.parametrize("name", sorted(SPATIAL_ENCODERS))
 def test_every_encoder_maps_lonlat_to_the_embedding_without_touching_its_input(name):
-    params = _params("--spa_enc_type", name, "--num_rbf_anchor_pts", "3", *INAT_FLAGS)
-    encoder = build_spatial_encoder(params, anchors=ANCHORS).eval()
+    encoder = _inat_encoder(name)
     coords = COORDS.clone()
     out = encoder(coords)
     assert out.shape == (len(COORDS), 256) and out.dtype == torch.float32 and torch.isfinite(out).all()
@@ -122,6 +127,32 @@ def test_feed_forward_network_structure_and_formula():
     no_layn = encoders.FeedForwardNet.from_params(_params("--use_layn", "F", "--skip_connection", "F",
                                                           "--num_hidden_layer", "0"), 8)
     assert len(no_layn.layers) == 1 and no_layn.layers[0].layernorm is None
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3, 0.5, 1.0])
+def test_dropout_zeroes_with_probability_p_scales_the_rest_and_is_off_in_eval_mode(p):
+    torch.manual_seed(0)
+    dropout = encoders.Dropout(p=p)
+    assert isinstance(dropout, torch.nn.Dropout) and dropout.p == p and not list(dropout.parameters())
+    x = torch.rand(400, 500).add_(0.5).requires_grad_()
+    y = dropout(x)
+    kept = y != 0
+    assert kept.float().mean().item() == pytest.approx(1 - p, abs=0.005)
+    if p < 1:
+        torch.testing.assert_close(y[kept], x[kept] / (1 - p), rtol=1e-6, atol=0)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept / (1 - p) if p < 1 else torch.zeros_like(x))
+    assert dropout.eval()(x) is x
+    torch.manual_seed(5)
+    first = dropout.train()(x)
+    torch.manual_seed(5)
+    assert torch.equal(first, dropout(x))                  # the mask comes from torch's seeded stream
+
+
+def test_dropout_leaves_the_state_dict_as_the_original():
+    encoder = build_spatial_encoder(_params(*INAT_FLAGS))
+    assert all(isinstance(layer.dropout, encoders.Dropout) for layer in encoder.ffn.layers)
+    assert not any("dropout" in key for key in encoder.state_dict())
 
 
 @pytest.mark.parametrize("name, check", [
@@ -189,8 +220,7 @@ def test_rbf_without_anchors_says_what_is_needed():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("name", sorted(SPATIAL_ENCODERS))
 def test_gpu_matches_cpu(name):
-    params = _params("--spa_enc_type", name, "--num_rbf_anchor_pts", "3", *INAT_FLAGS)
-    encoder = build_spatial_encoder(params, anchors=ANCHORS).eval()
+    encoder = _inat_encoder(name)
     expected = encoder(COORDS)
     torch.testing.assert_close(encoder.cuda()(COORDS.cuda()).cpu(), expected, rtol=0, atol=2e-6)
 

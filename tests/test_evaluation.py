@@ -1,4 +1,6 @@
+import io
 import logging
+import sys
 
 import numpy as np
 import pytest
@@ -46,6 +48,19 @@ def test_all_zero_row_ranks_the_last_class_first_as_the_original():
     for label in (0, 5, C - 1):
         rank = evaluation.label_ranks(torch.from_numpy(zeros), torch.tensor([label])).item()
         assert rank == int(np.flatnonzero(original_order[0] == label)[0]) + 1 == C - label
+
+
+def test_nan_scores_rank_below_every_number_and_a_nan_true_score_ranks_last():
+    nan = float("nan")
+    scores = torch.tensor([[0.5, nan, 0.2, -float("inf")],
+                           [0.5, nan, 0.2, -float("inf")],
+                           [0.5, nan, 0.2, -float("inf")],
+                           [nan, nan, nan, nan]])
+    ranks = evaluation.label_ranks(scores, torch.tensor([2, 3, 1, 0]))
+    assert ranks.tolist() == [2, 3, 4, 4]
+    preds = np.full((N, C), np.nan, np.float32)                          # a diverged model
+    result, ranks = evaluation.evaluate_image_only(preds, np.arange(N) % C, np.zeros(N))
+    assert (ranks == C).all() and result["splits"][0]["top1"] == 0.0 and result["splits"][0]["top10"] == 0.0
 
 
 def test_top_k_and_mrr_per_split_count_unscored_rows_in_the_denominator():
@@ -140,6 +155,20 @@ def test_location_only_drops_nan_rows_from_the_numerator_only(caplog):
         scores = model.eval()(torch.from_numpy(locs[4:])).numpy()
     np.testing.assert_array_equal(ranks[4:].numpy(), _reference_ranks(scores, classes[4:]))
     assert result["num_scored"] == N - 4 and result["splits"][0]["count"] == N
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("stream, chunk_rows, shown", [(_Terminal, 7, True), (_Terminal, N, False),
+                                                       (io.StringIO, 7, False)])
+def test_progress_bar_only_on_a_terminal_and_for_more_than_one_chunk(monkeypatch, stream, chunk_rows, shown):
+    preds, classes, _ = _data()
+    monkeypatch.setattr(sys, "stderr", stream())
+    evaluation.evaluate_image_only(preds, classes, np.zeros(N), chunk_rows=chunk_rows)
+    assert ("no_prior" in sys.stderr.getvalue()) == shown
 
 
 class _FlatBaseline:

@@ -12,7 +12,6 @@ import arguments
 import checkpoints
 import train_unsuper
 from synthetic_data import write_synthetic_dataset
-from test_trainer import one_thread  # noqa: F401  (autouse: one intra-op thread here too)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"fmow": ROOT / "run-fmow-contsoftmax.sh", "inat_2018": ROOT / "run-inat_2018-contsoftmax.sh"}

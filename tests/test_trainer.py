@@ -4,7 +4,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 import arguments
 import checkpoints
@@ -19,15 +18,6 @@ FLAGS = ("--dataset fmow --device cpu --spa_enc_type gridcell --frequency_num 8 
          "--unsuper_temp_inbatch 20 --neg_rand_type sphericalold --unsuper_lr 0.001 --lr 0.01 --batch_size 64 "
          "--train_sample_ratio 0.05 --cnn_pred_type fewshot --inat2018_resolution pretrain --eval_frequency 2 "
          "--do_unsuper_train T --do_super_train T").split()
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine a second thread makes small steps many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
