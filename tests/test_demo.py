@@ -8,7 +8,6 @@ import pytest
 
 import demo
 import train_unsuper
-from test_trainer import one_thread  # noqa: F401  (autouse: one intra-op thread here too)
 
 TINY_BUILD = dict(n_points=400, tile_size=32, min_class_count=5, seed=3)
 SHORT = ["--num_epochs_unsuper", "2", "--num_epochs", "6", "--batch_size", "128"]
