@@ -22,6 +22,7 @@ Use :func:`make_baseline` to build one, ``baseline.prior(locs)`` to evaluate it,
 """
 import logging
 import math
+import sys
 
 import numpy as np
 import scipy.sparse
@@ -140,7 +141,7 @@ def _class_counts_into(out, rows, classes, weights=None):
 
 def _chunks(num, desc):
     starts = range(0, num, CHUNK_SIZE)
-    return tqdm(starts, desc=desc, leave=False, disable=len(starts) <= 1)
+    return tqdm(starts, desc=desc, leave=False, disable=len(starts) <= 1 or not sys.stderr.isatty())
 
 
 class Baseline:

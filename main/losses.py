@@ -17,10 +17,11 @@ locations, the random negatives, the second SimCSE view); dropout draws a separa
 same computation as separate passes, in one set of kernels. A term whose weight is 0 is not computed.
 """
 import math
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
+
+from models import eval_mode
 
 BCE_EPS = 1e-5
 NEG_RAND_TYPES = ("spherical", "sphericalold", "uniform")
@@ -260,18 +261,6 @@ def embedding_loss(model, locs, classes, users, params, neg_locs=None):
                      + _bce(1.0 - torch.sigmoid((user * e_rand).sum(dim=1))).mean())
     loss_user_class = _presence_sum(user, weight, classes, pos_weight, sums[2 * batch:][user_index]) / cells
     return loss_pos + loss_bg + loss_user_loc + loss_user_class
-
-
-@contextmanager
-def eval_mode(model):
-    """Evaluate `model` without dropout and without gradients; its train/eval mode is restored afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield model
-    finally:
-        model.train(was_training)
 
 
 def val_loss(model, locs, classes, batch_size=4096):

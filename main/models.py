@@ -8,6 +8,7 @@ third column the date as a fraction of the year in [0, 1]). It returns the (B, D
 Module trees and parameter names are those of the original code, so state_dicts load either way.
 """
 import logging
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ from torch import nn
 import checkpoints
 import position_encodings as pe
 from arguments import resolve_device
-from encoders import build_spatial_encoder
+from encoders import Dropout, build_spatial_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class ResLayer(nn.Module):
         self.l_size = linear_size
         self.nonlin1 = nn.ReLU(inplace=True)
         self.nonlin2 = nn.ReLU(inplace=True)
-        self.dropout1 = nn.Dropout()
+        self.dropout1 = Dropout()
         self.w1 = nn.Linear(linear_size, linear_size)
         self.w2 = nn.Linear(linear_size, linear_size)
 
@@ -234,6 +235,27 @@ def check_dates(dates, count):
     return values.float()
 
 
+@contextmanager
+def eval_mode(model):
+    """Evaluate `model` without dropout and without gradients; its train/eval mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def run_batched(model, coords, batch_size, **kwargs):
+    """`model(batch, **kwargs)` over the rows of `coords` (on the model's device) in batches of `batch_size`, in
+    eval mode without gradients; the outputs concatenated. An empty input still makes one (empty) batch, so that
+    the result has the right width."""
+    with eval_mode(model):
+        return torch.cat([model(coords[start:start + batch_size], **kwargs)
+                          for start in range(0, max(len(coords), 1), batch_size)])
+
+
 class PretrainedLocationEncoder:
     """A trained location encoder for inference: `embed` and `class_probabilities` of (lon, lat) degrees.
 
@@ -254,12 +276,7 @@ class PretrainedLocationEncoder:
             if dates is None:
                 raise ValueError("this geo_net model was trained with --use_date_feats T: pass dates=")
             coords = torch.cat((coords, check_dates(dates, len(coords))[:, None]), dim=1)
-        coords = coords.to(self.device)
-        with torch.no_grad():
-            # an empty input still makes one (empty) batch, so that the result has the right width
-            outputs = [self.model(coords[start:start + self.batch_size], return_feats=return_feats)
-                       for start in range(0, max(len(coords), 1), self.batch_size)]
-        return torch.cat(outputs)
+        return run_batched(self.model, coords.to(self.device), self.batch_size, return_feats=return_feats)
 
     def embed(self, lonlat, dates=None):
         """(N, 2) (lon, lat) degrees -> (N, D) location embeddings."""

@@ -62,14 +62,7 @@ def run_batched(model, lonlat, batch_size=None, **kwargs):
     device = model_device(model)
     batch_size = batch_size or (CPU_BATCH_SIZE if device.type == "cpu" else GPU_BATCH_SIZE)
     coords = torch.as_tensor(lonlat, dtype=torch.float32).to(device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            return torch.cat([model(coords[start:start + batch_size], **kwargs)
-                              for start in range(0, max(len(coords), 1), batch_size)])
-    finally:
-        model.train(was_training)
+    return models.run_batched(model, coords, batch_size, **kwargs)
 
 
 def _check_class(model, class_id):
