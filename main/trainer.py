@@ -555,10 +555,15 @@ class Trainer:
 
     def run_eval_spa_enc_only(self, flag="LocEnc ", load_model=True, epoch=None):
         """Rank the val split (invalid entries removed) by the location encoder alone; with `load_model` first
-        reload the fine-tuned checkpoint (if it exists). Returns the result dict (None for a baseline)."""
+        reload the fine-tuned checkpoint, when this run wrote or loaded it (the original saved the model in memory
+        under that name first, so the reload never changed it; a file of an earlier run is left alone).
+        Returns the result dict (None for a baseline)."""
         if self.model is None:
             return None
-        if load_model:
+        if load_model and not (self.loaded_finetuned or self.epochs_run[FINETUNING]):
+            logger.info("Evaluating the model in memory: this run did not write or load %s",
+                        self.params["model_file_name"])
+        elif load_model:
             path = checkpoints.find_checkpoint(self.params["model_file_name"])
             if path is None:
                 logger.info("Cannot load model since it not exist - %s", self.params["model_file_name"])

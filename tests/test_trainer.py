@@ -202,3 +202,17 @@ def test_geo_net_with_dates_leaves_out_samples_without_a_date(tmp_path):
     assert "training samples have no date: with --use_date_feats T they are not trained on" in log
     assert "Test loss   : nan" not in log and " nan" not in log
     assert final(results)["location_only"][0] < 90
+
+
+def test_a_run_that_neither_trains_nor_loads_the_fine_tuned_file_evaluates_its_own_model(tmp_path):
+    """Evaluating the pre-trained model (--do_super_train F) beside an earlier run's fine-tuned checkpoint: the
+    location-only block scores the model in memory, as the image × prior block does, not the file on disk."""
+    flags = ["--num_epochs_unsuper", "1", "--num_epochs", "2"]
+    only_pretrained = [*flags, "--do_unsuper_train", "F", "--load_unsuper_model", "T", "--do_super_train", "F"]
+    run(tmp_path / "a", *flags)
+    beside_finetuned = run(tmp_path / "a", *only_pretrained)
+    (tmp_path / "b").mkdir()
+    pretrained = beside_finetuned["files"]["unsuper_model_file_name"]
+    shutil.copy(pretrained, tmp_path / "b")
+    alone = run(tmp_path / "b", *only_pretrained)
+    assert final(beside_finetuned) == final(alone)
