@@ -80,6 +80,13 @@ def check_params(params):
                         ("log_frequency", 1), ("unsuper_save_frequency", 1), ("max_num_exs_per_class", 1)):
         if params[flag] < least:
             raise ValueError(f"--{flag} must be at least {least}, got {params[flag]}")
+    if not 0 <= params["dropout"] < 1:
+        raise ValueError(f"--dropout must be in [0, 1), got {params['dropout']}")
+    extent = params["map_range"]
+    if len(extent) < 4:
+        raise ValueError(f"--map_range needs 4 values, xmin xmax ymin ymax in degrees, got {extent}")
+    if not (extent[0] < extent[1] and extent[2] < extent[3]):
+        raise ValueError(f"--map_range xmin xmax ymin ymax needs xmin < xmax and ymin < ymax, got {extent}")
 
 
 def is_baseline(params):

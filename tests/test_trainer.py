@@ -216,3 +216,16 @@ def test_a_run_that_neither_trains_nor_loads_the_fine_tuned_file_evaluates_its_o
     shutil.copy(pretrained, tmp_path / "b")
     alone = run(tmp_path / "b", *only_pretrained)
     assert final(beside_finetuned) == final(alone)
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--map_range", "-180", "180"], ["--map_range", "xmin xmax ymin ymax", "-180.0, 180.0"]),
+    (["--map_range", "0", "0", "-90", "90"], ["--map_range", "xmin < xmax"]),
+    (["--dropout", "1.5"], ["--dropout", "[0, 1)", "1.5"]),
+])
+def test_bad_encoder_flag_values_are_named_before_anything_runs(tmp_path, extra, words):
+    """A --map_range of 2 values crashed in the first forward pass; an empty extent trained on NaN silently."""
+    with pytest.raises(ValueError) as err:
+        Trainer(arguments.default_params(FLAGS + ["--model_dir", str(tmp_path), "--spa_enc_type", "naive", *extra]))
+    for word in words:
+        assert word in str(err.value)
