@@ -53,7 +53,8 @@ class Split:
     dates     (N,) float32 fraction of the year in [0, 1]; NaN where unknown; 0 for yfcc
     inds      (N,) int64 positions of the kept entries in the annotation file's image list (bird sets: in the
               list of entries with `valid_image`), which is the row order of the feature and prediction files
-    split_ids (N,) int64 evaluation groups: all 1, except the iNat test split (1 = Kaggle 'Private', 0 = 'Public')
+    split_ids (N,) evaluation groups: int64 ones, except the iNat test split: the original's bool mask of Kaggle
+              'Private' (False = 'Public'), which the evaluation reports as two splits named Public and Private
     imgs      (N,) str image file names, or None (loaded with --load_img T)
     feats     (N, F) float32 image features, or None; a read-only-on-disk memory map when no row was dropped
     preds     (N, C) float32 image-classifier class probabilities, or None
@@ -374,7 +375,7 @@ def _select(dataset, split, entries, remove_invalid, num_classes):
 
 
 def _kaggle_split_ids(dataset, data_dir, split):
-    """1 for Kaggle 'Private', 0 for 'Public', per test image (file rows follow the annotation's image list)."""
+    """True for Kaggle 'Private', False for 'Public', per test image (file rows follow the annotation's image list)."""
     path = data_dir / kaggle_file(dataset)
     if not path.is_file():
         raise _missing(dataset, path, "Kaggle solution file (public/private split of --eval_split test)")
@@ -382,7 +383,7 @@ def _kaggle_split_ids(dataset, data_dir, split):
     column = next((c for c in table.columns if c.lower() == "usage"), None)
     if column is None:
         raise _malformed(dataset, path, "no 'usage' column")
-    return (table[column].to_numpy() == "Private").astype(np.int64)
+    return table[column].to_numpy() == "Private"
 
 
 # ----------------------------------------------------------------------------------------------------------------

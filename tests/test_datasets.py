@@ -9,6 +9,7 @@ from scipy import sparse
 
 import arguments
 import datasets
+import evaluation
 import synthetic_data
 
 ALL = ("inat_2018", "inat_2017", "fmow", "birdsnap", "nabirds", "yfcc")
@@ -225,6 +226,8 @@ def test_kaggle_public_private_split_of_the_test_set(synth_root, monkeypatch, da
     np.testing.assert_array_equal(data.val.split_ids, (usage == "Private").astype(np.int64))
     assert set(np.unique(data.val.split_ids)) == {0, 1} and data.val.name == "test"
     assert data.val.preds.shape[0] == len(usage)
+    blocks = evaluation.summarize(np.ones(len(usage), np.int64), data.val.split_ids, "no_prior")["splits"]
+    assert [(block["id"], block["name"]) for block in blocks] == [(0, "Public"), (1, "Private")]
 
 
 @pytest.mark.parametrize("meta_type", ["orig_meta", "ebird_meta"])
