@@ -490,7 +490,8 @@ class Trainer:
     def run_epoch(self, phase, epoch, indices=None):
         """One epoch of optimisation steps over `indices` (default: `epoch_indices(phase)`, drawn with the
         epoch's seed), logging the running sample-weighted mean loss every log_frequency batches and at the last.
-        Returns that mean (a float)."""
+        A last pre-training batch of one sample is left out for the NCE losses (`imgcontloss*`), whose in-batch term
+        needs two. Returns that mean (a float)."""
         self._seed_epoch(phase, epoch)
         if indices is None:
             indices = self.epoch_indices(phase)
@@ -505,6 +506,9 @@ class Trainer:
             rows = self.phase_rows[FINETUNING]
             dataset_size = len(rows) if rows is not None else len(self.train_classes)
         batch_size = params["batch_size"]
+        if (phase == PRETRAINING and params["unsuper_loss"].startswith("imgcontloss")
+                and len(indices) > 1 and len(indices) % batch_size == 1):
+            indices = indices[:-1]  # the NCE in-batch term needs two samples (the original divided by zero)
         num_batches = -(-len(indices) // batch_size)
         total = torch.zeros((), device=self.device)
         seen, mean = 0, float("nan")

@@ -4,6 +4,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 import arguments
 import checkpoints
@@ -229,3 +230,12 @@ def test_bad_encoder_flag_values_are_named_before_anything_runs(tmp_path, extra,
         Trainer(arguments.default_params(FLAGS + ["--model_dir", str(tmp_path), "--spa_enc_type", "naive", *extra]))
     for word in words:
         assert word in str(err.value)
+
+
+def test_nce_pretraining_epoch_ending_in_a_batch_of_one_sample(tmp_path):
+    """The NCE in-batch term needs two samples: a last batch of one is left out (it stopped the run with an error;
+    the original divided by zero and trained on NaN)."""
+    flags = ["--model_dir", str(tmp_path), "--unsuper_loss", "imgcontloss", "--batch_size", "4"]
+    with Trainer(arguments.default_params(FLAGS + flags), console=False) as trainer:
+        mean = trainer.run_epoch(PRETRAINING, 0, indices=torch.arange(9))
+    assert np.isfinite(mean)
