@@ -281,7 +281,8 @@ def preset_description(preset, dataset):
 
 
 def write_table(kind, dataset, preset, found, ratios, out_dir):
-    """Write `table{N}_{dataset}_{preset}.md` and `.csv` into `out_dir`; returns (markdown path, csv path)."""
+    """Write `table{N}_{dataset}_{preset}.md` and `.csv` into `out_dir`; returns (markdown path, csv path, markdown
+    text)."""
     frame = assemble(kind, dataset, preset, found, ratios)
     table = TABLES[(kind, dataset)][0]
     out_dir = Path(out_dir)
