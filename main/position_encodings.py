@@ -26,6 +26,7 @@ def frequency_list(freq_init, frequency_num, max_radius, min_radius, generator=N
     if freq_init == "geometric":
         if frequency_num < 2:
             raise ValueError(f"--freq_init geometric needs --frequency_num >= 2, got {frequency_num}")
+        _check_positive(max_radius=max_radius, min_radius=min_radius)
         increment = math.log(float(max_radius) / float(min_radius)) / (frequency_num - 1.0)
         return 1.0 / (min_radius * torch.exp(steps * increment))
     if freq_init == "nerf":
@@ -33,6 +34,12 @@ def frequency_list(freq_init, frequency_num, max_radius, min_radius, generator=N
     if freq_init == "random":
         return torch.rand(frequency_num, dtype=torch.float64, generator=generator) * max_radius
     raise ValueError(f"--freq_init must be geometric, random or nerf, got {freq_init!r}")
+
+
+def _check_positive(**scales):
+    for flag, value in scales.items():
+        if not value > 0:
+            raise ValueError(f"--{flag} must be > 0 (a scale in degrees), got {value}")
 
 
 def _sin_cos(angles):
@@ -78,6 +85,7 @@ def hexagridcell_divisors(frequency_num, max_radius):
     """float64 (F,): max_radius^(s/(F-1)), the hexagridcell scale rule (ignores min_radius and --freq_init)."""
     if frequency_num < 2:
         raise ValueError(f"--spa_enc_type hexagridcell needs --frequency_num >= 2, got {frequency_num}")
+    _check_positive(max_radius=max_radius)
     steps = torch.arange(frequency_num, dtype=torch.float64)
     return torch.pow(torch.tensor(float(max_radius), dtype=torch.float64), steps / (frequency_num - 1))
 

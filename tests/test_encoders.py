@@ -39,6 +39,16 @@ def test_frequency_lists():
         pe.frequency_list("linear", 4, 1, 1)
 
 
+@pytest.mark.parametrize("scales, flag", [((360.0, 0.0), "--min_radius"), ((-1.0, 0.1), "--max_radius")])
+def test_non_positive_scales_are_named(scales, flag):
+    """--min_radius 0 was a ZeroDivisionError, a negative radius a 'math domain error' or NaN encodings."""
+    with pytest.raises(ValueError, match=f"{flag} must be > 0"):
+        pe.frequency_list("geometric", 8, *scales)
+    if flag == "--max_radius":
+        with pytest.raises(ValueError, match="--max_radius must be > 0"):
+            pe.hexagridcell_divisors(8, scales[0])
+
+
 def test_gridcell_layout_is_coordinate_major_sin_cos_in_float64_precision():
     freqs = pe.frequency_list("geometric", 16, 1.0, 1e-6)      # angles up to 1.8e8 rad
     out = pe.gridcell(COORDS, freqs)
