@@ -4,6 +4,8 @@ Every flag of the original `make_args_parser` keeps its name, type, default and 
 strings 'T' and 'F', turned into booleans by `update_params`. Flags added by this project are marked "(new)".
 """
 import argparse
+import os
+import sys
 
 import torch
 
@@ -147,3 +149,16 @@ def resolve_device(name):
         raise ValueError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) here; "
                          f"use --device cuda:0 or --device auto")
     return device
+
+
+def run_command(main):
+    """Run a command-line entry point so that bad input — a ValueError or FileNotFoundError, whose messages name the
+    flag, value or file and the fix — ends it with that message and exit status 2 instead of a traceback.
+    CSP_TRACEBACK=1 in the environment shows the traceback."""
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as err:
+        if os.environ.get("CSP_TRACEBACK") == "1":
+            raise
+        print(f"{os.path.basename(sys.argv[0])}: error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from arguments import default_params, resolve_device
+from arguments import default_params, resolve_device, run_command
 from models import build_model
 
 INAT_FLAGS = ["--frequency_num", "32", "--min_radius", "0.1", "--max_radius", "360", "--num_hidden_layer", "1",
@@ -62,4 +62,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -18,7 +18,7 @@ import torch
 
 import land_mask
 import plots
-from arguments import default_params, resolve_device
+from arguments import default_params, resolve_device, run_command
 from models import build_model
 
 INAT_SCRIPT_ENCODER = ["--spa_enc_type", "gridcell", "--frequency_num", "32", "--max_radius", "360",
@@ -78,4 +78,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

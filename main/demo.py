@@ -36,6 +36,7 @@ import land_mask
 import plots
 import train_unsuper
 from tables import final_top1
+from arguments import run_command
 
 logger = logging.getLogger(__name__)
 
@@ -278,4 +279,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

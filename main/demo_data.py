@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 import efficientnet_lite
 import sampling
+from arguments import run_command
 
 logger = logging.getLogger(__name__)
 
@@ -369,4 +370,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

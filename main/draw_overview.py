@@ -11,6 +11,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+from arguments import run_command
 
 WIDTH, HEIGHT = 16.0, 9.6
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "image" / "model_overview.png"
@@ -159,4 +160,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -25,7 +25,7 @@ from torch.nn import functional as F
 import datasets
 import land_mask
 import models
-from arguments import default_params
+from arguments import default_params, run_command
 
 logger = logging.getLogger(__name__)
 
@@ -323,4 +323,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -23,6 +23,7 @@ from scipy import sparse
 from tqdm import tqdm
 
 import datasets
+from arguments import run_command
 
 logger = logging.getLogger(__name__)
 
@@ -284,4 +285,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -33,7 +33,7 @@ import pandas as pd
 
 import checkpoints
 import train_unsuper
-from arguments import default_params
+from arguments import default_params, run_command
 from trainer import output_file_names
 
 logger = logging.getLogger(__name__)
@@ -355,4 +355,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -36,4 +36,4 @@ def script_argv(path):
 
 
 if __name__ == "__main__":
-    main()
+    arguments.run_command(main)

@@ -124,3 +124,17 @@ def test_original_checkpoint_is_evaluated_without_retraining(tmp_path, monkeypat
     assert f" Model :\t{os.path.basename(target)}\n" in log and "Epoch" not in log
     ranks = np.load(results["files"]["ranks"])
     assert ranks["ranks_location_prior"].shape == (40,) and (ranks["ranks_location_only"] >= 0).all()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--use_layn", "yes"], "--use_layn must be T or F, got 'yes'"),
+    (["--dataset", "fmow", "--device", "cpu"], "fmow"),
+])
+def test_bad_input_on_the_command_line_is_one_message_not_a_traceback(tmp_path, argv, message):
+    env = {**os.environ, "CSP_DATA_DIR": str(tmp_path / "no_data_here")}
+    env.pop("CSP_TRACEBACK", None)
+    done = subprocess.run([sys.executable, "train_unsuper.py", *argv, "--model_dir", str(tmp_path / "models")],
+                          cwd=ROOT / "main", env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith("train_unsuper.py: error: ") and message in done.stderr
