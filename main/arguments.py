@@ -17,7 +17,8 @@ BOOL_FLAGS = (
 
 
 def make_args_parser():
-    p = argparse.ArgumentParser(description="CSP: contrastive spatial pre-training and fine-tuning of a location encoder")
+    p = argparse.ArgumentParser(description="CSP: contrastive spatial pre-training and fine-tuning of a location encoder",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = p.add_argument
 
     # data
@@ -32,10 +33,14 @@ def make_args_parser():
         help="T/F: accepted for compatibility; the final-evaluation split (invalid entries kept) is always loaded")
     add("--cnn_model", type=str, default="inception_v3",
         help="image model whose features/predictions are read (folder and file-name tag)")
-    add("--load_cnn_predictions", type=str, default="F", help="T/F: load image-classifier predictions")
+    add("--load_cnn_predictions", type=str, default="F",
+        help="T/F: accepted for compatibility; the final-evaluation split's image predictions are always loaded")
     add("--load_cnn_features", type=str, default="F",
-        help="T/F: load image features of the evaluation split (only the Tang et al. baseline used them)")
-    add("--load_cnn_features_train", type=str, default="F", help="T/F: load image features of the training split (always loaded when pre-training runs)")
+        help="T/F: accepted for compatibility; evaluation-split image features are never read (only the Tang et al. "
+             "baseline, not reimplemented, used them)")
+    add("--load_cnn_features_train", type=str, default="F",
+        help="T/F: accepted for compatibility; training image features are loaded when --do_unsuper_train T "
+             "with a pre-training loss, else not")
     add("--load_img", type=str, default="F", help="T/F: also return image file names (inat_2018)")
     add("--inat2018_resolution", type=str, default="standard",
         help="image-feature source: high_res, standard or pretrain")

@@ -7,11 +7,16 @@ from arguments import make_args_parser
 README = (ROOT / "README.md").read_text()
 
 
-def test_every_flag_is_in_the_readme_flags_table():
-    documented = set(re.findall(r"^\| `(--\w+)` \|", README, flags=re.M))
-    flags = {action.option_strings[0] for action in make_args_parser()._actions if action.dest != "help"}
-    assert flags - documented == set(), "flags missing from the README's flags table"
-    assert documented - flags == set(), "the README documents flags the parser does not have"
+def test_the_readme_flags_table_is_the_parser():
+    documented = {flag: (default, meaning.replace("`", "").replace("\\|", "|"))
+                  for flag, default, meaning in re.findall(r"^\| `(--\w+)` \| `([^`]*)` \| (.*) \|$", README, flags=re.M)}
+    for action in make_args_parser()._actions:
+        if action.dest == "help":
+            continue
+        flag = action.option_strings[0]
+        default = " ".join(map(str, action.default)) if isinstance(action.default, list) else str(action.default)
+        assert documented.pop(flag, None) == (default, action.help), f"README flags table row of {flag}"
+    assert documented == {}, "the README documents flags the parser does not have"
 
 
 def test_the_set_up_commands_are_the_ones_ci_runs():
