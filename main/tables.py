@@ -6,12 +6,22 @@
 
 Each (row, ratio) is one `train_unsuper.py` run, started in this process with the flags of the chosen preset, the
 row's flags, `--train_sample_ratio`, and any flags given after the table's own (they win, e.g.
-`-- --num_epochs 2 --num_epochs_unsuper 1`). A run whose results file (`….results.json` next to its log, written
-by the trainer) already holds a finished final evaluation is not run again; with `--collect_only` nothing runs and
-missing results show as "–". The table always has all the paper's rows and ratios (plus any other `--ratios`),
-filled from every finished run in the model folder; `--rows` and `--ratios` choose what is run. Pre-training does not
-depend on the ratio, so a CSP row pre-trains once and its other ratios fine-tune the saved pre-trained checkpoint
-(`--load_unsuper_model T`).
+`-- --num_epochs 2 --num_epochs_unsuper 1`). The table always has all the paper's rows and ratios (plus any other
+`--ratios`), filled from the finished runs in the model folder; `--rows` and `--ratios` choose what is run, and with
+`--collect_only` nothing runs and missing results show as "–". Pre-training does not depend on the ratio, so a CSP
+row pre-trains once and its other ratios fine-tune the saved pre-trained checkpoint (`--load_unsuper_model T`).
+
+A run's file names do not encode every flag (`--cnn_pred_type`, the epoch counts, `--seed`, ...), so a run is
+recognised by the flags its results file (`….results.json` next to its log, written by the trainer) records in
+`params`: they must equal the flags the table would run it with, all but `NOT_RUN_FLAGS` (the device and folder,
+logging, evaluation and snapshot frequencies, resuming, and the flags kept for compatibility only) and, for a row
+without pre-training, `PRETRAINING_FLAGS`. A results file with equal flags and a final evaluation after all
+fine-tuning epochs is used and not run again; one with equal flags but unfinished is resumed. Before anything runs,
+the table stops with an error that names the file and the differing flags when a results file of one of its cells
+(also one it only collects), or a checkpoint that a run would resume from (a pre-trained one: all but
+`FINETUNING_FLAGS`), was made with other flags; and when an image-prediction or -feature file that a run needs is
+missing. `--collect_only` also stops, without writing the table, when no cell has a finished run with these flags
+but the folder holds results of runs of the dataset with other flags.
 
 Our number is the top-1 of the final image × location-prior evaluation ("location_prior"); "Img. Only" is the
 top-1 of the "No prior" block of any finished run at that ratio. The image predictions are the few-shot
@@ -27,11 +37,16 @@ import argparse
 import json
 import logging
 import os
+import shlex
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 
 import checkpoints
+import datasets
+import paths
 import train_unsuper
 from arguments import default_params, run_command
 from trainer import output_file_names
@@ -90,6 +105,21 @@ PRESETS = {  # (preset, dataset): flags
 }
 PRESET_NAMES = ("released", "paper")
 OWN_FLAGS = ("--train_sample_ratio", "--dataset", "--model_dir", "--device")
+# flags that leave what a run computes unchanged: where it runs, how often it logs, evaluates along the way or saves
+# snapshots, whether it resumes from its checkpoints, and those kept for compatibility only (see arguments.py)
+NOT_RUN_FLAGS = ("device", "model_dir", "log_frequency", "eval_frequency", "unsuper_save_frequency", "do_epoch_save",
+                 "load_unsuper_model", "load_super_model", "unsuper_dataset", "unsuper_meta_type",
+                 "unsuper_eval_frequency", "load_val_op", "load_cnn_predictions", "load_cnn_features",
+                 "load_cnn_features_train", "load_img")
+# flags that only fine-tuning and the evaluations read: a pre-trained checkpoint serves runs that differ in them
+FINETUNING_FLAGS = ("num_epochs", "lr", "lr_decay", "train_sample_ratio", "train_sample_method", "cnn_pred_type",
+                    "eval_split", "train_loss", "do_super_train")
+# flags that only pre-training reads: they do not change a run with --unsuper_loss none
+PRETRAINING_FLAGS = ("num_epochs_unsuper", "unsuper_lr", "unsuper_temp_inbatch", "unsuper_temp_negloc",
+                     "unsuper_temp_simcse", "simcse_weight", "num_neg_rand_loc", "do_unsuper_train")
+NOT_RECORDED = "(not recorded)"
+RUN_FIX = "give this table another --model_dir for these flags, or run it with the flags those runs had (after --)"
+COLLECT_FIX = "collect with the flags those runs had (after --), or from another --model_dir"
 NOTES = {
     1: ["The paper's 100 % CSP-MC-BLD number is its d = 1024 model (Table 3); at d = 256 it reports 73.62.",
         "Paper: mean (std) of 5 runs."],
@@ -184,24 +214,138 @@ def results_path(argv):
     return Path(output_file_names(checkpoints.model_file_names(params)[1])[1]), params
 
 
+def flag_differences(wanted, recorded, ignore=()):
+    """[(flag, ours, theirs)] where a run's recorded params differ from `wanted` (`default_params` of our flags) in a
+    flag that defines the run: all but `NOT_RUN_FLAGS`, `ignore` and, when `wanted` has no pre-training loss,
+    `PRETRAINING_FLAGS`."""
+    ignore = set(NOT_RUN_FLAGS) | set(ignore) | (set(PRETRAINING_FLAGS) if wanted["unsuper_loss"] == "none" else set())
+    return [(flag, wanted[flag], recorded.get(flag, NOT_RECORDED)) for flag in sorted(wanted)
+            if flag not in ignore and recorded.get(flag, NOT_RECORDED) != wanted[flag]]
+
+
+def _flag_value(value):
+    if isinstance(value, bool):
+        return "T" if value else "F"
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _mismatch_lines(mismatched):
+    """One line per {path: differences} entry: the file and each flag's value here and in the file."""
+    return "\n".join(f"  {path}: " + "; ".join(f"--{flag} {_flag_value(ours)} here, {_flag_value(theirs)} in the file"
+                                               for flag, ours, theirs in differences)
+                     for path, differences in mismatched.items())
+
+
+@dataclass
+class Run:
+    """One (row, ratio) cell of a table: the flags of its run, their params, its results file and what it holds."""
+    row: str
+    ratio: float
+    argv: list
+    params: dict
+    path: Path
+    results: Optional[dict]
+
+
+def table_ratios(ratios):
+    """The table's ratio columns: the paper's and the requested ones (3 decimals, as in the run files' names)."""
+    return sorted(set(PAPER_RATIOS) | {round(ratio, 3) for ratio in ratios})
+
+
+def flag_mismatches(runs, to_run):
+    """{path: flag differences} of the results files of `runs`, and of the checkpoints that `to_run` would resume
+    from or write, that were made with other flags (a pre-trained checkpoint: other flags but those of fine-tuning,
+    as it serves every ratio)."""
+    mismatched = {run.path: flag_differences(run.params, run.results.get("params", {}))
+                  for run in runs if run.results is not None}
+    for run in to_run:
+        pretrained, finetuned = checkpoints.model_file_names(run.params)
+        for name, ignore in ((pretrained, FINETUNING_FLAGS), (finetuned, ())):
+            path = checkpoints.find_checkpoint(name) if name else None
+            if path is not None and path not in mismatched:
+                mismatched[path] = flag_differences(run.params, checkpoints.load_checkpoint(path)["params"], ignore)
+    return {path: differences for path, differences in mismatched.items() if differences}
+
+
+def check_other_results(runs, model_dir, fix):
+    """For --collect_only: ValueError when no cell has a finished run but `model_dir` holds results of this
+    dataset's runs with other flags (so that a table of "–" does not replace one made from them)."""
+    if any(is_finished(run.results, run.params["num_epochs"]) for run in runs):
+        return
+    ours = {run.path for run in runs}
+    others = [(path, read_results(path)) for path in sorted(Path(model_dir).glob("*.results.json"))
+              if path not in ours]
+    others = [(path, results["params"]) for path, results in others
+              if results and results.get("params", {}).get("dataset") == runs[0].params["dataset"]]
+    if others:
+        closest = {path: min((flag_differences(run.params, recorded) for run in runs), key=len)
+                   for path, recorded in others}
+        raise ValueError(f"--collect_only: {model_dir} holds no finished run made with these flags, but "
+                         f"{len(others)} results file(s) of runs with other flags (each against the closest cell "
+                         f"of this table):\n{_mismatch_lines(closest)}\nFix: {fix}. The table was not written.")
+
+
+def check_input_files(dataset, runs):
+    """FileNotFoundError listing every image-prediction (and, for pre-training, image-feature) file that `runs`
+    need and the data folder lacks, with the fixes."""
+    key = f"{dataset}_data_dir"
+    data_dir = paths.get_paths(key)
+    needed = {}
+    for run in runs:
+        params = run.params
+        name = datasets.prediction_file(dataset, params["eval_split"], params["cnn_pred_type"],
+                                        params["train_sample_ratio"], params["inat2018_resolution"],
+                                        params["cnn_model"])
+        needed.setdefault(name, params["cnn_pred_type"] == "fewshot")
+        if params["do_unsuper_train"] and params["unsuper_loss"] != "none":
+            needed.setdefault(datasets.feature_file(dataset, "train", params["inat2018_resolution"],
+                                                    params["cnn_model"]), False)
+    missing = {name: fewshot for name, fewshot in needed.items() if not (data_dir / name).is_file()}
+    if not missing:
+        return
+    fixes = []
+    if any(missing.values()):
+        fixes.append("for the few-shot predictions: the fully supervised ones at every ratio (`-- --cnn_pred_type "
+                     "full`, with its own --model_dir), or --ratios without the ratios that lack them")
+    if not all(missing.values()):
+        fixes.append(f"for the others: {paths.how_to_set(key)}")
+    raise FileNotFoundError(f"the runs of this table need {len(missing)} file(s) that {data_dir} lacks; nothing was "
+                            f"run:\n" + "\n".join(f"  {name}" for name in sorted(missing))
+                            + "\nFix: " + "; ".join(fixes) + ".")
+
+
 def collect(kind, dataset, preset, rows, ratios, model_dir, device="auto", overrides=(), collect_only=False):
-    """{(row, ratio): finished results document or None} for every run row of the table; the runs of `rows`
-    that have not finished are run first (unless `collect_only`)."""
-    found = {}
+    """{(row, ratio): finished results document or None} for every run row of the table at every ratio column;
+    the runs of `rows` × `ratios` that have not finished are run first (unless `collect_only`). Stops before
+    running anything when a results file or checkpoint was made with other flags, or an input file is missing."""
+    requested = {round(ratio, 3): ratio for ratio in ratios}
+    runs = []
     for row in TABLES[(kind, dataset)][2]:
         if ROWS[row][1] is None:
             continue
-        for ratio in ratios:
-            argv = run_argv(dataset, preset, row, ratio, model_dir, device, overrides)
+        for column in table_ratios(ratios):
+            argv = run_argv(dataset, preset, row, requested.get(column, column), model_dir, device, overrides)
             path, params = results_path(argv)
-            results = read_results(path)
-            if row in rows and not collect_only and not is_finished(results, params["num_epochs"]):
-                logger.info("Running %s at %g %% (%s preset): %s", ROWS[row][0], ratio * 100, preset, path.name)
-                train_unsuper.main(argv)
-                results = read_results(path)
-            found[(row, ratio)] = results if is_finished(results, params["num_epochs"]) else None
-            if found[(row, ratio)] is None and row in rows:
-                logger.info("No finished results for %s at %g %%: %s", ROWS[row][0], ratio * 100, path)
+            runs.append(Run(row, column, argv, params, path, read_results(path)))
+    wanted = [run for run in runs if run.row in rows and run.ratio in requested]
+    to_run = [] if collect_only else [run for run in wanted if not is_finished(run.results, run.params["num_epochs"])]
+    fix = COLLECT_FIX if collect_only else RUN_FIX
+    mismatched = flag_mismatches(runs, to_run)
+    if mismatched:
+        raise ValueError(f"{len(mismatched)} file(s) of this table's runs were made with other flags; they are "
+                         f"neither used nor overwritten:\n{_mismatch_lines(mismatched)}\nFix: {fix}.")
+    if collect_only:
+        check_other_results(runs, model_dir, fix)
+    check_input_files(dataset, to_run)
+    for run in to_run:
+        logger.info("Running %s at %g %% (%s preset): %s", ROWS[run.row][0], run.ratio * 100, preset, run.path.name)
+        train_unsuper.main(run.argv)
+        run.results = read_results(run.path)
+    found = {(run.row, run.ratio): run.results if is_finished(run.results, run.params["num_epochs"]) else None
+             for run in runs}
+    for run in wanted:
+        if found[(run.row, run.ratio)] is None:
+            logger.info("No finished results for %s at %g %%: %s", ROWS[run.row][0], run.ratio * 100, run.path)
     return found
 
 
@@ -218,16 +362,17 @@ def _ratio_label(ratio):
     return f"{ratio * 100:g}%"
 
 
-def assemble(kind, dataset, preset, found, ratios):
+def assemble(kind, dataset, preset, found, ratios, overrides=()):
     """The table as a DataFrame in the paper's layout: one line per paper row, per ratio our top-1, the paper's and
-    its spread; a "preset" column says which preset our numbers used."""
+    its spread; the "preset" and "flags after --" columns say which flags our numbers used."""
     table, _, rows = TABLES[(kind, dataset)]
     paper = paper_results(table, dataset)
-    columns = sorted(set(PAPER_RATIOS) | {round(r, 3) for r in ratios})
+    columns = table_ratios(ratios)
     lines = []
     for row in rows:
         name = ROWS[row][0]
-        line = {"model": name if row != "img_only" else f"{name} ({OUR_IMAGE_MODEL[dataset]})", "preset": preset}
+        line = {"model": name if row != "img_only" else f"{name} ({OUR_IMAGE_MODEL[dataset]})", "preset": preset,
+                "flags after --": shlex.join(overrides)}
         for ratio in columns:
             if row == "img_only":
                 tops = [final_top1(res, "no_prior") for (_, r), res in found.items() if r == ratio and res]
@@ -241,7 +386,7 @@ def assemble(kind, dataset, preset, found, ratios):
         lines.append(line)
     if kind == "comparison":
         for label, values in other_paper_rows(table, dataset).items():
-            line = {"model": label, "preset": "–"}
+            line = {"model": label, "preset": "–", "flags after --": ""}
             for ratio in columns:
                 top1, spread = values.get(ratio, (None, None))
                 line.update({f"{_ratio_label(ratio)} ours": None, f"{_ratio_label(ratio)} paper": top1,
@@ -250,13 +395,15 @@ def assemble(kind, dataset, preset, found, ratios):
     return pd.DataFrame(lines)
 
 
-def to_markdown(frame, kind, dataset, preset):
-    """The table as markdown: per ratio "ours" and "paper" (with its spread) side by side, and the notes."""
+def to_markdown(frame, kind, dataset, preset, overrides=()):
+    """The table as markdown: per ratio "ours" and "paper" (with its spread) side by side, and the notes; the caption
+    gives the preset's values and the flags given after `--` (which replace the preset's)."""
     table, title, _ = TABLES[(kind, dataset)]
     ratios = [column[:-len(" ours")] for column in frame.columns if column.endswith(" ours")]
     header = ["Model", "Preset"] + [f"{ratio} {who}" for ratio in ratios for who in ("ours", "paper")]
+    given = f" and, given after `--`, `{shlex.join(overrides)}`" if overrides else ""
     lines = [f"### Table {table}: {title} — ours beside the paper", "",
-             f"Our numbers: preset `{preset}` ({preset_description(preset, dataset)}).", "",
+             f"Our numbers: preset `{preset}` ({preset_description(preset, dataset, overrides)}){given}.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in frame.to_dict("records"):
         cells = [row["model"], row["preset"]]
@@ -267,7 +414,7 @@ def to_markdown(frame, kind, dataset, preset):
         lines.append("| " + " | ".join(cells) + " |")
     notes = NOTES.get(table, []) + [
         "Img. Only = the \"No prior\" block of a run at that ratio; image predictions: few-shot below 100 %, "
-        "fully supervised at 100 %.", f"{MISSING} = no finished run (or no published number)."]
+        "fully supervised at 100 %.", f"{MISSING} = no finished run with these flags (or no published number)."]
     return "\n".join(lines + [""] + [f"* {note}" for note in notes]) + "\n"
 
 
@@ -275,20 +422,26 @@ def _value(value):
     return None if value is None or pd.isna(value) else float(value)
 
 
-def preset_description(preset, dataset):
-    flags = PRESETS[(preset, dataset)]
-    return ", ".join(f"{flags[i][2:]} {flags[i + 1]}" for i in range(0, len(flags), 2))
+def flag_names(words):
+    """The flags named in command-line `words` ("--lr 0.1" and "--lr=0.1" both name --lr)."""
+    return {word.split("=", 1)[0] for word in words if word.startswith("--")}
 
 
-def write_table(kind, dataset, preset, found, ratios, out_dir):
+def preset_description(preset, dataset, overrides=()):
+    """The preset's flag values, less those that `overrides` (the flags given after `--`) set."""
+    flags, replaced = PRESETS[(preset, dataset)], flag_names(overrides)
+    return ", ".join(f"{flags[i][2:]} {flags[i + 1]}" for i in range(0, len(flags), 2) if flags[i] not in replaced)
+
+
+def write_table(kind, dataset, preset, found, ratios, out_dir, overrides=()):
     """Write `table{N}_{dataset}_{preset}.md` and `.csv` into `out_dir`; returns (markdown path, csv path, markdown
     text)."""
-    frame = assemble(kind, dataset, preset, found, ratios)
+    frame = assemble(kind, dataset, preset, found, ratios, overrides)
     table = TABLES[(kind, dataset)][0]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"table{table}_{dataset}_{preset}"
-    markdown = to_markdown(frame, kind, dataset, preset)
+    markdown = to_markdown(frame, kind, dataset, preset, overrides)
     Path(f"{stem}.md").write_text(markdown)
     frame.to_csv(f"{stem}.csv", index=False)
     return Path(f"{stem}.md"), Path(f"{stem}.csv"), markdown
@@ -330,7 +483,7 @@ def main(argv=None):
     _log_to_console()
     args, overrides = make_parser().parse_known_args(argv)
     overrides = [word for word in overrides if word != "--"]
-    own = sorted({word for word in overrides if word in OWN_FLAGS})
+    own = sorted(flag_names(overrides) & set(OWN_FLAGS))
     if own:
         raise ValueError(f"{', '.join(own)}: set by the table itself; use its --ratios, --dataset, --model_dir, "
                          f"--device")
@@ -348,7 +501,7 @@ def main(argv=None):
     found = collect(args.table, args.dataset, args.preset, rows, args.ratios, model_dir, args.device, overrides,
                     args.collect_only)
     md_path, csv_path, markdown = write_table(args.table, args.dataset, args.preset, found, args.ratios,
-                                              args.out_dir or model_dir)
+                                              args.out_dir or model_dir, overrides)
     print(markdown)
     logger.info("Wrote %s and %s", md_path, csv_path)
     return found

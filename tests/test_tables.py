@@ -1,5 +1,6 @@
 import json
 import logging
+import shutil
 
 import pandas as pd
 import pytest
@@ -53,6 +54,12 @@ def test_table_has_the_paper_layout_with_our_numbers_beside_the_published_ones(f
     assert rows.loc["CSP-MC-BLD", "preset"] == "released"
     markdown = (root / "runs" / "table5_fmow_released.md").read_text()
     assert "preset `released`" in markdown and "simcse_weight 0.1" in markdown
+    caption = next(line for line in markdown.splitlines() if line.startswith("Our numbers"))
+    assert "`--num_epochs 1 --num_epochs_unsuper 1 --num_filts 16" in caption
+    assert "num_epochs 300" not in caption and "num_epochs_unsuper 300" not in caption
+    assert rows.loc["CSP-MC-BLD", "flags after --"] == " ".join(TINY)
+    assert "lr 0.00005" in tables.preset_description("released", "fmow", ["--lr=0.1"])
+    assert ", lr 0.001," not in tables.preset_description("released", "fmow", ["--lr=0.1"])
     assert "| CSP-MC-BLD | released | – | 67.47 (0.02) |" in markdown
     assert markdown.count("\n|") == 2 + 7
 
@@ -67,6 +74,9 @@ def test_img_only_is_the_no_prior_block_and_finished_runs_are_not_run_again(fmow
     assert {key: bool(value) for key, value in again.items()} == {key: bool(value) for key, value in found.items()}
     rows = pd.read_csv(root / "runs" / "table5_fmow_released.csv").set_index("model")
     assert rows.loc["Img. Only (Geo-SSL)", "10% ours"] == expected
+    tables.main(argv + ["--ratios", "1", "--collect_only"])     # --ratios chooses what runs; the table shows all
+    rows = pd.read_csv(root / "runs" / "table5_fmow_released.csv").set_index("model")
+    assert rows.loc["CSP-MC-BLD", "10% ours"] == tables.final_top1(found[("mc_bld", 0.1)], "location_prior")
 
 
 def test_collect_only_shows_missing_runs_as_dashes(tmp_path, monkeypatch):
@@ -135,5 +145,102 @@ def test_bad_rows_and_ratios_are_named():
         tables.main(["ablation", "--rows", "mse", "--collect_only"])
     with pytest.raises(ValueError, match="--train_sample_ratio: set by the table itself"):
         tables.main(["comparison", "--collect_only", "--", "--train_sample_ratio", "0.5"])
+    with pytest.raises(ValueError, match="--device: set by the table itself"):
+        tables.main(["comparison", "--collect_only", "--", "--device=cpu"])
     with pytest.raises(ValueError, match="--ratios must be in \\(0, 1\\]"):
         tables.main(["comparison", "--ratios", "0", "--collect_only"])
+
+
+def _files(folder):
+    return {path.name: path.read_bytes() for path in folder.iterdir() if path.is_file()}
+
+
+def _message(excinfo):
+    return " ".join(str(excinfo.value).split())
+
+
+def test_finished_runs_made_with_other_flags_stop_the_table_before_anything_runs(fmow_table, monkeypatch):
+    root, argv, _ = fmow_table
+    _no_runs(monkeypatch)
+    monkeypatch.setenv("CSP_DATA_DIR", str(root / "data"))
+    before = _files(root / "runs")
+    with pytest.raises(ValueError) as excinfo:
+        tables.main(argv + ["--cnn_pred_type", "full"])   # the 10 % runs used the few-shot predictions
+    message = _message(excinfo)
+    paths, _ = zip(*(tables.results_path(tables.run_argv("fmow", "released", row, 0.1, root / "runs", "cpu",
+                                                          TINY)) for row in ("sup_grid", "mc_bld")))
+    assert all(str(path) in message for path in paths) and "ratio1.000" not in message
+    assert "--cnn_pred_type full here, fewshot in the file" in message
+    assert "neither used nor overwritten" in message and "another --model_dir" in message
+    assert _files(root / "runs") == before
+
+
+def test_collect_only_with_other_flags_reports_them_and_keeps_the_table(fmow_table, monkeypatch):
+    root, argv, _ = fmow_table
+    _no_runs(monkeypatch)
+    before = _files(root / "runs")
+    with pytest.raises(ValueError) as excinfo:      # same file names, other fine-tuning epochs
+        tables.main(argv + ["--collect_only", "--num_epochs", "3"])
+    assert "--num_epochs 3 here, 1 in the file" in _message(excinfo)
+    assert "collect with the flags those runs had" in _message(excinfo)
+    without = argv[:argv.index("--device")] + ["--collect_only"]   # none of the flags after --: other file names
+    with pytest.raises(ValueError) as excinfo:
+        tables.main(without)
+    message = _message(excinfo)
+    assert "no finished run made with these flags" in message
+    assert "--num_filts 256 here, 16 in the file" in message and "--num_epochs 300 here, 1 in the file" in message
+    assert _files(root / "runs") == before
+
+
+def test_checkpoints_made_with_other_flags_are_not_reused(fmow_table, tmp_path, monkeypatch):
+    root, _, _ = fmow_table
+    pretrained, finetuned = (tables.checkpoints.model_file_names(
+        default_params(tables.run_argv("fmow", "released", "mc_bld", 1.0, root / "runs", "cpu", TINY))))
+    for path in (pretrained, finetuned):
+        shutil.copy(path, tmp_path)
+    argv = ["comparison", "--dataset", "fmow", "--data_dir", str(root / "data"), "--model_dir", str(tmp_path),
+            "--ratios", "1", "--rows", "mc_bld", "--device", "cpu"] + TINY
+    monkeypatch.setenv("CSP_DATA_DIR", str(root / "data"))
+    _no_runs(monkeypatch)
+    with pytest.raises(ValueError) as excinfo:      # fine-tuning flags: the pre-trained checkpoint still serves
+        tables.main(argv + ["--num_epochs", "2"])
+    message = _message(excinfo)
+    assert f"{tmp_path / finetuned.split('/')[-1]}: --num_epochs 2 here, 1 in the file" in message
+    assert "UNSUPER" not in message
+    with pytest.raises(ValueError) as excinfo:
+        tables.main(argv + ["--num_epochs_unsuper", "2"])
+    message = _message(excinfo)
+    assert f"{tmp_path / pretrained.split('/')[-1]}: --num_epochs_unsuper 2 here, 1 in the file" in message
+    started = []
+    monkeypatch.setattr(train_unsuper, "main", started.append)
+    tables.main(argv)                               # the same flags: the checkpoints are resumed from
+    assert len(started) == 1 and default_params(started[0])["train_sample_ratio"] == 1.0
+
+
+def test_missing_prediction_files_stop_the_table_before_any_run(tmp_path, monkeypatch):
+    write_synthetic_dataset("inat_2018", tmp_path / "data", num_train=60, num_val=20, num_classes=4, feat_dim=4,
+                            fewshot_ratios=(0.05,))
+    _no_runs(monkeypatch)
+    monkeypatch.setenv("CSP_DATA_DIR", str(tmp_path / "data"))
+    with pytest.raises(FileNotFoundError) as excinfo:
+        tables.main(["comparison", "--model_dir", str(tmp_path / "runs"), "--ratios", "0.05", "0.1", "0.2", "1",
+                     "--device", "cpu", "--", "--num_epochs", "2", "--num_epochs_unsuper", "1"])
+    message = _message(excinfo)
+    assert "fewshot/inat2018_val_preds_sparse_ratio0.100.npz" in message
+    assert "fewshot/inat2018_val_preds_sparse_ratio0.200.npz" in message and "ratio0.050" not in message
+    assert message.count("ratio0.100.npz") == 1
+    assert "-- --cnn_pred_type full" in message and "--ratios" in message
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_only_machine_log_resume_and_compatibility_flags_leave_a_run_the_same():
+    assert set(tables.NOT_RUN_FLAGS) < set(default_params())
+    assert set(tables.FINETUNING_FLAGS) < set(default_params()) - set(tables.NOT_RUN_FLAGS)
+    ours = default_params(["--device", "cpu", "--eval_frequency", "7", "--seed", "1"])
+    assert tables.flag_differences(ours, {**default_params(), "num_classes": 5}) == [("seed", 1, 0)]
+    assert tables.flag_differences(ours, {**default_params(), "seed": 1}, tables.FINETUNING_FLAGS) == []
+    unsuper = {**default_params(), "num_epochs_unsuper": 2, "simcse_weight": 1.0}    # no pre-training: no matter
+    assert tables.flag_differences(default_params(), unsuper) == []
+    csp = default_params(["--unsuper_loss", "contsoftmax"])
+    assert tables.flag_differences(csp, {**csp, "num_epochs_unsuper": 2}) == [("num_epochs_unsuper", 30, 2)]
+    assert set(tables.PRETRAINING_FLAGS) < set(default_params()) - set(tables.NOT_RUN_FLAGS)
