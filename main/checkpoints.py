@@ -197,17 +197,33 @@ def load_checkpoint(path, device="cpu"):
     return ckpt
 
 
+def _count_mismatch(key, saved, wanted):
+    """'classes' or 'users' when `key` is a class_emb / user_emb weight that differs in its number of rows only
+    (the data's number of classes / users), else None."""
+    kind = {"class_emb.weight": "classes", "user_emb.weight": "users"}.get(".".join(key.split(".")[-2:]))
+    same_width = len(saved) == len(wanted) == 2 and saved[1] == wanted[1]
+    return kind if kind and same_width else None
+
+
 def load_state(model, state_dict, source="state_dict"):
-    """Strict `model.load_state_dict`, with an error that lists missing, unexpected and mismatched keys."""
+    """Strict `model.load_state_dict`, with an error that lists missing, unexpected and mismatched keys; when only
+    the rows of `class_emb` / `user_emb` differ, it says that the checkpoint was trained on other data."""
     expected = model.state_dict()
     missing = [key for key in expected if key not in state_dict]
     unexpected = [key for key in state_dict if key not in expected]
-    mismatched = [f"{key}: checkpoint {tuple(state_dict[key].shape)} vs model {tuple(value.shape)}"
-                  for key, value in expected.items()
-                  if key in state_dict and tuple(state_dict[key].shape) != tuple(value.shape)]
+    shapes = {key: (tuple(state_dict[key].shape), tuple(value.shape)) for key, value in expected.items()
+              if key in state_dict and tuple(state_dict[key].shape) != tuple(value.shape)}
+    mismatched = [f"{key}: checkpoint {saved} vs model {wanted}" for key, (saved, wanted) in shapes.items()]
     problems = [f"{title} ({len(keys)}): {'; '.join(keys)}"
                 for title, keys in (("missing keys", missing), ("unexpected keys", unexpected),
                                     ("shape mismatches", mismatched)) if keys]
+    counts = {_count_mismatch(key, *pair): pair for key, pair in shapes.items()}
+    if problems and not missing and not unexpected and None not in counts:
+        differ = "; ".join(f"{saved[0]} {kind} in the checkpoint, {wanted[0]} {kind} in this run's training data"
+                           for kind, (saved, wanted) in sorted(counts.items()))
+        raise ValueError(f"{source}: the checkpoint was trained on other data ({differ}), e.g. another dataset "
+                         f"or data folder with the same --model_dir; give this run its own --model_dir, or point "
+                         f"CSP_DATA_DIR at the data the checkpoint was trained on: " + " | ".join(problems))
     if problems:
         raise ValueError(f"{source}: the weights do not fit the model built from its flags "
                          f"(check --spa_enc_type, --unsuper_loss, --frequency_num, --num_hidden_layer, "

@@ -15,6 +15,7 @@ The file names of every dataset are in `feature_file`, `prediction_file`, `annot
 """
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -186,6 +187,19 @@ def _missing(dataset, path, what):
     return FileNotFoundError(f"{dataset}: {what} {path} does not exist; {paths.how_to_set(_key(dataset))}, "
                              f"or write synthetic data there with `python synthetic_data.py --dataset {dataset} "
                              f"--out DIR`")
+
+
+def _missing_fewshot(dataset, path, split, ratio):
+    """The error for a missing few-shot prediction file `path`: the data folder is right, the ratio has none."""
+    head, tail = path.name.split(f"ratio{ratio:.3f}")
+    pattern = re.compile(re.escape(head) + r"ratio(\d+\.\d+)" + re.escape(tail))
+    found = sorted(float(match[1]) for match in map(pattern.fullmatch, (p.name for p in path.parent.glob("*")))
+                   if match) if path.parent.is_dir() else []
+    there = (f"{path.parent} has them only for --train_sample_ratio {', '.join(f'{r:g}' for r in found)}" if found
+             else f"there are no few-shot image predictions in {path.parent} at all")
+    return FileNotFoundError(f"{dataset}: no few-shot {split} image predictions for --train_sample_ratio {ratio:g} "
+                             f"(--cnn_pred_type fewshot reads {path}): {there}; use --cnn_pred_type full (the fully "
+                             f"supervised classifier's predictions)" + (" or one of those ratios" if found else ""))
 
 
 def _malformed(dataset, path, problem):
@@ -516,6 +530,8 @@ def load_dataset(params, eval_split, train_remove_invalid, eval_remove_invalid, 
         if load_cnn_predictions and split == eval_split:
             name = prediction_file(dataset, split, params["cnn_pred_type"], params["train_sample_ratio"],
                                    params["inat2018_resolution"], params["cnn_model"])
+            if params["cnn_pred_type"] == "fewshot" and not (data_dir / name).is_file():
+                raise _missing_fewshot(dataset, data_dir / name, split, params["train_sample_ratio"])
             part.preds = _read_rows(dataset, data_dir / name, rows, num_all, num_classes, entries.source,
                                     f"{split} image predictions")
         splits.append(part)

@@ -7,6 +7,9 @@ relative to this `main/` folder (where the scripts run), so they also hold when 
 Overrides, so that nobody has to edit code:
 * `CSP_DATA_DIR` — the folder that holds the per-dataset folders (`$CSP_DATA_DIR/inat_2018/`, `.../fmow/`, ...);
 * `CSP_MASK_DIR` — the folder that holds `ocean_mask.npy`.
+A relative value is resolved from the current directory of the Python process, like every relative path given to
+the scripts; the run scripts `cd` into `main/` first, so there it means relative to `main/`. `get_paths` returns
+absolute paths, and `how_to_set` says how a relative value was resolved.
 """
 import os
 from pathlib import Path
@@ -18,20 +21,37 @@ DEFAULT_MASK_DIR = MAIN_DIR.parent / "data"
 KEYS = tuple(f"{name}_data_dir" for name in DATASETS) + ("mask_dir",)
 
 
+def _variable(key):
+    return "CSP_MASK_DIR" if key == "mask_dir" else "CSP_DATA_DIR"
+
+
 def get_paths(key):
-    """The folder (a `pathlib.Path`) for `key`, one of `KEYS`; ValueError listing the keys for any other."""
-    if key == "mask_dir":
-        return Path(os.environ.get("CSP_MASK_DIR") or DEFAULT_MASK_DIR)
+    """The folder (an absolute `pathlib.Path`) for `key`, one of `KEYS`; ValueError listing the keys for any other."""
     if key not in KEYS:
         raise ValueError(f"unknown paths key {key!r}; the keys are: {', '.join(KEYS)}")
+    if key == "mask_dir":
+        return Path(os.environ.get("CSP_MASK_DIR") or DEFAULT_MASK_DIR).absolute()
     root = os.environ.get("CSP_DATA_DIR") or DEFAULT_DATA_DIR
-    return Path(root) / key[: -len("_data_dir")]
+    return Path(root).absolute() / key[: -len("_data_dir")]
+
+
+def _relative_note(key):
+    """How a relative value of the key's variable was resolved ('' for an absolute or unset one)."""
+    variable = _variable(key)
+    value = os.environ.get(variable)
+    if not value or Path(value).is_absolute():
+        return ""
+    cwd = Path.cwd()
+    where = f"main/ ({cwd}, where the run scripts start)" if cwd == MAIN_DIR else f"the current directory ({cwd})"
+    return (f"; {variable}={value} is relative, so it was resolved from {where} — give an absolute path, e.g. "
+            f"{variable}=\"$PWD/{value}\" typed in the folder that holds {value}")
 
 
 def how_to_set(key):
     """One sentence telling a user how to point `key` at their files (for error messages)."""
     if key == "mask_dir":
-        return (f"set CSP_MASK_DIR to the folder holding ocean_mask.npy (paths.py key 'mask_dir', "
-                f"now {get_paths(key)})")
-    return (f"set CSP_DATA_DIR to the folder holding the '{key[: -len('_data_dir')]}/' data folder "
-            f"(paths.py key '{key}', now {get_paths(key)})")
+        hint = "set CSP_MASK_DIR to the folder holding ocean_mask.npy (paths.py key 'mask_dir'"
+    else:
+        hint = (f"set CSP_DATA_DIR to the folder holding the '{key[: -len('_data_dir')]}/' data folder "
+                f"(paths.py key '{key}'")
+    return f"{hint}, now {get_paths(key)}{_relative_note(key)})"

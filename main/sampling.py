@@ -11,8 +11,17 @@ train_sample_{tag}.npy` (never into the data folder), with tag `ratio{r:.3f}` fo
 
 Files are written as real `.npy` (int64, read back with `allow_pickle=False`); the original's files, which are
 pickles despite the name, are read with an unpickler that only accepts numpy arrays.
+
+Beside each subset it writes, this project records what it was drawn from in a JSON file of the same name
+(`train_sample_{tag}.json`): `num_train` (training rows), `num_classes` (distinct training classes),
+`classes_fingerprint` (of the training rows' class ids, in order), `ratio`, `method`, `seed`, `num_selected`.
+A subset with a record is reused only for the same training data (else a ValueError names the file, what differs
+and the fix); one without (the bundle's, or one of an earlier version) must index the training rows, and a warning
+says when its size (or its count per class) is not what the method's rule gives for this data.
 """
 import codecs
+import hashlib
+import json
 import logging
 import os
 import pickle
@@ -51,11 +60,15 @@ def stratified_sample_indices(classes, ratio, rng):
     return np.sort(order[take]).astype(np.int64)
 
 
+def random_sample_size(num, ratio):
+    """How many of `num` samples the random subset takes: round(num * ratio), at least 1."""
+    return max(1, round(num * ratio))
+
+
 def random_sample_indices(num, ratio, rng):
-    """Sorted int64 indices of round(num * ratio) (at least 1) samples drawn uniformly without replacement."""
+    """Sorted int64 indices of `random_sample_size(num, ratio)` samples drawn uniformly without replacement."""
     _check_ratio(ratio)
-    size = max(1, round(num * ratio))
-    return np.sort(rng.choice(num, size=size, replace=False)).astype(np.int64)
+    return np.sort(rng.choice(num, size=random_sample_size(num, ratio), replace=False)).astype(np.int64)
 
 
 def sample_tag(ratio, method):
@@ -114,20 +127,107 @@ def read_index_file(path):
     return data.astype(np.int64)
 
 
-def write_index_file(path, indices):
-    """Write `indices` as an int64 `.npy` (atomically; folders are created)."""
+def write_index_file(path, indices, record=None):
+    """Write `indices` as an int64 `.npy` (atomically; folders are created), and `record` (a dict saying what the
+    subset was drawn from) to `record_file(path)` before it, so that a killed run cannot leave a new subset without
+    its record."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if record is not None:
+        _write_json(record_file(path), record)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         np.save(f, np.asarray(indices, dtype=np.int64), allow_pickle=False)
     os.replace(tmp, path)
 
 
+def record_file(index_file):
+    """The JSON record of what an index file `….npy` was drawn from: `….json` beside it."""
+    return Path(index_file).with_suffix(".json")
+
+
+def classes_fingerprint(classes):
+    """A short hash of the training rows' class ids, in order: equal for the same training data."""
+    return hashlib.sha256(np.ascontiguousarray(classes, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+def _record(train_classes, ratio, method):
+    """What a subset is drawn from (the record's keys that must match for it to be reused)."""
+    return {"num_train": len(train_classes), "num_classes": len(np.unique(train_classes)),
+            "classes_fingerprint": classes_fingerprint(train_classes), "ratio": float(ratio), "method": method}
+
+
+def _write_json(path, data):
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def _read_record(path, index_path):
+    try:
+        record = json.loads(Path(path).read_text())
+        return {key: record[key] for key in ("num_train", "num_classes", "classes_fingerprint", "ratio", "method")}
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not a record of what the few-shot subset {index_path} was drawn from ({err}); "
+                         f"delete both files to draw a new subset") from None
+
+
+def _check_record(index_path, record, expected):
+    """ValueError naming what differs when the subset at `index_path` was drawn from other training data."""
+    differs = []
+    if record["num_train"] != expected["num_train"]:
+        differs.append(f"it was drawn from {record['num_train']} training rows, this run has "
+                       f"{expected['num_train']} training rows")
+    if record["num_classes"] != expected["num_classes"]:
+        differs.append(f"other training classes: {record['num_classes']} classes there, "
+                       f"{expected['num_classes']} classes here")
+    elif not differs and record["classes_fingerprint"] != expected["classes_fingerprint"]:
+        differs.append("other training classes: the same numbers of rows and classes, but other class ids per row")
+    for key in ("ratio", "method"):
+        if record[key] != expected[key]:
+            differs.append(f"{key} {record[key]} (this run: {expected[key]})")
+    if differs:
+        raise ValueError(f"{index_path}: this few-shot subset was drawn for other data ({'; '.join(differs)}); "
+                         f"delete it and {record_file(index_path).name} to draw a new subset for this data, or give "
+                         f"this run another --model_dir")
+
+
 def _check_indices(indices, num, path):
     if len(indices) == 0 or indices.min() < 0 or indices.max() >= num or len(np.unique(indices)) != len(indices):
         raise ValueError(f"{path} does not fit this training set of {num} samples (indices must be distinct and "
                          f"in [0, {num})): it belongs to other data; delete it to draw a new subset")
+
+
+def _check_counts(indices, train_classes, ratio, method, path):
+    """Warn when a subset without a record does not have the size (stratified: the count per class) that the
+    method's rule gives for this training data."""
+    if method.startswith("stratified"):
+        labels, counts = np.unique(train_classes, return_counts=True)
+        taken = np.bincount(np.searchsorted(labels, train_classes[indices]), minlength=len(labels))
+        wrong = np.flatnonzero(taken != sample_counts(counts, ratio))
+        if len(wrong):
+            first = wrong[0]
+            logger.warning("%s: its counts per class differ from the stratified rule's for %d of %d classes (class "
+                           "%d: %d in the file, %d by the rule); it may have been drawn from other data: if so, "
+                           "delete it (or use another --model_dir) to draw a new subset", path, len(wrong),
+                           len(labels), labels[first], taken[first], sample_counts(counts[first:first + 1], ratio)[0])
+    elif len(indices) != random_sample_size(len(train_classes), ratio):
+        logger.warning("%s holds %d indices, the random rule takes %d of these %d training rows; it may have been "
+                       "drawn from other data: if so, delete it (or use another --model_dir) to draw a new subset",
+                       path, len(indices), random_sample_size(len(train_classes), ratio), len(train_classes))
+
+
+def _reuse(path, train_classes, expected):
+    """The indices of an existing index file, checked against this training data (see the module doc)."""
+    indices = read_index_file(path)
+    record = record_file(path)
+    recorded = record.is_file()
+    if recorded:
+        _check_record(path, _read_record(record, path), expected)
+    _check_indices(indices, len(train_classes), path)
+    if not recorded:
+        _check_counts(indices, train_classes, expected["ratio"], expected["method"], path)
+    return indices
 
 
 def train_sample_indices(params, train_classes):
@@ -140,13 +240,14 @@ def train_sample_indices(params, train_classes):
     if method not in METHODS:
         raise ValueError(f"--train_sample_method must be one of {', '.join(METHODS)}, got {method!r}")
     _check_ratio(ratio)
+    train_classes = np.asarray(train_classes)
     num = len(train_classes)
     own = written_index_file(params)
     if method.endswith("-fix"):
+        expected = _record(train_classes, ratio, method)
         for path in (published_index_file(params["dataset"], params["meta_type"], ratio, method), own):
             if path.is_file():
-                indices = read_index_file(path)
-                _check_indices(indices, num, path)
+                indices = _reuse(path, train_classes, expected)
                 logger.info("few-shot subset: %d of %d training samples from %s", len(indices), num, path)
                 return indices, str(path)
     rng = np.random.default_rng(params["seed"])
@@ -154,7 +255,8 @@ def train_sample_indices(params, train_classes):
         indices = stratified_sample_indices(train_classes, ratio, rng)
     else:
         indices = random_sample_indices(num, ratio, rng)
-    write_index_file(own, indices)
+    record = {**_record(train_classes, ratio, method), "seed": params["seed"], "num_selected": len(indices)}
+    write_index_file(own, indices, record)
     logger.info("few-shot subset: drew %d of %d training samples (%s, seed %d), saved to %s", len(indices), num,
                 method, params["seed"], own)
     return indices, str(own)

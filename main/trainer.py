@@ -15,7 +15,8 @@ Phases and resuming
 * `--load_super_model T` with an existing fine-tuned file: it is loaded (weights and optimiser) and pre-training
   is skipped; fine-tuning continues at epoch `epoch` up to `--num_epochs`. Otherwise `--load_unsuper_model T`
   with an existing pre-training file: it is loaded and pre-training continues up to `--num_epochs_unsuper`.
-  A phase whose epochs are all done is not run again. Checkpoints of the original code (no `checkpoint_phase`)
+  A phase whose epochs are all done is not run again; one continued at epoch k > 0 logs `Resuming {phase} at epoch
+  k of {total} from {checkpoint}`. Checkpoints of the original code (no `checkpoint_phase`)
   count as finished pre-training, or as `epoch − 1` completed fine-tuning epochs (the original stored last + 2).
 * Every epoch's randomness (batch order, dropout, negative locations) is seeded from (`--seed`, phase, epoch),
   so a resumed run continues exactly as the uninterrupted run would have.
@@ -209,6 +210,7 @@ class Trainer:
         self.model = self.optimizer = None
         self.epochs_done = {PRETRAINING: 0, FINETUNING: 0}
         self.epochs_run = {PRETRAINING: 0, FINETUNING: 0}
+        self.loaded_from = {PRETRAINING: None, FINETUNING: None}
         self.loaded_finetuned = False
         self.evaluations = []
         self.final_ranks = self.locenc_ranks = None
@@ -365,6 +367,7 @@ class Trainer:
             done = ckpt["epoch"] if ours else max(ckpt["epoch"] - 1, 0)
             self.epochs_done[PRETRAINING] = self.params["num_epochs_unsuper"]
         self.epochs_done[phase] = done
+        self.loaded_from[phase] = path
 
     def _load_optimizer(self, state, path):
         """Adam state of a checkpoint, keeping this run's implementation flags (fused / foreach)."""
@@ -416,6 +419,7 @@ class Trainer:
         if start >= total:
             logger.info("Pre-training already done: %d of %d epochs", start, total)
             return
+        self._log_resume(PRETRAINING, start, total)
         self._set_lr(params["unsuper_lr"])
         last_save = time.monotonic()
         for epoch in tqdm(range(start, total), desc=PRETRAINING, initial=start, total=total,
@@ -440,6 +444,7 @@ class Trainer:
             if total:
                 logger.info("Fine-tuning already done: %d of %d epochs", start, total)
             return
+        self._log_resume(FINETUNING, start, total)
         last_save = time.monotonic()
         for epoch in tqdm(range(start, total), desc=FINETUNING, initial=start, total=total,
                           disable=not self.progress):
@@ -456,6 +461,11 @@ class Trainer:
             if evaluate or epoch + 1 == total or time.monotonic() - last_save >= CHECKPOINT_INTERVAL_S:
                 self._save(params["model_file_name"], FINETUNING)
                 last_save = time.monotonic()
+
+    def _log_resume(self, phase, start, total):
+        """Say that a phase continues from a loaded checkpoint (`start` > 0 completed epochs) rather than starting."""
+        if start > 0:
+            logger.info("Resuming %s at epoch %d of %d from %s", phase, start, total, self.loaded_from[phase])
 
     def _set_lr(self, lr):
         for group in self.optimizer.param_groups:

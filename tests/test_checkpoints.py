@@ -137,3 +137,19 @@ def test_load_state_lists_missing_unexpected_and_mismatched_keys():
     assert "missing keys (2): 1.weight; 1.bias" in message
     assert "unexpected keys (1): 2.weight" in message
     assert "0.weight: checkpoint (4, 2) vs model (3, 2)" in message
+
+
+def test_load_state_of_weights_for_other_classes_or_users_blames_the_data_not_the_flags():
+    """A checkpoint of a 62-class fmow set in the --model_dir of a 20-class one: the flags are fine, the data differ."""
+    model = torch.nn.Module()
+    model.class_emb, model.user_emb = torch.nn.Linear(4, 20, bias=False), torch.nn.Linear(4, 7, bias=False)
+    state = {"class_emb.weight": torch.zeros(62, 4), "user_emb.weight": torch.zeros(9, 4)}
+    with pytest.raises(ValueError) as err:
+        load_state(model, state, source="ckpt.pth.tar")
+    message = str(err.value)
+    for part in ("ckpt.pth.tar", "62 classes", "20 classes", "9 users", "7 users", "other data", "--model_dir"):
+        assert part in message
+    assert "--spa_enc_type" not in message
+    state = {"class_emb.weight": torch.zeros(62, 4), "user_emb.weight": torch.zeros(7, 5)}
+    with pytest.raises(ValueError, match="check --spa_enc_type"):
+        load_state(model, state, source="ckpt.pth.tar")

@@ -204,6 +204,25 @@ def test_fewshot_predictions_follow_the_sample_ratio(synth_root, monkeypatch, da
     assert (val.preds.argmax(1) == val.classes).mean() < (full.preds.argmax(1) == full.classes).mean()
 
 
+def test_missing_fewshot_predictions_name_the_ratio_and_the_ratios_there(synth_root, monkeypatch):
+    """The hint was 'set CSP_DATA_DIR', although the data folder was right and only that ratio had no file."""
+    monkeypatch.setenv("CSP_DATA_DIR", str(synth_root))
+    params = params_for("fmow", "--cnn_pred_type", "fewshot", "--train_sample_ratio", "0.2")
+    with pytest.raises(FileNotFoundError) as err:
+        datasets.load_dataset(params, "val", True, False, True)
+    message = str(err.value)
+    for part in ("fmow_val_preds_ratio0.200.npy", "--train_sample_ratio 0.2", "--cnn_pred_type full",
+                 "0.05, 0.1", str(synth_root / "fmow" / "fewshot")):
+        assert part in message
+    assert "CSP_DATA_DIR" not in message
+
+
+def test_missing_fewshot_folder_says_the_data_has_no_fewshot_predictions(fmow_root):
+    params = params_for("fmow", "--cnn_pred_type", "fewshot", "--train_sample_ratio", "0.05")
+    with pytest.raises(FileNotFoundError, match=r"no few-shot image predictions .*--cnn_pred_type full"):
+        datasets.load_dataset(params, "val", True, False, True)
+
+
 def test_file_names_for_other_image_models_and_resolutions():
     assert datasets.prediction_file("inat_2018", "val", "fewshot", 0.05, cnn_model="resnet50") == \
         "fewshot-resnet50/inat2018_val_preds_sparse_ratio0.050.npz"
@@ -223,7 +242,8 @@ def test_kaggle_public_private_split_of_the_test_set(synth_root, monkeypatch, da
     monkeypatch.setenv("CSP_DATA_DIR", str(synth_root))
     data = datasets.load_dataset(params_for(dataset), "test", True, False, True)
     usage = pd.read_csv(synth_root / dataset / datasets.kaggle_file(dataset))["usage"].to_numpy()
-    np.testing.assert_array_equal(data.val.split_ids, (usage == "Private").astype(np.int64))
+    np.testing.assert_array_equal(data.val.split_ids, usage == "Private")
+    assert data.val.split_ids.dtype == bool and data.train.split_ids.dtype == np.int64
     assert set(np.unique(data.val.split_ids)) == {0, 1} and data.val.name == "test"
     assert data.val.preds.shape[0] == len(usage)
     blocks = evaluation.summarize(np.ones(len(usage), np.int64), data.val.split_ids, "no_prior")["splits"]
@@ -260,6 +280,16 @@ def test_missing_data_folder_names_dataset_key_and_variable(tmp_path, monkeypatc
     message = str(err.value)
     for part in ("inat_2018", str(tmp_path / "inat_2018"), "CSP_DATA_DIR", "inat_2018_data_dir", "synthetic_data.py"):
         assert part in message
+
+
+def test_missing_data_folder_given_relative_is_shown_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CSP_DATA_DIR", "walkdata")
+    with pytest.raises(FileNotFoundError) as err:
+        datasets.load_dataset(params_for("fmow"), "val", True, True)
+    message = str(err.value)
+    assert f"data folder {tmp_path / 'walkdata' / 'fmow'} does not exist" in message
+    assert "CSP_DATA_DIR=walkdata is relative" in message
 
 
 def test_missing_feature_file_is_named(fmow_root):

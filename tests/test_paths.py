@@ -50,3 +50,19 @@ def test_how_to_set_names_the_variable_and_the_key(monkeypatch, tmp_path):
     hint = paths.how_to_set("inat_2018_data_dir")
     assert "CSP_DATA_DIR" in hint and "inat_2018_data_dir" in hint and str(tmp_path / "inat_2018") in hint
     assert "CSP_MASK_DIR" in paths.how_to_set("mask_dir")
+
+
+def test_a_relative_csp_data_dir_is_shown_absolute_with_the_folder_it_was_resolved_from(monkeypatch, tmp_path):
+    """The run scripts cd into main/, so `CSP_DATA_DIR=walkdata bash run-….sh` looks in main/walkdata: say so."""
+    monkeypatch.chdir(paths.MAIN_DIR)
+    monkeypatch.setenv("CSP_DATA_DIR", "walkdata")
+    assert paths.get_paths("fmow_data_dir") == paths.MAIN_DIR / "walkdata" / "fmow"
+    hint = paths.how_to_set("fmow_data_dir")
+    for part in (str(paths.MAIN_DIR / "walkdata" / "fmow"), "CSP_DATA_DIR=walkdata is relative",
+                 f"resolved from main/ ({paths.MAIN_DIR}, where the run scripts start)", "absolute path"):
+        assert part in hint
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CSP_MASK_DIR", "masks")
+    assert paths.get_paths("mask_dir") == tmp_path / "masks"
+    hint = paths.how_to_set("mask_dir")
+    assert "CSP_MASK_DIR=masks is relative" in hint and f"resolved from the current directory ({tmp_path})" in hint

@@ -1,5 +1,6 @@
 """Few-shot subsets (counts of the original, index files old and new) and the class-balanced epoch sampler."""
 import json
+import logging
 import os
 import pickle
 
@@ -152,6 +153,81 @@ def test_index_file_of_other_data_is_refused(run_params, tmp_path):
     with pytest.raises(ValueError, match=r"train_sample_ratio0\.050\.npy does not fit this training set of 165 "
                                          r"samples.*delete it"):
         sampling.train_sample_indices(run_params(), TRAIN_CLASSES)
+
+
+def record_file(tmp_path):
+    return tmp_path / "models/sample_idx/fmow/train_sample_ratio0.050.json"
+
+
+def test_a_written_subset_records_what_it_was_drawn_from(run_params, tmp_path):
+    sampling.train_sample_indices(run_params("--seed", "3"), TRAIN_CLASSES)
+    record = json.loads(record_file(tmp_path).read_text())
+    assert record["num_train"] == len(TRAIN_CLASSES) and record["num_classes"] == 5
+    assert (record["ratio"], record["method"], record["seed"]) == (0.05, "stratified-fix", 3)
+    assert record["classes_fingerprint"] == sampling.classes_fingerprint(TRAIN_CLASSES)
+    assert record["classes_fingerprint"] != sampling.classes_fingerprint(TRAIN_CLASSES[::-1])
+
+
+@pytest.mark.parametrize("other, differs", [
+    (classes_from_counts({0: 10, 1: 30, 2: 50, 3: 70, 4: 25}), ["185 training rows", "165"]),
+    (classes_from_counts({c: 8 for c in range(20)} | {20: 5}), ["training classes", "21 classes", "5 classes"]),
+    (TRAIN_CLASSES[::-1], ["other class ids per row"]),
+])
+def test_a_subset_written_for_other_data_is_refused(run_params, tmp_path, other, differs):
+    """The walkthrough: a subset drawn for one fmow set (62 classes) was reused silently for another (20 classes)."""
+    sampling.train_sample_indices(run_params(), TRAIN_CLASSES)
+    with pytest.raises(ValueError) as err:
+        sampling.train_sample_indices(run_params(), other)
+    message = str(err.value)
+    for part in (str(tmp_path / "models/sample_idx/fmow/train_sample_ratio0.050.npy"), "delete", "--model_dir",
+                 *differs):
+        assert part in message
+
+
+def test_a_subset_is_reused_with_another_seed_but_not_with_an_unreadable_record(run_params, tmp_path):
+    idx, _ = sampling.train_sample_indices(run_params(), TRAIN_CLASSES)
+    again, _ = sampling.train_sample_indices(run_params("--seed", "9"), TRAIN_CLASSES)
+    np.testing.assert_array_equal(again, idx)
+    record_file(tmp_path).write_text("{not json")
+    with pytest.raises(ValueError, match=r"train_sample_ratio0\.050\.json is not a record .*delete"):
+        sampling.train_sample_indices(run_params(), TRAIN_CLASSES)
+
+
+def test_random_methods_redraw_and_rewrite_the_record(run_params, tmp_path):
+    flags = ("--train_sample_method", "stratified-random")
+    sampling.train_sample_indices(run_params(*flags), TRAIN_CLASSES)
+    other = classes_from_counts({0: 40, 1: 40})
+    idx, path = sampling.train_sample_indices(run_params(*flags), other)
+    record = json.loads((tmp_path / "models/sample_idx/fmow/train_sample_ratio0.050-stratified-random.json").read_text())
+    assert record["num_train"] == 80 and len(idx) == 4 and idx.max() < 80
+
+
+def test_a_subset_without_a_record_is_checked_against_the_stratified_counts(run_params, tmp_path, caplog):
+    """Files of the bundle (and of earlier versions) have no record: the counts per class are checked instead."""
+    folder = tmp_path / "data/fmow/sample_idx"
+    folder.mkdir()
+    np.arange(10).dump(folder / "train_sample_ratio0.050.npy")
+    with caplog.at_level(logging.WARNING, logger="sampling"):
+        idx, _ = sampling.train_sample_indices(run_params(), TRAIN_CLASSES)
+    np.testing.assert_array_equal(idx, np.arange(10))
+    assert "train_sample_ratio0.050.npy" in caplog.text and "per class" in caplog.text
+    assert "stratified" in caplog.text and "other data" in caplog.text
+    caplog.clear()
+    fitting = sampling.stratified_sample_indices(TRAIN_CLASSES, 0.05, np.random.default_rng(2))
+    fitting.dump(folder / "train_sample_ratio0.050.npy")
+    with caplog.at_level(logging.WARNING, logger="sampling"):
+        idx, _ = sampling.train_sample_indices(run_params(), TRAIN_CLASSES)
+    np.testing.assert_array_equal(idx, fitting)
+    assert caplog.text == ""
+
+
+def test_a_random_subset_without_a_record_is_checked_against_the_random_size(run_params, tmp_path, caplog):
+    folder = tmp_path / "data/fmow/sample_idx"
+    folder.mkdir()
+    np.arange(20).dump(folder / "train_sample_ratio0.050-random-fix.npy")
+    with caplog.at_level(logging.WARNING, logger="sampling"):
+        sampling.train_sample_indices(run_params("--train_sample_method", "random-fix"), TRAIN_CLASSES)
+    assert "holds 20 indices, the random rule takes 8 of these 165 training rows" in caplog.text
 
 
 def test_unknown_method_is_refused(run_params):

@@ -79,6 +79,10 @@ def test_killed_run_resumes_exactly_where_it_stopped(tmp_path):
     log = log_text(third)
     assert log.count("Unsupervised Training Epoch\t1") == 1 and "Unsupervised Training Epoch\t0" in log
     assert log.count("\nEpoch\t3\n") == 1 and log.count("\nEpoch\t0\n") == 1
+    files = second["files"]
+    assert f"Resuming pre-training at epoch 1 of 2 from {files['unsuper_model_file_name']}" in log
+    assert f"Resuming fine-tuning at epoch 3 of 5 from {files['model_file_name']}" in log
+    assert log.count("Resuming") == 2  # not for the runs that started a phase at epoch 0
 
 
 def test_finished_run_started_again_is_not_retrained(tmp_path):
@@ -239,3 +243,30 @@ def test_nce_pretraining_epoch_ending_in_a_batch_of_one_sample(tmp_path):
     with Trainer(arguments.default_params(FLAGS + flags), console=False) as trainer:
         mean = trainer.run_epoch(PRETRAINING, 0, indices=torch.arange(9))
     assert np.isfinite(mean)
+
+
+def test_a_few_shot_subset_drawn_for_other_data_is_refused(tmp_path, monkeypatch):
+    """The walkthrough: the fMoW script on a 62-class set, then on a 20-class set with the same --model_dir, reused
+    the first set's subset silently; now the second run stops before training, naming the file and the fix."""
+    other = tmp_path / "other"
+    write_synthetic_dataset("fmow", other, num_train=1000, num_val=200, num_classes=12, feat_dim=32)
+    run(tmp_path / "m", "--num_epochs_unsuper", "0", "--num_epochs", "0")
+    monkeypatch.setenv("CSP_DATA_DIR", str(other))
+    with pytest.raises(ValueError) as err:
+        run(tmp_path / "m", "--num_epochs_unsuper", "0", "--num_epochs", "0")
+    message = str(err.value)
+    for part in ("sample_idx/fmow/train_sample_ratio0.050.npy", "20 classes", "12 classes", "--model_dir"):
+        assert part in message
+
+
+def test_the_inat_test_split_is_reported_as_public_and_private(tmp_path, monkeypatch):
+    """--eval_split test: the results file and the log name the Kaggle splits Public and Private."""
+    root = tmp_path / "data"
+    write_synthetic_dataset("inat_2018", root, num_train=150, num_val=40, num_test=60, num_classes=12, feat_dim=8)
+    monkeypatch.setenv("CSP_DATA_DIR", str(root))
+    results = train_unsuper.main(["--dataset", "inat_2018", "--device", "cpu", "--spa_enc_type", "train_freq",
+                                  "--eval_split", "test", "--model_dir", str(tmp_path / "m")], console=False)
+    for evaluation in results["evaluations"]:
+        assert [(split["id"], split["name"]) for split in evaluation["splits"]] == [(0, "Public"), (1, "Private")]
+        assert sum(split["count"] for split in evaluation["splits"]) == 60
+    assert np.load(results["files"]["ranks"])["split_ids"].dtype == bool
