@@ -6,11 +6,12 @@ File names follow the original's `make_model_file_param_args` (see `model_file_n
 """
 import os
 import pickle
-import secrets
 from decimal import Decimal
 
 import numpy as np
 import torch
+
+from paths import atomic_write
 
 try:
     from numpy._core.multiarray import scalar as _numpy_scalar
@@ -161,19 +162,7 @@ def save_checkpoint(path, model, optimizer, epoch, params):
     """
     state = {"epoch": int(epoch), "state_dict": model.state_dict(),
              "optimizer": None if optimizer is None else optimizer.state_dict(), "params": plain_value(params)}
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "xb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    atomic_write(path, lambda handle: torch.save(state, handle))
 
 
 def load_checkpoint(path, device="cpu"):

@@ -12,6 +12,7 @@ the scripts; the run scripts `cd` into `main/` first, so there it means relative
 absolute paths, and `how_to_set` says how a relative value was resolved.
 """
 import os
+import secrets
 from pathlib import Path
 
 DATASETS = ("inat_2018", "inat_2017", "fmow", "birdsnap", "nabirds", "yfcc")
@@ -55,3 +56,21 @@ def how_to_set(key):
         hint = (f"set CSP_DATA_DIR to the folder holding the '{key[: -len('_data_dir')]}/' data folder "
                 f"(paths.py key '{key}'")
     return f"{hint}, now {get_paths(key)}{_relative_note(key)})"
+
+
+def atomic_write(path, write):
+    """Call `write(handle)` on a new temporary file beside `path` (binary mode; the folder is created), flush it to
+    disk, then rename it over `path`: a crash never leaves a truncated file. The temporary file is removed if
+    anything fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temporary, "xb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

@@ -23,7 +23,6 @@ import codecs
 import hashlib
 import json
 import logging
-import os
 import pickle
 from pathlib import Path
 
@@ -131,14 +130,10 @@ def write_index_file(path, indices, record=None):
     """Write `indices` as an int64 `.npy` (atomically; folders are created), and `record` (a dict saying what the
     subset was drawn from) to `record_file(path)` before it, so that a killed run cannot leave a new subset without
     its record."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if record is not None:
-        _write_json(record_file(path), record)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, np.asarray(indices, dtype=np.int64), allow_pickle=False)
-    os.replace(tmp, path)
+        text = (json.dumps(record, indent=1) + "\n").encode()
+        paths.atomic_write(record_file(path), lambda handle: handle.write(text))
+    paths.atomic_write(path, lambda handle: np.save(handle, np.asarray(indices, dtype=np.int64), allow_pickle=False))
 
 
 def record_file(index_file):
@@ -155,12 +150,6 @@ def _record(train_classes, ratio, method):
     """What a subset is drawn from (the record's keys that must match for it to be reused)."""
     return {"num_train": len(train_classes), "num_classes": len(np.unique(train_classes)),
             "classes_fingerprint": classes_fingerprint(train_classes), "ratio": float(ratio), "method": method}
-
-
-def _write_json(path, data):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
 
 
 def _read_record(path, index_path):

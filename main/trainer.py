@@ -44,6 +44,7 @@ import models
 import sampling
 from arguments import resolve_device
 from encoders import SPATIAL_ENCODERS
+from paths import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -109,14 +110,6 @@ class _ConsoleHandler(logging.Handler):
             tqdm.write(self.format(record), file=sys.stderr)
         except Exception:  # logging's rule: a handler never raises
             self.handleError(record)
-
-
-def _atomic_write(path, write):
-    """Call write(file) on a temporary file next to `path`, then rename it over `path`."""
-    temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "wb") as handle:
-        write(handle)
-    os.replace(temporary, path)
 
 
 class Trainer:
@@ -636,7 +629,7 @@ class Trainer:
         mrr}]}] in the order they ran}. Top-k values are percentages rounded to 2 decimals, as logged.
         """
         text = json.dumps(self.results, indent=1).encode()
-        _atomic_write(self.results_file, lambda handle: handle.write(text))
+        atomic_write(self.results_file, lambda handle: handle.write(text))
 
     def write_ranks(self):
         """Write the per-sample ranks of the final evaluation to `….ranks.npz` (atomically).
@@ -657,4 +650,4 @@ class Trainer:
         if locenc is not None:
             arrays.update(locenc_locs=self.val_locs[:, :2].cpu().numpy(), locenc_labels=self.val_classes.cpu().numpy(),
                           locenc_split_ids=np.asarray(self.val_split_ids), ranks_location_only=locenc.cpu().numpy())
-        _atomic_write(self.ranks_file, lambda handle: np.savez(handle, **arrays))
+        atomic_write(self.ranks_file, lambda handle: np.savez(handle, **arrays))
