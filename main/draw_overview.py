@@ -132,8 +132,8 @@ def draw_inference(ax):
                 size=9.5)
     image = box(ax, 13.3, 2.55, 2.2, 1.15, "image classifier\nP(y | I) = g(F(I))\n(fixed predictions)", IMAGE,
                 size=9.5)
-    product = box(ax, 11.3, 0.75, 3.5, 1.2, "P(y | I, x) ∝ P(y | x) · P(y | I)\n→ top-1 class", RESULT, size=10.5,
-                  weight="bold")
+    box(ax, 11.3, 0.75, 3.5, 1.2, "P(y | I, x) ∝ P(y | x) · P(y | I)\n→ top-1 class", RESULT, size=10.5,
+        weight="bold")
     arrow(ax, bottom(prior), (12.3, 1.98))
     arrow(ax, bottom(image), (13.7, 1.98))
 
