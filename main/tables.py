@@ -34,7 +34,6 @@ both: negatives uniform on the sphere). Both use d = 256.
 Outputs: `{out_dir}/table{N}_{dataset}_{preset}.md` and `.csv` (default out_dir = the model folder).
 """
 import argparse
-import json
 import logging
 import os
 import shlex
@@ -49,7 +48,7 @@ import datasets
 import paths
 import train_unsuper
 from arguments import default_params, run_command
-from trainer import output_file_names
+from trainer import output_file_names, read_results
 
 logger = logging.getLogger(__name__)
 
@@ -159,19 +158,6 @@ def other_paper_rows(table, dataset):
 
 # ----------------------------------------------------------------------------------------------------------------
 # results files
-
-def read_results(path):
-    """The trainer's results document at `path` (format csp-results/1), or None if there is no readable file."""
-    try:
-        with open(path) as handle:
-            results = json.load(handle)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as err:
-        logger.warning("%s is not a readable results file (%s); treated as missing", path, err)
-        return None
-    return results if isinstance(results, dict) and "evaluations" in results else None
-
 
 def final_top1(results, method):
     """Top-1 (%) of the final evaluation (`epoch` null) of `method` ("location_prior", "no_prior"), over all its

@@ -112,6 +112,22 @@ class _ConsoleHandler(logging.Handler):
             self.handleError(record)
 
 
+def read_results(path):
+    """The results document a run wrote at `path` (format csp-results/1; see `Trainer.write_results`), or None if
+    there is none, or (with a warning) if it is not a readable one."""
+    try:
+        with open(path) as handle:
+            results = json.load(handle)
+        if not all({"method", "epoch"} <= entry.keys() for entry in results["evaluations"]):
+            raise ValueError("an evaluation without its method or epoch")
+        return results
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        logger.warning("%s is not a readable results file (%s); treated as missing", path, err)
+        return None
+
+
 class Trainer:
     """One CSP run. `params`: the dict of `arguments.default_params(argv)`; the derived keys are added to it.
 
@@ -316,16 +332,10 @@ class Trainer:
     def _earlier_evaluations(self):
         """The results file's evaluations of the fine-tuning epochs before the loaded checkpoint (kept when a run
         resumes, so that its results file ends up as an uninterrupted run's)."""
-        if not os.path.isfile(self.results_file):
-            return []
-        try:
-            with open(self.results_file) as handle:
-                entries = json.load(handle)["evaluations"]
-            return [entry for entry in entries
-                    if entry["epoch"] is not None and entry["epoch"] < self.epochs_done[FINETUNING]]
-        except (ValueError, KeyError, TypeError) as err:
-            logger.warning("%s is not a results file (%s); it will be rewritten", self.results_file, err)
-            return []
+        results = read_results(self.results_file)
+        done = self.epochs_done[FINETUNING]
+        return [] if results is None else [entry for entry in results["evaluations"]
+                                           if entry["epoch"] is not None and entry["epoch"] < done]
 
     def _cnn_feat_dim(self, checkpoint):
         """Width of the image features: from the loaded features, a checkpoint to load, or the feature file."""
