@@ -26,7 +26,6 @@ Run from `main/`:  python demo_data.py [--out_dir ../demo/data/fmow/] [--n_point
 """
 import argparse
 import hashlib
-import importlib.util
 import json
 import logging
 import time
@@ -42,6 +41,7 @@ from tqdm import tqdm
 import efficientnet_lite
 import sampling
 from arguments import run_command
+from paths import package_file
 
 logger = logging.getLogger(__name__)
 
@@ -61,18 +61,6 @@ IGBP_CLASSES = {
 LAND_COVER_DEGREES = 0.05
 MIN_LATITUDE = -60.0  # Antarctica (ice only) is left out, as in fMoW
 COS_LAT_FLOOR = 0.2  # tiles get at most 5× wider in longitude towards the poles
-
-
-def package_file(package, *parts):
-    """Path of a data file shipped inside an installed PyPI package (FileNotFoundError naming the package)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"the package providing {package} is not installed; install the project's "
-                                f"requirements (README, 'Set up') to build the demo dataset")
-    path = Path(list(spec.submodule_search_locations)[0], *parts)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: reinstall the package that provides {package}")
-    return path
 
 
 def load_land_cover():

