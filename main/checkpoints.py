@@ -11,6 +11,7 @@ from decimal import Decimal
 import numpy as np
 import torch
 
+from baselines import BASELINE_NAMES
 from paths import atomic_write
 
 try:
@@ -28,6 +29,8 @@ SIMCSE_TAG_LOSSES = ("imgcontlosssimcse", "contsoftmax", "contsoftmaxsym")
 TEMPERATURE_TAG_LOSSES = ("contsoftmax", "contsoftmaxsym")
 # The released fMoW checkpoints were named before the image-model tag was added to non-iNat-2018 names.
 RELEASED_FMOW_TAG = "_inception_v3_"
+# a baseline fitted on all training labels at a few-shot ratio (--baseline_full_train T): its own files
+FULL_TRAIN_TAG = "_fulltrain"
 # numpy scalars in params (the original stored rbf anchor ids as numpy int64): safe to unpickle
 NUMPY_SCALAR_GLOBALS = [_numpy_scalar, (_numpy_scalar, "numpy.core.multiarray.scalar"), np.dtype,
                         *(type(np.dtype(name)) for name in ("bool", "int32", "int64", "float32", "float64"))]
@@ -92,7 +95,8 @@ def model_file_names(params):
     `{model_dir}/model_{dataset}[_{meta_type}]_{spa_enc_type}_{args}.pth.tar`; the pre-training name is None
     when `--unsuper_loss none`. For fmow (and every dataset but inat_2018 with inception_v3) the names carry the
     `inception_v3_` tag, as the original code writes them; `find_checkpoint` also finds the released fMoW files,
-    which lack it.
+    which lack it. A baseline fitted on all labels at a few-shot ratio (`--baseline_full_train T`) ends in
+    `_fulltrain`.
     """
     loss, act, ratio = params["unsuper_loss"], params["spa_f_act"], params["train_sample_ratio"]
     if loss != "none" and loss not in PRETRAINING_LOSSES:
@@ -103,6 +107,8 @@ def model_file_names(params):
             tag = "" if act == "relu" else f"_{act}"
         elif 0.0 < ratio < 1.0:
             tag = f"_{act}_none_{_ratio_tag(params)}"
+            if params.get("baseline_full_train") and params["spa_enc_type"] in BASELINE_NAMES:
+                tag += FULL_TRAIN_TAG
         else:
             raise ValueError(f"--train_sample_ratio must be in (0, 1], got {ratio}")
         return None, _path(params, encoder_args + tag)

@@ -231,16 +231,3 @@ def test_missing_prediction_files_stop_the_table_before_any_run(tmp_path, monkey
     assert message.count("ratio0.100.npz") == 1
     assert "-- --cnn_pred_type full" in message and "--ratios" in message
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
-
-
-def test_only_machine_log_resume_and_compatibility_flags_leave_a_run_the_same():
-    assert set(tables.NOT_RUN_FLAGS) < set(default_params())
-    assert set(tables.FINETUNING_FLAGS) < set(default_params()) - set(tables.NOT_RUN_FLAGS)
-    ours = default_params(["--device", "cpu", "--eval_frequency", "7", "--seed", "1"])
-    assert tables.flag_differences(ours, {**default_params(), "num_classes": 5}) == [("seed", 1, 0)]
-    assert tables.flag_differences(ours, {**default_params(), "seed": 1}, tables.FINETUNING_FLAGS) == []
-    unsuper = {**default_params(), "num_epochs_unsuper": 2, "simcse_weight": 1.0}    # no pre-training: no matter
-    assert tables.flag_differences(default_params(), unsuper) == []
-    csp = default_params(["--unsuper_loss", "contsoftmax"])
-    assert tables.flag_differences(csp, {**csp, "num_epochs_unsuper": 2}) == [("num_epochs_unsuper", 30, 2)]
-    assert set(tables.PRETRAINING_FLAGS) < set(default_params()) - set(tables.NOT_RUN_FLAGS)
