@@ -435,6 +435,11 @@ class Trainer:
         if ckpt["optimizer"] is not None:
             self._load_optimizer(ckpt["optimizer"], path)
         ours = ckpt["params"].get(CHECKPOINT_PHASE_KEY) == phase
+        flag = "num_epochs_unsuper" if phase == PRETRAINING else "num_epochs"
+        if ours and ckpt["epoch"] > self.params[flag]:
+            raise ValueError(f"{path} holds {ckpt['epoch']} completed {phase} epochs, more than --{flag} "
+                             f"{self.params[flag]}; its results would be those of {ckpt['epoch']} epochs: run with "
+                             f"--{flag} {ckpt['epoch']} (or more), or give this run another --model_dir")
         if phase == PRETRAINING:
             done = ckpt["epoch"] if ours else self.params["num_epochs_unsuper"]
         else:

@@ -231,3 +231,18 @@ def test_missing_prediction_files_stop_the_table_before_any_run(tmp_path, monkey
     assert message.count("ratio0.100.npz") == 1
     assert "-- --cnn_pred_type full" in message and "--ratios" in message
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_the_default_model_folder_is_in_the_repository_wherever_the_command_starts(tmp_path, monkeypatch):
+    """`python main/tables.py comparison --collect_only` from the repository root wrote ../model_dir/ outside it."""
+    import paths
+    seen = {}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tables, "collect", lambda kind, dataset, preset, rows, ratios, model_dir, *rest:
+                        seen.setdefault("model_dir", model_dir) and {})
+    monkeypatch.setattr(tables, "write_table", lambda *args: seen.setdefault("out_dir", args[5]) and ("", "", ""))
+    for preset in ("released", "paper"):
+        seen.clear()
+        tables.main(["comparison", "--dataset", "fmow", "--collect_only", "--preset", preset])
+        expected = paths.MAIN_DIR.parent / "model_dir" / "tables" / "fmow" / preset
+        assert seen == {"model_dir": expected, "out_dir": expected}
