@@ -183,7 +183,9 @@ def load_checkpoint(path, device="cpu"):
     try:
         with torch.serialization.safe_globals(NUMPY_SCALAR_GLOBALS):
             ckpt = torch.load(path, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+    except PermissionError:
+        raise
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
         raise ValueError(f"{path} is not a readable CSP checkpoint (truncated, or holds objects other than "
                          f"tensors and plain values): {err}") from None
     missing = [key for key in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or key not in ckpt]
