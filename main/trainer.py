@@ -42,10 +42,11 @@ import datasets
 import evaluation
 import losses
 import models
+import position_encodings
 import run_flags
 import sampling
 from arguments import default_params, resolve_device
-from encoders import SPATIAL_ENCODERS
+from encoders import ACTIVATIONS, SPATIAL_ENCODERS
 from paths import atomic_write, remove_stale_temporaries
 from run_lock import RunLock
 
@@ -83,6 +84,10 @@ def check_params(params):
     _choices("cnn_pred_type", params["cnn_pred_type"], datasets.PRED_TYPES)
     _choices("inat2018_resolution", params["inat2018_resolution"], datasets.RESOLUTIONS)
     _choices("train_sample_method", params["train_sample_method"], sampling.METHODS)
+    _choices("freq_init", params["freq_init"], position_encodings.FREQ_INITS)
+    _choices("spa_f_act", params["spa_f_act"], tuple(ACTIVATIONS))
+    _choices("loc_encode", params["loc_encode"], tuple(models.LOC_ENCODE_DIMS))
+    _choices("date_encode", params["date_encode"], tuple(models.DATE_ENCODE_DIMS))
     if not 0 < params["train_sample_ratio"] <= 1:
         raise ValueError(f"--train_sample_ratio must be in (0, 1] (1 = all training data), "
                          f"got {params['train_sample_ratio']}")

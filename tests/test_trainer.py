@@ -386,3 +386,11 @@ def test_temporary_files_of_a_killed_write_are_removed_by_the_next_run(tmp_path)
     results = run(tmp_path, "--num_epochs_unsuper", "1", "--num_epochs", "1")
     assert not any(path.exists() for path in left)
     assert f"Removed {left[0]}, a temporary file left by a run that was killed" in log_text(results)
+
+
+@pytest.mark.parametrize("flag, value", [("--freq_init", "nerff"), ("--spa_f_act", "swish"),
+                                         ("--loc_encode", "encode_4D"), ("--date_encode", "encode_sin")])
+def test_unknown_encoder_choices_are_named_before_any_folder_is_made(tmp_path, flag, value):
+    with pytest.raises(ValueError, match=rf"^{flag} '{value}' is unknown; valid values: "):
+        Trainer(arguments.default_params(FLAGS + ["--model_dir", str(tmp_path / "m"), flag, value]))
+    assert not (tmp_path / "m").exists()
