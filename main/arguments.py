@@ -181,8 +181,8 @@ def describe_error(err):
     if not isinstance(err, OSError) or err.errno is None:
         return str(err)
     where = f" {err.filename}" if err.filename is not None else ""
-    fixes = {errno.EACCES: "check the permissions of that path, or choose another folder (--model_dir)",
-             errno.EPERM: "check the permissions of that path, or choose another folder (--model_dir)",
+    permissions = "check the permissions of that path (an output folder: or choose another --model_dir)"
+    fixes = {errno.EACCES: permissions, errno.EPERM: permissions,
              errno.EROFS: "the file system is read-only; choose another folder (--model_dir)",
              errno.ENOSPC: "the disk is full; free space or choose a folder on another disk (--model_dir)",
              errno.ENOENT: "check the path"}
