@@ -588,8 +588,8 @@ class Trainer:
         needs two. Returns that mean (a float).
 
         A non-finite loss stops the run (ValueError naming the phase, epoch, first such batch and the likely
-        cause) at the next log point at the latest, so before any checkpoint or result of the epoch is written;
-        the first non-finite batch is tracked on the device, without a synchronisation per batch."""
+        cause) at the next log point at the latest, so before any checkpoint or result of the epoch is written. The
+        batch losses stay on the device until a log point (no synchronisation per batch)."""
         self._seed_epoch(phase, epoch)
         if indices is None:
             indices = self.epoch_indices(phase)
@@ -608,9 +608,9 @@ class Trainer:
                 and len(indices) > 1 and len(indices) % batch_size == 1):
             indices = indices[:-1]  # the NCE in-batch term needs two samples (the original divided by zero)
         num_batches = -(-len(indices) // batch_size)
-        total = torch.zeros((), device=self.device)
-        batch_ids = torch.arange(num_batches, device=self.device)
-        first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        batch_losses = torch.empty(num_batches, device=self.device)
+        batch_sizes = torch.full((num_batches,), float(batch_size), device=self.device)
+        batch_sizes[-1] = len(indices) - batch_size * (num_batches - 1)
         seen, mean = 0, float("nan")
         self.model.train()
         for batch in tqdm(range(num_batches), desc=f"{phase} epoch {epoch}", leave=False,
@@ -620,11 +620,13 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            loss = loss.detach()
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), batch_ids[batch], first_bad)
-            total += loss * len(rows)
+            batch_losses[batch] = loss.detach()
             seen += len(rows)
             if (batch % params["log_frequency"] == 0 and batch != 0) or batch == num_batches - 1:
+                done = batch_losses[:batch + 1]
+                non_finite = (~torch.isfinite(done)).float()
+                first_bad = torch.where(non_finite.any(), non_finite.argmax(), -1)
+                total = (done * batch_sizes[:batch + 1]).sum()
                 mean, bad = torch.stack([total / seen, first_bad.to(total.dtype)]).tolist()
                 if bad >= 0:
                     bad = int(bad)
