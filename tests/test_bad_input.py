@@ -3,8 +3,8 @@ and through the Python API. The rule: exit status 2 with the error as one line (
 run's own log lines if it had started) and no traceback; from Python a ValueError or OSError with a one-line message;
 and in both cases no results file, checkpoint or data file changed.
 
-52 bad inputs: 25 flag values, 15 data files, 7 checkpoints or reloads, 2 folders (each through both), and 3 of
-them again as real subprocesses. The command line runs in this process (`arguments.run_command(train_unsuper.main)` with `sys.argv` set, exactly what
+53 bad inputs: 25 flag values, 15 data files, 7 checkpoints or reloads, 2 folders and a full disk (each through
+both), and 3 of them again as real subprocesses. The command line runs in this process (`arguments.run_command(train_unsuper.main)` with `sys.argv` set, exactly what
 `python train_unsuper.py …` runs after the interpreter starts), so that the probe stays fast; a few cases also run
 as real subprocesses from the repository root.
 """
@@ -245,6 +245,21 @@ def test_a_folder_in_use_and_a_folder_that_cannot_be_made(base, tmp_path, capsys
     blocker.write_text("not a folder")
     _check_case(RUN + ["--model_dir", str(blocker / "models")], ["cannot access", str(blocker)], [base[0]], capsys,
                 monkeypatch)
+
+
+def test_a_full_disk(base, tmp_path, capsys, monkeypatch):
+    """The first checkpoint write fails with ENOSPC (no path in the error): one line naming the file."""
+    import paths
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(paths.os, "fsync", full)
+    monkeypatch.setenv("CSP_DATA_DIR", str(base[0]))
+    models = tmp_path / "models"
+    shutil.copytree(base[1], models)
+    _check_case(RUN + ["--model_dir", str(models)], ["cannot access", str(models), ".pth.tar", "the disk is full"],
+                [base[0], models], capsys, monkeypatch)
 
 
 @pytest.mark.parametrize("argv, env, words", [
