@@ -3,8 +3,8 @@ and through the Python API. The rule: exit status 2 with the error as one line (
 run's own log lines if it had started) and no traceback; from Python a ValueError or OSError with a one-line message;
 and in both cases no results file, checkpoint or data file changed.
 
-53 bad inputs: 25 flag values, 15 data files, 7 checkpoints or reloads, 2 folders and a full disk (each through
-both), and 3 of them again as real subprocesses. The command line runs in this process (`arguments.run_command(train_unsuper.main)` with `sys.argv` set, exactly what
+51 bad inputs: 25 flag values, 15 data files, 7 checkpoints or reloads, 2 folders and a full disk, each through
+both, and a missing data folder as a real subprocess. The command line runs in this process (`arguments.run_command(train_unsuper.main)` with `sys.argv` set, exactly what
 `python train_unsuper.py …` runs after the interpreter starts), so that the probe stays fast; a few cases also run
 as real subprocesses from the repository root.
 """
@@ -262,16 +262,12 @@ def test_a_full_disk(base, tmp_path, capsys, monkeypatch):
                 [base[0], models], capsys, monkeypatch)
 
 
-@pytest.mark.parametrize("argv, env, words", [
-    (["--lr", "nan"], {}, ["--lr"]),
-    (["--device", "mps"], {}, ["--device mps"]),
-    ([], {"CSP_DATA_DIR": "no_such_folder"}, ["fmow: data folder", "no_such_folder"]),
-])
-def test_the_real_command_line_from_the_repository_root(tmp_path, argv, env, words):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
+def test_the_real_command_line_from_the_repository_root(tmp_path):
+    """One case as a real process (the others run the same entry point in this process, to stay fast)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CSP_DATA_DIR": "no_such_folder"}
     env.pop("CSP_TRACEBACK", None)
-    done = subprocess.run([sys.executable, "main/train_unsuper.py", *RUN, "--model_dir", str(tmp_path / "m"), *argv],
+    done = subprocess.run([sys.executable, "main/train_unsuper.py", *RUN, "--model_dir", str(tmp_path / "m")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     last = done.stderr.rstrip("\n").split("\n")[-1]
-    assert last.startswith("train_unsuper.py: error: ") and all(word in last for word in words), done.stderr
+    assert last.startswith("train_unsuper.py: error: fmow: data folder ") and "no_such_folder" in last, done.stderr
