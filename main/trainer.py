@@ -163,7 +163,8 @@ def read_results(path):
 class Trainer:
     """One CSP run. `params`: the dict of `arguments.default_params(argv)`; the derived keys are added to it.
 
-    Use as a context manager (or call `close()`) so that the log handlers are removed again.
+    Use as a context manager (or call `close()`) so that the log handlers are removed again and `--model_dir` is
+    released for the next run (`run_lock.RunLock`, taken here; a second run in the folder meanwhile stops).
     `console`: the log lines also go to stderr (they always go to the log file); `progress`: tqdm progress bars on
     stderr when it is a terminal (default: as `console`).
     """
@@ -391,11 +392,13 @@ class Trainer:
         `checkpoint_phase`) is compared in the flags it records, with a warning only: the original's files record
         the flags of the run that wrote them, not always those of the data it was trained on (a released file is
         evaluated with its own run script's flags)."""
-        ignore = run_flags.RESUME_FLAGS + (run_flags.FINETUNING_FLAGS if flag == "load_unsuper_model" else ())
-        ours = {name: self.params[name] for name in default_params()}
+        ignore = (run_flags.RESUME_FLAGS + ("baseline_full_train",)  # a model's checkpoint: no baseline
+                  + (run_flags.FINETUNING_FLAGS if flag == "load_unsuper_model" else ()))
+        defaults = default_params()
+        ours = {name: self.params[name] for name in defaults}
         original = CHECKPOINT_PHASE_KEY not in recorded
-        if original:
-            ignore += tuple(name for name in ours if name not in recorded)
+        # a flag the file does not record is newer than the file: it matches when this run leaves it at its default
+        ignore += tuple(name for name in ours if name not in recorded and (original or ours[name] == defaults[name]))
         differences = run_flags.flag_differences(ours, recorded, ignore)
         if differences and original:
             logger.warning("%s (a checkpoint of the original code) records other flags: %s", path,

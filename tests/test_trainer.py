@@ -394,3 +394,20 @@ def test_unknown_encoder_choices_are_named_before_any_folder_is_made(tmp_path, f
     with pytest.raises(ValueError, match=rf"^{flag} '{value}' is unknown; valid values: "):
         Trainer(arguments.default_params(FLAGS + ["--model_dir", str(tmp_path / "m"), flag, value]))
     assert not (tmp_path / "m").exists()
+
+
+def test_a_flag_newer_than_the_checkpoint_matches_only_at_its_default(tmp_path):
+    """A checkpoint of an earlier version lacks flags added since: left at their defaults they change nothing."""
+    flags = ["--num_epochs_unsuper", "1", "--num_epochs", "1"]
+    done = run(tmp_path, *flags)
+    path = done["files"]["model_file_name"]
+    ckpt = torch.load(path, weights_only=True)
+    for key in ("lr_decay", "neg_rand_type"):  # lr_decay at its default here, neg_rand_type not (sphericalold)
+        del ckpt["params"][key]
+    torch.save(ckpt, path)
+    with pytest.raises(ValueError, match=r"other flags \(--neg_rand_type sphericalold here, \(not recorded\) in the "
+                                         r"file\)"):
+        run(tmp_path, *flags, "--load_super_model", "T")
+    ckpt["params"]["neg_rand_type"] = "sphericalold"
+    torch.save(ckpt, path)
+    assert run(tmp_path, *flags, "--load_super_model", "T")["phases"][FINETUNING]["epochs_run"] == 0
