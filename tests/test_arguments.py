@@ -1,6 +1,7 @@
 import pytest
 
-from arguments import BOOL_FLAGS, default_params, make_args_parser, resolve_device
+from arguments import BOOL_FLAGS, default_params, describe_error, make_args_parser, resolve_device
+from paths import MAIN_DIR
 
 
 def test_every_original_flag_is_parsed_with_its_default():
@@ -39,7 +40,6 @@ def test_devices_other_than_cpu_and_cuda_are_one_clear_error(name):
 
 
 def test_the_default_model_dir_is_beside_main_wherever_the_command_starts(tmp_path, monkeypatch):
-    from paths import MAIN_DIR
     monkeypatch.chdir(tmp_path)
     assert default_params([])["model_dir"] == str(MAIN_DIR.parent / "models") + "/"
     assert default_params(["--model_dir", "../models/"])["model_dir"] == "../models/"  # given: as given
@@ -54,6 +54,5 @@ def test_the_default_model_dir_is_beside_main_wherever_the_command_starts(tmp_pa
     (FileNotFoundError("fmow: the data folder is missing"), ["fmow: the data folder is missing"]),
 ])
 def test_os_errors_are_one_line_naming_the_path_and_the_fix(error, words):
-    from arguments import describe_error
     message = describe_error(error)
     assert "\n" not in message and all(word in message for word in words)

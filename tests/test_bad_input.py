@@ -20,6 +20,7 @@ import pytest
 import torch
 
 import arguments
+import paths
 import train_unsuper
 from run_lock import RunLock
 from synthetic_data import write_synthetic_dataset
@@ -249,7 +250,6 @@ def test_a_folder_in_use_and_a_folder_that_cannot_be_made(base, tmp_path, capsys
 
 def test_a_full_disk(base, tmp_path, capsys, monkeypatch):
     """The first checkpoint write fails with ENOSPC (no path in the error): one line naming the file."""
-    import paths
 
     def full(fd):
         raise OSError(28, "No space left on device")

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import checkpoints
+import models
 from arguments import default_params
 from checkpoints import (epoch_file_name, find_checkpoint, load_checkpoint, load_state, log_file_name,
                          model_file_names, save_checkpoint)
@@ -179,7 +180,6 @@ def test_keys_of_a_wrapped_model_name_the_prefix():
 
 
 def test_a_model_checkpoint_whose_params_lack_a_key_is_named(tmp_path):
-    import models
     params = {**default_params(["--spa_enc_type", "naive", "--num_filts", "4", "--hidden_dim", "4"]),
               "num_classes": 3, "num_users": 1}
     model = models.build_model(params, 3, 1)

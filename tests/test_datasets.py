@@ -1,6 +1,7 @@
 """datasets.load_dataset: the bundle's files read as the original read them, and clear errors for bad input."""
 import json
 import logging
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -412,7 +413,6 @@ def test_unknown_splits_and_datasets(synth_root, monkeypatch):
 
 def copy_layout(synth_root, tmp_path, monkeypatch, dataset):
     """A private copy of one synthetic layout (the module's is shared), with CSP_DATA_DIR pointing at it."""
-    import shutil
     shutil.copytree(synth_root / dataset, tmp_path / dataset)
     monkeypatch.setenv("CSP_DATA_DIR", str(tmp_path))
     return tmp_path / dataset

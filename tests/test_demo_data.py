@@ -1,4 +1,5 @@
 """The demo-dataset builder: a tiny build has the fMoW layout, aligned rows, real labels, and is reproducible."""
+import importlib.util
 import json
 
 import numpy as np
@@ -161,7 +162,6 @@ def test_tiles_are_centred_north_up_and_wrap_around_the_antimeridian():
 ])
 def test_a_missing_package_error_says_how_that_package_is_installed(monkeypatch, package, command):
     """The land-cover package is installed on its own (--no-deps): 'install the requirements' would not bring it."""
-    import importlib.util
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == package else real(name, *a))
     loader = demo_data.load_land_cover if package.startswith("MCD12C1") else demo_data.load_blue_marble

@@ -1,4 +1,8 @@
 """paths.get_paths: the original's defaults, environment overrides, and a clear error for unknown keys."""
+import os
+import subprocess
+import sys
+
 import pytest
 
 import paths
@@ -82,9 +86,6 @@ def test_a_failed_write_names_the_path_and_leaves_no_temporary(tmp_path):
 
 
 def test_temporaries_of_killed_processes_are_removed_but_not_those_of_live_ones(tmp_path):
-    import os
-    import subprocess
-    import sys
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
     (tmp_path / "sub").mkdir()

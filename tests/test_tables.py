@@ -5,6 +5,7 @@ import shutil
 import pandas as pd
 import pytest
 
+import paths
 import tables
 import train_unsuper
 from arguments import default_params
@@ -235,7 +236,6 @@ def test_missing_prediction_files_stop_the_table_before_any_run(tmp_path, monkey
 
 def test_the_default_model_folder_is_in_the_repository_wherever_the_command_starts(tmp_path, monkeypatch):
     """`python main/tables.py comparison --collect_only` from the repository root wrote ../model_dir/ outside it."""
-    import paths
     seen = {}
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(tables, "collect", lambda kind, dataset, preset, rows, ratios, model_dir, *rest:

@@ -1,6 +1,9 @@
 """The run's behaviour on tiny synthetic data: checkpoints, resuming, reproducibility, baselines, flag errors."""
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -360,7 +363,6 @@ def test_neighbour_baselines_on_small_data_are_clamped_and_say_so(tmp_path, base
 
 def test_a_second_run_in_the_same_folder_is_stopped_and_changes_nothing(tmp_path):
     """Two runs with other seeds at once: one's results described the other's model."""
-    import os
     params = arguments.default_params(FLAGS + ["--model_dir", str(tmp_path), "--num_epochs_unsuper", "1",
                                                "--num_epochs", "1"])
     with Trainer(params, console=False):
@@ -374,8 +376,6 @@ def test_a_second_run_in_the_same_folder_is_stopped_and_changes_nothing(tmp_path
 
 
 def test_temporary_files_of_a_killed_write_are_removed_by_the_next_run(tmp_path):
-    import subprocess
-    import sys
     dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                                   text=True).stdout)
     (tmp_path / "sample_idx").mkdir()
