@@ -25,6 +25,7 @@ Files (next to the checkpoints in `--model_dir`, named after the fine-tuned chec
 `….log` (appended; the original's lines), `….results.json` (see `write_results`), `….ranks.npz` (per-sample
 ranks of the final evaluation, see `write_ranks`).
 """
+import contextlib
 import json
 import logging
 import math
@@ -184,6 +185,7 @@ class Trainer:
         params["op_dir"] = f"image/ims_{params['dataset']}_{params['spa_enc_type']}/"
         self._logging = [], logging.getLogger().level
         self._lock = RunLock(params["model_dir"]).acquire()
+        new_log = not os.path.exists(log_file)
         try:
             removed = remove_stale_temporaries(params["model_dir"])
             self._logging = self._start_logging(log_file, console)
@@ -192,6 +194,9 @@ class Trainer:
             self._setup()
         except BaseException:
             self.close()
+            if new_log:  # a run that stops in set-up leaves no log of its own (its lines were on the console)
+                with contextlib.suppress(OSError):
+                    os.remove(log_file)
             raise
 
     # ------------------------------------------------------------------------------------------------------------

@@ -411,3 +411,17 @@ def test_a_flag_newer_than_the_checkpoint_matches_only_at_its_default(tmp_path):
     ckpt["params"]["neg_rand_type"] = "sphericalold"
     torch.save(ckpt, path)
     assert run(tmp_path, *flags, "--load_super_model", "T")["phases"][FINETUNING]["epochs_run"] == 0
+
+
+def test_a_run_that_stops_in_set_up_leaves_no_log_of_its_own(tmp_path, monkeypatch):
+    """A run that failed validation left an empty .log; an earlier run's log is kept."""
+    params = arguments.default_params(FLAGS + ["--model_dir", str(tmp_path)])
+    log = tmp_path / checkpoints.log_file_name(checkpoints.model_file_names(params)[1]).split("/")[-1]
+    monkeypatch.setenv("CSP_DATA_DIR", str(tmp_path / "no data"))
+    with pytest.raises(FileNotFoundError, match="data folder"):
+        Trainer(params)
+    assert not log.exists()
+    log.write_text("an earlier run\n")
+    with pytest.raises(FileNotFoundError, match="data folder"):
+        Trainer(arguments.default_params(FLAGS + ["--model_dir", str(tmp_path)]))
+    assert log.read_text().startswith("an earlier run\n")
