@@ -1,5 +1,4 @@
 import logging
-import shutil
 
 import numpy as np
 import pytest
@@ -45,12 +44,14 @@ def checkpoints(tmp_path_factory):
 
 
 @pytest.fixture(params=["original", "installed"])
-def mask_dir(request, tmp_path, monkeypatch, shared_data_dir):
-    """CSP_MASK_DIR pointing at a copy of the original ocean_mask.npy, or at an empty folder."""
+def mask_dir(request, tmp_path, monkeypatch):
+    """CSP_MASK_DIR pointing at a folder with an ocean_mask.npy in the original's format (the installed mask saved
+    as the original code saves it: (1002, 2004) uint8), or at an empty folder."""
     folder = tmp_path / "mask"
     folder.mkdir()
     if request.param == "original":
-        shutil.copy(shared_data_dir / land_mask.MASK_FILE, folder)
+        installed, _ = land_mask.load_land_mask(folder, use_original=False)
+        np.save(folder / land_mask.MASK_FILE, np.array(installed))
     monkeypatch.setenv("CSP_MASK_DIR", str(folder))
     return folder
 
