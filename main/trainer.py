@@ -43,6 +43,7 @@ import losses
 import models
 import sampling
 from arguments import resolve_device
+from progress import PhaseProgress
 from encoders import SPATIAL_ENCODERS
 from paths import atomic_write
 
@@ -133,7 +134,8 @@ class Trainer:
 
     Use as a context manager (or call `close()`) so that the log handlers are removed again.
     `console`: the log lines also go to stderr (they always go to the log file); `progress`: tqdm progress bars on
-    stderr when it is a terminal (default: as `console`).
+    stderr when it is a terminal (default: as `console`). With `console` and stderr not a terminal, the training
+    phases log a progress line at an interval instead (see progress.py).
     """
 
     def __init__(self, params, console=True, progress=None):
@@ -141,6 +143,8 @@ class Trainer:
         self.params = params
         self.device = resolve_device(params["device"])
         self.progress = (console if progress is None else progress) and sys.stderr.isatty()
+        self.progress_lines = console and not sys.stderr.isatty()
+        self.phase_progress = None
         torch.manual_seed(params["seed"])
         self.rng = np.random.default_rng(params["seed"])
         self.generator = torch.Generator(device=self.device)
@@ -424,6 +428,7 @@ class Trainer:
             return
         self._log_resume(PRETRAINING, start, total)
         self._set_lr(params["unsuper_lr"])
+        self.phase_progress = PhaseProgress(PRETRAINING, start, total, self.progress_lines)
         last_save = time.monotonic()
         for epoch in tqdm(range(start, total), desc=PRETRAINING, initial=start, total=total,
                           disable=not self.progress):
@@ -448,6 +453,7 @@ class Trainer:
                 logger.info("Fine-tuning already done: %d of %d epochs", start, total)
             return
         self._log_resume(FINETUNING, start, total)
+        self.phase_progress = PhaseProgress(FINETUNING, start, total, self.progress_lines)
         last_save = time.monotonic()
         for epoch in tqdm(range(start, total), desc=FINETUNING, initial=start, total=total,
                           disable=not self.progress):
@@ -523,6 +529,7 @@ class Trainer:
                 and len(indices) > 1 and len(indices) % batch_size == 1):
             indices = indices[:-1]  # the NCE in-batch term needs two samples (the original divided by zero)
         num_batches = -(-len(indices) // batch_size)
+        progress = self.phase_progress if self.phase_progress and self.phase_progress.phase == phase else None
         total = torch.zeros((), device=self.device)
         seen, mean = 0, float("nan")
         self.model.train()
@@ -535,6 +542,8 @@ class Trainer:
             self.optimizer.step()
             total += loss.detach() * len(rows)
             seen += len(rows)
+            if progress:
+                progress.update(epoch, seen, len(indices), batch, num_batches)
             if (batch % params["log_frequency"] == 0 and batch != 0) or batch == num_batches - 1:
                 mean = (total / seen).item()
                 logger.info(f"[%d/%d]\t{line}", batch * batch_size, dataset_size, mean)
