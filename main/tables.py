@@ -52,6 +52,7 @@ import datasets
 import paths
 import train_unsuper
 from arguments import default_params, run_command
+from evaluation import overall_top1
 from trainer import output_file_names, read_results
 
 logger = logging.getLogger(__name__)
@@ -169,11 +170,7 @@ def final_top1(results, method):
     """Top-1 (%) of the final evaluation (`epoch` null) of `method` ("location_prior", "no_prior"), over all its
     splits (count-weighted), or None."""
     blocks = [block for block in results["evaluations"] if block["method"] == method and block["epoch"] is None]
-    if not blocks:
-        return None
-    splits = blocks[-1]["splits"]
-    total = sum(split["count"] for split in splits)
-    return round(sum(split["top1"] * split["count"] for split in splits) / total, 2) if total else None
+    return overall_top1(blocks[-1]) if blocks else None
 
 
 def is_finished(results, num_epochs):

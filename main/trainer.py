@@ -329,9 +329,26 @@ class Trainer:
             return None
         existing = checkpoints.find_checkpoint(path)
         if existing is None:
-            logger.info("Cannot load model since it not exist - %s", path)
+            self._log_no_checkpoint(flag, path)
             return None
         return existing, checkpoints.load_checkpoint(existing, self.device)
+
+    def _log_no_checkpoint(self, flag, path):
+        """Say what a missing checkpoint of `--{flag} T` means for this run (the original logged "Cannot load model
+        since it not exist - {path}" for both, alarming on every fresh run): nothing to resume when its phase runs,
+        a warning when it does not."""
+        finetuned = flag == "load_super_model"
+        what = "fine-tuned" if finetuned else "pre-trained"
+        runs = self.params["do_super_train" if finetuned else "do_unsuper_train"]
+        if runs:
+            start = "fine-tuning" if finetuned else "pre-training"
+            logger.info("No %s checkpoint to resume from yet (%s): %s starts at epoch 0", what, path, start)
+        elif finetuned:
+            logger.warning("--load_super_model T but %s does not exist and --do_super_train F: the evaluation "
+                           "uses a model that was not fine-tuned", path)
+        else:
+            logger.warning("--load_unsuper_model T but %s does not exist and --do_unsuper_train F: fine-tuning "
+                           "starts from an encoder that was not pre-trained", path)
 
     def _earlier_evaluations(self):
         """The results file's evaluations of the fine-tuning epochs before the loaded checkpoint (kept when a run
@@ -508,7 +525,8 @@ class Trainer:
 
     def run_epoch(self, phase, epoch, indices=None):
         """One epoch of optimisation steps over `indices` (default: `epoch_indices(phase)`, drawn with the
-        epoch's seed), logging the running sample-weighted mean loss every log_frequency batches and at the last.
+        epoch's seed), logging the running sample-weighted mean loss every log_frequency batches and at the last, as
+        `[samples done/samples of the epoch]` (the original: the first index of the batch / the training set size).
         A last pre-training batch of one sample is left out for the NCE losses (`imgcontloss*`), whose in-batch term
         needs two. Returns that mean (a float)."""
         self._seed_epoch(phase, epoch)
@@ -519,11 +537,8 @@ class Trainer:
             if self.train_feats is None:
                 raise ValueError("pre-training needs the training image features; they were not loaded")
             loss_of, line = self._pretraining_loss, f"Unsupervised {params['unsuper_loss']} Loss  : %.4f"
-            dataset_size = len(self.train_classes)
         else:
             loss_of, line = self._finetuning_loss, "Loss  : %.4f"
-            rows = self.phase_rows[FINETUNING]
-            dataset_size = len(rows) if rows is not None else len(self.train_classes)
         batch_size = params["batch_size"]
         if (phase == PRETRAINING and params["unsuper_loss"].startswith("imgcontloss")
                 and len(indices) > 1 and len(indices) % batch_size == 1):
@@ -546,7 +561,7 @@ class Trainer:
                 progress.update(epoch, seen, len(indices), batch, num_batches)
             if (batch % params["log_frequency"] == 0 and batch != 0) or batch == num_batches - 1:
                 mean = (total / seen).item()
-                logger.info(f"[%d/%d]\t{line}", batch * batch_size, dataset_size, mean)
+                logger.info(f"[%d/%d]\t{line}", seen, len(indices), mean)
         return mean
 
     def _save(self, path, phase):
@@ -599,7 +614,8 @@ class Trainer:
         elif load_model:
             path = checkpoints.find_checkpoint(self.params["model_file_name"])
             if path is None:
-                logger.info("Cannot load model since it not exist - %s", self.params["model_file_name"])
+                logger.warning("Cannot load model since it not exist - %s (removed during the run?); evaluating "
+                               "the model in memory", self.params["model_file_name"])
             else:
                 logger.info("\n%s", self.params["spa_enc_type"])
                 logger.info(" Model :\t%s", os.path.basename(path))
@@ -612,6 +628,21 @@ class Trainer:
             self.locenc_ranks = ranks
             self.write_ranks()
         return result
+
+    def log_summary(self):
+        """One closing line with the final evaluations' overall Top-1 (%): image × prior (the paper's number),
+        image alone, location encoder alone; returns it (None when there is no final evaluation)."""
+        final = {entry["method"]: entry for entry in self.evaluations if entry["epoch"] is None}
+        labels = {"no_prior": "image alone", "location_only": "location encoder alone (LocEnc)",
+                  "location_prior": "image x location encoder prior"}
+        order = [m for m in final if m not in ("no_prior", "location_only")] + ["no_prior", "location_only"]
+        parts = [f"{labels.get(method, f'image x {method} prior')} {evaluation.overall_top1(final[method]):.2f}"
+                 for method in order if method in final and evaluation.overall_top1(final[method]) is not None]
+        if not parts:
+            return None
+        line = f"Summary: Top-1 (%) on {self.eval_split_name}: " + ", ".join(parts)
+        logger.info(line)
+        return line
 
     def _record(self, result, epoch, eval_set):
         self.evaluations.append({**result, "epoch": epoch, "eval_set": eval_set})
