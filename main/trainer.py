@@ -567,7 +567,8 @@ class Trainer:
     def _save(self, path, phase):
         logger.info("Saving output model to %s", path)
         params = {**self.params, CHECKPOINT_PHASE_KEY: phase}
-        checkpoints.save_checkpoint(path, self.model, self.optimizer, self.epochs_done[phase], params)
+        names = [self.data.classes.get(class_id, "") for class_id in range(self.params["num_classes"])]
+        checkpoints.save_checkpoint(path, self.model, self.optimizer, self.epochs_done[phase], params, names)
 
     # ------------------------------------------------------------------------------------------------------------
     # evaluation

@@ -10,6 +10,7 @@ import pytest
 
 import arguments
 import checkpoints
+import models
 import train_unsuper
 from synthetic_data import write_synthetic_dataset
 
@@ -66,6 +67,8 @@ def test_run_script_flags_end_to_end(tmp_path, monkeypatch, data_dir, dataset, f
     assert os.path.basename(expected[1]).startswith(f"model_{dataset}_gridcell_")
     for path in expected:
         assert checkpoints.load_checkpoint(path)["state_dict"]
+        # the class names travel with the model (an extra key; the original's loader reads only its four)
+        assert models.load_location_encoder(path).class_names == [f"class_{c:04d}" for c in range(20)]
     with open(results["files"]["log_file_name"]) as handle:
         log = handle.read()
     for line in ("- INFO - \nnum_classes\t20\n", "- INFO - num users    \t", "\nUnsupervised Training Epoch\t1\n",
