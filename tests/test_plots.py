@@ -1,5 +1,6 @@
 import logging
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -33,11 +34,13 @@ def _tiny_model(seed, unsuper_loss="none"):
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    """A tiny pre-trained (CSP wrapper) and a fine-tuned (plain location encoder) checkpoint."""
+    """A tiny pre-trained (CSP wrapper) and a fine-tuned (plain location encoder) checkpoint, as the trainer
+    writes them."""
     folder = tmp_path_factory.mktemp("models")
     paths = []
-    for seed, loss in ((0, "contsoftmax"), (1, "none")):
+    for seed, loss, phase in ((0, "contsoftmax", "pre-training"), (1, "none", "fine-tuning")):
         model, params = _tiny_model(seed, loss)
+        params["checkpoint_phase"] = phase          # as the trainer writes it
         paths.append(folder / f"model_{loss}.pth.tar")
         save_checkpoint(paths[-1], model, None, 1, params)
     return paths
@@ -102,7 +105,7 @@ def test_class_map_is_the_model_on_land_zero_on_ocean_and_a_png_of_the_mask_size
     mask, _ = land_mask.load_land_mask()
     out = tmp_path / "map.png"
     grid = plots.plot_class_map(model, 3, out)
-    assert Image.open(out).size == (2004, 1002)
+    assert Image.open(out).size == (1800, 960)
     lines = land_mask.coastlines(mask)
     rows, cols, lonlat = plots.land_points(mask)
     pick = np.linspace(0, len(rows) - 1, 50).astype(int)
@@ -111,6 +114,35 @@ def test_class_map_is_the_model_on_land_zero_on_ocean_and_a_png_of_the_mask_size
     np.testing.assert_allclose(grid[rows[pick], cols[pick]], expected + lines[rows[pick], cols[pick]], atol=1e-5)
     assert np.all(grid[(mask == 0) & (lines == 0)] == 0)
     assert np.all(grid[lines == 1] >= 1)
+
+
+def test_class_map_figure_says_what_it_shows(mask_dir):
+    mask, _ = land_mask.load_land_mask()
+    prob = np.where(mask > 0, 0.25, 0.0).astype(np.float32)
+    fig = plots.class_map_figure(prob, mask, "Predicted distribution of class 3 (heron)\nmodel: m")
+    ax, colour_bar = fig.axes
+    assert ax.get_title() == "Predicted distribution of class 3 (heron)\nmodel: m"
+    assert ax.get_xlim() == (-180.0, 180.0) and ax.get_ylim() == (-90.0, 90.0) and ax.axison
+    assert [label.get_text() for label in ax.get_xticklabels()][:2] == ["180°W", "120°W"]
+    assert colour_bar.get_ylabel().startswith("P(y = class | x)") and colour_bar.get_ylim() == (0.0, 1.0)
+    image = ax.get_images()[0].get_array()
+    assert image.mask[mask == 0].all() and not image.mask[mask > 0].any()     # ocean apart from probability 0
+    assert any("south of 60° S" in text.get_text() for text in ax.texts)
+    assert "longitude -180° to 180°" in fig.texts[0].get_text()
+    plt.close(fig)
+
+
+def test_class_map_title_has_the_class_name_and_model_from_the_checkpoint(mask_dir, tmp_path, monkeypatch):
+    model, params = _tiny_model(0)
+    params.update(dataset="fmow", train_sample_ratio=0.05)
+    path = tmp_path / "fine.pth.tar"
+    save_checkpoint(path, model, None, 1, params, class_names=["a", "b", "heron", "d", "e"])
+    titles = []
+    draw = plots.class_map_figure
+    monkeypatch.setattr(plots, "class_map_figure", lambda *args: titles.append(args[2]) or draw(*args))
+    plots.plot_class_map(path, 2, tmp_path / "map.png", device="cpu")
+    assert titles == ["Predicted distribution of class 2 (heron)\nmodel: gridcell encoder, no pre-training, "
+                      "fine-tuned on 5 % of the fmow labels"]
 
 
 def test_map_keeps_the_model_training_mode_and_checks_the_class(tmp_path):
@@ -172,9 +204,12 @@ def test_command_line_draws_each_figure(mask_dir, checkpoints, tmp_path, monkeyp
     plots.main(["locations", "--dataset", "fmow", "--data_dir", str(data_dir), "--out", str(tmp_path / "l.png")])
     plots.main(["clusters", "--checkpoint", str(checkpoints[0]), "--out", str(tmp_path / "c.png"),
                 "--step", "3", "--num_clusters", "4", "--device", "cpu"])
-    assert Image.open(tmp_path / "m.png").size == (2004, 1002)
+    assert Image.open(tmp_path / "m.png").size == (1800, 960)
     assert Image.open(tmp_path / "l.png").size == (2004, 1002)
     assert Image.open(tmp_path / "c.png").size == (1000, 500 + plots.TITLE_PIXELS)
+    with pytest.raises(ValueError, match="pre-training checkpoint: its class head was never trained"):
+        plots.main(["map", "--checkpoint", str(checkpoints[0]), "--out", str(tmp_path / "p.png"), "--device", "cpu"])
+    assert not (tmp_path / "p.png").exists()
     with pytest.raises(ValueError, match="--titles"):
         plots.main(["clusters", "--checkpoint", str(checkpoints[0]), "--titles", "a", "b",
                     "--out", str(tmp_path / "x.png")])
