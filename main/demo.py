@@ -23,6 +23,7 @@ import contextlib
 import inspect
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -93,17 +94,20 @@ def _data_root(folder):
 
 
 def estimate(quiet_seconds, cores=None, load=None):
-    """"about N s (…)": `quiet_seconds` (on a quiet 2-core CPU) scaled by how busy this machine is — its 1-minute
-    load average plus this process over its cores, when that exceeds 1 — and by fewer cores than 2."""
+    """"about A-B s (…)": `quiet_seconds` (on a quiet 2-core CPU) scaled by how busy this machine is — its 1-minute
+    load average plus this process over its cores, when that exceeds 1 — and by fewer cores than 2; B = 1.5 A on
+    an idle machine, 3 A on a busy one (a shared machine's slow-down varies: 4-17 minutes were measured for the
+    whole demo against about a minute when quiet)."""
     if cores is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if load is None:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     factor = max(1.0, (load + 1.0) / cores) * max(1.0, 2.0 / cores)
-    seconds = quiet_seconds * factor
-    when = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
-    return (f"about {when} ({quiet_seconds:.0f} s on a quiet 2-core CPU; this machine: {cores} cores, load "
-            f"{load:.1f}{', so slower' if factor > 1 else ''})")
+    low = quiet_seconds * factor
+    high = low * (3.0 if factor > 1 else 1.5)
+    unit, scale = ("s", 1.0) if high < 120 else ("min", 60.0)
+    return (f"about {max(1, math.floor(low / scale))}-{math.ceil(high / scale)} {unit} ({quiet_seconds:.0f} s on a quiet 2-core CPU; this "
+            f"machine: {cores} cores, load {load:.1f}{', so slower' if factor > 1 else ''})")
 
 
 # ----------------------------------------------------------------------------------------------------------------

