@@ -134,16 +134,17 @@ class Trainer:
 
     Use as a context manager (or call `close()`) so that the log handlers are removed again.
     `console`: the log lines also go to stderr (they always go to the log file); `progress`: tqdm progress bars on
-    stderr when it is a terminal (default: as `console`). With `console` and stderr not a terminal, the training
-    phases log a progress line at an interval instead (see progress.py).
+    stderr when it is a terminal (default: as `console`); when it is not, the training phases log a progress line
+    at an interval instead (see progress.py).
     """
 
     def __init__(self, params, console=True, progress=None):
         check_params(params)
         self.params = params
         self.device = resolve_device(params["device"])
-        self.progress = (console if progress is None else progress) and sys.stderr.isatty()
-        self.progress_lines = console and not sys.stderr.isatty()
+        wanted = console if progress is None else progress
+        self.progress = wanted and sys.stderr.isatty()
+        self.progress_lines = wanted and not sys.stderr.isatty()
         self.phase_progress = None
         torch.manual_seed(params["seed"])
         self.rng = np.random.default_rng(params["seed"])
