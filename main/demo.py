@@ -96,18 +96,17 @@ def _data_root(folder):
 def estimate(quiet_seconds, cores=None, load=None):
     """"about A-B s (…)": `quiet_seconds` (on a quiet 2-core CPU) scaled by how busy this machine is — its 1-minute
     load average plus this process over its cores, when that exceeds 1 — and by fewer cores than 2; B = 1.5 A on
-    an idle machine, 3 A on a busy one (a shared machine's slow-down varies: 4-17 minutes were measured for the
-    whole demo against about a minute when quiet)."""
+    an idle machine, 6 A on a busy one (measured on a shared 2-core machine at load 7-12: 3-6 times A)."""
     if cores is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if load is None:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     factor = max(1.0, (load + 1.0) / cores) * max(1.0, 2.0 / cores)
     low = quiet_seconds * factor
-    high = low * (3.0 if factor > 1 else 1.5)
+    high = low * (6.0 if factor > 1 else 1.5)
     unit, scale = ("s", 1.0) if high < 120 else ("min", 60.0)
     return (f"about {max(1, math.floor(low / scale))}-{math.ceil(high / scale)} {unit} ({quiet_seconds:.0f} s on a quiet 2-core CPU; this "
-            f"machine: {cores} cores, load {load:.1f}{', so slower' if factor > 1 else ''})")
+            f"machine: {cores} core{'s' if cores != 1 else ''}, load {load:.1f}{', so slower' if factor > 1 else ''})")
 
 
 # ----------------------------------------------------------------------------------------------------------------
