@@ -46,7 +46,7 @@ CPU_BATCH_SIZE, GPU_BATCH_SIZE = 4096, 65536
 DPI = 100
 TITLE_PIXELS = 40
 PANEL_GAP = 16
-LAND_COLOURS = ListedColormap([OCEAN_COLOUR, "#d9d9d9"])
+LAND_COLOURS = ListedColormap(["white", "#d9d9d9"])   # ocean white: light blue is a cluster colour
 LINKAGES = ("complete", "average", "single")
 CLUSTER_COLOURS = np.concatenate([plt.get_cmap(name).colors for name in ("tab20", "tab20b", "tab20c")])
 
