@@ -105,8 +105,10 @@ def estimate(quiet_seconds, cores=None, load=None):
     low = quiet_seconds * factor
     high = low * (6.0 if factor > 1 else 1.5)
     unit, scale = ("s", 1.0) if high < 120 else ("min", 60.0)
-    return (f"about {max(1, math.floor(low / scale))}-{math.ceil(high / scale)} {unit} ({quiet_seconds:.0f} s on a quiet 2-core CPU; this "
-            f"machine: {cores} core{'s' if cores != 1 else ''}, load {load:.1f}{', so slower' if factor > 1 else ''})")
+    plural = "s" if cores != 1 else ""
+    return (f"about {max(1, math.floor(low / scale))}-{math.ceil(high / scale)} {unit} ({quiet_seconds:.0f} s on a "
+            f"quiet 2-core CPU; this machine: {cores} core{plural}, load {load:.1f}"
+            f"{', so slower' if factor > 1 else ''})")
 
 
 # ----------------------------------------------------------------------------------------------------------------

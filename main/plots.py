@@ -36,10 +36,10 @@ OCEAN_COLOUR = "#c6dbef"
 NOT_MAPPED_COLOUR = "#f0f0f0"
 PROBABILITY_COLOURS = "magma_r"
 MAP_FIGSIZE, MAP_DPI = (12.0, 6.4), 150
-MAP_CAPTION = ("Equirectangular; longitude -180° to 180°, latitude -90° to 90°, on the land mask's {width} x {height} "
-               "grid ({cell:.2f}° cells). Ocean in blue (not predicted); land coloured by the model's probability, "
-               "from 0 (palest) to 1. Each class has its own sigmoid, so the classes' probabilities at a place do not "
-               "sum to 1.")
+MAP_CAPTION = ("Equirectangular; longitude -180° to 180°, latitude -90° to 90°, on the land mask's {width} x "
+               "{height} grid ({cell:.2f}° cells). Ocean in blue (not predicted); land coloured by the model's "
+               "probability, from 0 (palest) to 1. Each class has its own sigmoid, so the classes' probabilities at a "
+               "place do not sum to 1.")
 # points per forward pass: on the CPU small batches keep the (batch, hidden) activations in cache (about twice as
 # fast as 65536 on a 2-core machine); a GPU wants large ones
 CPU_BATCH_SIZE, GPU_BATCH_SIZE = 4096, 65536

@@ -28,8 +28,9 @@ Our number is the top-1 of the final image × location-prior evaluation ("locati
 top-1 of the "No prior" block of any finished run at that ratio. With `--seeds S1 S2 …` every cell is run once per
 seed (`--seed S`, in the model folder's `seed{S}/`, so that each seed's runs resume and are collected apart) and
 shows the mean over the seeds' finished runs with their spread in brackets, of the kind the paper gives beside it
-(standard deviation, Tables 1 and 2; standard error, Table 5), and the number of runs where some are missing. The image predictions are the few-shot
-classifier's at a ratio below 1 (`--cnn_pred_type fewshot`) and the fully supervised one's at 1.
+(standard deviation, Tables 1 and 2; standard error, Table 5), and the number of runs where some are missing.
+The image predictions are the few-shot classifier's at a ratio below 1 (`--cnn_pred_type fewshot`) and the fully
+supervised one's at 1.
 
 Presets (`--preset`), paper-results §1.9: `released` = the run scripts' values, for fMoW those of the released
 checkpoint (SimCSE weight 0.1, temperatures 1/1/1, where the script says 1 and 20); `paper` = appendix A.4

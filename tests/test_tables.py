@@ -81,8 +81,8 @@ def test_img_only_is_the_no_prior_block_and_finished_runs_are_not_run_again(fmow
 
 def test_collect_only_shows_missing_runs_as_dashes(tmp_path, monkeypatch):
     _no_runs(monkeypatch)
-    found = tables.main(["ablation", "--dataset", "inat_2018", "--model_dir", str(tmp_path), "--preset", "paper", "--collect_only",
-                         "--ratios", "0.05"])
+    found = tables.main(["ablation", "--dataset", "inat_2018", "--model_dir", str(tmp_path), "--preset", "paper",
+                         "--collect_only", "--ratios", "0.05"])
     assert set(found.values()) == {None}
     frame = pd.read_csv(tmp_path / "table2_inat_2018_paper.csv").set_index("model")
     assert list(frame.index) == ["CSP-MC-BLD", "CSP-MC-BD", "CSP-MC-BL", "CSP-MC-B"]
