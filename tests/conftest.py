@@ -1,12 +1,8 @@
 """Shared test set-up: `main/` on the import path, the golden outputs of the original code, one torch thread.
 
-The golden outputs ship with the repository in a compact lossless copy (`tests/golden/`, see its README.md),
-unpacked once per test session into a temporary folder; a fresh clone runs every golden test. The original
-`ocean_mask.npy` may not be committed (its folder's README says so): the one test comparing the installed mask with
-it reads `../shared/data/` beside the repository and is skipped where that folder is absent, or fails instead when
-CSP_REQUIRE_GOLDEN=1 (as CI sets it).
+The golden outputs ship with the repository in a compact copy (`tests/golden/`, see its README.md), unpacked once
+per test session into a temporary folder, so a fresh clone runs every golden test.
 """
-import os
 import sys
 from pathlib import Path
 
@@ -18,24 +14,11 @@ import golden_copy
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "main"))
 
-SHARED = ROOT.parent / "shared"
-
 
 @pytest.fixture(scope="session")
 def golden_dir(tmp_path_factory):
     """The golden folder (outputs of the original code on fixed inputs), rebuilt from `tests/golden/`."""
     return golden_copy.unpack(ROOT / "tests" / "golden", tmp_path_factory.mktemp("golden"))
-
-
-@pytest.fixture(scope="session")
-def shared_data_dir():
-    """`../shared/data/`: the original `ocean_mask.npy` (tests only; it may not be committed)."""
-    path = SHARED / "data"
-    if not path.is_dir():
-        if os.environ.get("CSP_REQUIRE_GOLDEN") == "1":
-            pytest.fail(f"{path} is missing (CSP_REQUIRE_GOLDEN=1)")
-        pytest.skip(f"{path} is not here (it holds the original code's ocean_mask.npy)")
-    return path
 
 
 @pytest.fixture(scope="session", autouse=True)
