@@ -12,6 +12,7 @@ from encoders import SPATIAL_ENCODERS, build_spatial_encoder
 INAT_FLAGS = ["--frequency_num", "32", "--max_radius", "360", "--min_radius", "0.1"]
 COORDS = torch.tensor([[-180.0, -90.0], [180.0, 90.0], [0.0, 0.0], [12.345, -67.891], [-179.99, 45.5]])
 ANCHORS = torch.tensor([[0.0, 0.0], [10.0, 20.0], [-100.0, -30.0]])
+EXTRA_FLAGS = {"tile_ffn": ["--min_radius", "10"]}   # cells of 10 degrees
 
 
 def _params(*flags):
@@ -20,7 +21,7 @@ def _params(*flags):
 
 def _inat_encoder(name):
     """The encoder `name` with the iNat script's frequencies, 3 rbf anchors, in eval mode."""
-    params = _params("--spa_enc_type", name, "--num_rbf_anchor_pts", "3", *INAT_FLAGS)
+    params = _params("--spa_enc_type", name, "--num_rbf_anchor_pts", "3", *INAT_FLAGS, *EXTRA_FLAGS.get(name, ()))
     return build_spatial_encoder(params, anchors=ANCHORS).eval()
 
 
