@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 import checkpoints
+import peer_checkpoints
 import position_encodings as pe
 from arguments import resolve_device
 from encoders import Dropout, build_spatial_encoder
@@ -301,16 +302,16 @@ def load_location_encoder(path, device="cpu", anchors=None, batch_size=65536):
     `device` ("cpu", "cuda:0", "auto", or a torch.device) replaces the device stored in the checkpoint's params.
     num_classes, num_users and cnn_feat_dim come from params, or from the state_dict shapes where params lack them.
     rbf models need `anchors`, the (K, 2) training locations at `params['rbf_anchor_pt_ids']`.
-    The released fMoW checkpoints, named without the `inception_v3_` tag, are found too (`find_checkpoint`).
+    The released fMoW checkpoints, named without the `inception_v3_` tag, are found too (`find_checkpoint`), and
+    so are TorchSpatial's checkpoints (`peer_checkpoints`): their encodings are rebuilt as TorchSpatial computed them.
     """
     device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     found = checkpoints.find_checkpoint(path)
     if found is None:
         raise FileNotFoundError(f"no checkpoint at {path}")
     ckpt = checkpoints.load_checkpoint(found, device)
-    params = dict(ckpt["params"])
+    params, state = peer_checkpoints.from_torchspatial(dict(ckpt["params"]), ckpt["state_dict"])
     params["device"] = str(device)
-    state = ckpt["state_dict"]
     if params["spa_enc_type"] == "rbf" and anchors is None:
         raise ValueError(f"{found}: an rbf model needs anchors=, the (K, 2) (lon, lat) training locations at "
                          f"params['rbf_anchor_pt_ids'] (the first ids: {params.get('rbf_anchor_pt_ids', [])[:5]})")
