@@ -3,6 +3,7 @@
     python tables.py comparison --dataset inat_2018    # Table 1 (iNat2018)
     python tables.py comparison --dataset fmow         # Table 5 (fMoW)
     python tables.py ablation --dataset inat_2018      # Table 2 (CSP-MC loss terms)
+    python tables.py encoders --dataset fmow           # every location encoder (encoder_table.py)
 
 Each (row, ratio) is one `train_unsuper.py` run, started in this process with the flags of the chosen preset, the
 row's flags, `--train_sample_ratio`, and any flags given after the table's own (they win, e.g.
@@ -37,6 +38,7 @@ import argparse
 import logging
 import os
 import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -424,13 +426,17 @@ def write_table(kind, dataset, preset, found, ratios, out_dir, overrides=()):
     text)."""
     frame = assemble(kind, dataset, preset, found, ratios, overrides)
     table = TABLES[(kind, dataset)][0]
+    markdown = to_markdown(frame, kind, dataset, preset, overrides)
+    return (*write_markdown_and_csv(out_dir, f"table{table}_{dataset}_{preset}", markdown, frame), markdown)
+
+
+def write_markdown_and_csv(out_dir, stem, markdown, frame):
+    """Write `{stem}.md` and `{stem}.csv` into `out_dir` (created if missing); returns their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"table{table}_{dataset}_{preset}"
-    markdown = to_markdown(frame, kind, dataset, preset, overrides)
-    Path(f"{stem}.md").write_text(markdown)
-    frame.to_csv(f"{stem}.csv", index=False)
-    return Path(f"{stem}.md"), Path(f"{stem}.csv"), markdown
+    (out_dir / f"{stem}.md").write_text(markdown)
+    frame.to_csv(out_dir / f"{stem}.csv", index=False)
+    return out_dir / f"{stem}.md", out_dir / f"{stem}.csv"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -467,6 +473,10 @@ def _log_to_console():
 
 def main(argv=None):
     _log_to_console()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["encoders"]:
+        import encoder_table     # it builds on this module
+        return encoder_table.main(argv[1:])
     args, overrides = make_parser().parse_known_args(argv)
     overrides = [word for word in overrides if word != "--"]
     own = sorted(flag_names(overrides) & set(OWN_FLAGS))
