@@ -28,7 +28,7 @@ import tables
 import train_unsuper
 from trainer import read_results
 
-logger = logging.getLogger(tables.__name__)
+logger = logging.getLogger(__name__)
 
 TORCHSPATIAL_RESULTS = Path(__file__).with_name("torchspatial_results.csv")
 # the sphere family reads angles in radians: radians-scale radii (those of TorchSpatial's fMoW checkpoints)
@@ -217,6 +217,7 @@ def make_parser():
 
 def main(argv=None):
     """`python tables.py encoders ...`: run or collect the comparison and write it; returns the DataFrame."""
+    tables._log_to_console(logger)
     args, overrides = make_parser().parse_known_args(argv)
     overrides = [word for word in overrides if word != "--"]
     own = sorted(tables.flag_names(overrides) & set(OWN_FLAGS))

@@ -461,14 +461,15 @@ def make_parser():
     return p
 
 
-def _log_to_console():
-    """This module's messages on the console; not through the root logger, which echoes the runs' own lines."""
-    if not logger.handlers:
+def _log_to_console(log=logger):
+    """The messages of `log` (default: this module's) on the console; not through the root logger, which echoes the
+    runs' own lines."""
+    if not log.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
 
 
 def main(argv=None):

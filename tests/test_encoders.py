@@ -239,10 +239,14 @@ def test_gpu_matches_cpu(name):
 def test_benchmark_script_runs(capsys):
     import benchmark_encoders
 
-    benchmark_encoders.main(["--device", "cpu", "--batch_sizes", "8", "--warmup", "0", "--repeats", "1"])
+    benchmark_encoders.main(["--device", "cpu", "--encoders", "gridcell", "spherical_harmonics+siren",
+                             "--batch_sizes", "8", "--warmup", "0", "--repeats", "1", "--rounds", "2"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("device cpu") and len(lines) == 3
-    assert lines[1].startswith("gridcell") and lines[2].startswith("theory") and "points/s" in lines[2]
+    assert lines[1].startswith("gridcell") and lines[2].startswith("spherical_harmonics+siren")
+    assert "forward" in lines[2] and "forward+backward" in lines[2]
+    with pytest.raises(ValueError, match="--encoders grid: not a location encoder"):
+        benchmark_encoders.main(["--encoders", "grid"])
 
 
 NEW_ENCODERS = {  # --spa_enc_type: input width of the network for F = 32 scales (iNat flags), L = 10
