@@ -1,11 +1,14 @@
-"""Spatial encoders (`--spa_enc_type`): a position encoding followed by a feed-forward network.
+"""Spatial encoders (`--spa_enc_type`): a position encoding followed by a network (`--spa_enc_net`: the original's
+feed-forward network, or SIREN).
 
 Each encoder maps a float32 tensor (B, 2) of (lon, lat) in degrees, on the module's device, to the (B, D)
-location embedding (D = `--num_filts`). Attribute names, parameter shapes, registration order and the order in which
-parameters are initialised are those of the original CSP code, so state_dicts are interchangeable with it and a
-seeded build is deterministic. `SPATIAL_ENCODERS` maps each `--spa_enc_type` to its class; adding an encoder is one
-small class (`__init__(params, anchors=None)`, `forward(coords)`) and one line there. `geo_net` is not here: it is
-the `FCNet` of models.py.
+location embedding (D = `--num_filts`); those with a separate network also have `encode(coords)`, the (B, d) float32
+position encoding. Attribute names, parameter shapes, registration order and the order in which parameters are
+initialised are those of the original CSP code (the encoders it has) and of Sphere2Vec's code (those that followed:
+the network is `ffn`), so state_dicts are interchangeable with them and a seeded build is deterministic.
+`SPATIAL_ENCODERS` maps each `--spa_enc_type` to its class; adding an encoder is one small class
+(`__init__(params, anchors=None)`, `encode(coords)` or `forward(coords)`) and one line there. `geo_net` is not
+here: it is the `FCNet` of models.py.
 """
 import math
 
