@@ -179,6 +179,9 @@ def build_model(params, num_classes, num_users, cnn_feat_dim=None, anchors=None)
     `anchors`: (K, 2) (lon, lat) degrees of the rbf anchor points (rbf only).
     """
     if params["spa_enc_type"] == "geo_net":
+        if params.get("spa_enc_net", "ffn") != "ffn":
+            raise ValueError(f"--spa_enc_net {params['spa_enc_net']}: geo_net has its own network (FCNet); use "
+                             f"--spa_enc_type geo_net_fft (the same wrap encoding) with --spa_enc_net siren")
         loc_enc = FCNet.from_params(params, num_classes, num_users)
     else:
         loc_enc = LocationEncoder(build_spatial_encoder(params, anchors), num_classes, params["num_filts"], num_users)

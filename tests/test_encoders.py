@@ -8,6 +8,7 @@ import encoders
 import position_encodings as pe
 from arguments import default_params
 from encoders import SPATIAL_ENCODERS, build_spatial_encoder
+from models import build_model
 
 INAT_FLAGS = ["--frequency_num", "32", "--max_radius", "360", "--min_radius", "0.1"]
 COORDS = torch.tensor([[-180.0, -90.0], [180.0, 90.0], [0.0, 0.0], [12.345, -67.891], [-179.99, 45.5]])
@@ -294,6 +295,8 @@ def test_siren_is_selectable_for_every_encoding_with_a_network():
         else:
             with pytest.raises(ValueError, match="has no separate network"):
                 build_spatial_encoder(params, anchors=ANCHORS)
+    with pytest.raises(ValueError, match="geo_net has its own network"):
+        build_model(_params("--spa_enc_type", "geo_net", "--spa_enc_net", "siren"), 3, 1)
     with pytest.raises(ValueError, match="--spa_enc_net must be one of ffn, siren"):
         build_spatial_encoder(_params("--spa_enc_net", "mlp"))
     with pytest.raises(ValueError, match="--num_hidden_layer >= 1"):
