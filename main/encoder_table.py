@@ -31,8 +31,10 @@ from trainer import read_results
 logger = logging.getLogger(__name__)
 
 TORCHSPATIAL_RESULTS = Path(__file__).with_name("torchspatial_results.csv")
-# the sphere family reads angles in radians: radians-scale radii (those of TorchSpatial's fMoW checkpoints)
-SPHERE_RADII = ["--max_radius", "1", "--min_radius", "0.0001"]
+# The sphere family reads angles in radians: its radii are radians-scale. 0.0017 rad ~ 0.1 degrees and 1 rad (one
+# cycle around the sphere) span the same scales as the grid encoders' 0.1 to 360 degrees; NeRF's fixed schedule
+# pi 2^s reaches that finest scale at F = 8 (pi 2^7 ~ 400 per unit ~ 0.14 degrees).
+SPHERE_RADII = ["--max_radius", "1", "--min_radius", "0.0017"]
 ENCODERS = {  # key: (name in the papers, flags)
     "geo_net": ("wrap", ["--spa_enc_type", "geo_net"]),
     "wrap_ffn": ("wrap + ffn", ["--spa_enc_type", "wrap_ffn"]),
@@ -42,7 +44,7 @@ ENCODERS = {  # key: (name in the papers, flags)
     "gridcell": ("Space2Vec-grid", ["--spa_enc_type", "gridcell"]),
     "theory": ("Space2Vec-theory", ["--spa_enc_type", "theory"]),
     "xyz": ("xyz", ["--spa_enc_type", "xyz"]),
-    "nerf": ("NeRF", ["--spa_enc_type", "nerf", "--frequency_num", "16"]),
+    "nerf": ("NeRF", ["--spa_enc_type", "nerf", "--frequency_num", "8"]),
     "sphere": ("Sphere2Vec-sphereC", ["--spa_enc_type", "sphere"] + SPHERE_RADII),
     "spheregrid": ("Sphere2Vec-sphereC+", ["--spa_enc_type", "spheregrid"] + SPHERE_RADII),
     "spheremixscale": ("Sphere2Vec-sphereM", ["--spa_enc_type", "spheremixscale"] + SPHERE_RADII),

@@ -61,7 +61,7 @@ def test_run_flags_follow_encoder_method_ratio_and_seed():
     argv = encoder_table.run_argv("fmow", "released", "nerf", "mc_bld", 0.05, 2, "runs", "cpu", ["--lr", "0.1"])
     assert argv[argv.index("--model_dir") + 1].endswith("seed2/")
     assert argv[-4:] == ["--seed", "2", "--lr", "0.1"]
-    for flags in (["--spa_enc_type", "nerf", "--frequency_num", "16"], ["--unsuper_loss", "contsoftmax"],
+    for flags in (["--spa_enc_type", "nerf", "--frequency_num", "8"], ["--unsuper_loss", "contsoftmax"],
                   ["--cnn_pred_type", "fewshot", "--load_cnn_features_train", "T"]):
         assert " ".join(flags) in " ".join(argv)
     with pytest.raises(ValueError, match="--seed: set by the table itself"):
