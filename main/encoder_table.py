@@ -95,7 +95,9 @@ def collect(runs, dataset, collect_only=False):
         raise ValueError(f"{len(mismatched)} file(s) of this table's runs were made with other flags; they are "
                          f"neither used nor overwritten:\n{tables._mismatch_lines(mismatched)}\nFix: {fix}.")
     if collect_only:
-        tables.check_other_results(runs, Path(runs[0].argv[runs[0].argv.index("--model_dir") + 1]).parent, fix)
+        for seed in sorted({run.row[2] for run in runs}):
+            seed_runs = [run for run in runs if run.row[2] == seed]
+            tables.check_other_results(seed_runs, seed_runs[0].argv[seed_runs[0].argv.index("--model_dir") + 1], fix)
     tables.check_input_files(dataset, to_run)
     for number, run in enumerate(to_run, 1):
         encoder, method, seed = run.row

@@ -55,6 +55,9 @@ def test_runs_made_with_other_flags_stop_the_table(encoder_runs, monkeypatch):
     monkeypatch.setenv("CSP_DATA_DIR", str(root / "data"))
     with pytest.raises(ValueError, match="made with other flags"):
         tables.main(argv + ["--lr_decay", "0.5"])     # not in the file names
+    collect = argv[:argv.index("--")] + ["--collect_only", "--"] + TINY
+    with pytest.raises(ValueError, match="holds no finished run made with these flags"):
+        tables.main(collect + ["--lr", "0.5"])        # in the file names: other files, none of this table's
 
 
 def test_run_flags_follow_encoder_method_ratio_and_seed():
