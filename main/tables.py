@@ -447,7 +447,8 @@ def make_parser():
                                             "published numbers (flags after the table's own go to every run)",
                                 allow_abbrev=False)
     p.add_argument("table", choices=("comparison", "ablation"),
-                   help="comparison = Table 1 (inat_2018) / Table 5 (fmow); ablation = Table 2")
+                   help="comparison = Table 1 (inat_2018) / Table 5 (fmow); ablation = Table 2 "
+                        "(and encoders = every location encoder: `python tables.py encoders --help`)")
     p.add_argument("--dataset", default="inat_2018", choices=("inat_2018", "fmow"))
     p.add_argument("--data_dir", default=None, help="folder holding the dataset folders (default CSP_DATA_DIR)")
     p.add_argument("--model_dir", default=None,
