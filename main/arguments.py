@@ -62,8 +62,11 @@ def make_args_parser():
              "geo_net; (new) wrap_ffn, xyz, nerf, sphere, spheregrid, spheremixscale, spheregridmixscale, dft, "
              "tile_ffn, spherical_harmonics; or a baseline: no_prior, train_freq, grid, nn_knn, nn_dist, kde")
     add("--frequency_num", type=int, default=32, help="number of scales (frequencies) of the position encoding")
-    add("--max_radius", type=float, default=1.0, help="largest scale lambda_max of the position encoding (degrees)")
-    add("--min_radius", type=float, default=0.000001, help="smallest scale lambda_min of the position encoding (degrees); tile_ffn: the cell size (degrees)")
+    add("--max_radius", type=float, default=1.0,
+        help="largest scale lambda_max of the position encoding (degrees; radians for sphere* and dft)")
+    add("--min_radius", type=float, default=0.000001,
+        help="smallest scale lambda_min of the position encoding (degrees; radians for sphere* and dft); "
+             "tile_ffn: the cell size (degrees)")
     add("--num_hidden_layer", type=int, default=1, help="hidden layers of the encoder's feed-forward network")
     add("--hidden_dim", type=int, default=512, help="width of the hidden layers")
     add("--num_rbf_anchor_pts", type=int, default=200, help="rbf: number of anchor points (training locations)")
