@@ -64,6 +64,10 @@ def _encoder_args(params):
         args += f"_DROPOUT{params['dropout']:.1f}"
     if params["weight_decay"] != 0:
         args += f"_WDECAY{params['weight_decay']:.6f}"
+    if params["spa_enc_type"] == "spherical_harmonics":
+        args += f"_L{params['legendre_poly_num']:d}"
+    if params.get("spa_enc_net", "ffn") != "ffn":
+        args += f"_{params['spa_enc_net'].upper()}"
     return args
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 import checkpoints
+import peer_checkpoints
 import position_encodings as pe
 from arguments import resolve_device
 from encoders import Dropout, build_spatial_encoder
@@ -178,6 +179,9 @@ def build_model(params, num_classes, num_users, cnn_feat_dim=None, anchors=None)
     `anchors`: (K, 2) (lon, lat) degrees of the rbf anchor points (rbf only).
     """
     if params["spa_enc_type"] == "geo_net":
+        if params.get("spa_enc_net", "ffn") != "ffn":
+            raise ValueError(f"--spa_enc_net {params['spa_enc_net']}: geo_net has its own network (FCNet); use "
+                             f"--spa_enc_type geo_net_fft (the same wrap encoding) with --spa_enc_net siren")
         loc_enc = FCNet.from_params(params, num_classes, num_users)
     else:
         loc_enc = LocationEncoder(build_spatial_encoder(params, anchors), num_classes, params["num_filts"], num_users)
@@ -309,7 +313,8 @@ def load_location_encoder(path, device="cpu", anchors=None, batch_size=65536):
     `device` ("cpu", "cuda:0", "auto", or a torch.device) replaces the device stored in the checkpoint's params.
     num_classes, num_users and cnn_feat_dim come from params, or from the state_dict shapes where params lack them.
     rbf models need `anchors`, the (K, 2) training locations at `params['rbf_anchor_pt_ids']`.
-    The released fMoW checkpoints, named without the `inception_v3_` tag, are found too (`find_checkpoint`).
+    The released fMoW checkpoints, named without the `inception_v3_` tag, are found too (`find_checkpoint`), and
+    so are TorchSpatial's checkpoints (`peer_checkpoints`): their encodings are rebuilt as TorchSpatial computed them.
     The result's `class_names` are those the checkpoint stores (files written by this project), else None.
     """
     device = resolve_device(device) if isinstance(device, str) else torch.device(device)
@@ -317,9 +322,8 @@ def load_location_encoder(path, device="cpu", anchors=None, batch_size=65536):
     if found is None:
         raise FileNotFoundError(f"no checkpoint at {path}")
     ckpt = checkpoints.load_checkpoint(found, device)
-    params = dict(ckpt["params"])
+    params, state = peer_checkpoints.from_torchspatial(dict(ckpt["params"]), ckpt["state_dict"])
     params["device"] = str(device)
-    state = ckpt["state_dict"]
     try:
         return _pretrained_encoder(found, params, state, device, anchors, batch_size,
                                    ckpt.get(checkpoints.CLASS_NAMES_KEY))

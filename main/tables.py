@@ -4,6 +4,7 @@
     python tables.py comparison --dataset fmow         # Table 5 (fMoW)
     python tables.py ablation --dataset inat_2018      # Table 2 (CSP-MC loss terms)
     python tables.py comparison --dataset fmow --seeds 0 1 2 3 4    # every cell 5 times: mean (spread)
+    python tables.py encoders --dataset fmow           # every location encoder (encoder_table.py)
 
 Each (row, ratio) is one `train_unsuper.py` run, started in this process with the flags of the chosen preset, the
 row's flags, `--train_sample_ratio`, and any flags given after the table's own (they win, e.g.
@@ -42,6 +43,7 @@ import argparse
 import logging
 import os
 import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -438,13 +440,17 @@ def write_table(kind, dataset, preset, founds, ratios, out_dir, overrides=(), se
     of `seeds`, or one); returns (markdown path, csv path, markdown text)."""
     frame = assemble(kind, dataset, preset, founds, ratios, overrides)
     table = TABLES[(kind, dataset)][0]
+    markdown = to_markdown(frame, kind, dataset, preset, overrides, seeds)
+    return (*write_markdown_and_csv(out_dir, f"table{table}_{dataset}_{preset}", markdown, frame), markdown)
+
+
+def write_markdown_and_csv(out_dir, stem, markdown, frame):
+    """Write `{stem}.md` and `{stem}.csv` into `out_dir` (created if missing); returns their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"table{table}_{dataset}_{preset}"
-    markdown = to_markdown(frame, kind, dataset, preset, overrides, seeds)
-    Path(f"{stem}.md").write_text(markdown)
-    frame.to_csv(f"{stem}.csv", index=False)
-    return Path(f"{stem}.md"), Path(f"{stem}.csv"), markdown
+    (out_dir / f"{stem}.md").write_text(markdown)
+    frame.to_csv(out_dir / f"{stem}.csv", index=False)
+    return out_dir / f"{stem}.md", out_dir / f"{stem}.csv"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -455,7 +461,8 @@ def make_parser():
                                             "published numbers (flags after the table's own go to every run)",
                                 allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("table", choices=("comparison", "ablation"),
-                   help="comparison = Table 1 (inat_2018) / Table 5 (fmow); ablation = Table 2")
+                   help="comparison = Table 1 (inat_2018) / Table 5 (fmow); ablation = Table 2 "
+                        "(and encoders = every location encoder: `python tables.py encoders --help`)")
     p.add_argument("--dataset", required=True, choices=("inat_2018", "fmow"), help="the dataset of the table")
     p.add_argument("--data_dir", default=None, help="folder holding the dataset folders (None: CSP_DATA_DIR)")
     p.add_argument("--model_dir", default=None,
@@ -475,18 +482,23 @@ def make_parser():
     return p
 
 
-def _log_to_console():
-    """This module's messages on the console; not through the root logger, which echoes the runs' own lines."""
-    if not logger.handlers:
+def _log_to_console(log=logger):
+    """The messages of `log` (default: this module's) on the console; not through the root logger, which echoes the
+    runs' own lines."""
+    if not log.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
 
 
 def main(argv=None):
     _log_to_console()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["encoders"]:
+        import encoder_table     # it builds on this module
+        return encoder_table.main(argv[1:])
     args, overrides = make_parser().parse_known_args(argv)
     overrides = [word for word in overrides if word != "--"]
     own = sorted(flag_names(overrides) & set(OWN_FLAGS + (("--seed",) if args.seeds else ())))
