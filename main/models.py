@@ -321,14 +321,13 @@ def load_location_encoder(path, device="cpu", anchors=None, batch_size=65536):
     params["device"] = str(device)
     state = ckpt["state_dict"]
     try:
-        encoder = _pretrained_encoder(found, params, state, device, anchors, batch_size)
+        return _pretrained_encoder(found, params, state, device, anchors, batch_size,
+                                   ckpt.get(checkpoints.CLASS_NAMES_KEY))
     except KeyError as err:
         raise ValueError(f"{found} is malformed: its params lack {err}, which building its model needs") from None
-    encoder.class_names = ckpt.get(checkpoints.CLASS_NAMES_KEY)
-    return encoder
 
 
-def _pretrained_encoder(found, params, state, device, anchors, batch_size):
+def _pretrained_encoder(found, params, state, device, anchors, batch_size, class_names):
     if params["spa_enc_type"] == "rbf" and anchors is None:
         raise ValueError(f"{found}: an rbf model needs anchors=, the (K, 2) (lon, lat) training locations at "
                          f"params['rbf_anchor_pt_ids'] (the first ids: {params.get('rbf_anchor_pt_ids', [])[:5]})")
@@ -339,4 +338,4 @@ def _pretrained_encoder(found, params, state, device, anchors, batch_size):
     model = build_model(params, num_classes, num_users, cnn_feat_dim, anchors)
     checkpoints.load_state(model, state, source=found)
     logger.info("Loaded %s (%s, %d classes) on %s", found, params["spa_enc_type"], num_classes, device)
-    return PretrainedLocationEncoder(model, params, device, batch_size)
+    return PretrainedLocationEncoder(model, params, device, batch_size, class_names)

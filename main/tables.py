@@ -53,8 +53,8 @@ import datasets
 import paths
 import train_unsuper
 from arguments import default_params, run_command
-from evaluation import overall_top1
 from run_flags import FINETUNING_FLAGS, describe, flag_differences
+from evaluation import overall_top1
 from trainer import output_file_names, read_results
 
 logger = logging.getLogger(__name__)

@@ -638,10 +638,10 @@ class Trainer:
                 and len(indices) > 1 and len(indices) % batch_size == 1):
             indices = indices[:-1]  # the NCE in-batch term needs two samples (the original divided by zero)
         num_batches = -(-len(indices) // batch_size)
-        progress = self.phase_progress if self.phase_progress and self.phase_progress.phase == phase else None
         batch_losses = torch.empty(num_batches, device=self.device)
         batch_sizes = torch.full((num_batches,), float(batch_size), device=self.device)
         batch_sizes[-1] = len(indices) - batch_size * (num_batches - 1)
+        progress = self.phase_progress if self.phase_progress and self.phase_progress.phase == phase else None
         seen, mean = 0, float("nan")
         self.model.train()
         for batch in tqdm(range(num_batches), desc=f"{phase} epoch {epoch}", leave=False,
