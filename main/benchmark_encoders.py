@@ -4,9 +4,9 @@ Flags of the paper's iNat script: F = 32 scales from 0.1 to 360, one hidden laye
 (`ENCODER_FLAGS` adds an encoder's own: tile_ffn cells of 1 degree; spherical harmonics at the default L = 10).
 Each encoder maps random (lon, lat) degrees to the D-dimensional location embedding: "forward" in eval mode without
 gradients, "forward+backward" a training step's forward and backward pass of the mean embedding (no optimiser step;
-the class head is left out, as its cost is the same for every encoder). Timings alternate between the encoders, round after
-round, after warm-up calls; each prints the median and the range over the rounds (the GPU is synchronised before
-the clock is read). Run from inside `main/`:
+the class head is left out, as its cost is the same for every encoder). Timings alternate between the encoders,
+round after round, after warm-up calls; each prints the median and the range over the rounds (the GPU is
+synchronised before the clock is read). Run from inside `main/`:
 
     python benchmark_encoders.py --device auto
     python benchmark_encoders.py --encoders gridcell sphere spherical_harmonics --batch_sizes 1024 --rounds 7

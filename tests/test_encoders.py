@@ -329,7 +329,8 @@ def test_seeded_one_epoch_csp_run_of_every_new_encoder(name, extra, tiny_fmow, t
              "--inat2018_resolution", "pretrain", "--do_unsuper_train", "T", *extra]
     results = train_unsuper.main(flags)
     assert results["phases"]["fine-tuning"]["epochs_done"] == 1
-    final = [block for block in results["evaluations"] if block["epoch"] is None and block["method"] == "location_prior"]
+    final = [block for block in results["evaluations"]
+             if block["epoch"] is None and block["method"] == "location_prior"]
     assert final and 0 <= final[-1]["splits"][0]["top1"] <= 100
     encoder = load_location_encoder(results["files"]["model_file_name"])
     embeddings = encoder.embed(COORDS)

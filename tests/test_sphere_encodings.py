@@ -57,17 +57,24 @@ def test_hand_computed_values():
     # dfs at f = 1, (90, 0): [sin lon, cos lon] x [sin lat, cos lat] = [1, 0] x [0, 1], then lat, lon sin/cos
     torch.testing.assert_close(se.dfs(_points(EAST), one), torch.tensor([[0.0, 1, 0, 0, 0, 1, 1, 0]]), atol=1e-7,
                                rtol=0)
-    # NeRF at f = pi, origin: p = (1, 0, 0) -> sin(pi p) = 0, cos(pi p) = (-1, 1, 1)
-    torch.testing.assert_close(se.nerf(_points(ORIGIN), torch.tensor([math.pi], dtype=torch.float64)),
-                               torch.tensor([[0.0, 0, 0, -1, 1, 1]]), atol=1e-7, rtol=0)
+    # NeRF at f = pi: origin p = (1, 0, 0), north pole p = (0, 0, 1), antimeridian p = (-1, 0, 0)
+    torch.testing.assert_close(se.nerf(_points(ORIGIN, NORTH, DATELINE), torch.tensor([math.pi], dtype=torch.float64)),
+                               torch.tensor([[0.0, 0, 0, -1, 1, 1], [0, 0, 0, 1, 1, -1], [0, 0, 0, -1, 1, 1]]),
+                               atol=1e-6, rtol=0)
+    # north pole at f = 1: sin lat = 1, cos lat = 0, lon = 0
+    torch.testing.assert_close(se.sphere_m(_points(NORTH), one), torch.tensor([[1.0, 0, 0, 0, 0]]), atol=1e-7, rtol=0)
+    torch.testing.assert_close(se.sphere_m_plus(_points(NORTH), one), torch.tensor([[1.0, 0, 0, 1, 0, 0, 0, 0]]),
+                               atol=1e-7, rtol=0)
+    torch.testing.assert_close(se.dfs(_points(NORTH), one), torch.tensor([[0.0, 0, 1, 0, 1, 0, 0, 1]]), atol=1e-7,
+                               rtol=0)
 
 
 def test_spherical_harmonics_hand_values():
     """Origin: Y_00 = 1/(2 sqrt(pi)), Y_1-1 = Y_10 = 0, Y_11 = sqrt(2) N_11 P_1^1(0) = -sqrt(3/(4 pi)).
     Poles: only m = 0 is non-zero, Y_l0 = (+-1)^l sqrt((2l+1)/(4 pi))."""
     origin = se.spherical_harmonics(_points(ORIGIN), 2)[0]
-    torch.testing.assert_close(origin, torch.tensor([0.5 / math.sqrt(math.pi), 0.0, 0.0, -math.sqrt(3 / (4 * math.pi))]),
-                               atol=1e-7, rtol=0)
+    expected = torch.tensor([0.5 / math.sqrt(math.pi), 0.0, 0.0, -math.sqrt(3 / (4 * math.pi))])
+    torch.testing.assert_close(origin, expected, atol=1e-7, rtol=0)
     degrees = 6
     poles = se.spherical_harmonics(_points(NORTH, SOUTH, [123.0, 90.0]), degrees)
     zonal = [l * l + l for l in range(degrees)]                   # index of m = 0 in each degree
