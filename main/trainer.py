@@ -21,6 +21,11 @@ Phases and resuming
 * Every epoch's randomness (batch order, dropout, negative locations) is seeded from (`--seed`, phase, epoch),
   so a resumed run continues exactly as the uninterrupted run would have.
 
+Several processes (torchrun; distributed.py): every rank loads the data and builds the same model; the epoch's
+order is drawn alike on every rank and each steps through its shard of it (dropout and negatives from a seed that
+also depends on the rank), with DDP averaging the gradients. Rank 0 alone logs, evaluates and writes checkpoints and
+results; a resumed run reads the checkpoint on every rank.
+
 Files (next to the checkpoints in `--model_dir`, named after the fine-tuned checkpoint `….pth.tar`):
 `….log` (appended; the original's lines), `….results.json` (see `write_results`), `….ranks.npz` (per-sample
 ranks of the final evaluation, see `write_ranks`).
@@ -38,6 +43,7 @@ from tqdm import tqdm
 import baselines
 import checkpoints
 import datasets
+import distributed
 import evaluation
 import losses
 import models
@@ -139,7 +145,7 @@ class Trainer:
     def __init__(self, params, console=True, progress=None):
         check_params(params)
         self.params = params
-        self.device = resolve_device(params["device"])
+        self.device = distributed.setup(resolve_device(params["device"]))
         self.progress = (console if progress is None else progress) and sys.stderr.isatty()
         torch.manual_seed(params["seed"])
         self.rng = np.random.default_rng(params["seed"])
@@ -162,15 +168,18 @@ class Trainer:
 
     @staticmethod
     def _start_logging(log_file, console):
+        """Log to `log_file` (and the console); on ranks other than 0 only errors, to the console."""
         formatter = logging.Formatter(LOG_FORMAT)
         handlers = [logging.FileHandler(log_file, mode="a")] + ([_ConsoleHandler()] if console else [])
+        if not distributed.is_main():
+            handlers = []
         root = logging.getLogger()
         for handler in handlers:
             handler.setFormatter(formatter)
             handler.setLevel(logging.INFO)
             root.addHandler(handler)
         level = root.level
-        root.setLevel(logging.INFO)
+        root.setLevel(logging.INFO if distributed.is_main() else logging.ERROR)
         return handlers, level
 
     def close(self):
@@ -297,6 +306,7 @@ class Trainer:
             self.loaded_finetuned = True
         elif pretrained is not None:
             self._load(pretrained, PRETRAINING)
+        self.step = distributed.parallel(self.model)
 
     def _rbf_anchor_ids(self, checkpoint):
         """Training rows whose locations are the rbf anchors: those of the checkpoint to load (anchors are not in
@@ -454,7 +464,7 @@ class Trainer:
             logger.info("\nEpoch\t%d", epoch)
             self._set_lr(params["lr"] * params["lr_decay"] ** epoch)
             self.run_epoch(FINETUNING, epoch)
-            logger.info("Test loss   : %.4f", losses.val_loss(self.model, self.val_locs, self.val_classes))
+            self._log_val_loss()
             self.epochs_done[FINETUNING] = epoch + 1
             self.epochs_run[FINETUNING] += 1
             evaluate = epoch % params["eval_frequency"] == 0 and epoch != 0
@@ -464,6 +474,10 @@ class Trainer:
             if evaluate or epoch + 1 == total or time.monotonic() - last_save >= CHECKPOINT_INTERVAL_S:
                 self._save(params["model_file_name"], FINETUNING)
                 last_save = time.monotonic()
+
+    @distributed.main_only
+    def _log_val_loss(self):
+        logger.info("Test loss   : %.4f", losses.val_loss(self.model, self.val_locs, self.val_classes))
 
     def _log_resume(self, phase, start, total):
         """Say that a phase continues from a loaded checkpoint (`start` > 0 completed epochs) rather than starting."""
@@ -476,7 +490,7 @@ class Trainer:
 
     def _seed_epoch(self, phase, epoch):
         seed = int(np.random.SeedSequence([self.params["seed"], PHASE_SEEDS[phase], epoch]).generate_state(1)[0])
-        torch.manual_seed(seed)
+        torch.manual_seed(distributed.rank_seed(seed))
         self.generator.manual_seed(seed)
 
     def epoch_indices(self, phase):
@@ -494,17 +508,18 @@ class Trainer:
         return order if rows is None else rows[order]
 
     def _pretraining_loss(self, rows):
-        return losses.unsuper_loss(self.model, self.train_locs[rows], self.train_feats[rows], self.params)
+        return self.step(losses.unsuper_loss, self.train_locs[rows], self.train_feats[rows], self.params)
 
     def _finetuning_loss(self, rows):
-        return losses.embedding_loss(self.model, self.train_locs[rows], self.train_classes[rows],
-                                     self.train_users[rows], self.params)
+        return self.step(losses.embedding_loss, self.train_locs[rows], self.train_classes[rows],
+                         self.train_users[rows], self.params)
 
     def run_epoch(self, phase, epoch, indices=None):
         """One epoch of optimisation steps over `indices` (default: `epoch_indices(phase)`, drawn with the
         epoch's seed), logging the running sample-weighted mean loss every log_frequency batches and at the last.
         A last pre-training batch of one sample is left out for the NCE losses (`imgcontloss*`), whose in-batch term
-        needs two. Returns that mean (a float)."""
+        needs two. Under torchrun each process steps through its `distributed.shard` of `indices`, and the logged
+        loss is the mean over processes. Returns that mean (a float)."""
         self._seed_epoch(phase, epoch)
         if indices is None:
             indices = self.epoch_indices(phase)
@@ -519,9 +534,11 @@ class Trainer:
             rows = self.phase_rows[FINETUNING]
             dataset_size = len(rows) if rows is not None else len(self.train_classes)
         batch_size = params["batch_size"]
+        global_batch = batch_size * distributed.world_size()
         if (phase == PRETRAINING and params["unsuper_loss"].startswith("imgcontloss")
-                and len(indices) > 1 and len(indices) % batch_size == 1):
+                and len(indices) > 1 and len(indices) % global_batch == 1):
             indices = indices[:-1]  # the NCE in-batch term needs two samples (the original divided by zero)
+        indices = distributed.shard(indices, batch_size)
         num_batches = -(-len(indices) // batch_size)
         total = torch.zeros((), device=self.device)
         seen, mean = 0, float("nan")
@@ -536,10 +553,11 @@ class Trainer:
             total += loss.detach() * len(rows)
             seen += len(rows)
             if (batch % params["log_frequency"] == 0 and batch != 0) or batch == num_batches - 1:
-                mean = (total / seen).item()
-                logger.info(f"[%d/%d]\t{line}", batch * batch_size, dataset_size, mean)
+                mean = distributed.mean_over_ranks(total / seen).item()
+                logger.info(f"[%d/%d]\t{line}", batch * global_batch, dataset_size, mean)
         return mean
 
+    @distributed.main_only
     def _save(self, path, phase):
         logger.info("Saving output model to %s", path)
         params = {**self.params, CHECKPOINT_PHASE_KEY: phase}
@@ -553,6 +571,7 @@ class Trainer:
             return flag + f" fewshot-ratio{self.params['train_sample_ratio']:.3f} "
         return flag
 
+    @distributed.main_only
     def run_eval_final(self, flag="", epoch=None):
         """Rank the evaluation split (invalid entries kept) by the image predictions alone ("No prior"), then by
         image × prior: the location encoder, or the baseline named by --spa_enc_type. Returns {method: result}."""
@@ -577,6 +596,7 @@ class Trainer:
         return baselines.make_baseline(params["spa_enc_type"], self.data.train.locs, self.data.train.classes,
                                        params["num_classes"], hyper_params)
 
+    @distributed.main_only
     def run_eval_spa_enc_only(self, flag="LocEnc ", load_model=True, epoch=None):
         """Rank the val split (invalid entries removed) by the location encoder alone; with `load_model` first
         reload the fine-tuned checkpoint, when this run wrote or loaded it (the original saved the model in memory
@@ -628,6 +648,7 @@ class Trainer:
             "evaluations": self.evaluations,
         }
 
+    @distributed.main_only
     def write_results(self):
         """Write `results` as JSON (atomically) to `….results.json` next to the log.
 
@@ -641,6 +662,7 @@ class Trainer:
         text = json.dumps(self.results, indent=1).encode()
         atomic_write(self.results_file, lambda handle: handle.write(text))
 
+    @distributed.main_only
     def write_ranks(self):
         """Write the per-sample ranks of the final evaluation to `….ranks.npz` (atomically).
 
