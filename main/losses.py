@@ -75,11 +75,18 @@ class _NegativeBCERowSums(torch.autograd.Function):
 
     Same arithmetic as the original's bce(1.0 − σ(z)) elementwise. Only σ is kept (per row block); backward
     forms the gradient σ(1 − σ)/(1 − σ + ε) = σ − ε·σ/(1 − σ + ε) from it, instead of autograd keeping the
-    logits, 1 − p and the log as separate (N, C) tensors.
+    logits, 1 − p and the log as separate (N, C) tensors. Computed in float32 (or float64) also under bf16
+    autocast: ε = 1e-5 is below bfloat16's resolution near 1.
     """
 
     @staticmethod
     def forward(ctx, emb, weight):
+        dtype = torch.promote_types(torch.promote_types(emb.dtype, weight.dtype), torch.float32)
+        with torch.autocast(emb.device.type, enabled=False):
+            return _NegativeBCERowSums._forward(ctx, emb.to(dtype), weight.to(dtype))
+
+    @staticmethod
+    def _forward(ctx, emb, weight):
         if emb.device.type == "cpu":
             rows = max(1, CPU_BLOCK_ELEMENTS // max(1, weight.shape[0]))
         else:

@@ -45,6 +45,7 @@ import checkpoints
 import datasets
 import distributed
 import evaluation
+import feature_store
 import losses
 import models
 import sampling
@@ -62,7 +63,7 @@ CHECKPOINT_INTERVAL_S = 60.0
 RESULTS_FORMAT = "csp-results/1"
 # params that say where and on what a run happened, not what it computed (kept out of the results' "params")
 MACHINE_PARAMS = ("device", "model_dir", "unsuper_model_file_name", "model_file_name", "log_file_name", "op_dir",
-                  "train_sample_idx_file")
+                  "train_sample_idx_file", "feature_storage", "compile")
 
 
 def _choices(flag, value, valid):
@@ -81,6 +82,7 @@ def check_params(params):
     _choices("cnn_pred_type", params["cnn_pred_type"], datasets.PRED_TYPES)
     _choices("inat2018_resolution", params["inat2018_resolution"], datasets.RESOLUTIONS)
     _choices("train_sample_method", params["train_sample_method"], sampling.METHODS)
+    _choices("feature_storage", params["feature_storage"], feature_store.STORAGES)
     if not 0 < params["train_sample_ratio"] <= 1:
         raise ValueError(f"--train_sample_ratio must be in (0, 1] (1 = all training data), "
                          f"got {params['train_sample_ratio']}")
@@ -215,7 +217,7 @@ class Trainer:
         self.train_locs = to(self._coords(data.train))
         self.train_classes = to(data.train.classes)
         self.train_users = to(user_ids.reshape(-1))
-        self.train_feats = to(data.train.feats) if data.train.feats is not None else None
+        self.train_feats = feature_store.training_features(data.train.feats, self.device, params["feature_storage"])
         dated = self._dated(data.val)
         self.val_locs, self.val_classes = to(self._coords(data.val)[dated]), to(data.val.classes[dated])
         self.val_split_ids = data.val.split_ids[dated]
@@ -306,7 +308,13 @@ class Trainer:
             self.loaded_finetuned = True
         elif pretrained is not None:
             self._load(pretrained, PRETRAINING)
-        self.step = distributed.parallel(self.model)
+        self.step = self.build_step()
+
+    def build_step(self):
+        """What the training steps call as `step(loss_fn, *args)` for loss_fn(model, *args): the model inside DDP
+        under torchrun (`distributed.parallel`), compiled with `--compile T`."""
+        step = distributed.parallel(self.model)
+        return torch.compile(step) if self.params["compile"] else step
 
     def _rbf_anchor_ids(self, checkpoint):
         """Training rows whose locations are the rbf anchors: those of the checkpoint to load (anchors are not in
@@ -546,7 +554,8 @@ class Trainer:
         for batch in tqdm(range(num_batches), desc=f"{phase} epoch {epoch}", leave=False,
                           disable=not self.progress):
             rows = indices[batch * batch_size:(batch + 1) * batch_size]
-            loss = loss_of(rows)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=params["bf16"]):
+                loss = loss_of(rows)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
