@@ -148,7 +148,7 @@ class Trainer:
         check_params(params)
         self.params = params
         self.device = distributed.setup(resolve_device(params["device"]))
-        self.progress = (console if progress is None else progress) and sys.stderr.isatty()
+        self.progress = (console if progress is None else progress) and sys.stderr.isatty() and distributed.is_main()
         torch.manual_seed(params["seed"])
         self.rng = np.random.default_rng(params["seed"])
         self.generator = torch.Generator(device=self.device)
@@ -414,6 +414,9 @@ class Trainer:
         logger.info("num users    \t%d", params["num_users"])
         if params["meta_type"]:
             logger.info("meta data    \t%s", params["meta_type"])
+        if distributed.world_size() > 1:
+            logger.info("processes    \t%d (torchrun), global batch %d", distributed.world_size(),
+                        distributed.world_size() * params["batch_size"])
 
     # ------------------------------------------------------------------------------------------------------------
     # training
