@@ -6,9 +6,10 @@
 
 Builds one `Trainer` with the flags of `../run-inat_2018-contsoftmax.sh` (437 513 training rows, 8 142 classes,
 2 048-d features, 24 426 validation rows when the data are iNat2018-sized) and prints, as median [min–max] over
-`--repeats` alternated repeats: the wall time of the final evaluation (image-only, image × prior and location-only),
-then for each variant of the training step (float32 eager, bf16 autocast, torch.compile, both) pre-training
-samples/s at batch 1 024 and 8 192 and fine-tuning samples/s at batch 1 024, with the peak GPU memory on a GPU.
+`--repeats` repeats, for each variant of the training step (float32 eager, bf16 autocast, torch.compile, both;
+taking turns within each repeat): pre-training samples/s at batch 1 024 and 8 192, fine-tuning samples/s at batch
+1 024, and (with the first variant) the wall time of the final evaluation (image-only, image × prior and
+location-only), with the peak GPU memory on a GPU.
 Each figure times `Trainer.run_epoch` (after one warm-up step, which also compiles) or the evaluation methods: the
 code a run executes.
 """
@@ -57,27 +58,47 @@ def _summary(values, unit, digits=0):
             f"({len(values)} runs)")
 
 
-def _measure(trainer, name, measure):
-    """`measure()`'s value and, on a GPU, the peak memory it allocated (GiB; else None)."""
+def _measure(trainer, measure):
+    """(`measure()`, the peak GPU memory it allocated in GiB, or None on the CPU)."""
     cuda = trainer.device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(trainer.device)
     value = measure()
-    return name, value, torch.cuda.max_memory_allocated(trainer.device) / 2 ** 30 if cuda else None
+    return value, torch.cuda.max_memory_allocated(trainer.device) / 2 ** 30 if cuda else None
 
 
-def _variant(trainer, compile_step, bf16, args):
-    """{figure: ([values], peak GiB)} of one training-step variant, repeats alternated between the figures."""
-    trainer.params["compile"], trainer.params["bf16"] = compile_step, bf16
-    trainer.step = trainer.build_step()
-    figures = {}
+def _one_pass(trainer, args, evaluate):
+    """[(figure, value, peak GPU GiB)] in the order of earlier versions of this script: pre-training and
+    fine-tuning at batch 1 024, the final evaluation (when `evaluate`), pre-training at batch 8 192."""
+    figures = [("pre-training, batch 1024", lambda: steps_per_second(trainer, PRETRAINING, 1024, args.num_batches)),
+               ("fine-tuning, batch 1024", lambda: steps_per_second(trainer, FINETUNING, 1024, args.num_batches))]
+    if evaluate:
+        figures.append(("final evaluation", lambda: evaluation_seconds(trainer)))
+    figures.append(("pre-training, batch 8192",
+                    lambda: steps_per_second(trainer, PRETRAINING, 8192, args.num_large_batches)))
+    return [(name, *_measure(trainer, measure)) for name, measure in figures]
+
+
+def _run_variants(trainer, args):
+    """{(variant, figure): ([values], peak GPU GiB)}, the variants taking turns in each repeat (each one's
+    training step built once); a variant that fails (a compiler error) is reported and left out afterwards."""
+    steps, failed, figures = {}, set(), {}
     for _ in range(args.repeats):
-        for name, phase, batch, count in (("pre-training, batch 1024", PRETRAINING, 1024, args.num_batches),
-                                          ("fine-tuning, batch 1024", FINETUNING, 1024, args.num_batches),
-                                          ("pre-training, batch 8192", PRETRAINING, 8192, args.num_large_batches)):
-            name, value, peak = _measure(trainer, name, lambda: steps_per_second(trainer, phase, batch, count))
-            values, most = figures.get(name, ([], None))
-            figures[name] = (values + [value], peak if most is None else max(most, peak or 0))
+        for number, variant in enumerate(args.variants):
+            if variant in failed:
+                continue
+            trainer.params["compile"], trainer.params["bf16"] = VARIANTS[variant]
+            try:
+                trainer.step = steps[variant] = steps.get(variant) or trainer.build_step()
+                measured = _one_pass(trainer, args, evaluate=number == 0)
+            except Exception as err:  # the other variants still run
+                print(f"{variant}: failed: {type(err).__name__}: {err}", flush=True)
+                failed.add(variant)
+                continue
+            for name, value, peak in measured:
+                print(f"  {variant}: {name} {value:.2f}", flush=True)
+                values, most = figures.get((variant, name), ([], None))
+                figures[(variant, name)] = (values + [value], peak if most is None else max(most, peak))
     return figures
 
 
@@ -115,22 +136,10 @@ def main(argv=None):
                   f"training rows, {trainer.params['num_classes']} classes, {trainer.train_feats.shape[1]}-d "
                   f"features ({type(trainer.train_feats).__name__}), {len(trainer.eval_classes)} evaluation rows; "
                   f"set-up {setup:.1f} s", flush=True)
-            evaluations = [_measure(trainer, "final evaluation", lambda: evaluation_seconds(trainer))
-                           for _ in range(args.repeats)]
-            peak = evaluations[-1][2]
-            print(f"{'final evaluation':36s} {_summary([value for _, value, _ in evaluations], 's', 2)}"
-                  + (f", peak GPU memory {peak:.2f} GiB" if peak is not None else "")
-                  + f"  (image-only + image x prior on {len(trainer.eval_classes)} rows, location-only on "
-                    f"{len(trainer.val_classes)})", flush=True)
-            for variant in args.variants:
-                try:
-                    figures = _variant(trainer, *VARIANTS[variant], args)
-                except Exception as err:  # a variant that fails (a compiler error) does not cost the others
-                    print(f"{variant}: failed: {type(err).__name__}: {err}", flush=True)
-                    continue
-                for name, (values, peak) in figures.items():
-                    print(f"{variant + ': ' + name:36s} {_summary(values, 'samples/s')}"
-                          + (f", peak GPU memory {peak:.2f} GiB" if peak is not None else ""), flush=True)
+            for (variant, name), (values, peak) in _run_variants(trainer, args).items():
+                unit, digits = ("s", 2) if name == "final evaluation" else ("samples/s", 0)
+                print(f"{variant + ': ' + name:36s} {_summary(values, unit, digits)}"
+                      + (f", peak GPU memory {peak:.2f} GiB" if peak is not None else ""), flush=True)
 
 
 if __name__ == "__main__":
