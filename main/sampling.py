@@ -234,7 +234,9 @@ def train_sample_indices(params, train_classes):
     own = written_index_file(params)
     if method.endswith("-fix"):
         expected = _record(train_classes, ratio, method)
-        for path in (published_index_file(params["dataset"], params["meta_type"], ratio, method), own):
+        bundled = ([published_index_file(params["dataset"], params["meta_type"], ratio, method)]
+                   if params["dataset"] in paths.DATASETS else [])
+        for path in bundled + [own]:
             if path.is_file():
                 indices = _reuse(path, train_classes, expected)
                 logger.info("few-shot subset: %d of %d training samples from %s", len(indices), num, path)

@@ -30,6 +30,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -66,7 +67,7 @@ def _choices(flag, value, valid):
 
 def check_params(params):
     """ValueError naming the flag and its valid values for every flag value the run cannot use."""
-    _choices("dataset", params["dataset"], tuple(datasets.DATASET_INFO))
+    _choices("dataset", params["dataset"], datasets.DATASET_NAMES)
     _choices("spa_enc_type", params["spa_enc_type"],
              tuple(SPATIAL_ENCODERS) + ("geo_net",) + baselines.BASELINE_NAMES)
     _choices("unsuper_loss", params["unsuper_loss"], ("none",) + losses.UNSUPER_LOSSES)
@@ -239,9 +240,13 @@ class Trainer:
             logger.warning("%d training samples have no date: with --use_date_feats T they are not trained on",
                            (~usable).sum())
         rows = {PRETRAINING: None if usable.all() else np.flatnonzero(usable), FINETUNING: None}
+        labelled = np.flatnonzero(train.classes >= 0)  # --dataset custom: class -1 = unlabelled, pre-training only
         if params["train_sample_ratio"] < 1:
-            subset, params["train_sample_idx_file"] = sampling.train_sample_indices(params, train.classes)
+            subset, params["train_sample_idx_file"] = sampling.train_sample_indices(params, train.classes[labelled])
+            subset = labelled[subset]
             rows[FINETUNING] = subset[usable[subset]]
+        elif len(labelled) < len(train):
+            rows[FINETUNING] = labelled[usable[labelled]]
         else:
             rows[FINETUNING] = rows[PRETRAINING]
         return {phase: None if value is None else self._to_device(value) for phase, value in rows.items()}
@@ -348,8 +353,11 @@ class Trainer:
             if "loc_dec.weight" in state:
                 return state["loc_dec.weight"].shape[0]
         params = self.params
-        path = self.data.data_dir / datasets.feature_file(params["dataset"], "train", params["inat2018_resolution"],
-                                                          params["cnn_model"])
+        if params["dataset"] == "custom":
+            path = Path(params["features"] or "(no --features given)")
+        else:
+            path = self.data.data_dir / datasets.feature_file(params["dataset"], "train",
+                                                              params["inat2018_resolution"], params["cnn_model"])
         if not path.is_file():
             raise FileNotFoundError(f"--unsuper_loss {params['unsuper_loss']}: the model's image head needs the "
                                     f"width of the training image features, but {path} does not exist")
