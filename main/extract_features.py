@@ -228,8 +228,9 @@ def _weights_signature(weights):
 # ----------------------------------------------------------------------------------------------------------------
 # the extraction
 
-def _start(out, settings, ids, num_features):
-    """Open (or create) the feature file for writing; returns (memmap, rows_done)."""
+def _resume_point(out, settings):
+    """rows_done of an extraction into `out` with these settings, or None when there is none yet; ValueError when
+    `out` belongs to other settings or is not a feature file in progress (it is never overwritten)."""
     files = side_files(out)
     if files["progress"].is_file():
         done = json.loads(files["progress"].read_text())
@@ -240,20 +241,23 @@ def _start(out, settings, ids, num_features):
                              f"{', '.join(p.name for p in files.values())} to start again")
         if not out.is_file():
             raise ValueError(f"{files['progress']} exists but {out} does not; delete it to start again")
-        features = np.lib.format.open_memmap(out, mode="r+")
-        rows_done = int(done["rows_done"])
-        _keep_report_rows(files["unreadable"], rows_done)
-        return features, rows_done
+        return int(done["rows_done"])
     if out.exists():
         raise ValueError(f"--out {out} exists and is not a feature file in progress (no {files['progress'].name}); "
                          f"it is not overwritten: give another --out")
+    return None
+
+
+def _create(out, settings, ids, num_features):
+    """The new feature file (a writable memory map) and its side files, with nothing done yet."""
+    files = side_files(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"row": np.arange(len(ids)), "image": ids}).to_csv(files["rows"], index=False)
     with open(files["unreadable"], "w", newline="") as handle:
         csv.writer(handle).writerow(["row", "image", "error"])
     features = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(len(ids), num_features))
     _write_progress(files["progress"], settings, 0, len(ids))
-    return features, 0
+    return features
 
 
 def _keep_report_rows(report, rows_done):
@@ -281,6 +285,10 @@ def extract(images, backbone, out, weights=None, image_column="image", image_roo
     out = Path(out)
     if out.suffix != ".npy":
         raise ValueError(f"--out {out}: the feature file must end in .npy")
+    for flag, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0),
+                               ("image_size", image_size or 32, 32)):
+        if value < least:
+            raise ValueError(f"--{flag} must be at least {least}, got {value}")
     ids, paths = list_images(images, image_column, image_root)
     repeated = duplicated_rows(ids)
     if len(repeated):
@@ -288,47 +296,54 @@ def extract(images, backbone, out, weights=None, image_column="image", image_roo
                          f"{ids[repeated[0]]!r}); each image must be listed once")
     transform, size = preset(backbone, image_size)
     dev = resolve_device(device)
-    model = load_backbone(backbone, weights).to(dev)
-    channels_last = dev.type == "cpu"
-    if channels_last:  # faster depthwise / grouped convolutions on CPU
-        model = model.to(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        num_features = model(torch.zeros(2, 3, size, size, device=dev)).shape[1]
     settings = {"images": _fingerprint(ids), "num_rows": len(ids), "backbone": backbone,
-                "weights": _weights_signature(weights), "image_size": size, "transform": repr(transform),
-                "num_features": num_features}
-    features, rows_done = _start(out, settings, ids, num_features)
+                "weights": _weights_signature(weights), "image_size": size, "transform": repr(transform)}
+    rows_done = _resume_point(out, settings)
     files = side_files(out)
     if rows_done == len(ids):
         logger.info("%s is complete (%d rows); nothing to do", out, len(ids))
     else:
-        if rows_done:
+        model = load_backbone(backbone, weights).to(dev)
+        channels_last = dev.type == "cpu"
+        if channels_last:  # faster depthwise / grouped convolutions on CPU
+            model = model.to(memory_format=torch.channels_last)
+        if rows_done is None:
+            with torch.inference_mode():
+                num_features = model(torch.zeros(2, 3, size, size, device=dev)).shape[1]
+            features, rows_done = _create(out, settings, ids, num_features), 0
+        else:
             logger.info("Resuming the extraction into %s at row %d of %d", out, rows_done, len(ids))
-        loader = DataLoader(torch.utils.data.Subset(ImageFiles(paths, transform, size), range(rows_done, len(ids))),
-                            batch_size=batch_size, num_workers=num_workers, pin_memory=dev.type == "cuda")
-        pending, last_save = [], time.monotonic()
-        with torch.inference_mode(), tqdm(total=len(ids), initial=rows_done, desc="image features",
-                                          unit="img") as bar:
-            for rows, batch, errors in loader:
-                if channels_last:
-                    batch = batch.contiguous(memory_format=torch.channels_last)
-                feats = model(batch.to(dev, non_blocking=True)).float().cpu().numpy()
-                bad = [k for k, e in enumerate(errors) if e]
-                feats[bad] = np.nan
-                features[int(rows[0]):int(rows[-1]) + 1] = feats
-                pending += [(int(rows[k]), ids[int(rows[k])], errors[k]) for k in bad]
-                rows_done = int(rows[-1]) + 1
-                bar.update(len(rows))
-                if rows_done == len(ids) or time.monotonic() - last_save >= SAVE_INTERVAL_S:
-                    _save(features, files, pending, settings, rows_done, len(ids))
-                    pending, last_save = [], time.monotonic()
+            features = np.lib.format.open_memmap(out, mode="r+")
+            _keep_report_rows(files["unreadable"], rows_done)
+        _run(model, ImageFiles(paths, transform, size), ids, features, files, settings, rows_done,
+             dict(batch_size=batch_size, num_workers=num_workers, pin_memory=dev.type == "cuda"), dev, channels_last)
+        del features
     unreadable = len(pd.read_csv(files["unreadable"]))
     if unreadable:
         logger.warning("%d of %d images could not be read: their rows are NaN; see %s", unreadable, len(ids),
                        files["unreadable"])
-    del features
-    return {"rows": len(ids), "features": num_features, "unreadable": unreadable,
+    return {"rows": len(ids), "features": int(np.load(out, mmap_mode="r").shape[1]), "unreadable": unreadable,
             "seconds": time.monotonic() - start_time}
+
+
+def _run(model, images, ids, features, files, settings, rows_done, loader_args, dev, channels_last):
+    """Features of images rows_done … N − 1 into `features`, batch by batch, saving progress as it goes."""
+    loader = DataLoader(torch.utils.data.Subset(images, range(rows_done, len(ids))), **loader_args)
+    pending, last_save = [], time.monotonic()
+    with torch.inference_mode(), tqdm(total=len(ids), initial=rows_done, desc="image features", unit="img") as bar:
+        for rows, batch, errors in loader:
+            if channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            feats = model(batch.to(dev, non_blocking=True)).float().cpu().numpy()
+            bad = [k for k, e in enumerate(errors) if e]
+            feats[bad] = np.nan
+            features[int(rows[0]):int(rows[-1]) + 1] = feats
+            pending += [(int(rows[k]), ids[int(rows[k])], errors[k]) for k in bad]
+            rows_done = int(rows[-1]) + 1
+            bar.update(len(rows))
+            if rows_done == len(ids) or time.monotonic() - last_save >= SAVE_INTERVAL_S:
+                _save(features, files, pending, settings, rows_done, len(ids))
+                pending, last_save = [], time.monotonic()
 
 
 def _save(features, files, pending, settings, rows_done, num_rows):
