@@ -241,12 +241,18 @@ class FeatureFile:
                                self.unreadable.sum(), side["unreadable"])
 
     def read(self, table_rows, what):
-        """Features of the given table rows, (len, F) float32: a memory map when they are the file's rows in
-        order, else read chunk by chunk (only the result is held)."""
+        """Features of the given table rows, (len, F) float32: a (copy-on-write) memory map when they are
+        consecutive rows of the file, in order (e.g. a table sorted by split), else read chunk by chunk (only the
+        result is held)."""
         file_rows = self.rows[table_rows]
-        if np.array_equal(file_rows, np.arange(self.num_rows)):
-            file_rows = None
-        elif (np.diff(file_rows) <= 0).any():
+        first = file_rows[0]
+        if np.array_equal(file_rows, np.arange(first, first + len(file_rows))):
+            features = np.load(self.path, mmap_mode="c")
+            if features.dtype == np.float32 and features.flags.c_contiguous:
+                logger.info("%s: memory-mapped %s rows %d-%d of %s", DATASET, what, first, first + len(file_rows),
+                            self.path)
+                return features[first:first + len(file_rows)]
+        if (np.diff(file_rows) <= 0).any():
             order = np.argsort(file_rows)
             feats = self.read(table_rows[order], what)
             return feats[np.argsort(order)]
