@@ -103,6 +103,9 @@ def read_table(path, columns=None):
         raise ValueError(f"{path}: a table must be .csv or .parquet")
     try:
         table = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path, dtype=str)
+    except ImportError:
+        raise ValueError(f"{path}: reading Parquet needs the pyarrow package (pip install -r requirements.txt), "
+                         f"or give the table as CSV") from None
     except (OSError, ValueError, pd.errors.ParserError) as err:
         raise ValueError(f"{path} cannot be read as a table: {err}") from None
     missing = [c for c in columns or () if c not in table.columns]

@@ -240,3 +240,40 @@ def test_bad_input_on_the_command_line_exits_2_without_traceback(own, tmp_path):
                            "--model_dir", str(tmp_path / "m")], capture_output=True, text=True)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "column 'lat', rows 3: out of [-90, 90]" in done.stderr
+
+
+def test_your_own_classifiers_predictions_replace_the_probe(own, tmp_path):
+    table = pd.read_csv(own / "obs.csv", keep_default_na=False)
+    names = sorted(CLASSES)
+    preds = np.full((len(table), len(names)), 1 / len(names), np.float32)
+    labelled = np.flatnonzero(table["label"] != "")
+    preds[labelled] = np.eye(len(names), dtype=np.float32)[[names.index(x) for x in table["label"][labelled]]]
+    np.save(tmp_path / "preds.npy", preds)
+    results = run(own, tmp_path / "m", "--unsuper_loss", "none", "--num_epochs", "1", "--image_predictions",
+                  str(tmp_path / "preds.npy"))
+    assert top1(results, "no_prior") == 100.0
+    np.save(tmp_path / "preds.npy", preds[:, :3])
+    with pytest.raises(ValueError, match="one column per class of the label set"):
+        run(own, tmp_path / "m", "--unsuper_loss", "none", "--num_epochs", "1", "--image_predictions",
+            str(tmp_path / "preds.npy"))
+
+
+def test_a_parquet_table_reads_as_the_csv(tmp_path):
+    write(tmp_path, GOOD)
+    pd.DataFrame(GOOD).to_parquet(tmp_path / "obs.parquet")
+    a, b = own_data.Observations(tmp_path / "obs.csv"), own_data.Observations(tmp_path / "obs.parquet")
+    assert a.ids.tolist() == b.ids.tolist() and a.classes.tolist() == b.classes.tolist()
+    np.testing.assert_array_equal(a.locs, b.locs)
+
+
+def test_consecutive_feature_rows_stay_memory_mapped_and_others_are_gathered(tmp_path):
+    obs = own_data.Observations(write(tmp_path, GOOD))
+    feats = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.save(tmp_path / "feats.npy", feats)
+    pd.DataFrame({"row": [0, 1, 2], "image": ["c.png", "a.png", "b.png"]}).to_csv(tmp_path / "feats.rows.csv",
+                                                                                  index=False)
+    features = own_data.FeatureFile(tmp_path / "feats.npy", obs)  # table rows a, b, c = file rows 1, 2, 0
+    mapped = features.read(np.array([0, 1]), "train")
+    assert isinstance(mapped, np.memmap)
+    np.testing.assert_array_equal(mapped, feats[[1, 2]])
+    np.testing.assert_array_equal(features.read(np.array([2, 0]), "val"), feats[[0, 1]])
