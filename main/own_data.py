@@ -139,7 +139,8 @@ class Observations:
         return names, classes
 
     def _dates(self, column):
-        numbers = pd.to_numeric(column, errors="coerce")
+        numbers = (pd.Series(np.nan, index=column.index) if pd.api.types.is_datetime64_any_dtype(column)
+                   else pd.to_numeric(column, errors="coerce"))
         if numbers.notna().sum() == column.notna().sum():
             out = numbers.to_numpy(np.float64)
             bad = np.flatnonzero((out < 0) | (out > 1))
@@ -292,6 +293,8 @@ def load_own_dataset(params, eval_split, train_remove_invalid, eval_remove_inval
         raise ValueError("--dataset custom needs --features (from extract_features.py) for pre-training and for the "
                          "image-only probe; or give --image_predictions and --unsuper_loss none")
     readable = ~feature_file.unreadable if feature_file is not None else np.ones(len(obs), bool)
+    if not ((obs.splits == "train") & (obs.classes >= 0) & readable).any():
+        raise ValueError(f"{obs.path}: no labelled train rows (columns 'label', 'split'); fine-tuning needs some")
     num_classes = len(obs.class_names)
     splits = []
     for split, remove, want_feats in (("train", train_remove_invalid, load_cnn_features_train),

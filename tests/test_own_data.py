@@ -277,3 +277,15 @@ def test_consecutive_feature_rows_stay_memory_mapped_and_others_are_gathered(tmp
     assert isinstance(mapped, np.memmap)
     np.testing.assert_array_equal(mapped, feats[[1, 2]])
     np.testing.assert_array_equal(features.read(np.array([2, 0]), "val"), feats[[0, 1]])
+
+
+def test_dates_are_fractions_of_the_year(tmp_path):
+    dates = ["2021-01-01", "2020-07-02T12:00", ""]
+    obs = own_data.Observations(write(tmp_path, {**GOOD, "date": dates}))
+    np.testing.assert_allclose(obs.dates[:2], [0.0, (183 + 0.5) / 366], atol=1e-6)
+    assert np.isnan(obs.dates[2])
+    table = pd.DataFrame({**GOOD, "date": pd.to_datetime(["2021-01-01", "2021-07-02", None])})
+    table.to_parquet(tmp_path / "obs.parquet")
+    np.testing.assert_allclose(own_data.Observations(tmp_path / "obs.parquet").dates[:2], [0.0, 182 / 365], atol=1e-6)
+    with pytest.raises(ValueError, match="column 'date', rows 1: not a date"):
+        own_data.Observations(write(tmp_path, {**GOOD, "date": ["2021-01-01", "soon", ""]}))
