@@ -224,6 +224,8 @@ def _fingerprint(paths_or_ids):
 def _weights_signature(weights):
     if weights is None:
         return None
+    if not Path(weights).is_file():
+        raise FileNotFoundError(f"--weights {weights} does not exist")
     stat = Path(weights).stat()
     return {"path": str(Path(weights).resolve()), "bytes": stat.st_size}
 
