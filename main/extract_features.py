@@ -324,6 +324,9 @@ def extract(images, backbone, out, weights=None, image_column="image", image_roo
              dict(batch_size=batch_size, num_workers=num_workers, pin_memory=dev.type == "cuda"), dev, channels_last)
         del features
     unreadable = len(pd.read_csv(files["unreadable"]))
+    if unreadable == len(ids):
+        raise ValueError(f"--images {images}: none of the {len(ids)} images could be read (see {files['unreadable']}"
+                         f", e.g. a wrong --image_root); {out} holds no features")
     if unreadable:
         logger.warning("%d of %d images could not be read: their rows are NaN; see %s", unreadable, len(ids),
                        files["unreadable"])

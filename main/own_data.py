@@ -122,6 +122,8 @@ class Observations:
             labels = column.astype("string").str.strip().replace("", pd.NA)
         given = labels.dropna().unique().tolist()
         if label_set is not None:
+            if not Path(label_set).is_file():
+                raise FileNotFoundError(f"--label_set {label_set} does not exist")
             names = [line.strip() for line in Path(label_set).read_text().splitlines() if line.strip()]
             if len(set(names)) != len(names) or not names:
                 raise ValueError(f"--label_set {label_set}: needs one label per line, each once")

@@ -184,6 +184,12 @@ def test_torchvision_backbone_with_a_local_state_dict(tmp_path):
         extract_features.load_backbone("no_such_net", weights)
 
 
+def test_an_extraction_that_reads_no_image_is_an_error(own, tmp_path):
+    with pytest.raises(ValueError, match="none of the 200 images could be read"):
+        extract_features.main(["--images", str(own / "obs.csv"), "--image_root", str(tmp_path), "--out",
+                               str(tmp_path / "f.npy"), "--image_size", "32", "--num_workers", "0"])
+
+
 def write(tmp_path, table, name="obs.csv"):
     path = tmp_path / name
     pd.DataFrame(table).to_csv(path, index=False)
