@@ -268,7 +268,8 @@ def _create(out, settings, ids, num_features):
 def _keep_report_rows(report, rows_done):
     """Drop report lines of rows ≥ rows_done (written after the last saved progress, so they are redone)."""
     table = pd.read_csv(report, dtype={"image": str, "error": str}, keep_default_na=False)
-    table[table["row"] < rows_done].to_csv(report, index=False)
+    text = table[table["row"] < rows_done].to_csv(index=False).encode()
+    atomic_write(report, lambda handle: handle.write(text))
 
 
 def _write_progress(path, settings, rows_done, num_rows):

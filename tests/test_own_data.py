@@ -155,8 +155,16 @@ def test_a_killed_extraction_resumes_where_it_stopped(own, tmp_path, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         extract_features.main(args)
     assert json.loads((tmp_path / "feats.progress.json").read_text())["rows_done"] == 20
-    monkeypatch.setattr(extract_features, "load_backbone", lambda *a: model)
+    seen = []
+
+    class Counting(torch.nn.Module):
+        def forward(self, x):
+            seen.append(len(x))
+            return model(x)
+
+    monkeypatch.setattr(extract_features, "load_backbone", lambda *a: Counting())
     done = extract_features.main(args)
+    assert sum(seen) == 40  # only the rows after the last saved progress
     assert done["unreadable"] == 1
     feats = np.load(out)
     assert np.isnan(feats[30]).all() and np.isfinite(np.delete(feats, 30, axis=0)).all()
