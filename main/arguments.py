@@ -4,15 +4,20 @@ Every flag of the original `make_args_parser` keeps its name, type, default and 
 strings 'T' and 'F', turned into booleans by `update_params`. Flags added by this project are marked "(new)".
 """
 import argparse
+import errno
 import os
 import sys
 
 import torch
 
+from paths import MAIN_DIR
+
+DEFAULT_MODEL_DIR = "../models/"
 BOOL_FLAGS = (
     "load_val_op", "use_layn", "skip_connection", "spa_enc_use_postmat", "balanced_train_loader",
     "use_date_feats", "load_cnn_predictions", "load_cnn_features", "load_cnn_features_train",
     "do_unsuper_train", "load_unsuper_model", "do_super_train", "load_super_model", "load_img", "do_epoch_save",
+    "baseline_full_train",
 )
 
 
@@ -58,7 +63,8 @@ def make_args_parser():
     # run
     add("--device", type=str, default="auto",
         help="torch device, e.g. cpu, cuda:0; auto = first GPU if present, else CPU")
-    add("--model_dir", type=str, default="../models/", help="folder for checkpoints and logs")
+    add("--model_dir", type=str, default=DEFAULT_MODEL_DIR,
+        help="folder for checkpoints and logs (the default is taken relative to main/, wherever the command starts)")
     add("--num_epochs", type=int, default=30, help="fine-tuning (supervised) epochs")
     add("--num_epochs_unsuper", type=int, default=30, help="pre-training (unsupervised) epochs")
     add("--seed", type=int, default=0,
@@ -111,6 +117,9 @@ def make_args_parser():
     add("--unsuper_temp_negloc", type=float, default=1, help="temperature of the random-location term (contsoftmax*)")
     add("--unsuper_temp_simcse", type=float, default=1, help="temperature of the SimCSE term (contsoftmax*)")
     add("--unsuper_eval_frequency", type=int, default=10, help="unused; kept for compatibility")
+    add("--baseline_full_train", type=str, default="F",
+        help="(new) T/F: a baseline --spa_enc_type is fitted on all training labels, not on the few-shot subset of "
+             "--train_sample_ratio (the original's behaviour)")
 
     # optimisation
     add("--lr", type=float, default=0.001, help="fine-tuning learning rate")
@@ -144,8 +153,15 @@ def update_params(params):
 
 
 def default_params(argv=()):
-    """The params dict of a run with command line `argv` (a list of strings), after `update_params`."""
-    return update_params(vars(make_args_parser().parse_args(list(argv))))
+    """The params dict of a run with command line `argv` (a list of strings), after `update_params`. Without
+    --model_dir, the default `../models/` is taken relative to main/ (where the original ran), wherever the command
+    starts; a --model_dir given is taken as given (relative to the current directory)."""
+    parser = make_args_parser()
+    params = vars(parser.parse_args(list(argv)))
+    parser.set_defaults(model_dir=None)
+    if parser.parse_args(list(argv)).model_dir is None:
+        params["model_dir"] = os.path.join(os.path.normpath(MAIN_DIR / DEFAULT_MODEL_DIR), "")
+    return update_params(params)
 
 
 def resolve_device(name):
@@ -156,6 +172,9 @@ def resolve_device(name):
         device = torch.device(name)
     except RuntimeError as err:
         raise ValueError(f"--device {name!r} is not a torch device (try cpu, cuda:0 or auto): {err}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name}: this project runs on the CPU or a CUDA GPU only; use --device cpu, "
+                         f"cuda:0 or auto")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: no CUDA GPU is available here; use --device cpu or --device auto")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
@@ -164,14 +183,30 @@ def resolve_device(name):
     return device
 
 
+def describe_error(err):
+    """The one-line message of a bad-input error: a ValueError's own; for an OSError (a file that cannot be read or
+    written, a full disk) what failed on which path, and the fix."""
+    if not isinstance(err, OSError) or err.errno is None:
+        return str(err)
+    where = f" {err.filename}" if err.filename is not None else ""
+    permissions = "check the permissions of that path (an output folder: or choose another --model_dir)"
+    fixes = {errno.EACCES: permissions, errno.EPERM: permissions,
+             errno.EROFS: "the file system is read-only; choose another folder (--model_dir)",
+             errno.ENOSPC: "the disk is full; free space or choose a folder on another disk (--model_dir)",
+             errno.ENOENT: "check the path"}
+    fix = fixes.get(err.errno, "check the path and the disk")
+    return f"cannot access{where}: {err.strerror or err}; {fix}"
+
+
 def run_command(main):
-    """Run a command-line entry point so that bad input — a ValueError or FileNotFoundError, whose messages name the
-    flag, value or file and the fix — ends it with that message and exit status 2 instead of a traceback.
-    CSP_TRACEBACK=1 in the environment shows the traceback."""
+    """Run a command-line entry point so that bad input — a ValueError, or an OSError (a file that is missing, cannot
+    be read or written, a full disk), whose messages name the flag, value or file and the fix — ends it with that
+    one-line message and exit status 2 instead of a traceback. CSP_TRACEBACK=1 in the environment shows the
+    traceback."""
     try:
         main()
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:
         if os.environ.get("CSP_TRACEBACK") == "1":
             raise
-        print(f"{os.path.basename(sys.argv[0])}: error: {err}", file=sys.stderr)
+        print(f"{os.path.basename(sys.argv[0])}: error: {describe_error(err)}", file=sys.stderr)
         sys.exit(2)

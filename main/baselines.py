@@ -296,8 +296,7 @@ class KDEPrior(Baseline):
         _check_dist_type(kde_dist_type, "kde_dist_type")
         if not kde_quant > 0:
             raise ValueError(f"hyper_params['kde_quant'] = {kde_quant}; it must be > 0 (degrees)")
-        cells = np.floor(locs / kde_quant).astype(np.int64)
-        keys, self.counts = np.unique(np.column_stack([classes, cells]), axis=0, return_counts=True)
+        keys, self.counts = _kde_points(locs, classes, kde_quant)
         num_cells = len(np.unique(keys[:, 1:], axis=0))
         if not 1 <= kde_nb <= len(keys):
             raise ValueError(f"hyper_params['kde_nb'] = {kde_nb} but the training data quantised to "
@@ -331,6 +330,32 @@ class KDEPrior(Baseline):
             dens += np.where(dens > 0, dens, np.inf).min(axis=1, keepdims=True)
             dens /= dens.sum(axis=1, keepdims=True)
         return out
+
+
+def _kde_points(locs, classes, kde_quant):
+    """The KDE's points: unique (class, lon cell, lat cell) rows of the data quantised to `kde_quant` degrees, and
+    how many samples each holds."""
+    cells = np.floor(np.asarray(locs) / kde_quant).astype(np.int64)
+    return np.unique(np.column_stack([classes, cells]), axis=0, return_counts=True)
+
+
+def clamp_to_data(name, hyper_params, train_locs, train_classes):
+    """Lower (in place) a neighbour count of `hyper_params` that exceeds what the training data offers: nn_knn's
+    `num_neighbors` (at most the number of training locations) and kde's `kde_nb` (at most its number of points).
+    The dataset's values were cross-validated on its full training set and no flag sets them, so small data (a
+    few-shot subset, synthetic data) would otherwise stop the run. Returns one sentence per change, for the log."""
+    notes = []
+    if name == "nn_knn" and hyper_params["num_neighbors"] > len(train_locs):
+        notes.append(f"nn_knn: num_neighbors lowered from {hyper_params['num_neighbors']} (the dataset's "
+                     f"cross-validated value) to the {len(train_locs)} training locations")
+        hyper_params["num_neighbors"] = len(train_locs)
+    if name == "kde" and hyper_params["kde_quant"] > 0:
+        points = len(_kde_points(train_locs, train_classes, hyper_params["kde_quant"])[0])
+        if hyper_params["kde_nb"] > points:
+            notes.append(f"kde: kde_nb lowered from {hyper_params['kde_nb']} (the dataset's cross-validated value) "
+                         f"to the {points} (class, cell) points of the training data")
+            hyper_params["kde_nb"] = points
+    return notes
 
 
 def make_baseline(name, train_locs, train_classes, num_classes, hyper_params=None):

@@ -11,6 +11,7 @@ from decimal import Decimal
 import numpy as np
 import torch
 
+from baselines import BASELINE_NAMES
 from paths import atomic_write
 
 try:
@@ -28,6 +29,8 @@ SIMCSE_TAG_LOSSES = ("imgcontlosssimcse", "contsoftmax", "contsoftmaxsym")
 TEMPERATURE_TAG_LOSSES = ("contsoftmax", "contsoftmaxsym")
 # The released fMoW checkpoints were named before the image-model tag was added to non-iNat-2018 names.
 RELEASED_FMOW_TAG = "_inception_v3_"
+# a baseline fitted on all training labels at a few-shot ratio (--baseline_full_train T): its own files
+FULL_TRAIN_TAG = "_fulltrain"
 # numpy scalars in params (the original stored rbf anchor ids as numpy int64): safe to unpickle
 NUMPY_SCALAR_GLOBALS = [_numpy_scalar, (_numpy_scalar, "numpy.core.multiarray.scalar"), np.dtype,
                         *(type(np.dtype(name)) for name in ("bool", "int32", "int64", "float32", "float64"))]
@@ -78,7 +81,10 @@ def _pretraining_args(params):
 
 def _ratio_tag(params):
     ratio, method = params["train_sample_ratio"], params["train_sample_method"]
-    return f"ratio{ratio:.3f}" if method == "stratified-fix" else f"ratio{ratio:.3f}-{method}"
+    tag = f"ratio{ratio:.3f}" if method == "stratified-fix" else f"ratio{ratio:.3f}-{method}"
+    if params.get("baseline_full_train") and params["spa_enc_type"] in BASELINE_NAMES and ratio < 1:
+        tag += FULL_TRAIN_TAG
+    return tag
 
 
 def _path(params, args):
@@ -92,7 +98,8 @@ def model_file_names(params):
     `{model_dir}/model_{dataset}[_{meta_type}]_{spa_enc_type}_{args}.pth.tar`; the pre-training name is None
     when `--unsuper_loss none`. For fmow (and every dataset but inat_2018 with inception_v3) the names carry the
     `inception_v3_` tag, as the original code writes them; `find_checkpoint` also finds the released fMoW files,
-    which lack it.
+    which lack it. A baseline fitted on all labels at a few-shot ratio (`--baseline_full_train T`) has
+    `_fulltrain` after its ratio tag.
     """
     loss, act, ratio = params["unsuper_loss"], params["spa_f_act"], params["train_sample_ratio"]
     if loss != "none" and loss not in PRETRAINING_LOSSES:
@@ -176,14 +183,46 @@ def load_checkpoint(path, device="cpu"):
     try:
         with torch.serialization.safe_globals(NUMPY_SCALAR_GLOBALS):
             ckpt = torch.load(path, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+    except PermissionError:
+        raise
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
         raise ValueError(f"{path} is not a readable CSP checkpoint (truncated, or holds objects other than "
                          f"tensors and plain values): {err}") from None
     missing = [key for key in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or key not in ckpt]
     if missing:
         raise ValueError(f"{path} is not a CSP checkpoint: it lacks {', '.join(missing)}")
+    problem = _malformed_part(ckpt)
+    if problem:
+        raise ValueError(f"{path} is malformed: {problem}; it is not a checkpoint this project or the original wrote")
     ckpt["params"] = plain_value(ckpt["params"])
     return ckpt
+
+
+def _malformed_part(ckpt):
+    """What is wrong with the parts of a checkpoint dict (None when nothing)."""
+    state = ckpt["state_dict"]
+    if not isinstance(state, dict):
+        return f"its state_dict is a {type(state).__name__}, not a mapping of parameter names to tensors"
+    wrong = [key for key, value in state.items() if not isinstance(key, str) or not isinstance(value, torch.Tensor)]
+    if wrong:
+        return f"its state_dict maps {wrong[0]!r} to something other than a tensor"
+    if not isinstance(ckpt["params"], dict):
+        return f"its params is a {type(ckpt['params']).__name__}, not a mapping of flag names to values"
+    if ckpt["optimizer"] is not None and not isinstance(ckpt["optimizer"], dict):
+        return f"its optimizer state is a {type(ckpt['optimizer']).__name__}, not a mapping"
+    if isinstance(ckpt["epoch"], bool) or not isinstance(ckpt["epoch"], int):
+        return f"its epoch is {ckpt['epoch']!r}, not an integer"
+    return None
+
+
+def _wrapper_prefix(state_keys, expected_keys):
+    """The prefix (e.g. 'module.' of a DataParallel / DistributedDataParallel model) that every key of the
+    checkpoint carries beyond the model's keys, or None."""
+    first = next(iter(state_keys), "")
+    prefix = first[:first.index(".") + 1] if "." in first else ""
+    if prefix and {key[len(prefix):] if key.startswith(prefix) else None for key in state_keys} == set(expected_keys):
+        return prefix
+    return None
 
 
 def _count_mismatch(key, saved, wanted):
@@ -213,6 +252,11 @@ def load_state(model, state_dict, source="state_dict"):
         raise ValueError(f"{source}: the checkpoint was trained on other data ({differ}), e.g. another dataset "
                          f"or data folder with the same --model_dir; give this run its own --model_dir, or point "
                          f"CSP_DATA_DIR at the data the checkpoint was trained on: " + " | ".join(problems))
+    prefix = _wrapper_prefix(state_dict, expected) if missing and unexpected else None
+    if prefix:
+        raise ValueError(f"{source}: every key of its state_dict carries the prefix {prefix!r} (saved from a wrapped "
+                         f"model, e.g. DataParallel or DistributedDataParallel); strip it: "
+                         f"{{key.removeprefix({prefix!r}): value for key, value in state_dict.items()}}")
     if problems:
         raise ValueError(f"{source}: the weights do not fit the model built from its flags "
                          f"(check --spa_enc_type, --unsuper_loss, --frequency_num, --num_hidden_layer, "

@@ -44,6 +44,9 @@ YFCC_CLASS_FILE = "class_names.csv"
 RESOLUTIONS = ("standard", "high_res", "pretrain")
 PRED_TYPES = ("full", "fewshot")
 READ_CHUNK_BYTES = 64 << 20
+# the share of located entries out of range (with few out of range when lon and lat are exchanged) that says
+# "the columns are swapped" rather than "a few bad rows"
+SWAPPED_MIN_FRACTION = 0.1
 
 
 @dataclass
@@ -61,6 +64,10 @@ class Split:
     imgs      (N,) str image file names, or None (loaded with --load_img T)
     feats     (N, F) float32 image features, or None; a read-only-on-disk memory map when no row was dropped
     preds     (N, C) float32 image-classifier class probabilities, or None
+    original_rows  (N_orig,) int64, where invalid entries are removed: for each row of the original code's arrays
+              (which drop only invalid entries, not out-of-range or NaN coordinates) its row here, or -1 where this
+              project drops it; the index space of the bundle's few-shot files and of `rbf_anchor_pt_ids`. None
+              where invalid entries are kept.
     """
     name: str
     locs: np.ndarray
@@ -72,9 +79,28 @@ class Split:
     imgs: Optional[np.ndarray] = None
     feats: Optional[np.ndarray] = None
     preds: Optional[np.ndarray] = None
+    original_rows: Optional[np.ndarray] = None
 
     def __len__(self):
         return len(self.classes)
+
+    def from_original(self, positions):
+        """Rows of this split (int64; -1 where this project dropped the row) of positions in the original code's
+        arrays (`original_rows`); ValueError for a position outside them."""
+        positions = np.asarray(positions, dtype=np.int64)
+        table = self.original_rows if self.original_rows is not None else np.arange(len(self), dtype=np.int64)
+        outside = (positions < 0) | (positions >= len(table))
+        if outside.any():
+            raise ValueError(f"position {positions[outside][0]} is outside the original code's {len(table)} "
+                             f"{self.name} rows")
+        return table[positions]
+
+    def to_original(self, rows):
+        """Positions in the original code's arrays (int64) of rows of this split (the inverse of `from_original`)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.original_rows is None:
+            return rows
+        return np.flatnonzero(self.original_rows >= 0)[rows]
 
 
 @dataclass
@@ -227,8 +253,32 @@ def _column(dataset, path, records, key, dtype):
         raise _malformed(dataset, path, f"an entry lacks '{key}' or it is not a number ({err!r})") from None
 
 
+def _repeated(keys):
+    """The values that occur more than once in `keys` (1-D), sorted."""
+    uniq, counts = np.unique(keys, return_counts=True)
+    return uniq[counts > 1]
+
+
+def _check_unique_ids(dataset, path, ids, what):
+    repeated = _repeated(ids)
+    if len(repeated):
+        raise _malformed(dataset, path, f"{len(repeated)} {what} ids occur more than once, e.g. "
+                                        f"{', '.join(map(str, repeated[:5]))}; each image must be listed once")
+
+
+def _check_consistent(dataset, path, ids, columns, what):
+    """ValueError naming the ids that `path` lists more than once with different values (identical repeats are
+    harmless)."""
+    table = pd.DataFrame({"id": ids, **columns}).drop_duplicates()
+    conflicting = _repeated(table["id"].to_numpy())
+    if len(conflicting):
+        raise _malformed(dataset, path, f"{len(conflicting)} image ids have conflicting {what} entries, e.g. "
+                                        f"{', '.join(map(str, conflicting[:5]))}; keep one entry per image")
+
+
 def _lookup(dataset, path, keys, wanted, what):
-    """Positions in `keys` of each value of `wanted` (the last one where `keys` repeats a value)."""
+    """Positions in `keys` of each value of `wanted` (the last one where `keys` repeats a value; callers check
+    that repeats agree)."""
     rev = keys[::-1]
     uniq, first_in_rev = np.unique(rev, return_index=True)
     pos = np.searchsorted(uniq, wanted)
@@ -251,6 +301,7 @@ class _Entries:
     invalid: np.ndarray
     imgs: Optional[np.ndarray]
     source: Path
+    loc_source: Path  # the file the coordinates come from
 
 
 def _read_inat_style(dataset, data_dir, split, load_img):
@@ -266,25 +317,32 @@ def _read_inat_style(dataset, data_dir, split, load_img):
     ann_classes = _column(dataset, ann_path, annotations, "category_id", np.int64)
     imgs = np.array([im.get("file_name", "") for im in images]) if load_img else None
     del ann, images, annotations
+    _check_unique_ids(dataset, ann_path, img_ids, "image")
+    _check_consistent(dataset, ann_path, ann_ids, {"category_id": ann_classes}, "annotation")
     classes = ann_classes[_lookup(dataset, ann_path, ann_ids, img_ids, "annotation")]
 
     loc = _open_json(dataset, loc_path, "location file")
-    rows = _lookup(dataset, loc_path, _column(dataset, loc_path, loc, "id", np.int64), img_ids, "location entry")
-    lon = _column(dataset, loc_path, loc, "lon", np.float64)[rows]
-    lat = _column(dataset, loc_path, loc, "lat", np.float64)[rows]
-    user = _column(dataset, loc_path, loc, "user_id", np.float64)[rows]
-    dates = _column(dataset, loc_path, loc, "date_c", np.float64)[rows].astype(np.float32)
+    if not isinstance(loc, list):
+        raise _malformed(dataset, loc_path, f"expected a list of location entries, got a {type(loc).__name__}")
+    loc_ids = _column(dataset, loc_path, loc, "id", np.int64)
+    fields = {key: _column(dataset, loc_path, loc, key, np.float64) for key in ("lon", "lat", "user_id", "date_c")}
     del loc
+    _check_consistent(dataset, loc_path, loc_ids, fields, "location")
+    rows = _lookup(dataset, loc_path, loc_ids, img_ids, "location entry")
+    lon, lat, user = fields["lon"][rows], fields["lat"][rows], fields["user_id"][rows]
+    dates = fields["date_c"][rows].astype(np.float32)
     invalid = np.isnan(lon) | np.isnan(user)
     lat[np.isnan(lon)] = np.nan
     users = np.where(np.isnan(user), -1, user).astype(np.int64)
     locs = np.stack([lon, lat], axis=1).astype(np.float32)
-    return _Entries(locs, classes, users, dates, invalid, imgs, ann_path)
+    return _Entries(locs, classes, users, dates, invalid, imgs, ann_path, loc_path)
 
 
 def _read_birds(dataset, data_dir, split, meta_type, load_img):
     path = data_dir / BIRD_FILES[dataset]
     data = _open_json(dataset, path, "annotation file")
+    if not isinstance(data, dict):
+        raise _malformed(dataset, path, f"expected a JSON object with one list per split, got a {type(data).__name__}")
     if split not in data or not isinstance(data[split], list):
         splits = [k for k, v in data.items() if isinstance(v, list) and k != "classes"]
         raise ValueError(f"{dataset}: {path} has no split {split!r}; it has {', '.join(splits)} (--eval_split)")
@@ -303,23 +361,46 @@ def _read_birds(dataset, data_dir, split, meta_type, load_img):
     imgs = np.array([e.get("im_path", "") for e in entries]) if load_img else None
     invalid = np.isnan(lon) | np.isnan(user) | (user < 0) | np.isnan(dates)
     users = np.where(np.isnan(user), -1, user).astype(np.int64)
-    return _Entries(np.stack([lon, lat], axis=1).astype(np.float32), classes, users, dates, invalid, imgs, path)
+    return _Entries(np.stack([lon, lat], axis=1).astype(np.float32), classes, users, dates, invalid, imgs, path,
+                    path)
+
+
+def _read_csv(dataset, path, what, columns, numeric):
+    """The table at `path` with at least `columns`; those in `numeric` as numbers (ValueError naming the file, the
+    column and the first row that is not one)."""
+    if not path.is_file():
+        raise _missing(dataset, path, what)
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise _malformed(dataset, path, f"not a CSV table ({err})") from None
+    missing = set(columns) - set(table.columns)
+    if missing:
+        raise _malformed(dataset, path, f"missing columns {sorted(missing)} (it has {list(table.columns)})")
+    if len(table) == 0:
+        raise _malformed(dataset, path, "no rows")
+    for column in numeric:
+        values = pd.to_numeric(table[column], errors="coerce")
+        wrong = values.isna() & table[column].notna()
+        if wrong.any():
+            row = int(np.flatnonzero(wrong.to_numpy())[0])
+            raise _malformed(dataset, path, f"column '{column}' holds {wrong.sum()} values that are not numbers, "
+                                            f"e.g. {table[column].iloc[row]!r} in data row {row + 1}")
+        table[column] = values
+    return table
 
 
 def _read_yfcc(data_dir, split):
     path = data_dir / YFCC_FILE
-    if not path.is_file():
-        raise _missing("yfcc", path, "split file")
-    table = pd.read_csv(path)
-    missing = {"lon", "lat", "class", "split"} - set(table.columns)
-    if missing:
-        raise _malformed("yfcc", path, f"missing columns {sorted(missing)}")
+    table = _read_csv("yfcc", path, "split file", ("lon", "lat", "class", "split"), ("lon", "lat", "class"))
+    if table["class"].isna().any() or (table["class"] % 1 != 0).any():
+        raise _malformed("yfcc", path, "column 'class' must hold an integer class id in every row")
     table = table[table["split"] == split]
     if len(table) == 0:
         raise ValueError(f"yfcc: {path} has no rows with split == {split!r} (--eval_split)")
     n = len(table)
     return _Entries(table[["lon", "lat"]].to_numpy(np.float32), table["class"].to_numpy(np.int64),
-                    np.full(n, -1, np.int64), np.zeros(n, np.float32), np.zeros(n, bool), None, path)
+                    np.full(n, -1, np.int64), np.zeros(n, np.float32), np.zeros(n, bool), None, path, path)
 
 
 def _read_entries(params, data_dir, split):
@@ -332,18 +413,32 @@ def _read_entries(params, data_dir, split):
 
 
 def _read_class_names(dataset, data_dir):
+    """{class id: name} from the category file; ValueError naming the file and what is wrong with it."""
     path = data_dir / category_file(dataset)
     if dataset == "yfcc":
-        if not path.is_file():
-            raise _missing(dataset, path, "class-name file")
-        table = pd.read_csv(path)
-        return dict(zip(table["id"].astype(int), table["name"].astype(str)))
-    data = _open_json(dataset, path, "class-name file")
+        table = _read_csv(dataset, path, "class-name file", ("id", "name"), ("id",))
+        names = dict(zip(table["id"].astype(int), table["name"].astype(str)))
+    else:
+        names = _class_names_of(dataset, path, _open_json(dataset, path, "class-name file"))
+    if not names:
+        raise _malformed(dataset, path, "it names no classes")
+    return names
+
+
+def _class_names_of(dataset, path, data):
     if dataset == "fmow":
-        return {int(cid): name for name, cid in data.items()}
+        if not isinstance(data, dict) or not all(isinstance(cid, int) for cid in data.values()):
+            raise _malformed(dataset, path, f"expected a JSON object {{class name: integer id}}, got a "
+                                            f"{type(data).__name__}")
+        return {cid: name for name, cid in data.items()}
     if dataset in BIRD_FILES:
+        if not isinstance(data, dict) or not isinstance(data.get("classes"), list):
+            raise _malformed(dataset, path, "expected a JSON object with a 'classes' list of class names")
         return dict(enumerate(data["classes"]))
-    return {int(c["id"]): c["name"] for c in data}
+    if not isinstance(data, list) or not all(isinstance(c, dict) and isinstance(c.get("id"), int) and "name" in c
+                                             for c in data):
+        raise _malformed(dataset, path, "expected a JSON list of {\"id\": integer, \"name\": ...} entries")
+    return {c["id"]: c["name"] for c in data}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -355,6 +450,20 @@ def _bad_coordinates(locs):
         return np.isnan(lon) | np.isnan(lat) | (np.abs(lon) > 180) | (np.abs(lat) > 90)
 
 
+def _check_not_swapped(dataset, split, entries):
+    """ValueError when the location columns look swapped: at least SWAPPED_MIN_FRACTION of the located entries
+    are out of range as given, and fewer than a tenth as many would be with lon and lat exchanged."""
+    located = ~entries.invalid & ~np.isnan(entries.locs).any(axis=1)
+    as_given = (_bad_coordinates(entries.locs) & located).sum()
+    swapped = (_bad_coordinates(entries.locs[:, ::-1]) & located).sum()
+    if as_given >= max(1, SWAPPED_MIN_FRACTION * located.sum()) and swapped * 10 < as_given:
+        raise _malformed(dataset, entries.loc_source,
+                         f"{as_given} of its {located.sum()} {split} locations are out of range (lon outside "
+                         f"[-180, 180] or lat outside [-90, 90]) but only {swapped} would be with the two exchanged: "
+                         f"its 'lon' and 'lat' look swapped (this project reads longitude, latitude in degrees); "
+                         f"exchange them in the file")
+
+
 def _select(dataset, split, entries, remove_invalid, num_classes):
     """The kept rows of `entries` as a Split (without features / predictions)."""
     bad_class = (entries.classes < 0) | (entries.classes >= num_classes)
@@ -363,8 +472,10 @@ def _select(dataset, split, entries, remove_invalid, num_classes):
                          f"{bad_class.sum()} {split} entries have class ids outside [0, {num_classes}) "
                          f"(e.g. {entries.classes[bad_class][0]}); {category_file(dataset)} names {num_classes} "
                          f"classes")
+    _check_not_swapped(dataset, split, entries)
     bad_coords = _bad_coordinates(entries.locs) & ~entries.invalid
     locs = entries.locs
+    original_rows = None
     if remove_invalid:
         keep = ~entries.invalid & ~bad_coords
         logger.info("%s %s: %d entries, %d excluded with missing metadata", dataset, split, len(keep),
@@ -372,22 +483,25 @@ def _select(dataset, split, entries, remove_invalid, num_classes):
         if bad_coords.any():
             logger.warning("%s %s: dropped %d entries with NaN or out-of-range coordinates (lon outside "
                            "[-180, 180] or lat outside [-90, 90]) in %s", dataset, split, bad_coords.sum(),
-                           entries.source)
+                           entries.loc_source)
         inds = np.flatnonzero(keep)
+        row_of_entry = np.full(len(keep), -1, np.int64)
+        row_of_entry[inds] = np.arange(len(inds))
+        original_rows = row_of_entry[~entries.invalid]
     else:
         inds = np.arange(len(entries.classes))
         logger.info("%s %s: %d entries, keeping %d without metadata (NaN location)", dataset, split, len(inds),
                     entries.invalid.sum())
         if bad_coords.any():
             logger.warning("%s %s: %d entries with NaN or out-of-range coordinates in %s are kept as unknown "
-                           "locations (NaN)", dataset, split, bad_coords.sum(), entries.source)
+                           "locations (NaN)", dataset, split, bad_coords.sum(), entries.loc_source)
             locs = locs.copy()
             locs[bad_coords] = np.nan
     if len(inds) == 0:
         raise ValueError(f"{dataset}: no usable {split} entries in {entries.source}")
     imgs = entries.imgs[inds] if entries.imgs is not None else None
     return Split(split, locs[inds], entries.classes[inds], entries.users[inds], entries.dates[inds], inds,
-                 np.ones(len(inds), np.int64), imgs)
+                 np.ones(len(inds), np.int64), imgs, original_rows=original_rows)
 
 
 def _kaggle_split_ids(dataset, data_dir, split):
@@ -411,9 +525,12 @@ def _npy_header(dataset, path):
             version = np.lib.format.read_magic(f)
             read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape, fortran, dtype = read(f)
-            return shape, fortran, dtype, f.tell()
+            offset = f.tell()
     except ValueError as err:
         raise _malformed(dataset, path, f"not a .npy array ({err})") from None
+    if dtype.kind not in "fiu":
+        raise _malformed(dataset, path, f"its values have dtype {dtype}; expected numbers (float or integer)")
+    return shape, fortran, dtype, offset
 
 
 def _check_shape(dataset, path, shape, num_rows, num_cols, source, what):
@@ -476,9 +593,27 @@ def _read_sparse_rows(dataset, path, rows, num_rows, num_cols, source, what):
     return matrix.toarray()
 
 
+def _check_finite(dataset, path, data, rows, what):
+    """ValueError naming the file and its first rows with NaN or infinite values (read chunk by chunk, so that a
+    memory-mapped file is not held at once). `rows`: the file rows of `data`'s rows (None: the same)."""
+    chunk = max(1, READ_CHUNK_BYTES // max(1, data.shape[1] * data.itemsize))
+    bad = []
+    for start in range(0, len(data), chunk):
+        found = np.flatnonzero(~np.isfinite(data[start:start + chunk]).all(axis=1)) + start
+        bad.extend(found.tolist())
+        if len(bad) >= 5:
+            break
+    if bad:
+        file_rows = bad[:5] if rows is None else rows[bad[:5]].tolist()
+        raise _malformed(dataset, path, f"the {what} hold NaN or infinite values, first in file rows "
+                                        f"{', '.join(map(str, file_rows))}; recompute them (a NaN input makes a "
+                                        f"NaN model)")
+
+
 def _read_rows(dataset, path, rows, num_rows, num_cols, source, what):
     reader = _read_sparse_rows if path.suffix == ".npz" else _read_npy_rows
     data = reader(dataset, path, rows, num_rows, num_cols, source, what)
+    _check_finite(dataset, path, data, rows, what)
     logger.info("%s: loaded %s %s from %s", dataset, what, data.shape, path)
     return data
 

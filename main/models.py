@@ -311,6 +311,13 @@ def load_location_encoder(path, device="cpu", anchors=None, batch_size=65536):
     params = dict(ckpt["params"])
     params["device"] = str(device)
     state = ckpt["state_dict"]
+    try:
+        return _pretrained_encoder(found, params, state, device, anchors, batch_size)
+    except KeyError as err:
+        raise ValueError(f"{found} is malformed: its params lack {err}, which building its model needs") from None
+
+
+def _pretrained_encoder(found, params, state, device, anchors, batch_size):
     if params["spa_enc_type"] == "rbf" and anchors is None:
         raise ValueError(f"{found}: an rbf model needs anchors=, the (K, 2) (lon, lat) training locations at "
                          f"params['rbf_anchor_pt_ids'] (the first ids: {params.get('rbf_anchor_pt_ids', [])[:5]})")

@@ -13,6 +13,7 @@ absolute paths, and `how_to_set` says how a relative value was resolved.
 """
 import importlib.util
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -21,6 +22,7 @@ MAIN_DIR = Path(__file__).resolve().parent
 DEFAULT_DATA_DIR = MAIN_DIR.parent / "geo_prior_data_csp" / "data"
 DEFAULT_MASK_DIR = MAIN_DIR.parent / "data"
 KEYS = tuple(f"{name}_data_dir" for name in DATASETS) + ("mask_dir",)
+TEMPORARY_NAME = re.compile(r"\..+\.(\d+)\.[0-9a-f]{8}\.tmp")
 
 
 def _variable(key):
@@ -61,32 +63,61 @@ def how_to_set(key):
 
 def atomic_write(path, write):
     """Call `write(handle)` on a new temporary file beside `path` (binary mode; the folder is created), flush it to
-    disk, then rename it over `path`: a crash never leaves a truncated file. The temporary file is removed if
-    anything fails."""
+    disk, then rename it over `path`: a crash never leaves a truncated file. The temporary file
+    (`.{name}.{pid}.{8 hex digits}.tmp`) is removed if anything fails; one left by a killed process is removed by
+    `remove_stale_temporaries`. An OSError without a path (a full disk) gets `path` as its filename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "xb") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+    except OSError as err:
+        temporary.unlink(missing_ok=True)
+        if err.filename is None:
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
+        raise
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
 
 
-def package_file(package, *parts):
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder):
+    """Remove the temporary files of `atomic_write` in `folder` and its sub-folders whose process is no longer
+    running (left by a killed run); returns the removed paths."""
+    removed = []
+    for temporary in Path(folder).rglob(".*.tmp"):
+        match = TEMPORARY_NAME.fullmatch(temporary.name)
+        if match and temporary.is_file() and not _process_alive(int(match[1])):
+            temporary.unlink(missing_ok=True)
+            removed.append(temporary)
+    return removed
+
+
+def package_file(package, *parts, install=None):
     """Path of a data file shipped inside an installed PyPI package, found without importing the package
-    (FileNotFoundError naming the package, or the file, when it is not there)."""
+    (FileNotFoundError naming the package, or the file, when it is not there). `install`: the command that installs
+    it, for a package outside requirements.txt (the error then gives that command)."""
     try:
         spec = importlib.util.find_spec(package)
     except ModuleNotFoundError:
         spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"the package providing {package} is not installed; install the project's "
-                                f"requirements (README, 'Set up')")
+        how = f"install it: {install}" if install else "install the project's requirements"
+        raise FileNotFoundError(f"the package providing {package} is not installed; {how} (README, 'Set up')")
     path = Path(list(spec.submodule_search_locations)[0], *parts)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: reinstall the package that provides {package}")

@@ -14,6 +14,7 @@ import torch
 
 TWO_PI = 2.0 * math.pi
 HALF_SQRT3 = math.sqrt(3.0) / 2.0
+FREQ_INITS = ("geometric", "random", "nerf")
 
 
 def frequency_list(freq_init, frequency_num, max_radius, min_radius, generator=None):
@@ -33,7 +34,7 @@ def frequency_list(freq_init, frequency_num, max_radius, min_radius, generator=N
         return math.pi * torch.exp2(steps)
     if freq_init == "random":
         return torch.rand(frequency_num, dtype=torch.float64, generator=generator) * max_radius
-    raise ValueError(f"--freq_init must be geometric, random or nerf, got {freq_init!r}")
+    raise ValueError(f"--freq_init must be one of {', '.join(FREQ_INITS)}, got {freq_init!r}")
 
 
 def _check_positive(**scales):

@@ -7,7 +7,10 @@ Few-shot subsets. `--train_sample_method` is `{stratified|random}-{fix|random}`:
   birdsnap in a `{meta_type}/` sub-folder), then one this project wrote before. `-random` draws anew.
 New subsets are drawn with `--seed` and written to `{model_dir}/sample_idx/{dataset}/[{meta_type}/]
 train_sample_{tag}.npy` (never into the data folder), with tag `ratio{r:.3f}` for stratified-fix and
-`ratio{r:.3f}-{method}` otherwise. Indices address the invalid-removed training arrays.
+`ratio{r:.3f}-{method}` otherwise. Indices address the invalid-removed training arrays: a subset this project
+writes, this project's (`datasets.Split`); the bundle's, the original code's, which drop a row only when its
+longitude or user is missing. Published positions are translated to this project's rows (`Split.original_rows`);
+members that this project drops (NaN or out-of-range coordinates) are left out, and the log counts them.
 
 Files are written as real `.npy` (int64, read back with `allow_pickle=False`); the original's files, which are
 pickles despite the name, are read with an unpickler that only accepts numpy arrays.
@@ -108,8 +111,14 @@ class _ArrayUnpickler(pickle.Unpickler):
         return self.ALLOWED[(module, name)]
 
 
-def read_index_file(path):
-    """An index file as int64: a real `.npy`, or the original's pickle (read without running foreign code)."""
+OWN_FIX = "delete it to draw a new subset"
+PUBLISHED_FIX = ("it is the data bundle's published subset: point CSP_DATA_DIR at the bundle it came with, or draw "
+                 "a subset into --model_dir with --train_sample_method stratified-random")
+
+
+def read_index_file(path, fix=OWN_FIX):
+    """An index file as int64: a real `.npy`, or the original's pickle (read without running foreign code).
+    `fix`: what the error messages advise (OWN_FIX, or PUBLISHED_FIX for the bundle's files)."""
     with open(path, "rb") as f:
         if f.read(len(NPY_MAGIC)) == NPY_MAGIC:
             f.seek(0)
@@ -120,9 +129,9 @@ def read_index_file(path):
                 data = _ArrayUnpickler(f).load()
             except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as err:
                 raise ValueError(f"{path} is neither a .npy file nor the original's pickled index array: "
-                                 f"{err}; delete it to draw a new subset") from None
+                                 f"{err}; {fix}") from None
     if not isinstance(data, np.ndarray) or data.ndim != 1 or not np.issubdtype(data.dtype, np.integer):
-        raise ValueError(f"{path} does not hold a 1-D integer index array; delete it to draw a new subset")
+        raise ValueError(f"{path} does not hold a 1-D integer index array; {fix}")
     return data.astype(np.int64)
 
 
@@ -181,13 +190,13 @@ def _check_record(index_path, record, expected):
                          f"this run another --model_dir")
 
 
-def _check_indices(indices, num, path):
+def _check_indices(indices, num, path, fix=OWN_FIX):
     if len(indices) == 0 or indices.min() < 0 or indices.max() >= num or len(np.unique(indices)) != len(indices):
         raise ValueError(f"{path} does not fit this training set of {num} samples (indices must be distinct and "
-                         f"in [0, {num})): it belongs to other data; delete it to draw a new subset")
+                         f"in [0, {num})): it belongs to other data; {fix}")
 
 
-def _check_counts(indices, train_classes, ratio, method, path):
+def _check_counts(indices, train_classes, ratio, method, path, fix=OWN_FIX):
     """Warn when a subset without a record does not have the size (stratified: the count per class) that the
     method's rule gives for this training data."""
     if method.startswith("stratified"):
@@ -198,16 +207,16 @@ def _check_counts(indices, train_classes, ratio, method, path):
             first = wrong[0]
             logger.warning("%s: its counts per class differ from the stratified rule's for %d of %d classes (class "
                            "%d: %d in the file, %d by the rule); it may have been drawn from other data: if so, "
-                           "delete it (or use another --model_dir) to draw a new subset", path, len(wrong),
-                           len(labels), labels[first], taken[first], sample_counts(counts[first:first + 1], ratio)[0])
+                           "%s", path, len(wrong), len(labels), labels[first], taken[first],
+                           sample_counts(counts[first:first + 1], ratio)[0], fix)
     elif len(indices) != random_sample_size(len(train_classes), ratio):
         logger.warning("%s holds %d indices, the random rule takes %d of these %d training rows; it may have been "
-                       "drawn from other data: if so, delete it (or use another --model_dir) to draw a new subset",
-                       path, len(indices), random_sample_size(len(train_classes), ratio), len(train_classes))
+                       "drawn from other data: if so, %s", path, len(indices),
+                       random_sample_size(len(train_classes), ratio), len(train_classes), fix)
 
 
 def _reuse(path, train_classes, expected):
-    """The indices of an existing index file, checked against this training data (see the module doc)."""
+    """The indices of an index file this project wrote, checked against this training data (see the module doc)."""
     indices = read_index_file(path)
     record = record_file(path)
     recorded = record.is_file()
@@ -219,11 +228,28 @@ def _reuse(path, train_classes, expected):
     return indices
 
 
-def train_sample_indices(params, train_classes):
+def _reuse_published(path, train_classes, original_rows, ratio, method):
+    """The rows of this project's training arrays that the bundle's index file at `path` names: its positions in the
+    original code's arrays translated through `original_rows` (see `datasets.Split`), without those this project
+    drops (counted in the log)."""
+    indices = read_index_file(path, PUBLISHED_FIX)
+    _check_indices(indices, len(original_rows), path, PUBLISHED_FIX)
+    rows = np.sort(original_rows[indices])
+    dropped = int((rows < 0).sum())
+    if dropped:
+        logger.warning("%s: %d of its %d members are training rows that this project drops (NaN or out-of-range "
+                       "coordinates); the subset is the other %d", path, dropped, len(rows), len(rows) - dropped)
+        return rows[dropped:]
+    _check_counts(rows, train_classes, ratio, method, path, PUBLISHED_FIX)
+    return rows
+
+
+def train_sample_indices(params, train_classes, original_rows=None):
     """The few-shot subset of the (invalid-removed) training set: (int64 indices, path of its index file).
 
     Reads `dataset`, `meta_type`, `model_dir`, `seed`, `train_sample_ratio`, `train_sample_method` from `params`.
-    The caller stores the path as `params['train_sample_idx_file']`, as the original did.
+    `original_rows`: the training split's `datasets.Split.original_rows` (default: this project's rows are the
+    original's). The caller stores the path as `params['train_sample_idx_file']`, as the original did.
     """
     ratio, method = params["train_sample_ratio"], params["train_sample_method"]
     if method not in METHODS:
@@ -233,12 +259,14 @@ def train_sample_indices(params, train_classes):
     num = len(train_classes)
     own = written_index_file(params)
     if method.endswith("-fix"):
-        expected = _record(train_classes, ratio, method)
-        bundled = ([published_index_file(params["dataset"], params["meta_type"], ratio, method)]
-                   if params["dataset"] in paths.DATASETS else [])
-        for path in bundled + [own]:
-            if path.is_file():
-                indices = _reuse(path, train_classes, expected)
+        published = (published_index_file(params["dataset"], params["meta_type"], ratio, method)
+                     if params["dataset"] in paths.DATASETS else None)  # --dataset custom: no bundle
+        if original_rows is None:
+            original_rows = np.arange(num, dtype=np.int64)
+        for path in (published, own):
+            if path is not None and path.is_file():
+                indices = (_reuse_published(path, train_classes, original_rows, ratio, method) if path == published
+                           else _reuse(path, train_classes, _record(train_classes, ratio, method)))
                 logger.info("few-shot subset: %d of %d training samples from %s", len(indices), num, path)
                 return indices, str(path)
     rng = np.random.default_rng(params["seed"])

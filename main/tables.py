@@ -13,10 +13,10 @@ row pre-trains once and its other ratios fine-tune the saved pre-trained checkpo
 
 A run's file names do not encode every flag (`--cnn_pred_type`, the epoch counts, `--seed`, ...), so a run is
 recognised by the flags its results file (`….results.json` next to its log, written by the trainer) records in
-`params`: they must equal the flags the table would run it with, all but `NOT_RUN_FLAGS` (the device and folder,
-logging, evaluation and snapshot frequencies, resuming, and the flags kept for compatibility only) and, for a row
-without pre-training, `PRETRAINING_FLAGS`. A results file with equal flags and a final evaluation after all
-fine-tuning epochs is used and not run again; one with equal flags but unfinished is resumed. Before anything runs,
+`params`: they must equal the flags the table would run it with, all but `run_flags.NOT_RUN_FLAGS` (the device and
+folder, logging, evaluation and snapshot frequencies, resuming, and the flags kept for compatibility only) and, for a
+row without pre-training, `run_flags.PRETRAINING_FLAGS`. A results file with equal flags and a final evaluation after
+all fine-tuning epochs is used and not run again; one with equal flags but unfinished is resumed. Before anything runs,
 the table stops with an error that names the file and the differing flags when a results file of one of its cells
 (also one it only collects), or a checkpoint that a run would resume from (a pre-trained one: all but
 `FINETUNING_FLAGS`), was made with other flags; and when an image-prediction or -feature file that a run needs is
@@ -48,11 +48,13 @@ import datasets
 import paths
 import train_unsuper
 from arguments import default_params, run_command
+from run_flags import FINETUNING_FLAGS, describe, flag_differences
 from trainer import output_file_names, read_results
 
 logger = logging.getLogger(__name__)
 
 PAPER_RESULTS = Path(__file__).with_name("paper_results.csv")
+DEFAULT_MODEL_ROOT = paths.MAIN_DIR.parent / "model_dir" / "tables"
 PAPER_RATIOS = (0.05, 0.1, 0.2, 1.0)
 MISSING = "–"
 
@@ -104,19 +106,6 @@ PRESETS = {  # (preset, dataset): flags
 }
 PRESET_NAMES = ("released", "paper")
 OWN_FLAGS = ("--train_sample_ratio", "--dataset", "--model_dir", "--device")
-# flags that leave what a run computes unchanged: where it runs, how often it logs, evaluates along the way or saves
-# snapshots, whether it resumes from its checkpoints, and those kept for compatibility only (see arguments.py)
-NOT_RUN_FLAGS = ("device", "model_dir", "log_frequency", "eval_frequency", "unsuper_save_frequency", "do_epoch_save",
-                 "load_unsuper_model", "load_super_model", "unsuper_dataset", "unsuper_meta_type",
-                 "unsuper_eval_frequency", "load_val_op", "load_cnn_predictions", "load_cnn_features",
-                 "load_cnn_features_train", "load_img")
-# flags that only fine-tuning and the evaluations read: a pre-trained checkpoint serves runs that differ in them
-FINETUNING_FLAGS = ("num_epochs", "lr", "lr_decay", "train_sample_ratio", "train_sample_method", "cnn_pred_type",
-                    "eval_split", "train_loss", "do_super_train")
-# flags that only pre-training reads: they do not change a run with --unsuper_loss none
-PRETRAINING_FLAGS = ("num_epochs_unsuper", "unsuper_lr", "unsuper_temp_inbatch", "unsuper_temp_negloc",
-                     "unsuper_temp_simcse", "simcse_weight", "num_neg_rand_loc", "do_unsuper_train")
-NOT_RECORDED = "(not recorded)"
 RUN_FIX = "give this table another --model_dir for these flags, or run it with the flags those runs had (after --)"
 COLLECT_FIX = "collect with the flags those runs had (after --), or from another --model_dir"
 NOTES = {
@@ -200,26 +189,9 @@ def results_path(argv):
     return Path(output_file_names(checkpoints.model_file_names(params)[1])[1]), params
 
 
-def flag_differences(wanted, recorded, ignore=()):
-    """[(flag, ours, theirs)] where a run's recorded params differ from `wanted` (`default_params` of our flags) in a
-    flag that defines the run: all but `NOT_RUN_FLAGS`, `ignore` and, when `wanted` has no pre-training loss,
-    `PRETRAINING_FLAGS`."""
-    ignore = set(NOT_RUN_FLAGS) | set(ignore) | (set(PRETRAINING_FLAGS) if wanted["unsuper_loss"] == "none" else set())
-    return [(flag, wanted[flag], recorded.get(flag, NOT_RECORDED)) for flag in sorted(wanted)
-            if flag not in ignore and recorded.get(flag, NOT_RECORDED) != wanted[flag]]
-
-
-def _flag_value(value):
-    if isinstance(value, bool):
-        return "T" if value else "F"
-    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
-
-
 def _mismatch_lines(mismatched):
     """One line per {path: differences} entry: the file and each flag's value here and in the file."""
-    return "\n".join(f"  {path}: " + "; ".join(f"--{flag} {_flag_value(ours)} here, {_flag_value(theirs)} in the file"
-                                               for flag, ours, theirs in differences)
-                     for path, differences in mismatched.items())
+    return "\n".join(f"  {path}: {describe(differences)}" for path, differences in mismatched.items())
 
 
 @dataclass
@@ -445,7 +417,8 @@ def make_parser():
     p.add_argument("--dataset", default="inat_2018", choices=("inat_2018", "fmow"))
     p.add_argument("--data_dir", default=None, help="folder holding the dataset folders (default CSP_DATA_DIR)")
     p.add_argument("--model_dir", default=None,
-                   help="folder of the runs (default ../model_dir/tables/{dataset}/{preset}/)")
+                   help="folder of the runs (default model_dir/tables/{dataset}/{preset}/ in the repository, "
+                        "wherever the command starts)")
     p.add_argument("--out_dir", default=None, help="folder of the .md and .csv (default the model folder)")
     p.add_argument("--ratios", type=float, nargs="+", default=list(PAPER_RATIOS), help="label ratios in (0, 1]")
     p.add_argument("--rows", nargs="+", default=None, help=f"rows to run or collect (default all): {', '.join(ROWS)}")
@@ -483,7 +456,7 @@ def main(argv=None):
         raise ValueError(f"--ratios must be in (0, 1], got {bad}")
     if args.data_dir:
         os.environ["CSP_DATA_DIR"] = str(args.data_dir)
-    model_dir = Path(args.model_dir or Path("..") / "model_dir" / "tables" / args.dataset / args.preset)
+    model_dir = Path(args.model_dir or DEFAULT_MODEL_ROOT / args.dataset / args.preset)
     found = collect(args.table, args.dataset, args.preset, rows, args.ratios, model_dir, args.device, overrides,
                     args.collect_only)
     md_path, csv_path, markdown = write_table(args.table, args.dataset, args.preset, found, args.ratios,

@@ -25,8 +25,10 @@ Files (next to the checkpoints in `--model_dir`, named after the fine-tuned chec
 `….log` (appended; the original's lines), `….results.json` (see `write_results`), `….ranks.npz` (per-sample
 ranks of the final evaluation, see `write_ranks`).
 """
+import contextlib
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -42,10 +44,13 @@ import datasets
 import evaluation
 import losses
 import models
+import position_encodings
+import run_flags
 import sampling
-from arguments import resolve_device
-from encoders import SPATIAL_ENCODERS
-from paths import atomic_write
+from arguments import default_params, resolve_device
+from encoders import ACTIVATIONS, SPATIAL_ENCODERS
+from paths import atomic_write, remove_stale_temporaries
+from run_lock import RunLock
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +63,10 @@ RESULTS_FORMAT = "csp-results/1"
 # params that say where and on what a run happened, not what it computed (kept out of the results' "params")
 MACHINE_PARAMS = ("device", "model_dir", "unsuper_model_file_name", "model_file_name", "log_file_name", "op_dir",
                   "train_sample_idx_file")
+# float flags that must be finite and >= 0, or finite and > 0
+NONNEGATIVE_FLOATS = ("lr", "unsuper_lr", "weight_decay", "rand_sample_weight", "simcse_weight")
+POSITIVE_FLOATS = ("lr_decay", "min_radius", "max_radius", "rbf_kernal_size", "unsuper_temp_inbatch",
+                   "unsuper_temp_negloc", "unsuper_temp_simcse")
 
 
 def _choices(flag, value, valid):
@@ -66,7 +75,8 @@ def _choices(flag, value, valid):
 
 
 def check_params(params):
-    """ValueError naming the flag and its valid values for every flag value the run cannot use."""
+    """ValueError naming the flag and its valid values for every flag value the run cannot use (checked before
+    anything is read or written: no data is loaded, no folder or log file created)."""
     _choices("dataset", params["dataset"], datasets.DATASET_NAMES)
     _choices("spa_enc_type", params["spa_enc_type"],
              tuple(SPATIAL_ENCODERS) + ("geo_net",) + baselines.BASELINE_NAMES)
@@ -76,6 +86,10 @@ def check_params(params):
     _choices("cnn_pred_type", params["cnn_pred_type"], datasets.PRED_TYPES)
     _choices("inat2018_resolution", params["inat2018_resolution"], datasets.RESOLUTIONS)
     _choices("train_sample_method", params["train_sample_method"], sampling.METHODS)
+    _choices("freq_init", params["freq_init"], position_encodings.FREQ_INITS)
+    _choices("spa_f_act", params["spa_f_act"], tuple(ACTIVATIONS))
+    _choices("loc_encode", params["loc_encode"], tuple(models.LOC_ENCODE_DIMS))
+    _choices("date_encode", params["date_encode"], tuple(models.DATE_ENCODE_DIMS))
     if not 0 < params["train_sample_ratio"] <= 1:
         raise ValueError(f"--train_sample_ratio must be in (0, 1] (1 = all training data), "
                          f"got {params['train_sample_ratio']}")
@@ -83,9 +97,28 @@ def check_params(params):
                         ("log_frequency", 1), ("unsuper_save_frequency", 1), ("max_num_exs_per_class", 1)):
         if params[flag] < least:
             raise ValueError(f"--{flag} must be at least {least}, got {params[flag]}")
+    for flag in ("num_filts", "hidden_dim", "frequency_num", "num_rbf_anchor_pts"):
+        if params[flag] < 1:
+            raise ValueError(f"--{flag} must be at least 1, got {params[flag]}")
+    for flag in ("num_hidden_layer", "num_neg_rand_loc"):
+        if params[flag] < 0:
+            raise ValueError(f"--{flag} must be at least 0, got {params[flag]}")
+    if not 0 <= params["seed"] < 2 ** 63:
+        raise ValueError(f"--seed must be in [0, 2**63), got {params['seed']}")
+    for flag in NONNEGATIVE_FLOATS:
+        if not (math.isfinite(params[flag]) and params[flag] >= 0):
+            raise ValueError(f"--{flag} must be a finite number >= 0, got {params[flag]}")
+    for flag in POSITIVE_FLOATS:
+        if not (math.isfinite(params[flag]) and params[flag] > 0):
+            raise ValueError(f"--{flag} must be a finite number > 0, got {params[flag]}")
+    if not params["min_radius"] < params["max_radius"]:
+        raise ValueError(f"--min_radius ({params['min_radius']}) must be smaller than --max_radius "
+                         f"({params['max_radius']}): they are the smallest and largest scales of the encoding")
     if not 0 <= params["dropout"] < 1:
         raise ValueError(f"--dropout must be in [0, 1), got {params['dropout']}")
     extent = params["map_range"]
+    if not all(math.isfinite(value) for value in extent):
+        raise ValueError(f"--map_range needs finite values (degrees), got {extent}")
     if len(extent) < 4:
         raise ValueError(f"--map_range needs 4 values, xmin xmax ymin ymax in degrees, got {extent}")
     if not (extent[0] < extent[1] and extent[2] < extent[3]):
@@ -132,7 +165,8 @@ def read_results(path):
 class Trainer:
     """One CSP run. `params`: the dict of `arguments.default_params(argv)`; the derived keys are added to it.
 
-    Use as a context manager (or call `close()`) so that the log handlers are removed again.
+    Use as a context manager (or call `close()`) so that the log handlers are removed again and `--model_dir` is
+    released for the next run (`run_lock.RunLock`, taken here; a second run in the folder meanwhile stops).
     `console`: the log lines also go to stderr (they always go to the log file); `progress`: tqdm progress bars on
     stderr when it is a terminal (default: as `console`).
     """
@@ -150,12 +184,20 @@ class Trainer:
         log_file, self.results_file, self.ranks_file = output_file_names(params["model_file_name"])
         params["log_file_name"] = log_file
         params["op_dir"] = f"image/ims_{params['dataset']}_{params['spa_enc_type']}/"
-        os.makedirs(params["model_dir"], exist_ok=True)
-        self._logging = self._start_logging(log_file, console)
+        self._logging = [], logging.getLogger().level
+        self._lock = RunLock(params["model_dir"]).acquire()
+        new_log = not os.path.exists(log_file)
         try:
+            removed = remove_stale_temporaries(params["model_dir"])
+            self._logging = self._start_logging(log_file, console)
+            for path in removed:
+                logger.info("Removed %s, a temporary file left by a run that was killed while writing", path)
             self._setup()
         except BaseException:
             self.close()
+            if new_log:  # a run that stops in set-up leaves no log of its own (its lines were on the console)
+                with contextlib.suppress(OSError):
+                    os.remove(log_file)
             raise
 
     # ------------------------------------------------------------------------------------------------------------
@@ -175,7 +217,7 @@ class Trainer:
         return handlers, level
 
     def close(self):
-        """Detach and close the log handlers (the root logger gets its level back)."""
+        """Detach and close the log handlers (the root logger gets its level back) and release --model_dir."""
         root = logging.getLogger()
         handlers, level = self._logging
         for handler in handlers:
@@ -183,6 +225,7 @@ class Trainer:
             handler.close()
         root.setLevel(level)
         self._logging = [], level
+        self._lock.release()
 
     def __enter__(self):
         return self
@@ -232,8 +275,9 @@ class Trainer:
 
     def _training_rows(self):
         """{phase: training rows it draws from (int64 tensor), or None for all}: pre-training uses every row,
-        fine-tuning the few-shot subset when 0 < train_sample_ratio < 1. Models that take the date leave out rows
-        without one."""
+        fine-tuning (and a baseline's fit) the few-shot subset when 0 < train_sample_ratio < 1 (a baseline with
+        --baseline_full_train T: every row, as the original). Models that take the date leave out rows without
+        one."""
         params, train = self.params, self.data.train
         usable = self._dated(train)
         if not usable.all():
@@ -241,8 +285,14 @@ class Trainer:
                            (~usable).sum())
         rows = {PRETRAINING: None if usable.all() else np.flatnonzero(usable), FINETUNING: None}
         labelled = np.flatnonzero(train.classes >= 0)  # --dataset custom: class -1 = unlabelled, pre-training only
-        if params["train_sample_ratio"] < 1:
-            subset, params["train_sample_idx_file"] = sampling.train_sample_indices(params, train.classes[labelled])
+        if params["train_sample_ratio"] < 1 and is_baseline(params) and params["baseline_full_train"]:
+            logger.info("--baseline_full_train T: the %s baseline is fitted on all %d training samples, not on "
+                        "the few-shot subset of --train_sample_ratio %g", params["spa_enc_type"], len(train),
+                        params["train_sample_ratio"])
+            rows[FINETUNING] = rows[PRETRAINING]
+        elif params["train_sample_ratio"] < 1:
+            subset, params["train_sample_idx_file"] = sampling.train_sample_indices(params, train.classes[labelled],
+                                                                                    train.original_rows)
             subset = labelled[subset]
             rows[FINETUNING] = subset[usable[subset]]
         elif len(labelled) < len(train):
@@ -285,9 +335,8 @@ class Trainer:
         anchors = None
         params["rbf_anchor_pt_ids"] = None
         if params["spa_enc_type"] == "rbf":
-            ids = self._rbf_anchor_ids(finetuned or pretrained)
-            params["rbf_anchor_pt_ids"] = ids
-            anchors = torch.from_numpy(self.data.train.locs[ids])
+            params["rbf_anchor_pt_ids"], rows = self._rbf_anchor_ids(finetuned or pretrained)
+            anchors = torch.from_numpy(self.data.train.locs[rows])
         cnn_feat_dim = None
         if params["unsuper_loss"] != "none":
             cnn_feat_dim = self._cnn_feat_dim(finetuned or pretrained)
@@ -304,19 +353,29 @@ class Trainer:
             self._load(pretrained, PRETRAINING)
 
     def _rbf_anchor_ids(self, checkpoint):
-        """Training rows whose locations are the rbf anchors: those of the checkpoint to load (anchors are not in
-        the state_dict), else `--num_rbf_anchor_pts` rows drawn with the run's seed."""
-        num = len(self.data.train)
+        """(ids, rows): the rbf anchors (their locations are the model's anchors, which are not in the state_dict)
+        as positions in the original code's training arrays (`params['rbf_anchor_pt_ids']`, as the original
+        stores them; see `datasets.Split.original_rows`) and as this project's training rows. Those of the
+        checkpoint to load, else `--num_rbf_anchor_pts` rows drawn with the run's seed."""
+        train = self.data.train
         stored = checkpoint[1]["params"].get("rbf_anchor_pt_ids") if checkpoint is not None else None
         if stored is not None:
-            if max(stored) >= num:
-                raise ValueError(f"{checkpoint[0]}: its rbf anchors are training rows up to {max(stored)}, but this "
-                                 f"training set has {num} rows; it was trained on other data")
-            return [int(i) for i in stored]
+            try:
+                rows = train.from_original(stored)
+            except ValueError as err:
+                raise ValueError(f"{checkpoint[0]}: its rbf anchors do not fit this training set ({err}); it was "
+                                 f"trained on other data") from None
+            if (rows < 0).any():
+                raise ValueError(f"{checkpoint[0]}: its rbf anchor at training row {stored[np.argmax(rows < 0)]} "
+                                 f"(of the original code's rows) is a row this project drops for NaN or out-of-range "
+                                 f"coordinates, so the anchor's location is unknown; fix that row's coordinates")
+            return [int(i) for i in stored], rows
+        num = len(train)
         count = self.params["num_rbf_anchor_pts"]
         if not 1 <= count <= num:
             raise ValueError(f"--num_rbf_anchor_pts must be between 1 and the {num} training samples, got {count}")
-        return np.sort(self.rng.choice(num, count, replace=False)).tolist()
+        rows = np.sort(self.rng.choice(num, count, replace=False))
+        return train.to_original(rows).tolist(), rows
 
     def _checkpoints_to_load(self):
         """(pre-training checkpoint, fine-tuned checkpoint) to load, as (path, dict) or None each; the
@@ -332,7 +391,32 @@ class Trainer:
         if existing is None:
             logger.info("Cannot load model since it not exist - %s", path)
             return None
-        return existing, checkpoints.load_checkpoint(existing, self.device)
+        checkpoint = checkpoints.load_checkpoint(existing, self.device)
+        self._check_checkpoint_flags(existing, checkpoint["params"], flag)
+        return existing, checkpoint
+
+    def _check_checkpoint_flags(self, path, recorded, flag):
+        """ValueError naming the differing flags when the checkpoint at `path` was made with other flags that
+        change results (`run_flags.flag_differences`; the epoch counts and phase switches may differ, a
+        pre-trained checkpoint also in the fine-tuning flags). A checkpoint of the original code (no
+        `checkpoint_phase`) is compared in the flags it records, with a warning only: the original's files record
+        the flags of the run that wrote them, not always those of the data it was trained on (a released file is
+        evaluated with its own run script's flags)."""
+        ignore = (run_flags.RESUME_FLAGS + ("baseline_full_train",)  # a model's checkpoint: no baseline
+                  + (run_flags.FINETUNING_FLAGS if flag == "load_unsuper_model" else ()))
+        defaults = default_params()
+        ours = {name: self.params[name] for name in defaults}
+        original = CHECKPOINT_PHASE_KEY not in recorded
+        # a flag the file does not record is newer than the file: it matches when this run leaves it at its default
+        ignore += tuple(name for name in ours if name not in recorded and (original or ours[name] == defaults[name]))
+        differences = run_flags.flag_differences(ours, recorded, ignore)
+        if differences and original:
+            logger.warning("%s (a checkpoint of the original code) records other flags: %s", path,
+                           run_flags.describe(differences))
+        elif differences:
+            raise ValueError(f"{path} was made with other flags ({run_flags.describe(differences)}); it is neither "
+                             f"resumed nor evaluated under these: run with the flags it was made with, give this run "
+                             f"another --model_dir, or --{flag} F to train anew (its files are then overwritten)")
 
     def _earlier_evaluations(self):
         """The results file's evaluations of the fine-tuning epochs before the loaded checkpoint (kept when a run
@@ -372,6 +456,11 @@ class Trainer:
         if ckpt["optimizer"] is not None:
             self._load_optimizer(ckpt["optimizer"], path)
         ours = ckpt["params"].get(CHECKPOINT_PHASE_KEY) == phase
+        flag = "num_epochs_unsuper" if phase == PRETRAINING else "num_epochs"
+        if ours and ckpt["epoch"] > self.params[flag]:
+            raise ValueError(f"{path} holds {ckpt['epoch']} completed {phase} epochs, more than --{flag} "
+                             f"{self.params[flag]}; its results would be those of {ckpt['epoch']} epochs: run with "
+                             f"--{flag} {ckpt['epoch']} (or more), or give this run another --model_dir")
         if phase == PRETRAINING:
             done = ckpt["epoch"] if ours else self.params["num_epochs_unsuper"]
         else:
@@ -512,7 +601,11 @@ class Trainer:
         """One epoch of optimisation steps over `indices` (default: `epoch_indices(phase)`, drawn with the
         epoch's seed), logging the running sample-weighted mean loss every log_frequency batches and at the last.
         A last pre-training batch of one sample is left out for the NCE losses (`imgcontloss*`), whose in-batch term
-        needs two. Returns that mean (a float)."""
+        needs two. Returns that mean (a float).
+
+        A non-finite loss stops the run (ValueError naming the phase, epoch, first such batch and the likely
+        cause) at the next log point at the latest, so before any checkpoint or result of the epoch is written. The
+        batch losses stay on the device until a log point (no synchronisation per batch)."""
         self._seed_epoch(phase, epoch)
         if indices is None:
             indices = self.epoch_indices(phase)
@@ -531,7 +624,9 @@ class Trainer:
                 and len(indices) > 1 and len(indices) % batch_size == 1):
             indices = indices[:-1]  # the NCE in-batch term needs two samples (the original divided by zero)
         num_batches = -(-len(indices) // batch_size)
-        total = torch.zeros((), device=self.device)
+        batch_losses = torch.empty(num_batches, device=self.device)
+        batch_sizes = torch.full((num_batches,), float(batch_size), device=self.device)
+        batch_sizes[-1] = len(indices) - batch_size * (num_batches - 1)
         seen, mean = 0, float("nan")
         self.model.train()
         for batch in tqdm(range(num_batches), desc=f"{phase} epoch {epoch}", leave=False,
@@ -541,14 +636,50 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            total += loss.detach() * len(rows)
+            batch_losses[batch] = loss.detach()
             seen += len(rows)
             if (batch % params["log_frequency"] == 0 and batch != 0) or batch == num_batches - 1:
-                mean = (total / seen).item()
+                done = batch_losses[:batch + 1]
+                non_finite = (~torch.isfinite(done)).float()
+                first_bad = torch.where(non_finite.any(), non_finite.argmax(), -1)
+                total = (done * batch_sizes[:batch + 1]).sum()
+                mean, bad = torch.stack([total / seen, first_bad.to(total.dtype)]).tolist()
+                if bad >= 0:
+                    bad = int(bad)
+                    raise ValueError(self._non_finite_message(phase, epoch, bad,
+                                                              indices[bad * batch_size:(bad + 1) * batch_size]))
                 logger.info(f"[%d/%d]\t{line}", batch * batch_size, dataset_size, mean)
         return mean
 
+    def _non_finite_message(self, phase, epoch, batch, rows):
+        """The error of a non-finite loss in `batch` (training `rows`) of an epoch, with its likely cause."""
+        params = self.params
+        inputs = [("locations", self.train_locs)] + ([("image features", self.train_feats)]
+                                                     if phase == PRETRAINING else [])
+        bad_inputs = [(what, rows[~torch.isfinite(values[rows].reshape(len(rows), -1)).all(dim=1)])
+                      for what, values in inputs]
+        bad_inputs = [(what, bad) for what, bad in bad_inputs if len(bad)]
+        if bad_inputs:
+            cause = "; ".join(f"non-finite training {what} in rows {bad[:5].tolist()}" for what, bad in bad_inputs)
+        else:
+            lr = "unsuper_lr" if phase == PRETRAINING else "lr"
+            cause = (f"the inputs are finite, so the optimisation diverged: lower --{lr} (now {params[lr]})"
+                     + (", or raise the temperatures --unsuper_temp_inbatch / --unsuper_temp_negloc / "
+                        "--unsuper_temp_simcse" if phase == PRETRAINING else ""))
+        return (f"{phase} epoch {epoch}, batch {batch}: the loss is not finite (NaN or infinite); the run stops "
+                f"without writing a checkpoint or results of this epoch. Likely cause: {cause}")
+
+    def _check_model_finite(self, what):
+        """ValueError when a weight of the model is NaN or infinite (before `what` is written or computed)."""
+        bad = [name for name, value in self.model.state_dict().items()
+               if value.is_floating_point() and not torch.isfinite(value).all()]
+        if bad:
+            raise ValueError(f"the model has NaN or infinite weights ({', '.join(bad[:3])}); {what} is not "
+                             f"written. Lower the learning rate (--lr / --unsuper_lr) or check the checkpoint "
+                             f"{self.params['model_file_name']}")
+
     def _save(self, path, phase):
+        self._check_model_finite(f"the checkpoint {path}")
         logger.info("Saving output model to %s", path)
         params = {**self.params, CHECKPOINT_PHASE_KEY: phase}
         checkpoints.save_checkpoint(path, self.model, self.optimizer, self.epochs_done[phase], params)
@@ -565,6 +696,8 @@ class Trainer:
         """Rank the evaluation split (invalid entries kept) by the image predictions alone ("No prior"), then by
         image × prior: the location encoder, or the baseline named by --spa_enc_type. Returns {method: result}."""
         flag = self._fewshot_flag(flag)
+        if self.model is not None:
+            self._check_model_finite(f"the results file {self.results_file}")
         fitted = []
         if is_baseline(self.params) and self.params["spa_enc_type"] != "no_prior":
             fitted.append(self._fit_baseline())
@@ -579,11 +712,16 @@ class Trainer:
         return results
 
     def _fit_baseline(self):
-        """The --spa_enc_type baseline fitted on the training split, with the dataset's hyper-parameters."""
-        params = self.params
+        """The --spa_enc_type baseline fitted on the fine-tuning rows of the training split (the few-shot subset,
+        see `_training_rows`), with the dataset's hyper-parameters (clamped to the size of the data)."""
+        params, train = self.params, self.data.train
+        rows = self.phase_rows[FINETUNING]
+        rows = slice(None) if rows is None else rows.cpu().numpy()
+        locs, classes = train.locs[rows], train.classes[rows]
         hyper_params = baselines.get_cross_val_hyper_params(params["dataset"], params["meta_type"])
-        return baselines.make_baseline(params["spa_enc_type"], self.data.train.locs, self.data.train.classes,
-                                       params["num_classes"], hyper_params)
+        for note in baselines.clamp_to_data(params["spa_enc_type"], hyper_params, locs, classes):
+            logger.warning("%s", note)
+        return baselines.make_baseline(params["spa_enc_type"], locs, classes, params["num_classes"], hyper_params)
 
     def run_eval_spa_enc_only(self, flag="LocEnc ", load_model=True, epoch=None):
         """Rank the val split (invalid entries removed) by the location encoder alone; with `load_model` first
@@ -604,6 +742,7 @@ class Trainer:
                 logger.info(" Model :\t%s", os.path.basename(path))
                 checkpoints.load_state(self.model, checkpoints.load_checkpoint(path, self.device)["state_dict"],
                                        source=path)
+        self._check_model_finite(f"the results file {self.results_file}")
         result, ranks = evaluation.evaluate_location_only(self.model, self.val_locs, self.val_classes,
                                                           self.val_split_ids, flag)
         self._record(result, epoch, "val (entries without location or user removed)")

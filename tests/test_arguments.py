@@ -1,6 +1,7 @@
 import pytest
 
-from arguments import BOOL_FLAGS, default_params, make_args_parser, resolve_device
+from arguments import BOOL_FLAGS, default_params, describe_error, make_args_parser, resolve_device
+from paths import MAIN_DIR
 
 
 def test_every_original_flag_is_parsed_with_its_default():
@@ -30,3 +31,29 @@ def test_device_auto_and_clear_errors():
     assert resolve_device("auto").type in ("cpu", "cuda")
     with pytest.raises(ValueError, match="--device"):
         resolve_device("gpu0")
+
+
+@pytest.mark.parametrize("name", ["mps", "xpu", "meta"])
+def test_devices_other_than_cpu_and_cuda_are_one_clear_error(name):
+    """--device mps gave a 12-line traceback."""
+    with pytest.raises(ValueError, match=rf"--device {name}: this project runs on the CPU or a CUDA GPU only"):
+        resolve_device(name)
+
+
+def test_the_default_model_dir_is_beside_main_wherever_the_command_starts(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert default_params([])["model_dir"] == str(MAIN_DIR.parent / "models") + "/"
+    assert default_params(["--model_dir", "../models/"])["model_dir"] == "../models/"  # given: as given
+    assert default_params(["--model_dir=runs"])["model_dir"] == "runs"
+
+
+@pytest.mark.parametrize("error, words", [
+    (PermissionError(13, "Permission denied", "/data/x.npy"), ["cannot access /data/x.npy: Permission denied",
+                                                              "check the permissions"]),
+    (OSError(28, "No space left on device", "/m/a.pth.tar"), ["/m/a.pth.tar", "the disk is full"]),
+    (OSError(30, "Read-only file system", "/m/a.log"), ["/m/a.log", "read-only"]),
+    (FileNotFoundError("fmow: the data folder is missing"), ["fmow: the data folder is missing"]),
+])
+def test_os_errors_are_one_line_naming_the_path_and_the_fix(error, words):
+    message = describe_error(error)
+    assert "\n" not in message and all(word in message for word in words)

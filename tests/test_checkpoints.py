@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import checkpoints
+import models
 from arguments import default_params
 from checkpoints import (epoch_file_name, find_checkpoint, load_checkpoint, load_state, log_file_name,
                          model_file_names, save_checkpoint)
@@ -153,3 +154,36 @@ def test_load_state_of_weights_for_other_classes_or_users_blames_the_data_not_th
     state = {"class_emb.weight": torch.zeros(62, 4), "user_emb.weight": torch.zeros(7, 5)}
     with pytest.raises(ValueError, match="check --spa_enc_type"):
         load_state(model, state, source="ckpt.pth.tar")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"state_dict": [1, 2]}, "its state_dict is a list, not a mapping"),
+    ({"state_dict": {"w": [1.0]}}, "its state_dict maps 'w' to something other than a tensor"),
+    ({"params": ["lr"]}, "its params is a list, not a mapping"),
+    ({"epoch": "3"}, "its epoch is '3', not an integer"),
+    ({"optimizer": 5}, "its optimizer state is a int, not a mapping"),
+])
+def test_malformed_checkpoint_parts_are_named(tmp_path, change, message):
+    path = tmp_path / "model.pth.tar"
+    torch.save({"epoch": 1, "state_dict": {"w": torch.zeros(1)}, "optimizer": None, "params": {}, **change}, path)
+    with pytest.raises(ValueError, match=f"model.pth.tar is malformed: {message}"):
+        load_checkpoint(str(path))
+
+
+def test_keys_of_a_wrapped_model_name_the_prefix():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3))
+    for prefix in ("module.", "_orig_mod."):
+        state = {prefix + key: value for key, value in model.state_dict().items()}
+        with pytest.raises(ValueError, match=rf"every key of its state_dict carries the prefix '{prefix}' .*"
+                                             rf"removeprefix\('{prefix}'\)"):
+            load_state(model, state, source="ckpt.pth.tar")
+
+
+def test_a_model_checkpoint_whose_params_lack_a_key_is_named(tmp_path):
+    params = {**default_params(["--spa_enc_type", "naive", "--num_filts", "4", "--hidden_dim", "4"]),
+              "num_classes": 3, "num_users": 1}
+    model = models.build_model(params, 3, 1)
+    path = tmp_path / "model.pth.tar"
+    save_checkpoint(str(path), model, None, 1, {key: value for key, value in params.items() if key != "num_filts"})
+    with pytest.raises(ValueError, match=r"model.pth.tar is malformed: its params lack 'num_filts'"):
+        models.load_location_encoder(str(path))

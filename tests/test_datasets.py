@@ -1,6 +1,7 @@
 """datasets.load_dataset: the bundle's files read as the original read them, and clear errors for bad input."""
 import json
 import logging
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -405,3 +406,118 @@ def test_unknown_splits_and_datasets(synth_root, monkeypatch):
         datasets.load_dataset(params_for("birdsnap"), "valid", True, True)
     with pytest.raises(ValueError, match="--dataset must be one of"):
         datasets.load_dataset(arguments.default_params(["--dataset", "syntconsband"]), "val", True, True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# bad input stops the run with one message naming the file (issue 9)
+
+def copy_layout(synth_root, tmp_path, monkeypatch, dataset):
+    """A private copy of one synthetic layout (the module's is shared), with CSP_DATA_DIR pointing at it."""
+    shutil.copytree(synth_root / dataset, tmp_path / dataset)
+    monkeypatch.setenv("CSP_DATA_DIR", str(tmp_path))
+    return tmp_path / dataset
+
+
+@pytest.mark.parametrize("dtype", [object, "U3"])
+def test_feature_files_that_are_not_numbers_are_refused_before_reading(fmow_root, dtype):
+    """dtype=object crashed the process (segmentation fault) when rows were dropped."""
+    path = fmow_root / "fmow/features_inception_pretrain/fmow_train_pretrain_net_feats.npy"
+    np.save(path, np.array([["a", "b"]] * len(TRAIN), dtype=dtype), allow_pickle=True)
+    with pytest.raises(ValueError, match=rf"{path.name} is malformed: its values have dtype .*expected numbers"):
+        datasets.load_dataset(params_for("fmow"), "val", True, True, load_cnn_features_train=True)
+
+
+@pytest.mark.parametrize("what, value", [("features", np.nan), ("predictions", np.inf)])
+def test_non_finite_features_and_predictions_name_the_file_and_first_rows(fmow_root, what, value):
+    folder = fmow_root / "fmow"
+    if what == "features":
+        path = folder / "features_inception_pretrain/fmow_train_pretrain_net_feats.npy"
+        kwargs = {"load_cnn_features_train": True}
+    else:
+        path = folder / "feature_moco/fmow_val_preds.npy"
+        kwargs = {"load_cnn_predictions": True}
+    array = np.load(path)
+    array[2:, 0] = value
+    np.save(path, array)
+    with pytest.raises(ValueError, match=rf"{path.name} is malformed: .*{what} hold NaN or infinite values, first in "
+                                         r"file rows (3, 4|2)\b"):
+        datasets.load_dataset(params_for("fmow"), "val", True, what == "features", **kwargs)
+
+
+@pytest.mark.parametrize("dataset, file, content, message", [
+    ("fmow", "category.json", json.dumps(["a", "b"]), "category.json is malformed: expected a JSON object"),
+    ("fmow", "category.json", json.dumps({"a": "zero"}), "category.json is malformed: expected a JSON object"),
+    ("birdsnap", "birdsnap_with_loc_2019.json", json.dumps({"train": []}), "expected a JSON object with a 'classes'"),
+    ("inat_2018", "categories2018.json", json.dumps({"id": 1}), "categories2018.json is malformed: expected a JSON list"),
+    ("yfcc", "class_names.csv", "name\nfox\n", r"class_names.csv is malformed: missing columns \['id'\]"),
+    ("yfcc", "train_test_split.csv", "", r"train_test_split.csv is malformed: not a CSV table"),
+    ("yfcc", "train_test_split.csv", "lon,lat,class,split\n", r"train_test_split.csv is malformed: no rows"),
+    ("yfcc", "train_test_split.csv", "lon,lat,class,split\n1,2,0,train\neast,2,0,train\n",
+     r"column 'lon' holds 1 values that are not numbers, e\.g\. 'east' in data row 2"),
+])
+def test_malformed_metadata_is_named(synth_root, tmp_path, monkeypatch, dataset, file, content, message):
+    folder = copy_layout(synth_root, tmp_path, monkeypatch, dataset)
+    (folder / file).write_text(content)
+    with pytest.raises(ValueError, match=message):
+        datasets.load_dataset(params_for(dataset), "val" if dataset != "yfcc" else "test", True, True)
+
+
+def test_a_repeated_image_id_or_conflicting_annotations_are_named(tmp_path, monkeypatch):
+    """They silently took the last entry."""
+    monkeypatch.setenv("CSP_DATA_DIR", str(tmp_path))
+    folder = write_fmow(tmp_path)
+    ann = json.loads((folder / "train.json").read_text())
+    ann["annotations"].append({"id": 99, "image_id": 13, "category_id": 0})
+    (folder / "train.json").write_text(json.dumps(ann))
+    with pytest.raises(ValueError, match=r"train\.json is malformed: 1 image ids have conflicting annotation entries, "
+                                         r"e\.g\. 13"):
+        datasets.load_dataset(params_for("fmow"), "val", True, True)
+    ann["annotations"].pop()
+    ann["images"].append({"id": 10, "file_name": "again.jpg"})
+    (folder / "train.json").write_text(json.dumps(ann))
+    with pytest.raises(ValueError, match=r"train\.json is malformed: 1 image ids occur more than once, e\.g\. 10"):
+        datasets.load_dataset(params_for("fmow"), "val", True, True)
+
+
+def test_conflicting_location_entries_are_named_but_identical_repeats_are_harmless(fmow_root):
+    folder = fmow_root / "fmow"
+    locs = json.loads((folder / "train_location.json").read_text())
+    (folder / "train_location.json").write_text(json.dumps(locs + [locs[0]]))
+    assert len(datasets.load_dataset(params_for("fmow"), "val", True, True).train) == 3
+    (folder / "train_location.json").write_text(json.dumps(locs + [{**locs[0], "lat": 1.5}]))
+    with pytest.raises(ValueError, match=rf"train_location\.json is malformed: 1 image ids have conflicting location "
+                                         rf"entries, e\.g\. {locs[0]['id']}"):
+        datasets.load_dataset(params_for("fmow"), "val", True, True)
+
+
+@pytest.mark.parametrize("dataset, file", [("fmow", "train_location.json"), ("inat_2018", "train2018_locations.json")])
+def test_swapped_lon_lat_columns_stop_the_run_naming_the_location_file(synth_root, tmp_path, monkeypatch, dataset,
+                                                                       file):
+    folder = copy_layout(synth_root, tmp_path, monkeypatch, dataset)
+    locs = json.loads((folder / file).read_text())
+    for entry in locs:
+        entry["lon"], entry["lat"] = entry["lat"], entry["lon"]
+    (folder / file).write_text(json.dumps(locs))
+    with pytest.raises(ValueError, match=rf"{file} is malformed: .* look swapped"):
+        datasets.load_dataset(params_for(dataset), "val", True, True)
+
+
+def test_the_out_of_range_warning_names_the_location_file(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("CSP_DATA_DIR", str(tmp_path))
+    write_fmow(tmp_path, train=TRAIN + [(15, 200.0, 0.0, 5, 0.1, 0)])
+    with caplog.at_level(logging.WARNING, logger="datasets"):
+        datasets.load_dataset(params_for("fmow"), "val", True, True)
+    assert "train_location.json" in caplog.text and "train.json" not in caplog.text
+
+
+def test_original_rows_translate_the_original_code_s_positions(tmp_path, monkeypatch):
+    """The original drops only rows without longitude or user: entries 0, 3, 4, 5 (lat 95) and 6 are its rows
+    0..4; this project drops entry 5 too."""
+    monkeypatch.setenv("CSP_DATA_DIR", str(tmp_path))
+    write_fmow(tmp_path, train=TRAIN + [(15, 5.0, 95.0, 5, 0.1, 0), (16, 6.0, 6.0, 6, 0.1, 1)])
+    train = datasets.load_dataset(params_for("fmow"), "val", True, True).train
+    np.testing.assert_array_equal(train.original_rows, [0, 1, 2, -1, 3])
+    np.testing.assert_array_equal(train.from_original([4, 3, 0]), [3, -1, 0])
+    np.testing.assert_array_equal(train.to_original([0, 3]), [0, 4])
+    with pytest.raises(ValueError, match="position 5 is outside the original code's 5 train rows"):
+        train.from_original([5])

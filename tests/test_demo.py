@@ -76,3 +76,14 @@ def test_command_line_help_runs_from_the_repository_root_and_from_main():
         done = subprocess.run([sys.executable, script, "--help"], cwd=cwd, env=env, capture_output=True, text=True,
                               timeout=120)
         assert done.returncode == 0 and "--readme_figures" in done.stdout, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("typo", [["--sed", "1"], ["--seed", "1", "--readme_figure"]])
+def test_a_mistyped_demo_option_is_the_demo_s_own_short_usage_error(typo):
+    """`demo.py --sed 1` printed train_unsuper's 46-line usage titled demo.py; flags for the runs go after --."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "main/demo.py", *typo], cwd=root, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"unrecognized arguments: {typo[-1] if len(typo) == 3 else ' '.join(typo)}" in done.stderr
+    assert "--spa_enc_type" not in done.stderr and len(done.stderr.splitlines()) <= 4

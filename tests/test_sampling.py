@@ -147,12 +147,14 @@ def test_random_methods_draw_with_the_seed_and_tag_the_file(run_params, tmp_path
 
 
 def test_index_file_of_other_data_is_refused(run_params, tmp_path):
+    """The bundle's published subset is never to be deleted: the fix points at the data or another method."""
     folder = tmp_path / "data/fmow/sample_idx"
     folder.mkdir()
     np.array([1, 5000]).dump(folder / "train_sample_ratio0.050.npy")
     with pytest.raises(ValueError, match=r"train_sample_ratio0\.050\.npy does not fit this training set of 165 "
-                                         r"samples.*delete it"):
+                                         r"samples.*published subset.*CSP_DATA_DIR") as err:
         sampling.train_sample_indices(run_params(), TRAIN_CLASSES)
+    assert "delete" not in str(err.value)
 
 
 def record_file(tmp_path):
@@ -257,3 +259,25 @@ def test_balanced_epoch_is_reproducible_and_varies_by_epoch():
 def test_balanced_epoch_rejects_a_zero_cap():
     with pytest.raises(ValueError, match="--max_num_exs_per_class must be at least 1"):
         sampling.balanced_epoch_indices(torch.zeros(3, dtype=torch.int64), 0, torch.Generator())
+
+
+def test_published_positions_are_translated_through_the_original_rows(run_params, tmp_path, caplog):
+    """The bundle's positions address the original's rows; this project also drops original row 3 (say, lat 95):
+    every published position after it names the row one earlier here, and row 3 itself is left out and counted."""
+    folder = tmp_path / "data/fmow/sample_idx"
+    folder.mkdir()
+    np.array([1, 3, 5, 164]).dump(folder / "train_sample_ratio0.050.npy")
+    original_rows = np.concatenate([[0, 1, 2, -1], np.arange(3, len(TRAIN_CLASSES))])
+    with caplog.at_level(logging.WARNING, logger="sampling"):
+        idx, _ = sampling.train_sample_indices(run_params(), TRAIN_CLASSES[:-1], original_rows[:-1])
+    np.testing.assert_array_equal(idx, [1, 4, 163])
+    assert "1 of its 4 members are training rows that this project drops" in caplog.text
+    assert "delete" not in caplog.text
+
+
+def test_published_positions_without_dropped_rows_are_used_as_they_are(run_params, tmp_path):
+    folder = tmp_path / "data/fmow/sample_idx"
+    folder.mkdir()
+    np.array([2, 7]).dump(folder / "train_sample_ratio0.050.npy")
+    idx, _ = sampling.train_sample_indices(run_params(), TRAIN_CLASSES, np.arange(len(TRAIN_CLASSES)))
+    np.testing.assert_array_equal(idx, [2, 7])

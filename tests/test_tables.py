@@ -5,6 +5,7 @@ import shutil
 import pandas as pd
 import pytest
 
+import paths
 import tables
 import train_unsuper
 from arguments import default_params
@@ -233,14 +234,15 @@ def test_missing_prediction_files_stop_the_table_before_any_run(tmp_path, monkey
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
-def test_only_machine_log_resume_and_compatibility_flags_leave_a_run_the_same():
-    assert set(tables.NOT_RUN_FLAGS) < set(default_params())
-    assert set(tables.FINETUNING_FLAGS) < set(default_params()) - set(tables.NOT_RUN_FLAGS)
-    ours = default_params(["--device", "cpu", "--eval_frequency", "7", "--seed", "1"])
-    assert tables.flag_differences(ours, {**default_params(), "num_classes": 5}) == [("seed", 1, 0)]
-    assert tables.flag_differences(ours, {**default_params(), "seed": 1}, tables.FINETUNING_FLAGS) == []
-    unsuper = {**default_params(), "num_epochs_unsuper": 2, "simcse_weight": 1.0}    # no pre-training: no matter
-    assert tables.flag_differences(default_params(), unsuper) == []
-    csp = default_params(["--unsuper_loss", "contsoftmax"])
-    assert tables.flag_differences(csp, {**csp, "num_epochs_unsuper": 2}) == [("num_epochs_unsuper", 30, 2)]
-    assert set(tables.PRETRAINING_FLAGS) < set(default_params()) - set(tables.NOT_RUN_FLAGS)
+def test_the_default_model_folder_is_in_the_repository_wherever_the_command_starts(tmp_path, monkeypatch):
+    """`python main/tables.py comparison --collect_only` from the repository root wrote ../model_dir/ outside it."""
+    seen = {}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tables, "collect", lambda kind, dataset, preset, rows, ratios, model_dir, *rest:
+                        seen.setdefault("model_dir", model_dir) and {})
+    monkeypatch.setattr(tables, "write_table", lambda *args: seen.setdefault("out_dir", args[5]) and ("", "", ""))
+    for preset in ("released", "paper"):
+        seen.clear()
+        tables.main(["comparison", "--dataset", "fmow", "--collect_only", "--preset", preset])
+        expected = paths.MAIN_DIR.parent / "model_dir" / "tables" / "fmow" / preset
+        assert seen == {"model_dir": expected, "out_dir": expected}

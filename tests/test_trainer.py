@@ -1,6 +1,9 @@
 """The run's behaviour on tiny synthetic data: checkpoints, resuming, reproducibility, baselines, flag errors."""
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -192,12 +195,17 @@ def test_bad_flag_values_are_named(tmp_path, flag, value, words):
 
 
 def test_rbf_checkpoint_reloads_with_its_own_anchors(tmp_path):
+    """The anchors are the checkpoint's (not drawn again): ids written into the file are the ones used."""
     rbf = ["--spa_enc_type", "rbf", "--num_rbf_anchor_pts", "20", "--rbf_kernal_size", "10", "--num_epochs", "2"]
     trained = run(tmp_path, *rbf)
-    reloaded = run(tmp_path, *rbf, "--seed", "5", "--load_super_model", "T", "--do_unsuper_train", "F")
+    path = trained["files"]["model_file_name"]
+    ckpt = torch.load(path, weights_only=True)
+    other_ids = [i + 1 for i in ckpt["params"]["rbf_anchor_pt_ids"]]
+    ckpt["params"]["rbf_anchor_pt_ids"] = other_ids
+    torch.save(ckpt, path)
+    reloaded = run(tmp_path, *rbf, "--load_super_model", "T", "--do_unsuper_train", "F")
     assert reloaded["phases"][FINETUNING]["epochs_run"] == 0
-    assert reloaded["params"]["rbf_anchor_pt_ids"] == trained["params"]["rbf_anchor_pt_ids"]
-    assert final(reloaded)["location_only"] == final(trained)["location_only"]
+    assert reloaded["params"]["rbf_anchor_pt_ids"] == other_ids != trained["params"]["rbf_anchor_pt_ids"]
 
 
 def test_geo_net_with_dates_leaves_out_samples_without_a_date(tmp_path):
@@ -270,3 +278,150 @@ def test_the_inat_test_split_is_reported_as_public_and_private(tmp_path, monkeyp
         assert [(split["id"], split["name"]) for split in evaluation["splits"]] == [(0, "Public"), (1, "Private")]
         assert sum(split["count"] for split in evaluation["splits"]) == 60
     assert np.load(results["files"]["ranks"])["split_ids"].dtype == bool
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# nothing silently wrong (issue 9)
+
+def test_a_non_finite_loss_stops_the_run_before_a_checkpoint_or_results_are_written(tmp_path):
+    """A temperature that passes the flag check but makes the logits infinite: the loss is NaN from batch 0."""
+    with pytest.raises(ValueError, match=r"pre-training epoch 0, batch 0: the loss is not finite .* Likely cause: the "
+                                         r"inputs are finite, so the optimisation diverged: lower --unsuper_lr"):
+        run(tmp_path, "--unsuper_temp_inbatch", "1e-40", "--num_epochs_unsuper", "2", "--num_epochs", "2")
+    assert not list(tmp_path.glob("*.pth.tar")) and not list(tmp_path.glob("*.results.json"))
+
+
+def test_a_non_finite_input_row_is_named_with_the_epoch_and_batch(tmp_path):
+    """One NaN feature row that got past the loader (here set in memory): the message names the row."""
+    params = arguments.default_params(FLAGS + ["--model_dir", str(tmp_path), "--balanced_train_loader", "F"])
+    with Trainer(params, console=False) as trainer:
+        trainer.train_feats[7] = float("nan")
+        indices = torch.arange(len(trainer.train_classes))
+        with pytest.raises(ValueError, match=r"pre-training epoch 3, batch 0: .*non-finite training image features "
+                                             r"in rows \[7\]"):
+            trainer.run_epoch(PRETRAINING, 3, indices)
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--lr", "nan"), ("--lr", "-1"), ("--weight_decay", "-1"), ("--seed", "-1"), ("--unsuper_lr", "-1"),
+    ("--num_filts", "0"), ("--hidden_dim", "0"), ("--num_hidden_layer", "-1"), ("--max_radius", "inf"),
+    ("--min_radius", "nan"), ("--rand_sample_weight", "inf"), ("--simcse_weight", "nan"), ("--lr_decay", "0"),
+    ("--unsuper_temp_negloc", "0"), ("--frequency_num", "0"),
+])
+def test_flags_out_of_range_are_named_before_any_folder_or_file_is_made(tmp_path, flag, value):
+    model_dir = tmp_path / "models"
+    with pytest.raises(ValueError, match=rf"^{flag} must be .*got {value}"):
+        Trainer(arguments.default_params(FLAGS + ["--model_dir", str(model_dir), flag, value]))
+    assert not model_dir.exists()
+
+
+def test_min_radius_must_be_below_max_radius(tmp_path):
+    with pytest.raises(ValueError, match=r"--min_radius \(2\.0\) must be smaller than --max_radius \(1\.0\)"):
+        Trainer(arguments.default_params(FLAGS + ["--model_dir", str(tmp_path / "m"), "--min_radius", "2",
+                                                  "--max_radius", "1"]))
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_checkpoint_is_neither_resumed_nor_evaluated_under_other_flags(tmp_path):
+    """Reloading a geometric-frequency run with --freq_init nerf evaluated the old weights with the new encoding and
+    overwrote its results file."""
+    flags = ["--num_epochs_unsuper", "1", "--num_epochs", "1"]
+    done = run(tmp_path, *flags)
+    before = open(done["files"]["results"], "rb").read()
+    for other in (["--freq_init", "nerf"], ["--seed", "3"]):
+        with pytest.raises(ValueError, match=r"was made with other flags \(.*--" + other[0][2:] + r" " + other[1]):
+            run(tmp_path, *flags, *other, "--load_super_model", "T")
+    assert open(done["files"]["results"], "rb").read() == before
+    resumed = run(tmp_path, "--num_epochs_unsuper", "1", "--num_epochs", "2", "--load_super_model", "T")
+    assert resumed["phases"][FINETUNING] == {"epochs_done": 2, "epochs_run": 1}
+
+
+def test_a_checkpoint_with_more_epochs_than_asked_for_is_refused(tmp_path):
+    run(tmp_path, "--num_epochs_unsuper", "1", "--num_epochs", "2")
+    with pytest.raises(ValueError, match=r"holds 2 completed fine-tuning epochs, more than --num_epochs 1"):
+        run(tmp_path, "--num_epochs_unsuper", "1", "--num_epochs", "1", "--load_super_model", "T")
+
+
+@pytest.mark.parametrize("baseline", ["grid", "train_freq"])
+def test_baselines_use_the_few_shot_subset_unless_asked_otherwise(tmp_path, baseline):
+    """At --train_sample_ratio 0.05 the grid prior used 100 % of the labels while the log named the subset."""
+    subset = run(tmp_path, "--spa_enc_type", baseline)
+    full = run(tmp_path, "--spa_enc_type", baseline, "--baseline_full_train", "T")
+    assert full["files"]["results"] != subset["files"]["results"]
+    assert "_ratio0.050_fulltrain" in full["files"]["results"]
+    assert "fitted on all 975 training samples" in log_text(full)
+    assert "few-shot subset" in log_text(subset)
+    assert final(full)[baseline] != final(subset)[baseline]
+
+
+@pytest.mark.parametrize("baseline, hyper_parameter", [("nn_knn", "num_neighbors"), ("kde", "kde_nb")])
+def test_neighbour_baselines_on_small_data_are_clamped_and_say_so(tmp_path, baseline, hyper_parameter):
+    results = run(tmp_path, "--spa_enc_type", baseline)
+    assert baseline in final(results)
+    assert f"{baseline}: {hyper_parameter} lowered from" in log_text(results)
+
+
+def test_a_second_run_in_the_same_folder_is_stopped_and_changes_nothing(tmp_path):
+    """Two runs with other seeds at once: one's results described the other's model."""
+    params = arguments.default_params(FLAGS + ["--model_dir", str(tmp_path), "--num_epochs_unsuper", "1",
+                                               "--num_epochs", "1"])
+    with Trainer(params, console=False):
+        before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+        for seed in ("1", "2"):
+            with pytest.raises(ValueError, match=rf"--model_dir {tmp_path} is in use by another run \(process "
+                                                 rf"{os.getpid()} "):
+                run(tmp_path, "--seed", seed, "--num_epochs_unsuper", "1", "--num_epochs", "1")
+        assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
+    run(tmp_path, "--seed", "1", "--num_epochs_unsuper", "1", "--num_epochs", "1")  # the folder is free again
+
+
+def test_temporary_files_of_a_killed_write_are_removed_by_the_next_run(tmp_path):
+    dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                                  text=True).stdout)
+    (tmp_path / "sample_idx").mkdir()
+    left = [tmp_path / f".model_x.pth.tar.{dead_pid}.0badcafe.tmp",
+            tmp_path / "sample_idx" / f".train_sample_ratio0.050.npy.{dead_pid}.12345678.tmp"]
+    for path in left:
+        path.write_bytes(b"half")
+    results = run(tmp_path, "--num_epochs_unsuper", "1", "--num_epochs", "1")
+    assert not any(path.exists() for path in left)
+    assert f"Removed {left[0]}, a temporary file left by a run that was killed" in log_text(results)
+
+
+@pytest.mark.parametrize("flag, value", [("--freq_init", "nerff"), ("--spa_f_act", "swish"),
+                                         ("--loc_encode", "encode_4D"), ("--date_encode", "encode_sin")])
+def test_unknown_encoder_choices_are_named_before_any_folder_is_made(tmp_path, flag, value):
+    with pytest.raises(ValueError, match=rf"^{flag} '{value}' is unknown; valid values: "):
+        Trainer(arguments.default_params(FLAGS + ["--model_dir", str(tmp_path / "m"), flag, value]))
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_flag_newer_than_the_checkpoint_matches_only_at_its_default(tmp_path):
+    """A checkpoint of an earlier version lacks flags added since: left at their defaults they change nothing."""
+    flags = ["--num_epochs_unsuper", "1", "--num_epochs", "1"]
+    done = run(tmp_path, *flags)
+    path = done["files"]["model_file_name"]
+    ckpt = torch.load(path, weights_only=True)
+    for key in ("lr_decay", "neg_rand_type"):  # lr_decay at its default here, neg_rand_type not (sphericalold)
+        del ckpt["params"][key]
+    torch.save(ckpt, path)
+    with pytest.raises(ValueError, match=r"other flags \(--neg_rand_type sphericalold here, \(not recorded\) in the "
+                                         r"file\)"):
+        run(tmp_path, *flags, "--load_super_model", "T")
+    ckpt["params"]["neg_rand_type"] = "sphericalold"
+    torch.save(ckpt, path)
+    assert run(tmp_path, *flags, "--load_super_model", "T")["phases"][FINETUNING]["epochs_run"] == 0
+
+
+def test_a_run_that_stops_in_set_up_leaves_no_log_of_its_own(tmp_path, monkeypatch):
+    """A run that failed validation left an empty .log; an earlier run's log is kept."""
+    params = arguments.default_params(FLAGS + ["--model_dir", str(tmp_path)])
+    log = tmp_path / checkpoints.log_file_name(checkpoints.model_file_names(params)[1]).split("/")[-1]
+    monkeypatch.setenv("CSP_DATA_DIR", str(tmp_path / "no data"))
+    with pytest.raises(FileNotFoundError, match="data folder"):
+        Trainer(params)
+    assert not log.exists()
+    log.write_text("an earlier run\n")
+    with pytest.raises(FileNotFoundError, match="data folder"):
+        Trainer(arguments.default_params(FLAGS + ["--model_dir", str(tmp_path)]))
+    assert log.read_text().startswith("an earlier run\n")

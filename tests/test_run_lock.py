@@ -1,0 +1,40 @@
+"""One run at a time in a --model_dir (issue 9: two runs there overwrote each other's files)."""
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from run_lock import RunLock
+
+MAIN = Path(__file__).resolve().parents[1] / "main"
+
+
+def test_a_second_lock_on_the_folder_names_the_folder_and_the_first_process(tmp_path):
+    with RunLock(tmp_path / "m"):
+        with pytest.raises(ValueError, match=rf"--model_dir {tmp_path / 'm'} is in use by another run \(process "
+                                             rf"{os.getpid()} on "):
+            RunLock(tmp_path / "m").acquire()
+    with RunLock(tmp_path / "m"):  # released: the next run takes it
+        pass
+
+
+def test_a_lock_held_by_another_process_stops_this_one_and_is_freed_when_it_dies(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(MAIN)!r})
+        from run_lock import RunLock
+        lock = RunLock({str(tmp_path)!r}).acquire()
+        print("held", flush=True)
+        time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ValueError, match=rf"in use by another run \(process {holder.pid} "):
+            RunLock(tmp_path).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    RunLock(tmp_path).acquire().release()  # the operating system freed the killed holder's lock
