@@ -4,6 +4,7 @@ The task needs location: an image's colour tells red from blue, only its place (
 within a colour, so the image-only probe is stuck near 50 % and the location prior lifts it.
 """
 import json
+import sys
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ import torch
 import torchvision
 from PIL import Image
 
+import arguments
 import extract_features
 import models
 import own_data
@@ -242,18 +244,18 @@ def test_labels_outside_the_label_set_and_feature_files_of_other_tables(tmp_path
         own_data.FeatureFile(feats, obs)
 
 
-def test_bad_input_on_the_command_line_exits_2_without_traceback(own, tmp_path):
-    import subprocess
-    import sys
-    from conftest import ROOT
+def test_bad_input_on_the_command_line_exits_2_without_traceback(own, tmp_path, monkeypatch, capsys):
     table = pd.read_csv(own / "obs.csv")
     table.loc[3, "lat"] = 123.0
     table.to_csv(tmp_path / "obs.csv", index=False)
-    done = subprocess.run([sys.executable, str(ROOT / "main" / "train_unsuper.py"), "--dataset", "custom",
-                           "--data_table", str(tmp_path / "obs.csv"), "--features", str(own / "out" / "feats.npy"),
-                           "--model_dir", str(tmp_path / "m")], capture_output=True, text=True)
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "column 'lat', rows 3: out of [-90, 90]" in done.stderr
+    monkeypatch.setattr(sys, "argv", ["train_unsuper.py", "--dataset", "custom", "--data_table",
+                                      str(tmp_path / "obs.csv"), "--features", str(own / "out" / "feats.npy"),
+                                      "--model_dir", str(tmp_path / "m")])
+    with pytest.raises(SystemExit) as stopped:
+        arguments.run_command(train_unsuper.main)
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert "Traceback" not in error and "column 'lat', rows 3: out of [-90, 90]" in error
 
 
 def test_your_own_classifiers_predictions_replace_the_probe(own, tmp_path):
