@@ -5,11 +5,18 @@
 # every 5 epochs. The load flags are T, so a killed run continues from its last checkpoints when started again.
 # Data: $CSP_DATA_DIR/fmow/ (see main/paths.py). Output: ../model_dir/models_fmow/ (from main/).
 # Extra arguments are passed on and win over the values below, e.g.
-#   bash run-fmow-contsoftmax.sh --num_epochs 5 --device cpu
+#   bash run-fmow-contsoftmax.sh --num_epochs_unsuper 1 --num_epochs 2 --eval_frequency 1 \
+#       --device cpu --model_dir ../model_dir/try_fmow/    # a short trial run, in its own folder
+#   SEEDS="0 1 2 3 4" bash run-fmow-contsoftmax.sh    # once per seed, each in seed{S}/ of the model
+#       folder, then the mean ± std of the final Top-1s (main/seeds.py)
 #   bash run-fmow-contsoftmax.sh --simcse_weight 0.1 --unsuper_temp_inbatch 1 \
 #       --do_unsuper_train F --do_super_train F    # evaluate the released fMoW checkpoint (names say so)
 set -euo pipefail
 cd "$(dirname "$0")/main"
+if [[ -n "${SEEDS:-}" ]]; then    # several seeds: main/seeds.py runs the flags below once per seed
+    read -ra seeds <<< "$SEEDS"
+    exec "${PYTHON:-python3}" seeds.py --seeds "${seeds[@]}" --script "../$(basename "$0")" -- "$@"
+fi
 exec "${PYTHON:-python3}" train_unsuper.py \
     --dataset fmow \
     --meta_type ebird_meta \

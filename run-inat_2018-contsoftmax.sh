@@ -4,10 +4,17 @@
 # features, then fine-tune it for 200 epochs on a 5 % stratified few-shot subset; evaluate every 5 epochs.
 # Data: $CSP_DATA_DIR/inat_2018/ (see main/paths.py). Output: ../model_dir/models_inat_2018/ (from main/).
 # Extra arguments are passed on and win over the values below, e.g.
-#   bash run-inat_2018-contsoftmax.sh --num_epochs 5 --device cpu
+#   bash run-inat_2018-contsoftmax.sh --num_epochs_unsuper 1 --num_epochs 2 --eval_frequency 1 \
+#       --device cpu --model_dir ../model_dir/try_inat_2018/    # a short trial run, in its own folder
+#   SEEDS="0 1 2 3 4" bash run-inat_2018-contsoftmax.sh    # once per seed, each in seed{S}/ of the model
+#       folder, then the mean ± std of the final Top-1s (main/seeds.py)
 #   bash run-inat_2018-contsoftmax.sh --load_unsuper_model T --load_super_model T    # resume a killed run
 set -euo pipefail
 cd "$(dirname "$0")/main"
+if [[ -n "${SEEDS:-}" ]]; then    # several seeds: main/seeds.py runs the flags below once per seed
+    read -ra seeds <<< "$SEEDS"
+    exec "${PYTHON:-python3}" seeds.py --seeds "${seeds[@]}" --script "../$(basename "$0")" -- "$@"
+fi
 exec "${PYTHON:-python3}" train_unsuper.py \
     --dataset inat_2018 \
     --meta_type ebird_meta \

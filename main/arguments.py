@@ -73,10 +73,14 @@ def make_args_parser():
     # location encoder
     add("--spa_enc_type", type=str, default="gridcell",
         help="gridcell, gridcellnorm, hexagridcell, theory, theorynorm, theorydiag, naive, rbf, rff, geo_net_fft, "
-             "geo_net; or a baseline: no_prior, train_freq, grid, nn_knn, nn_dist, kde")
+             "geo_net; (new) wrap_ffn, xyz, nerf, sphere, spheregrid, spheremixscale, spheregridmixscale, dft, "
+             "tile_ffn, spherical_harmonics; or a baseline: no_prior, train_freq, grid, nn_knn, nn_dist, kde")
     add("--frequency_num", type=int, default=32, help="number of scales (frequencies) of the position encoding")
-    add("--max_radius", type=float, default=1.0, help="largest scale lambda_max of the position encoding (degrees)")
-    add("--min_radius", type=float, default=0.000001, help="smallest scale lambda_min of the position encoding (degrees)")
+    add("--max_radius", type=float, default=1.0,
+        help="largest scale lambda_max of the position encoding (degrees; radians for sphere* and dft)")
+    add("--min_radius", type=float, default=0.000001,
+        help="smallest scale lambda_min of the position encoding (degrees; radians for sphere* and dft); "
+             "tile_ffn: the cell size (degrees)")
     add("--num_hidden_layer", type=int, default=1, help="hidden layers of the encoder's feed-forward network")
     add("--hidden_dim", type=int, default=512, help="width of the hidden layers")
     add("--num_rbf_anchor_pts", type=int, default=200, help="rbf: number of anchor points (training locations)")
@@ -94,6 +98,10 @@ def make_args_parser():
     add("--spa_enc_use_postmat", type=str, default="T", help="T/F: theorydiag only, extra output linear layer")
     add("--use_date_feats", type=str, default="F", help="T/F: geo_net only, add date features")
     add("--date_encode", type=str, default="encode_cos_sin", help="geo_net date encoding: encode_cos_sin or encode_none")
+    add("--spa_enc_net", type=str, default="ffn",
+        help="(new) network after the position encoding: ffn (the original's) or siren (sine layers, SIREN init)")
+    add("--legendre_poly_num", type=int, default=10,
+        help="(new) spherical_harmonics: number L of Legendre degrees 0..L-1 (L^2 features)")
 
     # losses
     add("--train_loss", type=str, default="full_loss", help="fine-tuning loss: full_loss or full_loss_user")

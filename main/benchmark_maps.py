@@ -51,10 +51,12 @@ def column_loop(model, mask):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--batch_size", type=int, default=None, help="default: plots.run_batched's for the device")
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--device", default="cpu", help="torch device of the model: cpu, cuda:0, auto")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats of each measurement")
+    p.add_argument("--batch_size", type=int, default=None, help="points per forward pass (None: plots.run_batched's "
+                                                                  "for the device)")
     p.add_argument("--column_loop", action="store_true", help="also time the original's column-by-column scheme")
     args = p.parse_args(argv)
     device = resolve_device(args.device)

@@ -1,7 +1,8 @@
 """Checkpoint files in the original CSP format: their names, atomic saving, safe loading, strict weight loading.
 
 A checkpoint is the `torch.save` of {'epoch', 'state_dict', 'optimizer', 'params'} (params: the run's flags and
-derived values, plain Python types only, so every file loads with `torch.load(..., weights_only=True)`).
+derived values, plain Python types only, so every file loads with `torch.load(..., weights_only=True)`). The files
+this project writes add 'class_names' (list of str, index = class id), which the original's loader ignores.
 File names follow the original's `make_model_file_param_args` (see `model_file_names`).
 """
 import os
@@ -20,6 +21,7 @@ except ImportError:  # numpy < 2
     from numpy.core.multiarray import scalar as _numpy_scalar
 
 CHECKPOINT_KEYS = ("epoch", "state_dict", "optimizer", "params")
+CLASS_NAMES_KEY = "class_names"
 SUFFIX = ".pth.tar"
 PRETRAINING_LOSSES = ("l2regress", "imgcontloss", "imgcontlossnolocneg", "imgcontlosssimcse", "contsoftmax",
                       "contsoftmaxsym")
@@ -62,6 +64,10 @@ def _encoder_args(params):
         args += f"_DROPOUT{params['dropout']:.1f}"
     if params["weight_decay"] != 0:
         args += f"_WDECAY{params['weight_decay']:.6f}"
+    if params["spa_enc_type"] == "spherical_harmonics":
+        args += f"_L{params['legendre_poly_num']:d}"
+    if params.get("spa_enc_net", "ffn") != "ffn":
+        args += f"_{params['spa_enc_net'].upper()}"
     return args
 
 
@@ -161,14 +167,18 @@ def plain_value(value, key="params"):
                      f"use plain Python types")
 
 
-def save_checkpoint(path, model, optimizer, epoch, params):
+def save_checkpoint(path, model, optimizer, epoch, params, class_names=None):
     """Write {'epoch', 'state_dict', 'optimizer', 'params'} to `path` atomically (temporary file + rename).
 
     `epoch` is stored as given (the original trainer stores the last finished epoch + 1); `optimizer` may be None
-    (then the original trainer could not resume from the file). The folder is created if missing.
+    (then the original trainer could not resume from the file). `class_names` (a sequence of str, index = class
+    id), when given, is stored under 'class_names' so that predictions can be labelled without the data. The folder
+    is created if missing.
     """
     state = {"epoch": int(epoch), "state_dict": model.state_dict(),
              "optimizer": None if optimizer is None else optimizer.state_dict(), "params": plain_value(params)}
+    if class_names is not None:
+        state[CLASS_NAMES_KEY] = [str(name) for name in class_names]
     atomic_write(path, lambda handle: torch.save(state, handle))
 
 

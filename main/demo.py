@@ -2,7 +2,7 @@
 
     python main/demo.py                       # from the repository root (or: cd main && python demo.py)
     python main/demo.py --seed 1              # another seed (initialisation, batches, dropout, negatives)
-    python main/demo.py --readme_figures      # also copy the two maps into image/ (the README's figures)
+    python main/demo.py --readme_figures      # also overwrite the two maps in image/ (the README's figures)
     python main/demo.py -- --unsuper_lr 0.00005   # flags after -- go to both runs and win over the demo's
 
 1. Builds the demo dataset (`demo_data.build_demo_dataset`: Blue Marble tiles as PNG files, a table of
@@ -24,6 +24,7 @@ import argparse
 import inspect
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -37,7 +38,7 @@ import land_mask
 import plots
 import train_unsuper
 from tables import final_top1
-from arguments import run_command
+from arguments import default_params, run_command
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,11 @@ DEMO_OVERRIDES = (
 # flags the demo sets itself (its own options, or what makes a row the row it is)
 OWN_FLAGS = ("--dataset", "--model_dir", "--seed", "--device", "--unsuper_loss", "--spa_enc_type",
              "--train_sample_ratio")
-CONSOLE_LOGGERS = (__name__, "demo_data", "extract_features", "plots", "land_mask")
+CONSOLE_LOGGERS = (__name__, "demo_data", "extract_features", "plots", "land_mask", "progress")
+# wall seconds of each step on a quiet 2-core CPU (AMD EPYC, torch CPU build; measured for the README), and the
+# epochs the runs had there: the estimates printed before each step scale these by the epochs and the machine's load
+QUIET_SECONDS = {"dataset": 30.0, "CSP-MC-BLD": 25.0, "Sup. Only (grid)": 5.0, "figures": 4.0}
+QUIET_EPOCHS = {"CSP-MC-BLD": 600, "Sup. Only (grid)": 300}
 
 
 def _log_to_console():
@@ -73,6 +78,24 @@ def _log_to_console():
             log.addHandler(handler)
             log.setLevel(logging.INFO)
             log.propagate = False
+
+
+def estimate(quiet_seconds, cores=None, load=None):
+    """"about A-B s (…)": `quiet_seconds` (on a quiet 2-core CPU) scaled by how busy this machine is — its 1-minute
+    load average plus this process over its cores, when that exceeds 1 — and by fewer cores than 2; B = 1.5 A on
+    an idle machine, 6 A on a busy one (measured on a shared 2-core machine at load 7-12: 3-6 times A)."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if load is None:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    factor = max(1.0, (load + 1.0) / cores) * max(1.0, 2.0 / cores)
+    low = quiet_seconds * factor
+    high = low * (6.0 if factor > 1 else 1.5)
+    unit, scale = ("s", 1.0) if high < 120 else ("min", 60.0)
+    plural = "s" if cores != 1 else ""
+    return (f"about {max(1, math.floor(low / scale))}-{math.ceil(high / scale)} {unit} ({quiet_seconds:.0f} s on a "
+            f"quiet 2-core CPU; this machine: {cores} core{plural}, load {load:.1f}"
+            f"{', so slower' if factor > 1 else ''})")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -98,8 +121,8 @@ def ensure_dataset(data_dir, build_args=None):
     if dataset_is_built(data_dir, build_args):
         logger.info("Demo dataset: %s (already built)", data_dir)
         return
-    logger.info("Building the demo dataset in %s (about half a minute on a 2-core CPU; image features are kept)",
-                data_dir)
+    logger.info("Building the demo dataset in %s: %s; its image features are kept for later builds", data_dir,
+                estimate(QUIET_SECONDS["dataset"]))
     demo_data.build_demo_dataset(data_dir, **build_args)
 
 
@@ -190,7 +213,8 @@ def draw_figures(csp, data_dir, out_dir, device="auto", cluster_step=0.5, max_cl
     finetuned = plots.as_model(csp["files"]["model_file_name"], device)
     class_id, name = _class_to_map(data_dir)
     class_map, clusters = Path(out_dir) / "class_map.png", Path(out_dir) / "clusters.png"
-    plots.plot_class_map(finetuned, class_id, class_map, mask)
+    plots.plot_class_map(finetuned, class_id, class_map, mask, class_name=name.replace("_", " "),
+                         model_name="the demo's CSP-MC-BLD (fMoW script flags, fine-tuned on 5 % of the labels)")
     plots.plot_cluster_maps([("pre-trained", pretrained), ("fine-tuned", finetuned)], clusters, mask,
                             step=cluster_step, max_points=max_cluster_points)
     return [(f"predicted distribution of class {class_id} ({name}), land mask: {source}", class_map),
@@ -223,12 +247,16 @@ def run_demo(out_dir=DEFAULT_OUT_DIR, seed=0, device=None, extra_flags=(), readm
     results = {}
     for name, argv in argvs.items():
         start = time.monotonic()
-        logger.info("%s: training and evaluating", name)
+        params = default_params(argv)
+        epochs = params["num_epochs"] + (params["num_epochs_unsuper"] if params["unsuper_loss"] != "none" else 0)
+        logger.info("%s: training and evaluating, %s", name,
+                    estimate(QUIET_SECONDS[name] * epochs / QUIET_EPOCHS[name]))
         results[name] = train_unsuper.main(argv, console=False, progress=True)
         seconds[name] = time.monotonic() - start
     csp, sup = results["CSP-MC-BLD"], results["Sup. Only (grid)"]
 
     start = time.monotonic()
+    logger.info("Drawing the maps: %s", estimate(QUIET_SECONDS["figures"]))
     files = draw_figures(csp, data_dir, out_dir, device or "auto", cluster_step, max_cluster_points)
     if readme_dir is not None:
         Path(readme_dir).mkdir(parents=True, exist_ok=True)
@@ -251,13 +279,14 @@ def make_parser():
     p = argparse.ArgumentParser(
         description="The CSP demo: build the demo dataset, run CSP-MC-BLD and Sup. Only (grid) with the fMoW run "
                     "script's flags, draw the maps, print the Top-1 table. Flags after -- go to both runs.",
-        allow_abbrev=False)
+        allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out_dir", type=Path, default=DEFAULT_OUT_DIR,
-                   help="the demo's folder: dataset, runs, figures, report (default: demo/ in the repository)")
+                   help="the demo's folder: dataset, runs, figures, report (demo/ in the repository)")
     p.add_argument("--seed", type=int, default=0, help="--seed of both runs")
-    p.add_argument("--device", default=None, help="--device of both runs (default: the script's auto)")
+    p.add_argument("--device", default=None, help="--device of both runs (None: the script's auto)")
     p.add_argument("--readme_figures", action="store_true",
-                   help=f"also copy the two maps into {README_IMAGE_DIR} (the README's figures)")
+                   help=f"also copy the two maps into {README_IMAGE_DIR}, OVERWRITING the README's figures "
+                        f"{' and '.join(README_FIGURES.values())} (files tracked by git)")
     return p
 
 

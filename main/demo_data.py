@@ -254,7 +254,8 @@ def build_demo_dataset(out_dir=DEFAULT_OUT_DIR, n_points=6000, val_fraction=0.2,
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="Build the demo dataset (Blue Marble tiles, MODIS land cover) as image "
-                                            "files, a table of observations and their features, offline")
+                                            "files, a table of observations and their features, offline",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out_dir", type=Path, default=DEFAULT_OUT_DIR, help="dataset folder (created)")
     p.add_argument("--n_points", type=int, default=6000, help="land points drawn before rare classes are dropped")
     p.add_argument("--val_fraction", type=float, default=0.2, help="share of the points in the val split")

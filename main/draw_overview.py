@@ -154,8 +154,9 @@ def draw(out):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Draw the CSP model overview")
-    p.add_argument("--out", default=str(DEFAULT_OUT), help="PNG to write (default image/model_overview.png)")
+    p = argparse.ArgumentParser(description="Draw the CSP model overview",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="PNG to write (overwrites the README's figure)")
     draw(p.parse_args(argv).out)
 
 

@@ -1,11 +1,14 @@
-"""Spatial encoders (`--spa_enc_type`): a position encoding followed by a feed-forward network.
+"""Spatial encoders (`--spa_enc_type`): a position encoding followed by a network (`--spa_enc_net`: the original's
+feed-forward network, or SIREN).
 
 Each encoder maps a float32 tensor (B, 2) of (lon, lat) in degrees, on the module's device, to the (B, D)
-location embedding (D = `--num_filts`). Attribute names, parameter shapes, registration order and the order in which
-parameters are initialised are those of the original CSP code, so state_dicts are interchangeable with it and a
-seeded build is deterministic. `SPATIAL_ENCODERS` maps each `--spa_enc_type` to its class; adding an encoder is one
-small class (`__init__(params, anchors=None)`, `forward(coords)`) and one line there. `geo_net` is not here: it is
-the `FCNet` of models.py.
+location embedding (D = `--num_filts`); those with a separate network also have `encode(coords)`, the (B, d) float32
+position encoding. Attribute names, parameter shapes, registration order and the order in which parameters are
+initialised are those of the original CSP code (the encoders it has) and of Sphere2Vec's code (those that followed:
+the network is `ffn`), so state_dicts are interchangeable with them and a seeded build is deterministic.
+`SPATIAL_ENCODERS` maps each `--spa_enc_type` to its class; adding an encoder is one small class
+(`__init__(params, anchors=None)`, `encode(coords)` or `forward(coords)`) and one line there. `geo_net` is not
+here: it is the `FCNet` of models.py.
 """
 import math
 
@@ -14,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import position_encodings as pe
+import sphere_encodings as se
 
 ACTIVATIONS = {
     "leakyrelu": lambda: nn.LeakyReLU(negative_slope=0.2),
@@ -115,8 +119,71 @@ class FeedForwardNet(nn.Module):
         return x
 
 
+class SineLayer(nn.Module):
+    """y = sin(w0 (x W^T + b)) (SIREN, Sitzmann et al. 2020), or x W^T + b when `sine` is False (the output layer).
+
+    Initialisation of the SIREN paper (sec. 3.2) as in Rußwurm et al.'s `Siren`: W and b ~ U(-c, c) with
+    c = 1/in for the first layer and sqrt(6/in)/w0 otherwise. Parameters `weight` (out, in) and `bias` (out), as
+    in MarcCoru/locationencoder, so its state_dict names fit.
+    """
+
+    def __init__(self, input_dim, output_dim, w0, first, sine=True, dropout=0.0):
+        super().__init__()
+        bound = 1.0 / input_dim if first else math.sqrt(6.0 / input_dim) / w0
+        self.w0 = w0
+        self.sine = sine
+        self.weight = nn.Parameter(torch.empty(output_dim, input_dim).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(output_dim).uniform_(-bound, bound))
+        self.dropout = Dropout(p=dropout)
+
+    def forward(self, x):
+        y = self.dropout(F.linear(x, self.weight, self.bias))
+        return torch.sin(self.w0 * y) if self.sine else y
+
+
+class SirenNet(nn.Module):
+    """The SIREN network of `--spa_enc_net siren` (Rußwurm et al., ICLR 2024; SatCLIP): `layers` =
+    `--num_hidden_layer` sine layers of width `--hidden_dim` (w0 = 30 in the first, 1 after it; dropout
+    `--dropout` on their pre-activations), then the linear `last_layer` to `--num_filts`."""
+    FIRST_W0 = 30.0
+    HIDDEN_W0 = 1.0
+
+    def __init__(self, input_dim, output_dim, num_hidden_layer, hidden_dim, dropout):
+        super().__init__()
+        if num_hidden_layer < 1:
+            raise ValueError(f"--spa_enc_net siren needs --num_hidden_layer >= 1 (its sine layers), "
+                             f"got {num_hidden_layer}")
+        widths = [input_dim] + [hidden_dim] * num_hidden_layer
+        self.layers = nn.ModuleList(
+            SineLayer(layer_in, layer_out, self.FIRST_W0 if index == 0 else self.HIDDEN_W0, index == 0,
+                      dropout=dropout)
+            for index, (layer_in, layer_out) in enumerate(zip(widths[:-1], widths[1:])))
+        self.last_layer = SineLayer(hidden_dim, output_dim, self.HIDDEN_W0, False, sine=False)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return self.last_layer(x)
+
+
+NETWORKS = ("ffn", "siren")
+
+
+def make_network(params, input_dim):
+    """The network after the position encoding (`--spa_enc_net`): the `FeedForwardNet` of the original (ffn) or
+    a `SirenNet` (siren), reading `input_dim` features and giving `--num_filts` outputs."""
+    name = params.get("spa_enc_net", "ffn")
+    if name == "ffn":
+        return FeedForwardNet.from_params(params, input_dim)
+    if name == "siren":
+        return SirenNet(input_dim, params["num_filts"], params["num_hidden_layer"], params["hidden_dim"],
+                        params["dropout"])
+    raise ValueError(f"--spa_enc_net must be one of {', '.join(NETWORKS)}, got {name!r}")
+
+
 class EncodingThenNetwork(nn.Module):
-    """Base of the encoders whose embedding is ffn(encode(coords)); subclasses set `ffn` and define `encode`."""
+    """Base of the encoders whose embedding is ffn(encode(coords)); subclasses set `ffn` (`make_network`, so any
+    of them can take the SIREN network) and define `encode`."""
 
     def encode(self, coords):
         raise NotImplementedError
@@ -127,13 +194,24 @@ class EncodingThenNetwork(nn.Module):
 
 class MultiScaleEncoder(EncodingThenNetwork):
     """Base of the sinusoidal encoders with `--frequency_num` scales: `features_per_scale` encoding features per
-    scale into the ffn, the frequencies in the buffer `freqs`."""
+    scale into the ffn (or `encoding_dim(F)`), the frequencies (`frequencies(params)`) in the buffer `freqs`;
+    `encode` is `encoding(coords, freqs)` unless a subclass defines its own."""
     features_per_scale = None
+    encoding = None
 
     def __init__(self, params, anchors=None):
         super().__init__()
-        self.ffn = FeedForwardNet.from_params(params, self.features_per_scale * params["frequency_num"])
-        self.register_buffer("freqs", encoder_frequencies(params), persistent=False)
+        self.ffn = make_network(params, self.encoding_dim(params["frequency_num"]))
+        self.register_buffer("freqs", self.frequencies(params), persistent=False)
+
+    def encoding_dim(self, frequency_num):
+        return self.features_per_scale * frequency_num
+
+    def frequencies(self, params):
+        return encoder_frequencies(params)
+
+    def encode(self, coords):
+        return type(self).encoding(coords, self.freqs)
 
 
 class GridCellEncoder(MultiScaleEncoder):
@@ -212,7 +290,7 @@ class NaiveEncoder(EncodingThenNetwork):
 
     def __init__(self, params, anchors=None):
         super().__init__()
-        self.ffn = FeedForwardNet.from_params(params, 2)
+        self.ffn = make_network(params, 2)
         self.extent = tuple(float(v) for v in params["map_range"][:4])
 
     def encode(self, coords):
@@ -236,7 +314,7 @@ class RBFEncoder(EncodingThenNetwork):
         if anchors.shape != (count, 2):
             raise ValueError(f"rbf anchors must have shape ({count}, 2) for --num_rbf_anchor_pts {count}, "
                              f"got {tuple(anchors.shape)}")
-        self.ffn = FeedForwardNet.from_params(params, count)
+        self.ffn = make_network(params, count)
         self.kernel_size = float(params["rbf_kernal_size"])
         self.register_buffer("anchors", anchors.clone(), persistent=False)
 
@@ -254,7 +332,7 @@ class RFFEncoder(EncodingThenNetwork):
     def __init__(self, params, anchors=None):
         super().__init__()
         frequency_num = params["frequency_num"]
-        ffn = FeedForwardNet.from_params(params, frequency_num)
+        ffn = make_network(params, frequency_num)
         generator = seeded_generator(params)
         dirvec = torch.randn(frequency_num, 2, dtype=torch.float64, generator=generator).T
         dirvec = dirvec * math.sqrt(params["rbf_kernal_size"])
@@ -269,14 +347,140 @@ class RFFEncoder(EncodingThenNetwork):
 
 
 class WrapFFNEncoder(EncodingThenNetwork):
-    """`geo_net_fft`: the wrap encoding [sin pi x, sin pi y, cos pi x, cos pi y] of (lon/180, lat/90), then ffn."""
+    """`geo_net_fft` (Sphere2Vec's name) = `wrap_ffn` (TorchSpatial's): the wrap encoding
+    [sin pi x, sin pi y, cos pi x, cos pi y] of (lon/180, lat/90) (Mac Aodha et al. 2019), then ffn."""
 
     def __init__(self, params, anchors=None):
         super().__init__()
-        self.ffn = FeedForwardNet.from_params(params, 4)
+        self.ffn = make_network(params, 4)
 
     def encode(self, coords):
         return pe.wrap(coords)
+
+
+class XYZEncoder(EncodingThenNetwork):
+    """`xyz`: the point on the unit sphere [cos lat cos lon, cos lat sin lon, sin lat], then ffn (3 inputs)."""
+
+    def __init__(self, params, anchors=None):
+        super().__init__()
+        self.ffn = make_network(params, 3)
+
+    def encode(self, coords):
+        return se.xyz(coords)
+
+
+class NeRFEncoder(EncodingThenNetwork):
+    """`nerf`: NeRF's sin/cos of the unit-sphere point at frequencies pi 2^s, s < `--frequency_num` (6F inputs;
+    --freq_init and the radii are not used, as in Sphere2Vec). A TorchSpatial checkpoint is rebuilt with its
+    fixed F = 16."""
+
+    def __init__(self, params, anchors=None):
+        super().__init__()
+        frequency_num = TORCHSPATIAL_NERF_FREQUENCIES if from_torchspatial(params) else params["frequency_num"]
+        self.ffn = make_network(params, 6 * frequency_num)
+        self.register_buffer("freqs", pe.frequency_list("nerf", frequency_num, None, None), persistent=False)
+
+    def encode(self, coords):
+        return se.nerf(coords, self.freqs)
+
+
+class SphereCEncoder(MultiScaleEncoder):
+    """`sphere` (Sphere2Vec sphereC), 3F inputs."""
+    features_per_scale = 3
+    encoding = staticmethod(se.sphere_c)
+
+
+class SphereCPlusEncoder(MultiScaleEncoder):
+    """`spheregrid` (Sphere2Vec sphereC+), 6F inputs."""
+    features_per_scale = 6
+    encoding = staticmethod(se.sphere_c_plus)
+
+
+class SphereMEncoder(MultiScaleEncoder):
+    """`spheremixscale` (Sphere2Vec sphereM), 5F inputs."""
+    features_per_scale = 5
+    encoding = staticmethod(se.sphere_m)
+
+
+class TorchSpatialScheduleEncoder(MultiScaleEncoder):
+    """Base of the encoders whose TorchSpatial copy has its own frequency schedule (rebuilt for its checkpoints)."""
+
+    def frequencies(self, params):
+        if from_torchspatial(params):
+            return se.torchspatial_frequencies(params["frequency_num"], params["max_radius"])
+        return encoder_frequencies(params)
+
+
+class SphereMPlusEncoder(TorchSpatialScheduleEncoder):
+    """`spheregridmixscale` (Sphere2Vec sphereM+), 8F inputs."""
+    features_per_scale = 8
+    encoding = staticmethod(se.sphere_m_plus)
+
+
+class DFSEncoder(TorchSpatialScheduleEncoder):
+    """`dft` (Sphere2Vec dfs, the double Fourier sphere), 4F^2 + 4F inputs."""
+    encoding = staticmethod(se.dfs)
+
+    def encoding_dim(self, frequency_num):
+        return 4 * frequency_num * frequency_num + 4 * frequency_num
+
+
+class TileFFNEncoder(EncodingThenNetwork):
+    """`tile_ffn` (TorchSpatial): a learned `--num_filts`-vector per `--min_radius`-degree cell of `--map_range`
+    (`embedding`, initialised N(0, (1/D)^2)), then ffn. TorchSpatial never passed the cell size on (every point
+    fell in one cell); its checkpoints are rebuilt with that one cell."""
+    MAX_CELLS = 2 ** 20
+
+    def __init__(self, params, anchors=None):
+        super().__init__()
+        self.extent = tuple(float(v) for v in params["map_range"][:4])
+        self.cell_size = TORCHSPATIAL_TILE_SIZE if from_torchspatial(params) else float(params["min_radius"])
+        if not self.cell_size > 0:
+            raise ValueError(f"--spa_enc_type tile_ffn: --min_radius (the cell size in degrees) must be > 0, "
+                             f"got {self.cell_size}")
+        xmin, xmax, ymin, ymax = self.extent
+        self.columns = max(1, math.ceil((xmax - xmin) / self.cell_size))
+        self.rows = max(1, math.ceil((ymax - ymin) / self.cell_size))
+        if self.columns * self.rows > self.MAX_CELLS:
+            raise ValueError(f"--spa_enc_type tile_ffn: cells of --min_radius {self.cell_size:g} degrees over "
+                             f"--map_range {' '.join(f'{v:g}' for v in self.extent)} make "
+                             f"{self.columns * self.rows:,} cells (at most {self.MAX_CELLS:,}); give a larger "
+                             f"--min_radius, e.g. 1")
+        dim = params["num_filts"]
+        self.embedding = nn.Embedding(self.columns * self.rows, dim)
+        nn.init.normal_(self.embedding.weight, 0.0, 1.0 / dim)
+        self.ffn = make_network(params, dim)
+
+    def encode(self, coords):
+        return self.embedding(se.tile_index(coords, self.extent, self.cell_size, self.columns, self.rows))
+
+
+class SphericalHarmonicsEncoder(EncodingThenNetwork):
+    """`spherical_harmonics`: the L^2 real spherical harmonics of degrees < L = `--legendre_poly_num`, then ffn
+    (Rußwurm et al. 2024 pair them with `--spa_enc_net siren`)."""
+
+    def __init__(self, params, anchors=None):
+        super().__init__()
+        self.degrees = int(params.get("legendre_poly_num", DEFAULT_LEGENDRE_POLY_NUM))
+        if self.degrees < 1:
+            raise ValueError(f"--legendre_poly_num must be >= 1, got {self.degrees}")
+        self.ffn = make_network(params, self.degrees ** 2)
+
+    def encode(self, coords):
+        return se.spherical_harmonics(coords, self.degrees)
+
+
+# TorchSpatial's NeRF always has 16 frequencies; its tile_ffn's cell size stays at its default of 10^6
+TORCHSPATIAL_NERF_FREQUENCIES = 16
+TORCHSPATIAL_TILE_SIZE = 1e6
+DEFAULT_LEGENDRE_POLY_NUM = 10
+# params['encoding_source'] of a checkpoint written by TorchSpatial (set by peer_checkpoints)
+TORCHSPATIAL = "torchspatial"
+
+
+def from_torchspatial(params):
+    """True for the params of a TorchSpatial checkpoint: its encodings are rebuilt as TorchSpatial computed them."""
+    return params.get("encoding_source") == TORCHSPATIAL
 
 
 def encoder_frequencies(params):
@@ -296,6 +500,16 @@ SPATIAL_ENCODERS = {
     "rbf": RBFEncoder,
     "rff": RFFEncoder,
     "geo_net_fft": WrapFFNEncoder,
+    "wrap_ffn": WrapFFNEncoder,
+    "xyz": XYZEncoder,
+    "nerf": NeRFEncoder,
+    "sphere": SphereCEncoder,
+    "spheregrid": SphereCPlusEncoder,
+    "spheremixscale": SphereMEncoder,
+    "spheregridmixscale": SphereMPlusEncoder,
+    "dft": DFSEncoder,
+    "tile_ffn": TileFFNEncoder,
+    "spherical_harmonics": SphericalHarmonicsEncoder,
 }
 
 
@@ -305,4 +519,9 @@ def build_spatial_encoder(params, anchors=None):
     if name not in SPATIAL_ENCODERS:
         raise ValueError(f"--spa_enc_type {name!r} has no location encoder; choose one of "
                          f"{', '.join(SPATIAL_ENCODERS)} or geo_net")
-    return SPATIAL_ENCODERS[name](params, anchors=anchors)
+    encoder = SPATIAL_ENCODERS[name]
+    if params.get("spa_enc_net", "ffn") != "ffn" and not issubclass(encoder, EncodingThenNetwork):
+        raise ValueError(f"--spa_enc_net {params['spa_enc_net']}: --spa_enc_type {name} has no separate network "
+                         f"after its encoding; use --spa_enc_net ffn, or an encoder of "
+                         f"{', '.join(n for n, c in SPATIAL_ENCODERS.items() if issubclass(c, EncodingThenNetwork))}")
+    return encoder(params, anchors=anchors)

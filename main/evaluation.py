@@ -34,6 +34,10 @@ from models import eval_mode
 logger = logging.getLogger(__name__)
 
 TOP_K = (1, 3, 5, 10)
+# headings of the blocks the original logged without one (the image × location-encoder block follows "No prior"
+# and is the paper's number; the location-only block is "LocEnc")
+LOCATION_PRIOR_HEADER = "\nLocation encoder prior (image x location encoder)"
+LOCATION_ONLY_HEADER = "\nLocation encoder alone (LocEnc)"
 
 
 def label_ranks(scores, labels):
@@ -93,6 +97,13 @@ def summarize(ranks, split_ids, method, flag="", num_scored=None):
         splits.append(entry)
     return {"method": method, "flag": flag, "num_rows": int(len(ranks)),
             "num_scored": int(np.count_nonzero(ranks > 0) if num_scored is None else num_scored), "splits": splits}
+
+
+def overall_top1(result):
+    """Top-1 (%) of a `summarize` result over all its splits (weighted by their counts), 2 decimals; None when it
+    has no rows."""
+    total = sum(split["count"] for split in result["splits"])
+    return round(sum(split["top1"] * split["count"] for split in result["splits"]) / total, 2) if total else None
 
 
 def _ranks_in_chunks(classes, num_classes, scores_of, chunk_rows, device, desc):
@@ -193,12 +204,14 @@ def evaluate_with_prior(preds, classes, split_ids, prior, locs=None, method="loc
 
 def evaluate_location_only(model, locs, classes, split_ids, flag="LocEnc ", chunk_rows=None):
     """"LocEnc": rank by the location encoder's σ(e(x)·Wᵀ) alone (eval mode). Rows with a NaN location are not
-    scored (rank 0) but stay in the denominator. Logs `({n_scored},)` and the split blocks; no header.
+    scored (rank 0) but stay in the denominator. Logs LOCATION_ONLY_HEADER (the original had none),
+    `({n_scored},)` and the split blocks.
     Returns (result dict, ranks (N,) int64)."""
     device = _device_of(model)
     locs = _as_tensor(locs, device, torch.float32)
     classes = _as_tensor(classes, device, torch.long)
     num_scored = int((~torch.isnan(locs).any(dim=1)).sum())
+    logger.info(LOCATION_ONLY_HEADER)
     logger.info("(%d,)", num_scored)
 
     def scores_of(start, stop):
@@ -218,7 +231,8 @@ def run_final_evaluation(preds, classes, split_ids, locs, model=None, baselines=
     """The original's final evaluation: "No prior", then image × each fitted baseline of `baselines`, in the
     given order (the original's: train_freq, grid, nn_knn, nn_dist, kde; objects with `name`, `log_header` and
     `prior(locs, device=, dtype=)`, as `baselines.make_baseline` returns), then image × the location encoder
-    `model` (no header, straight after). Returns ({method: result dict}, {method: ranks})."""
+    `model` under the heading LOCATION_PRIOR_HEADER (the original had none). Returns ({method: result dict},
+    {method: ranks})."""
     results, ranks = {}, {}
     results["no_prior"], ranks["no_prior"] = evaluate_image_only(preds, classes, split_ids, flag, chunk_rows)
     device = _device_of(preds, locs)
@@ -228,5 +242,5 @@ def run_final_evaluation(preds, classes, split_ids, locs, model=None, baselines=
             preds, classes, split_ids, prior, locs, baseline.name, baseline.log_header, flag, chunk_rows, device)
     if model is not None:
         results[method], ranks[method] = evaluate_with_prior(preds, classes, split_ids, model, locs, method,
-                                                             None, flag, chunk_rows)
+                                                             LOCATION_PRIOR_HEADER, flag, chunk_rows)
     return results, ranks

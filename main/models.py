@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 import checkpoints
+import peer_checkpoints
 import position_encodings as pe
 from arguments import resolve_device
 from encoders import Dropout, build_spatial_encoder
@@ -178,6 +179,9 @@ def build_model(params, num_classes, num_users, cnn_feat_dim=None, anchors=None)
     `anchors`: (K, 2) (lon, lat) degrees of the rbf anchor points (rbf only).
     """
     if params["spa_enc_type"] == "geo_net":
+        if params.get("spa_enc_net", "ffn") != "ffn":
+            raise ValueError(f"--spa_enc_net {params['spa_enc_net']}: geo_net has its own network (FCNet); use "
+                             f"--spa_enc_type geo_net_fft (the same wrap encoding) with --spa_enc_net siren")
         loc_enc = FCNet.from_params(params, num_classes, num_users)
     else:
         loc_enc = LocationEncoder(build_spatial_encoder(params, anchors), num_classes, params["num_filts"], num_users)
@@ -262,13 +266,16 @@ class PretrainedLocationEncoder:
     Inputs may be numpy arrays, tensors or lists of shape (N, 2); they are checked (`check_lonlat`), run in
     batches of `batch_size` in eval mode without gradients, and the result is a float32 tensor on `device`.
     Models with `--use_date_feats T` (geo_net) also need `dates`, (N,) fractions of the year in [0, 1].
+    `class_names`: list of C str (index = class id) from checkpoints this project wrote, else None (the original's
+    checkpoints do not store them).
     """
 
-    def __init__(self, model, params, device, batch_size=65536):
+    def __init__(self, model, params, device, batch_size=65536, class_names=None):
         self.model = model.to(device).eval()
         self.params = params
         self.device = device
         self.batch_size = batch_size
+        self.class_names = class_names
 
     def _run(self, lonlat, dates, return_feats):
         coords = check_lonlat(lonlat)
@@ -279,11 +286,16 @@ class PretrainedLocationEncoder:
         return run_batched(self.model, coords.to(self.device), self.batch_size, return_feats=return_feats)
 
     def embed(self, lonlat, dates=None):
-        """(N, 2) (lon, lat) degrees -> (N, D) location embeddings."""
+        """(N, 2) (lon, lat) degrees -> (N, D) float32 location embeddings e(x), D = `--num_filts` (256 in the
+        paper): the encoder's output as the class head takes it, NOT L2-normalised (the pre-training losses
+        normalise it; use `torch.nn.functional.normalize(e, dim=1)` for cosine similarities)."""
         return self._run(lonlat, dates, return_feats=True)
 
     def class_probabilities(self, lonlat, dates=None):
-        """(N, 2) (lon, lat) degrees -> (N, C) class prior sigmoid(e W_class^T)."""
+        """(N, 2) (lon, lat) degrees -> (N, C) float32 class prior P(y = c | x) = sigmoid(e(x) . W_c): one
+        independent sigmoid per class (the presence-only loss of Mac Aodha et al. 2019 trains each class as present
+        or absent), so a row does NOT sum to 1 and is not a distribution over classes; divide by the row sum, or
+        multiply with image probabilities and rank (as the evaluation does), where one is needed."""
         return self._run(lonlat, dates, return_feats=False)
 
 
@@ -301,23 +313,25 @@ def load_location_encoder(path, device="cpu", anchors=None, batch_size=65536):
     `device` ("cpu", "cuda:0", "auto", or a torch.device) replaces the device stored in the checkpoint's params.
     num_classes, num_users and cnn_feat_dim come from params, or from the state_dict shapes where params lack them.
     rbf models need `anchors`, the (K, 2) training locations at `params['rbf_anchor_pt_ids']`.
-    The released fMoW checkpoints, named without the `inception_v3_` tag, are found too (`find_checkpoint`).
+    The released fMoW checkpoints, named without the `inception_v3_` tag, are found too (`find_checkpoint`), and
+    so are TorchSpatial's checkpoints (`peer_checkpoints`): their encodings are rebuilt as TorchSpatial computed them.
+    The result's `class_names` are those the checkpoint stores (files written by this project), else None.
     """
     device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     found = checkpoints.find_checkpoint(path)
     if found is None:
         raise FileNotFoundError(f"no checkpoint at {path}")
     ckpt = checkpoints.load_checkpoint(found, device)
-    params = dict(ckpt["params"])
+    params, state = peer_checkpoints.from_torchspatial(dict(ckpt["params"]), ckpt["state_dict"])
     params["device"] = str(device)
-    state = ckpt["state_dict"]
     try:
-        return _pretrained_encoder(found, params, state, device, anchors, batch_size)
+        return _pretrained_encoder(found, params, state, device, anchors, batch_size,
+                                   ckpt.get(checkpoints.CLASS_NAMES_KEY))
     except KeyError as err:
         raise ValueError(f"{found} is malformed: its params lack {err}, which building its model needs") from None
 
 
-def _pretrained_encoder(found, params, state, device, anchors, batch_size):
+def _pretrained_encoder(found, params, state, device, anchors, batch_size, class_names):
     if params["spa_enc_type"] == "rbf" and anchors is None:
         raise ValueError(f"{found}: an rbf model needs anchors=, the (K, 2) (lon, lat) training locations at "
                          f"params['rbf_anchor_pt_ids'] (the first ids: {params.get('rbf_anchor_pt_ids', [])[:5]})")
@@ -328,4 +342,4 @@ def _pretrained_encoder(found, params, state, device, anchors, batch_size):
     model = build_model(params, num_classes, num_users, cnn_feat_dim, anchors)
     checkpoints.load_state(model, state, source=found)
     logger.info("Loaded %s (%s, %d classes) on %s", found, params["spa_enc_type"], num_classes, device)
-    return PretrainedLocationEncoder(model, params, device, batch_size)
+    return PretrainedLocationEncoder(model, params, device, batch_size, class_names)

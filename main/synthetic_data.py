@@ -265,13 +265,14 @@ def write_synthetic_dataset(dataset, out_dir, num_train=2000, num_val=500, num_t
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Write a synthetic dataset in the CSP bundle's on-disk layout")
-    p.add_argument("--dataset", required=True, choices=list(datasets.DATASET_INFO))
+    p = argparse.ArgumentParser(description="Write a synthetic dataset in the CSP bundle's on-disk layout",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", required=True, choices=list(datasets.DATASET_INFO), help="layout to write")
     p.add_argument("--out", required=True, help="folder that receives <dataset>/ (use it as CSP_DATA_DIR)")
     p.add_argument("--num_train", type=int, default=2000, help="training entries")
     p.add_argument("--num_val", type=int, default=500, help="validation entries")
-    p.add_argument("--num_test", type=int, default=None, help="test entries (default num_val, 0 = none)")
-    p.add_argument("--num_classes", type=int, default=None, help="classes (default: the real dataset's count)")
+    p.add_argument("--num_test", type=int, default=None, help="test entries (None: num_val; 0 = none)")
+    p.add_argument("--num_classes", type=int, default=None, help="classes (None: the real dataset's count)")
     p.add_argument("--feat_dim", type=int, default=2048, help="image-feature dimension")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--invalid_frac", type=float, default=0.02, help="share of entries without location")

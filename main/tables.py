@@ -3,6 +3,8 @@
     python tables.py comparison --dataset inat_2018    # Table 1 (iNat2018)
     python tables.py comparison --dataset fmow         # Table 5 (fMoW)
     python tables.py ablation --dataset inat_2018      # Table 2 (CSP-MC loss terms)
+    python tables.py comparison --dataset fmow --seeds 0 1 2 3 4    # every cell 5 times: mean (spread)
+    python tables.py encoders --dataset fmow           # every location encoder (encoder_table.py)
 
 Each (row, ratio) is one `train_unsuper.py` run, started in this process with the flags of the chosen preset, the
 row's flags, `--train_sample_ratio`, and any flags given after the table's own (they win, e.g.
@@ -24,8 +26,12 @@ missing. `--collect_only` also stops, without writing the table, when no cell ha
 but the folder holds results of runs of the dataset with other flags.
 
 Our number is the top-1 of the final image × location-prior evaluation ("location_prior"); "Img. Only" is the
-top-1 of the "No prior" block of any finished run at that ratio. The image predictions are the few-shot
-classifier's at a ratio below 1 (`--cnn_pred_type fewshot`) and the fully supervised one's at 1.
+top-1 of the "No prior" block of any finished run at that ratio. With `--seeds S1 S2 …` every cell is run once per
+seed (`--seed S`, in the model folder's `seed{S}/`, so that each seed's runs resume and are collected apart) and
+shows the mean over the seeds' finished runs with their spread in brackets, of the kind the paper gives beside it
+(standard deviation, Tables 1 and 2; standard error, Table 5), and the number of runs where some are missing.
+The image predictions are the few-shot classifier's at a ratio below 1 (`--cnn_pred_type fewshot`) and the fully
+supervised one's at 1.
 
 Presets (`--preset`), paper-results §1.9: `released` = the run scripts' values, for fMoW those of the released
 checkpoint (SimCSE weight 0.1, temperatures 1/1/1, where the script says 1 and 20); `paper` = appendix A.4
@@ -37,6 +43,7 @@ import argparse
 import logging
 import os
 import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -49,6 +56,7 @@ import paths
 import train_unsuper
 from arguments import default_params, run_command
 from run_flags import FINETUNING_FLAGS, describe, flag_differences
+from evaluation import overall_top1
 from trainer import output_file_names, read_results
 
 logger = logging.getLogger(__name__)
@@ -108,6 +116,8 @@ PRESET_NAMES = ("released", "paper")
 OWN_FLAGS = ("--train_sample_ratio", "--dataset", "--model_dir", "--device")
 RUN_FIX = "give this table another --model_dir for these flags, or run it with the flags those runs had (after --)"
 COLLECT_FIX = "collect with the flags those runs had (after --), or from another --model_dir"
+SPREAD_KINDS = {1: "std", 2: "std", 5: "se"}   # what the paper's number in brackets is, per table
+SPREAD_NAMES = {"std": "standard deviation", "se": "standard error"}
 NOTES = {
     1: ["The paper's 100 % CSP-MC-BLD number is its d = 1024 model (Table 3); at d = 256 it reports 73.62.",
         "Paper: mean (std) of 5 runs."],
@@ -152,17 +162,32 @@ def final_top1(results, method):
     """Top-1 (%) of the final evaluation (`epoch` null) of `method` ("location_prior", "no_prior"), over all its
     splits (count-weighted), or None."""
     blocks = [block for block in results["evaluations"] if block["method"] == method and block["epoch"] is None]
-    if not blocks:
-        return None
-    splits = blocks[-1]["splits"]
-    total = sum(split["count"] for split in splits)
-    return round(sum(split["top1"] * split["count"] for split in splits) / total, 2) if total else None
+    return overall_top1(blocks[-1]) if blocks else None
 
 
 def is_finished(results, num_epochs):
     """A finished run: its final image × prior evaluation is there after all `num_epochs` fine-tuning epochs."""
     return (results is not None and final_top1(results, "location_prior") is not None
             and results["phases"]["fine-tuning"]["epochs_done"] >= num_epochs)
+
+
+def mean_spread(values, kind):
+    """(mean, spread, n) of the numbers in `values` that are not None; spread = the sample standard deviation
+    (ddof 1, `kind` "std") or the standard error std/√n ("se"), None for fewer than two values; (None, None, 0)
+    for none."""
+    values = [value for value in values if value is not None]
+    if not values:
+        return None, None, 0
+    series = pd.Series(values, dtype=float)
+    if len(values) < 2:
+        return float(series.mean()), None, 1
+    std = float(series.std(ddof=1))
+    return float(series.mean()), std if kind == "std" else std / len(values) ** 0.5, len(values)
+
+
+def seed_dir(model_dir, seed):
+    """The folder of the runs with `--seed seed` when a table or `seeds.py` runs several seeds."""
+    return Path(model_dir) / f"seed{seed}"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -320,9 +345,20 @@ def _ratio_label(ratio):
     return f"{ratio * 100:g}%"
 
 
-def assemble(kind, dataset, preset, found, ratios, overrides=()):
-    """The table as a DataFrame in the paper's layout: one line per paper row, per ratio our top-1, the paper's and
-    its spread; the "preset" and "flags after --" columns say which flags our numbers used."""
+def _our_top1(found, row, ratio):
+    """Our top-1 of one cell from one seed's `found`, or None."""
+    if row == "img_only":
+        tops = [final_top1(res, "no_prior") for (_, r), res in found.items() if r == ratio and res]
+        return next((top for top in tops if top is not None), None)
+    results = found.get((row, ratio))
+    return final_top1(results, "location_prior") if results else None
+
+
+def assemble(kind, dataset, preset, founds, ratios, overrides=()):
+    """The table as a DataFrame in the paper's layout: one line per paper row, per ratio our top-1 (the mean over
+    `founds`, one `collect` result per seed), its spread (of the paper's kind for this table; none for one seed)
+    and number of runs, the paper's top-1 and its spread; the "preset" and "flags after --" columns say which flags
+    our numbers used."""
     table, _, rows = TABLES[(kind, dataset)]
     paper = paper_results(table, dataset)
     columns = table_ratios(ratios)
@@ -332,34 +368,43 @@ def assemble(kind, dataset, preset, found, ratios, overrides=()):
         line = {"model": name if row != "img_only" else f"{name} ({OUR_IMAGE_MODEL[dataset]})", "preset": preset,
                 "flags after --": shlex.join(overrides)}
         for ratio in columns:
-            if row == "img_only":
-                tops = [final_top1(res, "no_prior") for (_, r), res in found.items() if r == ratio and res]
-                ours = next((top for top in tops if top is not None), None)
-            else:
-                results = found.get((row, ratio))
-                ours = final_top1(results, "location_prior") if results else None
+            ours, our_spread, runs = mean_spread([_our_top1(found, row, ratio) for found in founds],
+                                                 SPREAD_KINDS[table])
             top1, spread = paper.get((name, ratio), (None, None))
-            line.update({f"{_ratio_label(ratio)} ours": ours, f"{_ratio_label(ratio)} paper": top1,
-                         f"{_ratio_label(ratio)} paper spread": spread})
+            label = _ratio_label(ratio)
+            line.update({f"{label} ours": None if ours is None else round(ours, 2),
+                         f"{label} ours spread": None if our_spread is None else round(our_spread, 2),
+                         f"{label} ours runs": runs, f"{label} paper": top1, f"{label} paper spread": spread})
         lines.append(line)
     if kind == "comparison":
         for label, values in other_paper_rows(table, dataset).items():
             line = {"model": label, "preset": "–", "flags after --": ""}
             for ratio in columns:
                 top1, spread = values.get(ratio, (None, None))
-                line.update({f"{_ratio_label(ratio)} ours": None, f"{_ratio_label(ratio)} paper": top1,
+                line.update({f"{_ratio_label(ratio)} ours": None, f"{_ratio_label(ratio)} ours spread": None,
+                             f"{_ratio_label(ratio)} ours runs": 0, f"{_ratio_label(ratio)} paper": top1,
                              f"{_ratio_label(ratio)} paper spread": spread})
             lines.insert(1, line)
     return pd.DataFrame(lines)
 
 
-def to_markdown(frame, kind, dataset, preset, overrides=()):
-    """The table as markdown: per ratio "ours" and "paper" (with its spread) side by side, and the notes; the caption
-    gives the preset's values and the flags given after `--` (which replace the preset's)."""
+def _format_ours(row, ratio, num_seeds):
+    text = _format(_value(row[f"{ratio} ours"]), _value(row[f"{ratio} ours spread"]))
+    runs = row[f"{ratio} ours runs"]
+    return f"{text} n={runs}" if num_seeds > 1 and 0 < runs < num_seeds else text
+
+
+def to_markdown(frame, kind, dataset, preset, overrides=(), seeds=None):
+    """The table as markdown: per ratio "ours" and "paper" (each with its spread) side by side, and the notes; the
+    caption gives the preset's values, the flags given after `--` (which replace the preset's) and the seeds."""
     table, title, _ = TABLES[(kind, dataset)]
     ratios = [column[:-len(" ours")] for column in frame.columns if column.endswith(" ours")]
     header = ["Model", "Preset"] + [f"{ratio} {who}" for ratio in ratios for who in ("ours", "paper")]
     given = f" and, given after `--`, `{shlex.join(overrides)}`" if overrides else ""
+    num_seeds = len(seeds) if seeds else 1
+    if num_seeds > 1:
+        given += (f"; mean ({SPREAD_NAMES[SPREAD_KINDS[table]]}) over seeds {' '.join(map(str, seeds))}, n = the "
+                  f"runs where fewer than {num_seeds} finished")
     lines = [f"### Table {table}: {title} — ours beside the paper", "",
              f"Our numbers: preset `{preset}` ({preset_description(preset, dataset, overrides)}){given}.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -367,8 +412,7 @@ def to_markdown(frame, kind, dataset, preset, overrides=()):
         cells = [row["model"], row["preset"]]
         for ratio in ratios:
             spread = row[f"{ratio} paper spread"]
-            cells += [_format(_value(row[f"{ratio} ours"])),
-                      _format(_value(row[f"{ratio} paper"]), _value(spread))]
+            cells += [_format_ours(row, ratio, num_seeds), _format(_value(row[f"{ratio} paper"]), _value(spread))]
         lines.append("| " + " | ".join(cells) + " |")
     notes = NOTES.get(table, []) + [
         "Img. Only = the \"No prior\" block of a run at that ratio; image predictions: few-shot below 100 %, "
@@ -391,18 +435,22 @@ def preset_description(preset, dataset, overrides=()):
     return ", ".join(f"{flags[i][2:]} {flags[i + 1]}" for i in range(0, len(flags), 2) if flags[i] not in replaced)
 
 
-def write_table(kind, dataset, preset, found, ratios, out_dir, overrides=()):
-    """Write `table{N}_{dataset}_{preset}.md` and `.csv` into `out_dir`; returns (markdown path, csv path, markdown
-    text)."""
-    frame = assemble(kind, dataset, preset, found, ratios, overrides)
+def write_table(kind, dataset, preset, founds, ratios, out_dir, overrides=(), seeds=None):
+    """Write `table{N}_{dataset}_{preset}.md` and `.csv` into `out_dir` from `founds` (one `collect` result per seed
+    of `seeds`, or one); returns (markdown path, csv path, markdown text)."""
+    frame = assemble(kind, dataset, preset, founds, ratios, overrides)
     table = TABLES[(kind, dataset)][0]
+    markdown = to_markdown(frame, kind, dataset, preset, overrides, seeds)
+    return (*write_markdown_and_csv(out_dir, f"table{table}_{dataset}_{preset}", markdown, frame), markdown)
+
+
+def write_markdown_and_csv(out_dir, stem, markdown, frame):
+    """Write `{stem}.md` and `{stem}.csv` into `out_dir` (created if missing); returns their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"table{table}_{dataset}_{preset}"
-    markdown = to_markdown(frame, kind, dataset, preset, overrides)
-    Path(f"{stem}.md").write_text(markdown)
-    frame.to_csv(f"{stem}.csv", index=False)
-    return Path(f"{stem}.md"), Path(f"{stem}.csv"), markdown
+    (out_dir / f"{stem}.md").write_text(markdown)
+    frame.to_csv(out_dir / f"{stem}.csv", index=False)
+    return out_dir / f"{stem}.md", out_dir / f"{stem}.csv"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -411,41 +459,52 @@ def write_table(kind, dataset, preset, found, ratios, out_dir, overrides=()):
 def make_parser():
     p = argparse.ArgumentParser(description="Run or collect the runs of a CSP paper table and write it beside the "
                                             "published numbers (flags after the table's own go to every run)",
-                                allow_abbrev=False)
+                                allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("table", choices=("comparison", "ablation"),
-                   help="comparison = Table 1 (inat_2018) / Table 5 (fmow); ablation = Table 2")
-    p.add_argument("--dataset", default="inat_2018", choices=("inat_2018", "fmow"))
-    p.add_argument("--data_dir", default=None, help="folder holding the dataset folders (default CSP_DATA_DIR)")
+                   help="comparison = Table 1 (inat_2018) / Table 5 (fmow); ablation = Table 2 "
+                        "(and encoders = every location encoder: `python tables.py encoders --help`)")
+    p.add_argument("--dataset", required=True, choices=("inat_2018", "fmow"), help="the dataset of the table")
+    p.add_argument("--data_dir", default=None, help="folder holding the dataset folders (None: CSP_DATA_DIR)")
     p.add_argument("--model_dir", default=None,
-                   help="folder of the runs (default model_dir/tables/{dataset}/{preset}/ in the repository, "
+                   help="folder of the runs (None: model_dir/tables/{dataset}/{preset}/ in the repository, "
                         "wherever the command starts)")
-    p.add_argument("--out_dir", default=None, help="folder of the .md and .csv (default the model folder)")
+    p.add_argument("--out_dir", default=None, help="folder of the .md and .csv (None: the model folder)")
     p.add_argument("--ratios", type=float, nargs="+", default=list(PAPER_RATIOS), help="label ratios in (0, 1]")
-    p.add_argument("--rows", nargs="+", default=None, help=f"rows to run or collect (default all): {', '.join(ROWS)}")
-    p.add_argument("--preset", default="released", choices=PRESET_NAMES)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--rows", nargs="+", default=None,
+                   help=f"rows to run or collect (None: all of the table): {', '.join(ROWS)}")
+    p.add_argument("--preset", default="released", choices=PRESET_NAMES,
+                   help="flag values of the runs: the run scripts' (released) or the paper's appendix A.4 (paper)")
+    p.add_argument("--device", default="auto", help="torch device of the runs (auto: a GPU if there is one)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="run every cell once per seed (--seed S, runs in {model_dir}/seed{S}/) and show the mean "
+                        "and spread; None: one run per cell with the runs' --seed (0) in the model folder")
     p.add_argument("--collect_only", action="store_true", help="only read finished runs' results files")
     return p
 
 
-def _log_to_console():
-    """This module's messages on the console; not through the root logger, which echoes the runs' own lines."""
-    if not logger.handlers:
+def _log_to_console(log=logger):
+    """The messages of `log` (default: this module's) on the console; not through the root logger, which echoes the
+    runs' own lines."""
+    if not log.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
 
 
 def main(argv=None):
     _log_to_console()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["encoders"]:
+        import encoder_table     # it builds on this module
+        return encoder_table.main(argv[1:])
     args, overrides = make_parser().parse_known_args(argv)
     overrides = [word for word in overrides if word != "--"]
-    own = sorted(flag_names(overrides) & set(OWN_FLAGS))
+    own = sorted(flag_names(overrides) & set(OWN_FLAGS + (("--seed",) if args.seeds else ())))
     if own:
         raise ValueError(f"{', '.join(own)}: set by the table itself; use its --ratios, --dataset, --model_dir, "
-                         f"--device")
+                         f"--device, --seeds")
     _, _, table_rows = TABLES[(args.table, args.dataset)]
     rows = table_rows if args.rows is None else args.rows
     unknown = [row for row in rows if row not in table_rows]
@@ -457,13 +516,20 @@ def main(argv=None):
     if args.data_dir:
         os.environ["CSP_DATA_DIR"] = str(args.data_dir)
     model_dir = Path(args.model_dir or DEFAULT_MODEL_ROOT / args.dataset / args.preset)
-    found = collect(args.table, args.dataset, args.preset, rows, args.ratios, model_dir, args.device, overrides,
-                    args.collect_only)
-    md_path, csv_path, markdown = write_table(args.table, args.dataset, args.preset, found, args.ratios,
-                                              args.out_dir or model_dir, overrides)
+    if args.seeds and len(set(args.seeds)) != len(args.seeds):
+        raise ValueError(f"--seeds {' '.join(map(str, args.seeds))}: each seed once")
+    founds = {}
+    for seed in args.seeds or [None]:
+        if seed is not None:
+            logger.info("Seed %d (%d of %d)", seed, len(founds) + 1, len(args.seeds))
+        founds[seed] = collect(args.table, args.dataset, args.preset, rows, args.ratios,
+                               model_dir if seed is None else seed_dir(model_dir, seed), args.device,
+                               overrides + ([] if seed is None else ["--seed", str(seed)]), args.collect_only)
+    md_path, csv_path, markdown = write_table(args.table, args.dataset, args.preset, list(founds.values()),
+                                              args.ratios, args.out_dir or model_dir, overrides, args.seeds)
     print(markdown)
     logger.info("Wrote %s and %s", md_path, csv_path)
-    return found
+    return founds if args.seeds else founds[None]
 
 
 if __name__ == "__main__":

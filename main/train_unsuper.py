@@ -2,7 +2,8 @@
 
 The flow of the original entry point: parse the flags → `Trainer` → `run_train()` (pre-training and/or
 fine-tuning) → `run_eval_final()` (image × location prior on the evaluation split) → `run_eval_spa_enc_only()`
-(location encoder alone, after reloading the fine-tuned checkpoint). The run scripts at the repository's top level
+(location encoder alone, after reloading the fine-tuned checkpoint) → `log_summary()` (one line with the final
+Top-1s). The run scripts at the repository's top level
 (`run-inat_2018-contsoftmax.sh`, `run-fmow-contsoftmax.sh`) call it with the paper's flags.
 """
 import shlex
@@ -22,6 +23,7 @@ def main(argv=None, console=True, progress=None):
         trainer.run_train()
         trainer.run_eval_final()
         trainer.run_eval_spa_enc_only("LocEnc ", load_model=True)
+        trainer.log_summary()
         return trainer.results
 
 

@@ -50,6 +50,7 @@ import sampling
 from arguments import default_params, resolve_device
 from encoders import ACTIVATIONS, SPATIAL_ENCODERS
 from paths import atomic_write, remove_stale_temporaries
+from progress import PhaseProgress
 from run_lock import RunLock
 
 logger = logging.getLogger(__name__)
@@ -168,14 +169,18 @@ class Trainer:
     Use as a context manager (or call `close()`) so that the log handlers are removed again and `--model_dir` is
     released for the next run (`run_lock.RunLock`, taken here; a second run in the folder meanwhile stops).
     `console`: the log lines also go to stderr (they always go to the log file); `progress`: tqdm progress bars on
-    stderr when it is a terminal (default: as `console`).
+    stderr when it is a terminal (default: as `console`); when it is not, the training phases log a progress line
+    at an interval instead (see progress.py).
     """
 
     def __init__(self, params, console=True, progress=None):
         check_params(params)
         self.params = params
         self.device = resolve_device(params["device"])
-        self.progress = (console if progress is None else progress) and sys.stderr.isatty()
+        wanted = console if progress is None else progress
+        self.progress = wanted and sys.stderr.isatty()
+        self.progress_lines = wanted and not sys.stderr.isatty()
+        self.phase_progress = None
         torch.manual_seed(params["seed"])
         self.rng = np.random.default_rng(params["seed"])
         self.generator = torch.Generator(device=self.device)
@@ -389,7 +394,7 @@ class Trainer:
             return None
         existing = checkpoints.find_checkpoint(path)
         if existing is None:
-            logger.info("Cannot load model since it not exist - %s", path)
+            self._log_no_checkpoint(flag, path)
             return None
         checkpoint = checkpoints.load_checkpoint(existing, self.device)
         self._check_checkpoint_flags(existing, checkpoint["params"], flag)
@@ -417,6 +422,23 @@ class Trainer:
             raise ValueError(f"{path} was made with other flags ({run_flags.describe(differences)}); it is neither "
                              f"resumed nor evaluated under these: run with the flags it was made with, give this run "
                              f"another --model_dir, or --{flag} F to train anew (its files are then overwritten)")
+
+    def _log_no_checkpoint(self, flag, path):
+        """Say what a missing checkpoint of `--{flag} T` means for this run (the original logged "Cannot load model
+        since it not exist - {path}" for both, alarming on every fresh run): nothing to resume when its phase runs,
+        a warning when it does not."""
+        finetuned = flag == "load_super_model"
+        what = "fine-tuned" if finetuned else "pre-trained"
+        runs = self.params["do_super_train" if finetuned else "do_unsuper_train"]
+        if runs:
+            start = "fine-tuning" if finetuned else "pre-training"
+            logger.info("No %s checkpoint to resume from yet (%s): %s starts at epoch 0", what, path, start)
+        elif finetuned:
+            logger.warning("--load_super_model T but %s does not exist and --do_super_train F: the evaluation "
+                           "uses a model that was not fine-tuned", path)
+        else:
+            logger.warning("--load_unsuper_model T but %s does not exist and --do_unsuper_train F: fine-tuning "
+                           "starts from an encoder that was not pre-trained", path)
 
     def _earlier_evaluations(self):
         """The results file's evaluations of the fine-tuning epochs before the loaded checkpoint (kept when a run
@@ -521,6 +543,7 @@ class Trainer:
             return
         self._log_resume(PRETRAINING, start, total)
         self._set_lr(params["unsuper_lr"])
+        self.phase_progress = PhaseProgress(PRETRAINING, start, total, self.progress_lines)
         last_save = time.monotonic()
         for epoch in tqdm(range(start, total), desc=PRETRAINING, initial=start, total=total,
                           disable=not self.progress):
@@ -545,6 +568,7 @@ class Trainer:
                 logger.info("Fine-tuning already done: %d of %d epochs", start, total)
             return
         self._log_resume(FINETUNING, start, total)
+        self.phase_progress = PhaseProgress(FINETUNING, start, total, self.progress_lines)
         last_save = time.monotonic()
         for epoch in tqdm(range(start, total), desc=FINETUNING, initial=start, total=total,
                           disable=not self.progress):
@@ -599,7 +623,8 @@ class Trainer:
 
     def run_epoch(self, phase, epoch, indices=None):
         """One epoch of optimisation steps over `indices` (default: `epoch_indices(phase)`, drawn with the
-        epoch's seed), logging the running sample-weighted mean loss every log_frequency batches and at the last.
+        epoch's seed), logging the running sample-weighted mean loss every log_frequency batches and at the last, as
+        `[samples done/samples of the epoch]` (the original: the first index of the batch / the training set size).
         A last pre-training batch of one sample is left out for the NCE losses (`imgcontloss*`), whose in-batch term
         needs two. Returns that mean (a float).
 
@@ -614,11 +639,8 @@ class Trainer:
             if self.train_feats is None:
                 raise ValueError("pre-training needs the training image features; they were not loaded")
             loss_of, line = self._pretraining_loss, f"Unsupervised {params['unsuper_loss']} Loss  : %.4f"
-            dataset_size = len(self.train_classes)
         else:
             loss_of, line = self._finetuning_loss, "Loss  : %.4f"
-            rows = self.phase_rows[FINETUNING]
-            dataset_size = len(rows) if rows is not None else len(self.train_classes)
         batch_size = params["batch_size"]
         if (phase == PRETRAINING and params["unsuper_loss"].startswith("imgcontloss")
                 and len(indices) > 1 and len(indices) % batch_size == 1):
@@ -627,6 +649,7 @@ class Trainer:
         batch_losses = torch.empty(num_batches, device=self.device)
         batch_sizes = torch.full((num_batches,), float(batch_size), device=self.device)
         batch_sizes[-1] = len(indices) - batch_size * (num_batches - 1)
+        progress = self.phase_progress if self.phase_progress and self.phase_progress.phase == phase else None
         seen, mean = 0, float("nan")
         self.model.train()
         for batch in tqdm(range(num_batches), desc=f"{phase} epoch {epoch}", leave=False,
@@ -638,6 +661,8 @@ class Trainer:
             self.optimizer.step()
             batch_losses[batch] = loss.detach()
             seen += len(rows)
+            if progress:
+                progress.update(epoch, seen, len(indices), batch, num_batches)
             if (batch % params["log_frequency"] == 0 and batch != 0) or batch == num_batches - 1:
                 done = batch_losses[:batch + 1]
                 non_finite = (~torch.isfinite(done)).float()
@@ -648,7 +673,7 @@ class Trainer:
                     bad = int(bad)
                     raise ValueError(self._non_finite_message(phase, epoch, bad,
                                                               indices[bad * batch_size:(bad + 1) * batch_size]))
-                logger.info(f"[%d/%d]\t{line}", batch * batch_size, dataset_size, mean)
+                logger.info(f"[%d/%d]\t{line}", seen, len(indices), mean)
         return mean
 
     def _non_finite_message(self, phase, epoch, batch, rows):
@@ -682,7 +707,8 @@ class Trainer:
         self._check_model_finite(f"the checkpoint {path}")
         logger.info("Saving output model to %s", path)
         params = {**self.params, CHECKPOINT_PHASE_KEY: phase}
-        checkpoints.save_checkpoint(path, self.model, self.optimizer, self.epochs_done[phase], params)
+        names = [self.data.classes.get(class_id, "") for class_id in range(self.params["num_classes"])]
+        checkpoints.save_checkpoint(path, self.model, self.optimizer, self.epochs_done[phase], params, names)
 
     # ------------------------------------------------------------------------------------------------------------
     # evaluation
@@ -736,7 +762,8 @@ class Trainer:
         elif load_model:
             path = checkpoints.find_checkpoint(self.params["model_file_name"])
             if path is None:
-                logger.info("Cannot load model since it not exist - %s", self.params["model_file_name"])
+                logger.warning("Cannot load model since it not exist - %s (removed during the run?); evaluating "
+                               "the model in memory", self.params["model_file_name"])
             else:
                 logger.info("\n%s", self.params["spa_enc_type"])
                 logger.info(" Model :\t%s", os.path.basename(path))
@@ -750,6 +777,21 @@ class Trainer:
             self.locenc_ranks = ranks
             self.write_ranks()
         return result
+
+    def log_summary(self):
+        """One closing line with the final evaluations' overall Top-1 (%): image × prior (the paper's number),
+        image alone, location encoder alone; returns it (None when there is no final evaluation)."""
+        final = {entry["method"]: entry for entry in self.evaluations if entry["epoch"] is None}
+        labels = {"no_prior": "image alone", "location_only": "location encoder alone (LocEnc)",
+                  "location_prior": "image x location encoder prior"}
+        order = [m for m in final if m not in ("no_prior", "location_only")] + ["no_prior", "location_only"]
+        parts = [f"{labels.get(method, f'image x {method} prior')} {evaluation.overall_top1(final[method]):.2f}"
+                 for method in order if method in final and evaluation.overall_top1(final[method]) is not None]
+        if not parts:
+            return None
+        line = f"Summary: Top-1 (%) on {self.eval_split_name}: " + ", ".join(parts)
+        logger.info(line)
+        return line
 
     def _record(self, result, epoch, eval_set):
         self.evaluations.append({**result, "epoch": epoch, "eval_set": eval_set})

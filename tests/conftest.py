@@ -1,40 +1,24 @@
 """Shared test set-up: `main/` on the import path, the golden outputs of the original code, one torch thread.
 
-The golden files live in `../shared/golden/` beside the repository (read-only). Where that folder is absent (a
-user's fresh clone) the tests that need it are skipped; CI sets CSP_REQUIRE_GOLDEN=1 so that they fail instead.
+The golden outputs ship with the repository in a compact copy (`tests/golden/`, see its README.md), unpacked once
+per test session into a temporary folder, so a fresh clone runs every golden test.
 """
-import os
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+import golden_copy
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "main"))
 
-SHARED = ROOT.parent / "shared"
-
-
-def _shared_dir(sub):
-    path = SHARED / sub
-    if not path.is_dir():
-        if os.environ.get("CSP_REQUIRE_GOLDEN") == "1":
-            pytest.fail(f"{path} is missing (CSP_REQUIRE_GOLDEN=1)")
-        pytest.skip(f"{path} is not here (it holds the original code's outputs)")
-    return path
-
 
 @pytest.fixture(scope="session")
-def golden_dir():
-    """`../shared/golden/`: outputs of the original code on fixed inputs."""
-    return _shared_dir("golden")
-
-
-@pytest.fixture(scope="session")
-def shared_data_dir():
-    """`../shared/data/`: the original `ocean_mask.npy` (tests only)."""
-    return _shared_dir("data")
+def golden_dir(tmp_path_factory):
+    """The golden folder (outputs of the original code on fixed inputs), rebuilt from `tests/golden/`."""
+    return golden_copy.unpack(ROOT / "tests" / "golden", tmp_path_factory.mktemp("golden"))
 
 
 @pytest.fixture(scope="session", autouse=True)

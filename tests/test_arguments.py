@@ -1,3 +1,6 @@
+import argparse
+import importlib
+
 import pytest
 
 from arguments import BOOL_FLAGS, default_params, describe_error, make_args_parser, resolve_device
@@ -57,3 +60,28 @@ def test_the_default_model_dir_is_beside_main_wherever_the_command_starts(tmp_pa
 def test_os_errors_are_one_line_naming_the_path_and_the_fix(error, words):
     message = describe_error(error)
     assert "\n" not in message and all(word in message for word in words)
+
+
+class _Parser(Exception):
+    """Raised with the parser a command-line entry point built, instead of parsing."""
+
+
+@pytest.mark.parametrize("module", ["train_unsuper", "tables", "seeds", "demo", "plots", "benchmark_maps",
+                                    "draw_overview", "synthetic_data", "demo_data"])
+def test_every_option_has_help_text_and_its_default_in_help(module, monkeypatch):
+    def caught(self, *args, **kwargs):
+        raise _Parser(self)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", caught)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", caught)
+    with pytest.raises(_Parser) as excinfo:
+        importlib.import_module(module).main([])
+    parsers = [excinfo.value.args[0]]
+    for action in parsers[0]._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            parsers += list(action.choices.values())
+    for parser in parsers:
+        assert parser.formatter_class is argparse.ArgumentDefaultsHelpFormatter, parser.prog
+        for action in parser._actions:
+            if not isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                assert action.help, f"{parser.prog} {action.option_strings or action.dest}: no help text"

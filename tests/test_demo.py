@@ -62,6 +62,14 @@ def test_dataset_is_reused_only_for_the_same_recipe(done):
     assert not demo.dataset_is_built(out_dir / "nothing", TINY_BUILD)
 
 
+def test_estimates_scale_with_the_load_and_the_cores():
+    assert demo.estimate(30.0, cores=2, load=0.0) == ("about 30-45 s (30 s on a quiet 2-core CPU; this machine: "
+                                                      "2 cores, load 0.0)")
+    assert demo.estimate(30.0, cores=2, load=5.0).startswith("about 1-9 min (30 s on a quiet")
+    assert demo.estimate(60.0, cores=1, load=0.0).startswith("about 2-12 min (60 s on a quiet 2-core CPU; this "
+                                                             "machine: 1 core, load 0.0, so slower)")
+
+
 def test_flags_the_demo_sets_itself_are_refused(tmp_path):
     with pytest.raises(ValueError, match="--seed: set by the demo itself"):
         demo.run_argvs(tmp_path, 0, extra_flags=["--seed", "3"])

@@ -8,10 +8,12 @@ import encoders
 import position_encodings as pe
 from arguments import default_params
 from encoders import SPATIAL_ENCODERS, build_spatial_encoder
+from models import build_model
 
 INAT_FLAGS = ["--frequency_num", "32", "--max_radius", "360", "--min_radius", "0.1"]
 COORDS = torch.tensor([[-180.0, -90.0], [180.0, 90.0], [0.0, 0.0], [12.345, -67.891], [-179.99, 45.5]])
 ANCHORS = torch.tensor([[0.0, 0.0], [10.0, 20.0], [-100.0, -30.0]])
+EXTRA_FLAGS = {"tile_ffn": ["--min_radius", "10"]}   # cells of 10 degrees
 
 
 def _params(*flags):
@@ -20,7 +22,7 @@ def _params(*flags):
 
 def _inat_encoder(name):
     """The encoder `name` with the iNat script's frequencies, 3 rbf anchors, in eval mode."""
-    params = _params("--spa_enc_type", name, "--num_rbf_anchor_pts", "3", *INAT_FLAGS)
+    params = _params("--spa_enc_type", name, "--num_rbf_anchor_pts", "3", *INAT_FLAGS, *EXTRA_FLAGS.get(name, ()))
     return build_spatial_encoder(params, anchors=ANCHORS).eval()
 
 
@@ -238,7 +240,98 @@ def test_gpu_matches_cpu(name):
 def test_benchmark_script_runs(capsys):
     import benchmark_encoders
 
-    benchmark_encoders.main(["--device", "cpu", "--batch_sizes", "8", "--warmup", "0", "--repeats", "1"])
+    benchmark_encoders.main(["--device", "cpu", "--encoders", "gridcell", "spherical_harmonics+siren",
+                             "--batch_sizes", "8", "--warmup", "0", "--repeats", "1", "--rounds", "2"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("device cpu") and len(lines) == 3
-    assert lines[1].startswith("gridcell") and lines[2].startswith("theory") and "points/s" in lines[2]
+    assert lines[1].startswith("gridcell") and lines[2].startswith("spherical_harmonics+siren")
+    assert "forward" in lines[2] and "forward+backward" in lines[2]
+    with pytest.raises(ValueError, match="--encoders grid: not a location encoder"):
+        benchmark_encoders.main(["--encoders", "grid"])
+
+
+NEW_ENCODERS = {  # --spa_enc_type: input width of the network for F = 32 scales (iNat flags), L = 10
+    "xyz": 3, "nerf": 6 * 32, "sphere": 3 * 32, "spheregrid": 6 * 32, "spheremixscale": 5 * 32,
+    "spheregridmixscale": 8 * 32, "dft": 4 * 32 * 32 + 4 * 32, "wrap_ffn": 4, "tile_ffn": 256,
+    "spherical_harmonics": 100}
+
+
+@pytest.mark.parametrize("name, width", NEW_ENCODERS.items())
+def test_new_encoders_feed_their_encoding_to_the_network(name, width):
+    encoder = _inat_encoder(name)
+    encoding = encoder.encode(COORDS)
+    assert encoding.shape == (len(COORDS), width) and encoding.dtype == torch.float32
+    assert encoder.ffn.input_dim == width
+    torch.testing.assert_close(encoder(COORDS), encoder.ffn(encoding))
+    # Sphere2Vec's module tree: the network is `ffn`, so its state_dict keys are spa_enc.ffn.layers.*
+    assert all(key.startswith(("ffn.layers.", "embedding.")) for key in encoder.state_dict())
+
+
+def test_siren_network_structure_initialisation_and_formula():
+    params = _params("--spa_enc_type", "spherical_harmonics", "--legendre_poly_num", "4", "--spa_enc_net", "siren",
+                     "--num_hidden_layer", "2", "--hidden_dim", "64", "--num_filts", "8", "--dropout", "0")
+    torch.manual_seed(0)
+    encoder = build_spatial_encoder(params).eval()
+    net = encoder.ffn
+    assert isinstance(net, encoders.SirenNet)
+    assert sorted(net.state_dict()) == ["last_layer.bias", "last_layer.weight", "layers.0.bias", "layers.0.weight",
+                                        "layers.1.bias", "layers.1.weight"]
+    first, hidden = net.layers
+    assert first.weight.shape == (64, 16) and first.weight.abs().max() <= 1 / 16 and first.w0 == 30
+    assert hidden.weight.abs().max() <= math.sqrt(6 / 64) and hidden.w0 == 1
+    assert hidden.weight.abs().max() > 0.9 * math.sqrt(6 / 64)          # U(-c, c) fills its range
+    x = encoder.encode(COORDS)
+    y = torch.sin(30 * (x @ first.weight.T + first.bias))
+    y = torch.sin(y @ hidden.weight.T + hidden.bias)
+    torch.testing.assert_close(encoder(COORDS), y @ net.last_layer.weight.T + net.last_layer.bias)
+
+
+def test_siren_is_selectable_for_every_encoding_with_a_network():
+    for name, encoder_class in SPATIAL_ENCODERS.items():
+        params = _params("--spa_enc_type", name, "--spa_enc_net", "siren", "--num_rbf_anchor_pts", "3", *INAT_FLAGS,
+                         *EXTRA_FLAGS.get(name, ()))
+        if issubclass(encoder_class, encoders.EncodingThenNetwork):
+            assert isinstance(build_spatial_encoder(params, anchors=ANCHORS).ffn, encoders.SirenNet)
+        else:
+            with pytest.raises(ValueError, match="has no separate network"):
+                build_spatial_encoder(params, anchors=ANCHORS)
+    with pytest.raises(ValueError, match="geo_net has its own network"):
+        build_model(_params("--spa_enc_type", "geo_net", "--spa_enc_net", "siren"), 3, 1)
+    with pytest.raises(ValueError, match="--spa_enc_net must be one of ffn, siren"):
+        build_spatial_encoder(_params("--spa_enc_net", "mlp"))
+    with pytest.raises(ValueError, match="--num_hidden_layer >= 1"):
+        build_spatial_encoder(_params("--spa_enc_net", "siren", "--num_hidden_layer", "0"))
+
+
+@pytest.fixture(scope="module")
+def tiny_fmow(tmp_path_factory):
+    from synthetic_data import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("data")
+    write_synthetic_dataset("fmow", root, num_train=200, num_val=40, num_classes=5, feat_dim=8)
+    return root
+
+
+@pytest.mark.parametrize("name, extra", [(name, EXTRA_FLAGS.get(name, [])) for name in NEW_ENCODERS]
+                         + [("spherical_harmonics", ["--spa_enc_net", "siren"])])
+def test_seeded_one_epoch_csp_run_of_every_new_encoder(name, extra, tiny_fmow, tmp_path, monkeypatch):
+    """One pre-training (CSP-MC-BLD) and one fine-tuning epoch on tiny synthetic data; the fine-tuned checkpoint
+    reloads and reproduces the run's embeddings."""
+    import train_unsuper
+    from models import load_location_encoder
+
+    monkeypatch.setenv("CSP_DATA_DIR", str(tiny_fmow))
+    flags = ["--dataset", "fmow", "--device", "cpu", "--model_dir", str(tmp_path), "--seed", "3",
+             "--spa_enc_type", name, "--frequency_num", "4", "--max_radius", "360", "--min_radius", "1",
+             "--legendre_poly_num", "4", "--num_hidden_layer", "1", "--hidden_dim", "16", "--num_filts", "16",
+             "--unsuper_loss", "contsoftmax", "--simcse_weight", "1", "--num_epochs_unsuper", "1", "--num_epochs", "1",
+             "--batch_size", "64", "--train_sample_ratio", "0.05", "--cnn_pred_type", "fewshot",
+             "--inat2018_resolution", "pretrain", "--do_unsuper_train", "T", *extra]
+    results = train_unsuper.main(flags)
+    assert results["phases"]["fine-tuning"]["epochs_done"] == 1
+    final = [block for block in results["evaluations"]
+             if block["epoch"] is None and block["method"] == "location_prior"]
+    assert final and 0 <= final[-1]["splits"][0]["top1"] <= 100
+    encoder = load_location_encoder(results["files"]["model_file_name"])
+    embeddings = encoder.embed(COORDS)
+    assert embeddings.shape == (len(COORDS), 16) and torch.isfinite(embeddings).all()

@@ -148,8 +148,8 @@ def test_location_only_drops_nan_rows_from_the_numerator_only(caplog):
     model = build_model(default_params(["--frequency_num", "4", "--hidden_dim", "16", "--num_filts", "8"]), C, 2)
     with caplog.at_level(logging.INFO, logger="evaluation"):
         result, ranks = evaluation.evaluate_location_only(model, locs, classes, np.zeros(N, int), chunk_rows=9)
-    assert _messages(caplog)[:3] == [f"({N - 4},)", " Split ID: 0", f" Top 1\tLocEnc acc (%):   "
-                                     f"{round(np.mean(ranks.numpy() == 1) * 100, 2)}"]
+    assert _messages(caplog)[:4] == [evaluation.LOCATION_ONLY_HEADER, f"({N - 4},)", " Split ID: 0",
+                                     f" Top 1\tLocEnc acc (%):   {round(np.mean(ranks.numpy() == 1) * 100, 2)}"]
     assert (ranks[:4] == 0).all() and (ranks[4:] > 0).all()
     with torch.no_grad():
         scores = model.eval()(torch.from_numpy(locs[4:])).numpy()
@@ -181,6 +181,11 @@ class _FlatBaseline:
         return torch.ones(len(locs), C, device=device, dtype=dtype)
 
 
+def test_overall_top1_weights_the_splits_by_their_counts():
+    result = {"splits": [{"count": 30, "top1": 10.0}, {"count": 10, "top1": 50.0}]}
+    assert evaluation.overall_top1(result) == 20.0 and evaluation.overall_top1({"splits": []}) is None
+
+
 def test_final_evaluation_runs_the_blocks_in_the_original_order(caplog):
     preds, classes, locs = _data(4)
     model = build_model(default_params(["--frequency_num", "4", "--hidden_dim", "16", "--num_filts", "8"]), C, 2)
@@ -189,8 +194,9 @@ def test_final_evaluation_runs_the_blocks_in_the_original_order(caplog):
         results, ranks = evaluation.run_final_evaluation(preds, classes, np.zeros(N), locs, model, fitted,
                                                          "gridcell")
     headers = [line for line in _messages(caplog) if line.startswith("\n")]
-    assert headers == ["\nNo prior", "\nTrain frequency prior", "\nDiscrete grid prior"]
-    assert len(_messages(caplog)) == 4 * 5 + 3 + 1               # 4 blocks, 3 headers, one ({N},) line
+    assert headers == ["\nNo prior", "\nTrain frequency prior", "\nDiscrete grid prior",
+                       "\nLocation encoder prior (image x location encoder)"]
+    assert len(_messages(caplog)) == 4 * 5 + 4 + 1               # 4 blocks, 4 headers, one ({N},) line
     assert list(results) == ["no_prior", "train_freq", "grid", "gridcell"] == list(ranks)
     assert torch.equal(ranks["grid"], ranks["no_prior"])                 # a flat prior changes nothing
     with pytest.raises(ValueError, match="needs `locs`"):

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import encoders
 import losses
 from arguments import default_params
 from checkpoints import load_checkpoint, load_state
@@ -49,6 +50,65 @@ def test_losses_reproduce_the_original_values(golden_dir, loss):
         model = _golden_model(golden_dir, params, loss)
         value = losses.unsuper_loss(model, loc, img, params, neg_locs=neg)
     assert value.item() == pytest.approx(golden["value"], rel=1e-5)
+
+
+def _replay_dropout(monkeypatch, masks, dims):
+    """Make every `encoders.Dropout` in train mode use the original's recorded keep-masks instead of drawing.
+
+    masks: the original's masks in the order it drew them, (N, 1, d) each; the original ran one forward pass per
+    location batch, the project runs one over their concatenation, so the masks of each layer width in `dims` are
+    concatenated in draw order and handed out layer by layer."""
+    queue = [torch.cat([torch.from_numpy(m).reshape(m.shape[0], -1) for m in masks if m.shape[-1] == d])
+             for d in dims]
+
+    def forward(self, x):
+        keep = queue.pop(0)
+        assert keep.shape == x.shape, f"recorded mask {tuple(keep.shape)} for a dropout input {tuple(x.shape)}"
+        return x * keep / (1.0 - self.p)
+
+    monkeypatch.setattr(encoders.Dropout, "forward", forward)
+    return queue
+
+
+@pytest.mark.parametrize("name", ["contsoftmax", "full_loss", "full_loss_user"])
+def test_one_train_mode_step_reproduces_the_original_loss_gradients_and_adam_update(golden_dir, monkeypatch, name):
+    """train_step.npz: one step of the original in train mode with its dropout masks and negative locations fed
+    from outside (see the golden README); replayed here through the project's model, loss and Adam."""
+    meta = json.loads((golden_dir / "train_step.json").read_text())[name]
+    data = np.load(golden_dir / "train_step.npz")
+    step = {key[len(name) + 1:]: data[key] for key in data.files if key.startswith(name + "/")}
+    params = default_params(meta["argv"])
+    params.update(num_classes=meta["num_classes"], num_users=meta["num_users"])
+    model = build_model(params, meta["num_classes"], meta["num_users"], cnn_feat_dim=meta["cnn_feat_dim"])
+    load_state(model, {key[len("before/"):]: torch.from_numpy(value) for key, value in step.items()
+                       if key.startswith("before/")})
+    masks = [step[f"mask{i:02d}"] for i in range(len(meta["mask_shapes"]))]
+    assert [list(m.shape) for m in masks] == meta["mask_shapes"]
+    queue = _replay_dropout(monkeypatch, masks, dims=(params["hidden_dim"], params["num_filts"]))
+    loc, img, cls, user = (torch.from_numpy(data[key]) for key in ("loc", "img", "cls", "user"))
+    neg = torch.from_numpy(step["neg"])
+    model.train()
+    if name == "contsoftmax":
+        loss = losses.unsuper_loss(model, loc, img, params, neg_locs=neg)
+    else:
+        params["train_loss"] = name
+        loss = losses.embedding_loss(model, loc, cls, user, params, neg_locs=neg[:len(loc)])
+    assert queue == []
+    assert loss.item() == pytest.approx(meta["loss"], rel=1e-6)
+    assert loss.item() == pytest.approx(float(step["loss"]), rel=1e-6)
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=meta["lr"], weight_decay=0, foreach=True)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    named = model.state_dict(keep_vars=True)
+    with_grad = {id(value) for value in named.values() if getattr(value, "grad", None) is not None}
+    assert with_grad == {id(named[key]) for key in meta["grad_keys"]}   # the state_dict names shared tensors twice
+    for key in meta["grad_keys"]:
+        np.testing.assert_allclose(named[key].grad.numpy(), step[f"grad/{key}"], rtol=0, atol=1e-6, err_msg=key)
+    optimizer.step()
+    after = model.state_dict()
+    for key in (key[len("after/"):] for key in step if key.startswith("after/")):
+        np.testing.assert_allclose(after[key].numpy(), step[f"after/{key}"], rtol=0, atol=1e-6, err_msg=key)
 
 
 # ---------------------------------------------------------------------------------------------- rand_samples

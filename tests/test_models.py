@@ -183,6 +183,15 @@ def test_stored_cuda_device_is_ignored_and_missing_sizes_come_from_the_weights(t
     assert loaded.model.img_dec.weight.shape == (256, 32)
 
 
+def test_class_names_come_from_the_checkpoint_where_it_has_them(tmp_path, golden_dir):
+    model, path = _save(tmp_path, default_params([]))
+    assert load_location_encoder(str(path)).class_names is None
+    save_checkpoint(path, model, None, 1, default_params([]), class_names=[f"bird {c}" for c in range(6)])
+    assert set(torch.load(path, weights_only=True)) == {"epoch", "state_dict", "optimizer", "params", "class_names"}
+    assert load_location_encoder(str(path)).class_names == [f"bird {c}" for c in range(6)]
+    assert load_location_encoder(str(golden_dir / "encoders" / "naive.pth.tar")).class_names is None
+
+
 def test_rbf_checkpoint_without_anchors_is_a_clear_error(golden_dir):
     with pytest.raises(ValueError, match=r"rbf\.pth\.tar: an rbf model needs anchors=.*rbf_anchor_pt_ids"):
         load_location_encoder(str(golden_dir / "encoders" / "rbf.pth.tar"))

@@ -82,8 +82,8 @@ def test_img_only_is_the_no_prior_block_and_finished_runs_are_not_run_again(fmow
 
 def test_collect_only_shows_missing_runs_as_dashes(tmp_path, monkeypatch):
     _no_runs(monkeypatch)
-    found = tables.main(["ablation", "--model_dir", str(tmp_path), "--preset", "paper", "--collect_only",
-                         "--ratios", "0.05"])
+    found = tables.main(["ablation", "--dataset", "inat_2018", "--model_dir", str(tmp_path), "--preset", "paper",
+                         "--collect_only", "--ratios", "0.05"])
     assert set(found.values()) == {None}
     frame = pd.read_csv(tmp_path / "table2_inat_2018_paper.csv").set_index("model")
     assert list(frame.index) == ["CSP-MC-BLD", "CSP-MC-BD", "CSP-MC-BL", "CSP-MC-B"]
@@ -143,13 +143,49 @@ def test_every_run_row_of_the_paper_tables_has_published_numbers():
 
 def test_bad_rows_and_ratios_are_named():
     with pytest.raises(ValueError, match="--rows mse: not in this table"):
-        tables.main(["ablation", "--rows", "mse", "--collect_only"])
+        tables.main(["ablation", "--dataset", "inat_2018", "--rows", "mse", "--collect_only"])
     with pytest.raises(ValueError, match="--train_sample_ratio: set by the table itself"):
-        tables.main(["comparison", "--collect_only", "--", "--train_sample_ratio", "0.5"])
+        tables.main(["comparison", "--dataset", "inat_2018", "--collect_only", "--", "--train_sample_ratio", "0.5"])
     with pytest.raises(ValueError, match="--device: set by the table itself"):
-        tables.main(["comparison", "--collect_only", "--", "--device=cpu"])
+        tables.main(["comparison", "--dataset", "inat_2018", "--collect_only", "--", "--device=cpu"])
     with pytest.raises(ValueError, match="--ratios must be in \\(0, 1\\]"):
-        tables.main(["comparison", "--ratios", "0", "--collect_only"])
+        tables.main(["comparison", "--dataset", "inat_2018", "--ratios", "0", "--collect_only"])
+
+
+def test_the_dataset_must_be_named(capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        tables.main(["comparison", "--collect_only"])
+    assert excinfo.value.code == 2 and "--dataset" in capsys.readouterr().err
+
+
+def test_mean_and_spread_over_seeds():
+    mean, std, runs = tables.mean_spread([7.0, None, 8.0, 9.0], "std")
+    assert (mean, std, runs) == (8.0, 1.0, 3)
+    assert tables.mean_spread([7.0, 8.0, 9.0], "se")[1] == pytest.approx(1 / 3 ** 0.5)
+    assert tables.mean_spread([7.5], "std") == (7.5, None, 1) and tables.mean_spread([None], "se") == (None, None, 0)
+
+
+def test_several_seeds_run_every_cell_per_seed_and_report_mean_and_spread(tmp_path, monkeypatch):
+    write_synthetic_dataset("fmow", tmp_path / "data", num_train=200, num_val=30, num_classes=4, feat_dim=4)
+    monkeypatch.setenv("CSP_DATA_DIR", str(tmp_path / "data"))
+    argv = ["comparison", "--dataset", "fmow", "--model_dir", str(tmp_path / "runs"), "--ratios", "1", "--rows",
+            "sup_grid", "--device", "cpu", "--seeds", "0", "1"] + TINY
+    founds = tables.main(argv)
+    tops = [tables.final_top1(founds[seed][("sup_grid", 1.0)], "location_prior") for seed in (0, 1)]
+    for seed in (0, 1):
+        assert founds[seed][("sup_grid", 1.0)]["params"]["seed"] == seed
+        assert list((tmp_path / "runs" / f"seed{seed}").glob("*.results.json"))
+    rows = pd.read_csv(tmp_path / "runs" / "table5_fmow_released.csv").set_index("model")
+    mean, se, runs = tables.mean_spread(tops, "se")
+    assert rows.loc["Sup. Only (grid)", "100% ours"] == pytest.approx(mean, abs=0.005)
+    assert rows.loc["Sup. Only (grid)", "100% ours spread"] == pytest.approx(se, abs=0.005)
+    assert rows.loc["Sup. Only (grid)", "100% ours runs"] == runs == 2
+    markdown = (tmp_path / "runs" / "table5_fmow_released.md").read_text()
+    assert "mean (standard error) over seeds 0 1" in markdown
+    assert (f"| Sup. Only (grid) | released | – | 67.01 (0.02) | – | 68.91 (0.04) | – | 70.20 (0.03) | "
+            f"{mean:.2f} ({se:.2f}) | 70.77 (0.03) |") in markdown
+    with pytest.raises(ValueError, match="--seed: set by the table itself"):
+        tables.main(argv + ["--", "--seed", "3"])
 
 
 def _files(folder):
@@ -224,7 +260,8 @@ def test_missing_prediction_files_stop_the_table_before_any_run(tmp_path, monkey
     _no_runs(monkeypatch)
     monkeypatch.setenv("CSP_DATA_DIR", str(tmp_path / "data"))
     with pytest.raises(FileNotFoundError) as excinfo:
-        tables.main(["comparison", "--model_dir", str(tmp_path / "runs"), "--ratios", "0.05", "0.1", "0.2", "1",
+        tables.main(["comparison", "--dataset", "inat_2018", "--model_dir", str(tmp_path / "runs"), "--ratios",
+                     "0.05", "0.1", "0.2", "1",
                      "--device", "cpu", "--", "--num_epochs", "2", "--num_epochs_unsuper", "1"])
     message = _message(excinfo)
     assert "fewshot/inat2018_val_preds_sparse_ratio0.100.npz" in message

@@ -10,6 +10,7 @@ import pytest
 
 import arguments
 import checkpoints
+import models
 import train_unsuper
 from synthetic_data import write_synthetic_dataset
 
@@ -66,6 +67,8 @@ def test_run_script_flags_end_to_end(tmp_path, monkeypatch, data_dir, dataset, f
     assert os.path.basename(expected[1]).startswith(f"model_{dataset}_gridcell_")
     for path in expected:
         assert checkpoints.load_checkpoint(path)["state_dict"]
+        # the class names travel with the model (an extra key; the original's loader reads only its four)
+        assert models.load_location_encoder(path).class_names == [f"class_{c:04d}" for c in range(20)]
     with open(results["files"]["log_file_name"]) as handle:
         log = handle.read()
     for line in ("- INFO - \nnum_classes\t20\n", "- INFO - num users    \t", "\nUnsupervised Training Epoch\t1\n",
@@ -77,6 +80,19 @@ def test_run_script_flags_end_to_end(tmp_path, monkeypatch, data_dir, dataset, f
         assert line in log, line
     top1 = {e["method"]: e["splits"][0]["top1"] for e in results["evaluations"] if e["epoch"] is None}
     assert top1["location_prior"] > top1["no_prior"] + 5
+    # each block says what it is; the summary repeats the final Top-1s; epoch lines end at [n/n]
+    final = log[log.rindex("\nNo prior\n"):]
+    assert final.index("Location encoder prior (image x location encoder)") < final.index("LocEnc acc")
+    assert final.index("\nLocation encoder alone (LocEnc)\n") < final.index(" Top 1\tLocEnc acc")
+    assert (f"Summary: Top-1 (%) on val: image x location encoder prior {top1['location_prior']:.2f}, image alone "
+            f"{top1['no_prior']:.2f}, location encoder alone (LocEnc) {top1['location_only']:.2f}\n") in log
+    assert "Cannot load model" not in log
+    if dataset == "fmow":                   # its load flags are T: a fresh run has nothing to resume
+        assert "No fine-tuned checkpoint to resume from yet (" in log
+        assert "No pre-trained checkpoint to resume from yet (" in log and "pre-training starts at epoch 0" in log
+    last_lines = [line for line in log.splitlines() if "]\tLoss  : " in line]
+    done, size = last_lines[-1].split("[")[1].split("]")[0].split("/")
+    assert done == size and int(size) > 0
     assert os.path.isfile(results["files"]["ranks"]) and os.path.isfile(results["files"]["results"])
 
 

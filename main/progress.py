@@ -1,0 +1,85 @@
+"""Progress lines of a training phase for runs whose stderr is not a terminal (cluster jobs, `nohup`, CI).
+
+On a terminal the trainer shows tqdm bars; with stderr redirected they are off, and a phase of many minutes would
+print nothing between its epoch lines. `PhaseProgress` then logs one line at most every `CSP_PROGRESS_INTERVAL`
+seconds (default 60; 0 = every batch) while the phase trains:
+
+    Progress: pre-training epoch 4/30 (batch 120/415), 5,123 samples/s, about 12 min left in this phase
+
+`samples/s` counts the training samples of this process's part of the phase over its wall time (evaluations and
+checkpoints included, so that the time left is what the clock will show); the time left extrapolates the fraction of
+the phase's remaining epochs done so far.
+"""
+import logging
+import os
+import time
+
+logger = logging.getLogger(__name__)
+
+INTERVAL_ENV = "CSP_PROGRESS_INTERVAL"
+DEFAULT_INTERVAL_S = 60.0
+
+
+def progress_interval():
+    """Seconds between progress lines: CSP_PROGRESS_INTERVAL (a number >= 0) or 60. ValueError names a bad value."""
+    value = os.environ.get(INTERVAL_ENV, "")
+    if not value:
+        return DEFAULT_INTERVAL_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise ValueError(f"{INTERVAL_ENV}={value!r}: give the seconds between progress lines, a number >= 0 "
+                         f"(unset: {DEFAULT_INTERVAL_S:g})")
+    return seconds
+
+
+def format_duration(seconds):
+    """'40 s', '12 min', '1 h 05 min'."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+class PhaseProgress:
+    """Progress of one phase's epochs `start` … `total` − 1; `update` after every batch logs a line when enabled
+    and the interval has passed. `clock`: seconds (time.monotonic; tests give their own)."""
+
+    def __init__(self, phase, start, total, enabled, interval=None, clock=time.monotonic):
+        self.phase, self.start, self.total = phase, start, total
+        self.enabled = enabled
+        self.interval = progress_interval() if interval is None and enabled else (interval or 0.0)
+        self.clock = clock
+        self.began = self.last = clock()
+        self.samples_before = 0          # samples of the epochs of this process finished before the current one
+        self.epoch, self.epoch_seen = None, 0
+        if enabled and total > start:
+            logger.info("Progress: %s, epochs %d-%d of %d; a line every %s (stderr is not a terminal)", phase,
+                        start + 1, total, total, format_duration(self.interval))
+
+    def update(self, epoch, seen, epoch_size, batch, num_batches):
+        """After a batch: `seen` of the `epoch_size` samples of `epoch` are done, `batch` (0-based) of
+        `num_batches`."""
+        if epoch != self.epoch:
+            if self.epoch is not None:
+                self.samples_before += self.epoch_seen
+            self.epoch = epoch
+        self.epoch_seen = seen
+        if not self.enabled:
+            return
+        now = self.clock()
+        if now - self.last < self.interval:
+            return
+        self.last = now
+        elapsed = max(now - self.began, 1e-9)
+        done = (epoch - self.start + seen / max(epoch_size, 1)) / max(self.total - self.start, 1)
+        left = elapsed * (1 - done) / done if done > 0 else float("nan")
+        rate = (self.samples_before + seen) / elapsed
+        logger.info("Progress: %s epoch %d/%d (batch %d/%d), %s samples/s, about %s left in this phase",
+                    self.phase, epoch + 1, self.total, batch + 1, num_batches, f"{rate:,.0f}",
+                    format_duration(left) if left == left else "?")

@@ -1,0 +1,79 @@
+import pandas as pd
+import pytest
+
+import encoder_table
+import tables
+from synthetic_data import write_synthetic_dataset
+from test_tables import _no_runs
+
+TINY = ["--num_epochs", "1", "--num_epochs_unsuper", "1", "--num_filts", "16", "--hidden_dim", "32",
+        "--frequency_num", "4", "--batch_size", "64", "--legendre_poly_num", "3"]
+
+
+@pytest.fixture(scope="module")
+def encoder_runs(tmp_path_factory):
+    """Two encoders x both methods x one ratio x two seeds on tiny synthetic fMoW data (1 epoch each)."""
+    root = tmp_path_factory.mktemp("encoders")
+    data = root / "data"
+    write_synthetic_dataset("fmow", data, num_train=300, num_val=40, num_classes=5, feat_dim=8, fewshot_ratios=(0.1,))
+    argv = ["encoders", "--data_dir", str(data), "--model_dir", str(root / "runs"), "--device", "cpu",
+            "--encoders", "sphere", "spherical_harmonics_siren", "--ratios", "0.1", "--seeds", "0", "1", "--", *TINY]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CSP_DATA_DIR", str(data))     # restored afterwards (--data_dir sets it)
+        return root, argv, tables.main(argv)
+
+
+def test_every_encoder_and_method_is_run_per_seed_and_averaged(encoder_runs):
+    root, _, frame = encoder_runs
+    assert sorted(path.name for path in (root / "runs").iterdir()) == [
+        "encoders_fmow_released.csv", "encoders_fmow_released.md", "seed0", "seed1"]
+    assert len(list((root / "runs" / "seed1").glob("*.results.json"))) == 4     # 2 encoders x 2 methods
+    rows = pd.read_csv(root / "runs" / "encoders_fmow_released.csv").set_index("encoder")
+    assert list(rows.index) == ["no_prior", "sphere", "spherical_harmonics_siren"]
+    for method in ("Sup. Only 10%", "CSP-MC-BLD 10%"):
+        assert (rows[f"{method} seeds"] == 2).all()
+        assert rows[f"{method} mean"].between(0, 100).all()
+    assert rows.loc["sphere", "TorchSpatial 100%"] == 70.85 and rows.loc["no_prior", "TorchSpatial 100%"] == 69.83
+    markdown = (root / "runs" / "encoders_fmow_released.md").read_text()
+    assert "| `spherical_harmonics_siren` | Siren (SH) |" in markdown and "70.20 |" in markdown
+    assert "seeds 0, 1" in markdown and "--num_epochs 1" in markdown
+
+
+def test_finished_runs_are_collected_not_run_again(encoder_runs, monkeypatch):
+    root, argv, frame = encoder_runs
+    _no_runs(monkeypatch)
+    monkeypatch.setenv("CSP_DATA_DIR", str(root / "data"))
+    again = tables.main(argv)
+    pd.testing.assert_frame_equal(again, frame)
+    collected = tables.main(argv[:argv.index("--")] + ["--collect_only", "--"] + TINY)
+    pd.testing.assert_frame_equal(collected, frame)
+
+
+def test_runs_made_with_other_flags_stop_the_table(encoder_runs, monkeypatch):
+    root, argv, _ = encoder_runs
+    _no_runs(monkeypatch)
+    monkeypatch.setenv("CSP_DATA_DIR", str(root / "data"))
+    with pytest.raises(ValueError, match="made with other flags"):
+        tables.main(argv + ["--lr_decay", "0.5"])     # not in the file names
+    collect = argv[:argv.index("--")] + ["--collect_only", "--"] + TINY
+    with pytest.raises(ValueError, match="holds no finished run made with these flags"):
+        tables.main(collect + ["--lr", "0.5"])        # in the file names: other files, none of this table's
+
+
+def test_run_flags_follow_encoder_method_ratio_and_seed():
+    argv = encoder_table.run_argv("fmow", "released", "nerf", "mc_bld", 0.05, 2, "runs", "cpu", ["--lr", "0.1"])
+    assert argv[argv.index("--model_dir") + 1].endswith("seed2/")
+    assert argv[-4:] == ["--seed", "2", "--lr", "0.1"]
+    for flags in (["--spa_enc_type", "nerf", "--frequency_num", "8"], ["--unsuper_loss", "contsoftmax"],
+                  ["--cnn_pred_type", "fewshot", "--load_cnn_features_train", "T"]):
+        assert " ".join(flags) in " ".join(argv)
+    with pytest.raises(ValueError, match="--seed: set by the table itself"):
+        encoder_table.main(["--", "--seed", "3"])
+
+
+def test_torchspatial_numbers_cover_every_encoder_for_its_datasets():
+    for dataset in ("fmow", "inat_2018"):
+        published = encoder_table.torchspatial_results(dataset)
+        assert set(encoder_table.ENCODERS) - {"spherical_harmonics"} <= set(published)
+    assert encoder_table.torchspatial_results("inat_2018")["spheregrid"] == 73.45
+    assert encoder_table.torchspatial_results("nabirds")["spheregrid"] == 82.13
