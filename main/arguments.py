@@ -30,7 +30,7 @@ def make_args_parser():
     add("--unsuper_dataset", type=str, default="inat_2018", help="unused; kept for compatibility")
     add("--unsuper_meta_type", type=str, default="ebird_meta", help="unused; kept for compatibility")
     add("--dataset", type=str, default="inat_2018",
-        help="inat_2018, inat_2017, fmow, birdsnap, nabirds or yfcc")
+        help="inat_2018, inat_2017, fmow, birdsnap, nabirds, yfcc, or custom (your own table, --data_table)")
     add("--meta_type", type=str, default="ebird_meta",
         help="birdsnap/nabirds metadata: orig_meta or ebird_meta (ignored for other datasets)")
     add("--eval_split", type=str, default="val", help="split of the final evaluation: val or test")
@@ -51,6 +51,14 @@ def make_args_parser():
         help="image-feature source: high_res, standard or pretrain")
     add("--cnn_pred_type", type=str, default="full",
         help="image predictions: full (fully supervised classifier) or fewshot (classifier trained on the same ratio)")
+    add("--data_table", type=str, default=None,
+        help="(new) --dataset custom: CSV or Parquet table of observations (image, lon, lat, label, user, date, split)")
+    add("--features", type=str, default=None,
+        help="(new) --dataset custom: image features from extract_features.py (.npy, its rows.csv beside it)")
+    add("--label_set", type=str, default=None,
+        help="(new) --dataset custom: text file of the class labels, one per line (default: the table's labels)")
+    add("--image_predictions", type=str, default=None,
+        help="(new) --dataset custom: your classifier's (rows, classes) probabilities .npy; default: a linear probe")
 
     # run
     add("--device", type=str, default="auto",

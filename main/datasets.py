@@ -36,6 +36,8 @@ DATASET_INFO = {
     "inat_2018": (8142, 3731), "inat_2017": (5089, 3731), "fmow": (62, 0),
     "birdsnap": (500, 0), "nabirds": (555, 0), "yfcc": (100, 9),
 }
+# every --dataset: the bundle's, and "custom" (own_data.py: a table of observations and a feature file)
+DATASET_NAMES = tuple(DATASET_INFO) + ("custom",)
 INAT_STYLE = ("inat_2018", "inat_2017", "fmow")
 BIRD_FILES = {"birdsnap": "birdsnap_with_loc_2019.json", "nabirds": "nabirds_with_loc_2019.json"}
 YFCC_FILE = "train_test_split.csv"
@@ -640,8 +642,12 @@ def load_dataset(params, eval_split, train_remove_invalid, eval_remove_invalid, 
     load_cnn_features / load_cnn_features_train: image features of the evaluation / training split.
     """
     dataset = params["dataset"]
+    if dataset == "custom":  # your own table of observations and features (own_data.py imports this module)
+        import own_data
+        return own_data.load_own_dataset(params, eval_split, train_remove_invalid, eval_remove_invalid,
+                                         load_cnn_predictions, load_cnn_features, load_cnn_features_train)
     if dataset not in DATASET_INFO:
-        raise ValueError(f"--dataset must be one of {', '.join(DATASET_INFO)}, got {dataset!r}")
+        raise ValueError(f"--dataset must be one of {', '.join(DATASET_NAMES)}, got {dataset!r}")
     if dataset in ("inat_2018", "inat_2017") and eval_split not in ("val", "test"):
         raise ValueError(f"{dataset}: --eval_split must be val or test, got {eval_split!r}")
     data_dir = paths.get_paths(_key(dataset))

@@ -5,11 +5,13 @@
     python main/demo.py --readme_figures      # also overwrite the two maps in image/ (the README's figures)
     python main/demo.py -- --unsuper_lr 0.00005   # flags after -- go to both runs and win over the demo's
 
-1. Builds the demo dataset (`demo_data.build_demo_dataset`: Blue Marble tiles, MODIS land-cover labels,
-   EfficientNet-Lite0 image features and few-shot image-only classifiers, in the fMoW layout) in
-   `demo/data/fmow/`, unless a finished build of the same recipe is there already.
-2. Runs `train_unsuper.main` twice in this process, with the flags of `run-fmow-contsoftmax.sh` (read from the
-   script with `train_unsuper.script_argv`) plus the demo's overrides (`DEMO_OVERRIDES`, printed):
+1. Builds the demo dataset (`demo_data.build_demo_dataset`: Blue Marble tiles as PNG files, a table of
+   observations with their MODIS land-cover labels, EfficientNet-Lite0 features by `extract_features.py`) in
+   `demo/data/`, unless a finished build of the same recipe is there already: the path of "Your own data".
+2. Runs `train_unsuper.main` twice in this process on that table (`--dataset custom --data_table
+   demo/data/observations.csv --features demo/data/features.npy --label_set demo/data/labels.txt`; the image-only
+   classifier is the linear probe of `linear_probe.py`), with the flags of `run-fmow-contsoftmax.sh` (read from
+   the script with `train_unsuper.script_argv`) plus the demo's overrides (`DEMO_OVERRIDES`, printed):
    CSP-MC-BLD (pre-training on every training location and its image features, fine-tuning on 5 % of the labels,
    evaluation), then Sup. Only (grid) (`--unsuper_loss none`: the same encoder and fine-tuning, no pre-training).
    The runs' log lines go to their log files in `demo/runs/seed{seed}/`, not to the console.
@@ -19,7 +21,6 @@
    everything is, and writes the same text to `demo/demo_results.md`.
 """
 import argparse
-import contextlib
 import inspect
 import json
 import logging
@@ -59,7 +60,7 @@ DEMO_OVERRIDES = (
 # flags the demo sets itself (its own options, or what makes a row the row it is)
 OWN_FLAGS = ("--dataset", "--model_dir", "--seed", "--device", "--unsuper_loss", "--spa_enc_type",
              "--train_sample_ratio")
-CONSOLE_LOGGERS = (__name__, "demo_data", "plots", "land_mask", "progress")
+CONSOLE_LOGGERS = (__name__, "demo_data", "extract_features", "plots", "land_mask", "progress")
 # wall seconds of each step on a quiet 2-core CPU (AMD EPYC, torch CPU build; measured for the README), and the
 # epochs the runs had there: the estimates printed before each step scale these by the epochs and the machine's load
 QUIET_SECONDS = {"dataset": 30.0, "CSP-MC-BLD": 25.0, "Sup. Only (grid)": 5.0, "figures": 4.0}
@@ -77,20 +78,6 @@ def _log_to_console():
             log.addHandler(handler)
             log.setLevel(logging.INFO)
             log.propagate = False
-
-
-@contextlib.contextmanager
-def _data_root(folder):
-    """CSP_DATA_DIR = `folder` (where paths.py looks for `fmow/`) inside the block; the old value afterwards."""
-    old = os.environ.get("CSP_DATA_DIR")
-    os.environ["CSP_DATA_DIR"] = str(folder)
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["CSP_DATA_DIR"]
-        else:
-            os.environ["CSP_DATA_DIR"] = old
 
 
 def estimate(quiet_seconds, cores=None, load=None):
@@ -129,12 +116,12 @@ def dataset_is_built(data_dir, build_args):
 
 
 def ensure_dataset(data_dir, build_args=None):
-    """Build the demo dataset in `data_dir` (fMoW layout) unless a finished build of the same recipe is there."""
+    """Build the demo dataset in `data_dir` unless a finished build of the same recipe is there."""
     build_args = dict(build_args or {})
     if dataset_is_built(data_dir, build_args):
         logger.info("Demo dataset: %s (already built)", data_dir)
         return
-    logger.info("Building the demo dataset in %s: %s; its image features are cached for later builds", data_dir,
+    logger.info("Building the demo dataset in %s: %s; its image features are kept for later builds", data_dir,
                 estimate(QUIET_SECONDS["dataset"]))
     demo_data.build_demo_dataset(data_dir, **build_args)
 
@@ -147,13 +134,20 @@ def demo_overrides():
     return [word for flags, _ in DEMO_OVERRIDES for word in flags]
 
 
-def run_argvs(model_dir, seed, device=None, extra_flags=()):
-    """{row: train_unsuper.py flags}: the run script's flags, the demo's overrides, --model_dir, --seed, --device
-    (if given), `extra_flags`; Sup. Only (grid) adds --unsuper_loss none."""
+def data_flags(data_dir):
+    """The flags that point a run at the demo dataset in `data_dir` (its own-data table, features, labels)."""
+    data_dir = Path(data_dir)
+    return ["--dataset", "custom", "--data_table", str(data_dir / demo_data.TABLE),
+            "--features", str(data_dir / demo_data.FEATURES), "--label_set", str(data_dir / demo_data.LABELS)]
+
+
+def run_argvs(model_dir, seed, device=None, extra_flags=(), data_dir=DEFAULT_OUT_DIR / "data"):
+    """{row: train_unsuper.py flags}: the run script's flags, the demo's overrides, the data flags of `data_dir`,
+    --model_dir, --seed, --device (if given), `extra_flags`; Sup. Only (grid) adds --unsuper_loss none."""
     own = sorted({word.split("=")[0] for word in extra_flags if word.split("=")[0] in OWN_FLAGS})
     if own:
         raise ValueError(f"{', '.join(own)}: set by the demo itself (use its --out_dir, --seed, --device)")
-    argv = (train_unsuper.script_argv(FMOW_SCRIPT) + demo_overrides()
+    argv = (train_unsuper.script_argv(FMOW_SCRIPT) + demo_overrides() + data_flags(data_dir)
             + ["--model_dir", os.path.join(str(model_dir), ""), "--seed", str(seed)]
             + (["--device", device] if device else []) + list(extra_flags))
     return {"CSP-MC-BLD": argv, "Sup. Only (grid)": argv + ["--unsuper_loss", "none"]}
@@ -175,7 +169,7 @@ def summary_rows(csp, sup):
             ("Sup. Only (grid)", "image × location prior", sup, "location_prior"),
             ("CSP-MC-BLD", "image × location prior", csp, "location_prior")):
         block = _final_block(results, method)
-        scored = "val images with location and user" if method == "location_only" else "val images"
+        scored = "val images with location" if method == "location_only" else "val images"
         rows.append((model, predicts, final_top1(results, method), f"{block['num_scored']} {scored}"))
     return rows
 
@@ -206,10 +200,9 @@ def format_report(rows, csp, overrides, extra_flags, files, seconds):
 # the demo
 
 def _class_to_map(data_dir):
-    with open(Path(data_dir) / "category.json") as handle:
-        classes = json.load(handle)
-    name = MAP_CLASS if MAP_CLASS in classes else min(classes, key=classes.get)
-    return classes[name], name
+    classes = (Path(data_dir) / demo_data.LABELS).read_text().split()
+    name = MAP_CLASS if MAP_CLASS in classes else classes[0]
+    return classes.index(name), name
 
 
 def draw_figures(csp, data_dir, out_dir, device="auto", cluster_step=0.5, max_cluster_points=5000):
@@ -233,39 +226,38 @@ def run_demo(out_dir=DEFAULT_OUT_DIR, seed=0, device=None, extra_flags=(), readm
     """The whole demo (module doc); returns {"rows": the table's rows, "report": the printed text, "files":
     [(what, path)], "results": {row: results document}}.
 
-    out_dir: the demo's folder (dataset in `data/fmow/`, runs in `runs/seed{seed}/`, figures, `demo_results.md`);
+    out_dir: the demo's folder (dataset in `data/`, runs in `runs/seed{seed}/`, figures, `demo_results.md`);
     seed: --seed of both runs; device: --device of both runs and the maps (default: the script's auto);
     extra_flags: train_unsuper.py flags for both runs, after the demo's; readme_dir: also copy the figures there
     (as `demo_class_map.png`, `demo_clusters.png`); build_args: arguments of `demo_data.build_demo_dataset`;
     cluster_step, max_cluster_points: grid spacing (degrees) and subsample of the clustering figure.
     """
     out_dir = Path(out_dir)
-    data_root = out_dir / "data"
+    data_dir = out_dir / "data"
     seconds = {}
     start = time.monotonic()
-    ensure_dataset(data_root / "fmow", build_args)
+    ensure_dataset(data_dir, build_args)
     seconds["dataset"] = time.monotonic() - start
 
     model_dir = out_dir / "runs" / f"seed{seed}"
-    argvs = run_argvs(model_dir, seed, device, extra_flags)
+    argvs = run_argvs(model_dir, seed, device, extra_flags, data_dir)
     overrides = argvs["CSP-MC-BLD"][len(train_unsuper.script_argv(FMOW_SCRIPT)):]
     logger.info("Runs: the flags of %s, then %s (their log lines go to the .log files in %s)", FMOW_SCRIPT.name,
                 " ".join(overrides), model_dir)
     results = {}
-    with _data_root(data_root):
-        for name, argv in argvs.items():
-            start = time.monotonic()
-            params = default_params(argv)
-            epochs = params["num_epochs"] + (params["num_epochs_unsuper"] if params["unsuper_loss"] != "none" else 0)
-            logger.info("%s: training and evaluating, %s", name,
-                        estimate(QUIET_SECONDS[name] * epochs / QUIET_EPOCHS[name]))
-            results[name] = train_unsuper.main(argv, console=False, progress=True)
-            seconds[name] = time.monotonic() - start
+    for name, argv in argvs.items():
+        start = time.monotonic()
+        params = default_params(argv)
+        epochs = params["num_epochs"] + (params["num_epochs_unsuper"] if params["unsuper_loss"] != "none" else 0)
+        logger.info("%s: training and evaluating, %s", name,
+                    estimate(QUIET_SECONDS[name] * epochs / QUIET_EPOCHS[name]))
+        results[name] = train_unsuper.main(argv, console=False, progress=True)
+        seconds[name] = time.monotonic() - start
     csp, sup = results["CSP-MC-BLD"], results["Sup. Only (grid)"]
 
     start = time.monotonic()
     logger.info("Drawing the maps: %s", estimate(QUIET_SECONDS["figures"]))
-    files = draw_figures(csp, data_root / "fmow", out_dir, device or "auto", cluster_step, max_cluster_points)
+    files = draw_figures(csp, data_dir, out_dir, device or "auto", cluster_step, max_cluster_points)
     if readme_dir is not None:
         Path(readme_dir).mkdir(parents=True, exist_ok=True)
         for _, path in list(files):
@@ -275,7 +267,7 @@ def run_demo(out_dir=DEFAULT_OUT_DIR, seed=0, device=None, extra_flags=(), readm
     seconds["figures"] = time.monotonic() - start
 
     report_path = out_dir / "demo_results.md"
-    files = ([("dataset", data_root / "fmow"), ("both runs (checkpoints, .log, .results.json, .ranks.npz)", model_dir)]
+    files = ([("dataset", data_dir), ("both runs (checkpoints, .log, .results.json, .ranks.npz)", model_dir)]
              + files + [("this report", report_path)])
     rows = summary_rows(csp, sup)
     report = format_report(rows, csp, overrides, list(extra_flags), files, seconds)

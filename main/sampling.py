@@ -259,11 +259,12 @@ def train_sample_indices(params, train_classes, original_rows=None):
     num = len(train_classes)
     own = written_index_file(params)
     if method.endswith("-fix"):
-        published = published_index_file(params["dataset"], params["meta_type"], ratio, method)
+        published = (published_index_file(params["dataset"], params["meta_type"], ratio, method)
+                     if params["dataset"] in paths.DATASETS else None)  # --dataset custom: no bundle
         if original_rows is None:
             original_rows = np.arange(num, dtype=np.int64)
         for path in (published, own):
-            if path.is_file():
+            if path is not None and path.is_file():
                 indices = (_reuse_published(path, train_classes, original_rows, ratio, method) if path == published
                            else _reuse(path, train_classes, _record(train_classes, ratio, method)))
                 logger.info("few-shot subset: %d of %d training samples from %s", len(indices), num, path)

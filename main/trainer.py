@@ -37,6 +37,7 @@ import math
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -84,7 +85,7 @@ def _choices(flag, value, valid):
 def check_params(params):
     """ValueError naming the flag and its valid values for every flag value the run cannot use (checked before
     anything is read or written: no data is loaded, no folder or log file created)."""
-    _choices("dataset", params["dataset"], tuple(datasets.DATASET_INFO))
+    _choices("dataset", params["dataset"], datasets.DATASET_NAMES)
     _choices("spa_enc_type", params["spa_enc_type"],
              tuple(SPATIAL_ENCODERS) + ("geo_net",) + baselines.BASELINE_NAMES)
     _choices("unsuper_loss", params["unsuper_loss"], ("none",) + losses.UNSUPER_LOSSES)
@@ -301,15 +302,19 @@ class Trainer:
             logger.warning("%d training samples have no date: with --use_date_feats T they are not trained on",
                            (~usable).sum())
         rows = {PRETRAINING: None if usable.all() else np.flatnonzero(usable), FINETUNING: None}
+        labelled = np.flatnonzero(train.classes >= 0)  # --dataset custom: class -1 = unlabelled, pre-training only
         if params["train_sample_ratio"] < 1 and is_baseline(params) and params["baseline_full_train"]:
             logger.info("--baseline_full_train T: the %s baseline is fitted on all %d training samples, not on "
                         "the few-shot subset of --train_sample_ratio %g", params["spa_enc_type"], len(train),
                         params["train_sample_ratio"])
             rows[FINETUNING] = rows[PRETRAINING]
         elif params["train_sample_ratio"] < 1:
-            subset, params["train_sample_idx_file"] = sampling.train_sample_indices(params, train.classes,
+            subset, params["train_sample_idx_file"] = sampling.train_sample_indices(params, train.classes[labelled],
                                                                                     train.original_rows)
+            subset = labelled[subset]
             rows[FINETUNING] = subset[usable[subset]]
+        elif len(labelled) < len(train):
+            rows[FINETUNING] = labelled[usable[labelled]]
         else:
             rows[FINETUNING] = rows[PRETRAINING]
         return {phase: None if value is None else self._to_device(value) for phase, value in rows.items()}
@@ -474,8 +479,11 @@ class Trainer:
             if "loc_dec.weight" in state:
                 return state["loc_dec.weight"].shape[0]
         params = self.params
-        path = self.data.data_dir / datasets.feature_file(params["dataset"], "train", params["inat2018_resolution"],
-                                                          params["cnn_model"])
+        if params["dataset"] == "custom":
+            path = Path(params["features"] or "(no --features given)")
+        else:
+            path = self.data.data_dir / datasets.feature_file(params["dataset"], "train",
+                                                              params["inat2018_resolution"], params["cnn_model"])
         if not path.is_file():
             raise FileNotFoundError(f"--unsuper_loss {params['unsuper_loss']}: the model's image head needs the "
                                     f"width of the training image features, but {path} does not exist")

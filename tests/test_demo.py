@@ -40,7 +40,8 @@ def test_runs_use_the_run_script_flags_with_the_demo_overrides(done):
     script = train_unsuper.script_argv(demo.FMOW_SCRIPT)
     for name, results in result["results"].items():
         params = results["params"]
-        assert params["dataset"] == "fmow" and params["train_sample_ratio"] == 0.05
+        assert params["dataset"] == "custom" and params["train_sample_ratio"] == 0.05
+        assert params["data_table"] == str(out_dir / "data" / "observations.csv")
         assert params["unsuper_loss"] == ("none" if name == "Sup. Only (grid)" else "contsoftmax")
         assert (params["spa_enc_type"], params["frequency_num"], params["spa_f_act"]) == ("gridcell", 32, "gelu")
         assert params["unsuper_lr"] == 0.001 and params["num_epochs"] == 6
@@ -54,7 +55,7 @@ def test_runs_use_the_run_script_flags_with_the_demo_overrides(done):
 
 def test_dataset_is_reused_only_for_the_same_recipe(done):
     _, out_dir = done
-    data_dir = out_dir / "data" / "fmow"
+    data_dir = out_dir / "data"
     assert demo.dataset_is_built(data_dir, TINY_BUILD)
     assert not demo.dataset_is_built(data_dir, {**TINY_BUILD, "n_points": 500})
     assert not demo.dataset_is_built(data_dir, {})

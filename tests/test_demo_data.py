@@ -1,13 +1,16 @@
-"""The demo-dataset builder: a tiny build has the fMoW layout, aligned rows, real labels, and is reproducible."""
+"""The demo-dataset builder: a tiny build is your own data (images, a table, features), real and reproducible."""
 import importlib.util
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 import demo_data
 import efficientnet_lite
+import extract_features
 
 TINY = dict(n_points=150, val_fraction=0.3, tile_size=32, tile_degrees=4.0, min_class_count=3, num_users=4,
             invalid_fraction=0.05, seed=3)
@@ -16,119 +19,73 @@ SPLITS = ("train", "val")
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    return demo_data.build_demo_dataset(tmp_path_factory.mktemp("fmow"), **TINY)
+    return demo_data.build_demo_dataset(tmp_path_factory.mktemp("demo_data"), **TINY)
 
 
-def load_json(path):
-    with open(path) as f:
-        return json.load(f)
+def table(data_dir):
+    return pd.read_csv(data_dir / demo_data.TABLE, keep_default_na=False)
 
 
-def split_arrays(data_dir, split):
-    """Every per-image array of a split, by file name relative to the dataset folder."""
-    names = [f"features_inception_pretrain/fmow_{split}_pretrain_net_feats.npy", f"feature_moco/fmow_{split}_preds.npy"]
-    names += [f"fewshot/fmow_{split}_preds_ratio{r:.3f}.npy" for r in demo_data.FEWSHOT_RATIOS]
-    return {name: np.load(data_dir / name) for name in names}
+def test_layout_is_a_table_of_image_files_with_their_features(built):
+    obs = table(built)
+    assert list(obs.columns) == ["image", "lon", "lat", "label", "user", "date", "split"]
+    assert set(obs["split"]) == set(SPLITS)
+    for name in obs["image"]:
+        with Image.open(built / name) as img:
+            assert img.size == (TINY["tile_size"], TINY["tile_size"]) and img.mode == "RGB"
+    feats = np.load(built / demo_data.FEATURES)
+    assert feats.shape == (len(obs), efficientnet_lite.FEATURE_DIM) and feats.dtype == np.float32
+    assert np.isfinite(feats).all()
+    rows = pd.read_csv(extract_features.side_files(built / demo_data.FEATURES)["rows"])
+    assert rows["image"].tolist() == obs["image"].tolist()
+    labels = (built / demo_data.LABELS).read_text().split()
+    assert set(obs["label"]) <= set(labels)
 
 
-def test_layout(built):
-    for split in SPLITS:
-        assert (built / f"{split}_location.json").is_file()
-        assert (built / f"{split}.json").is_file()
-        assert set(split_arrays(built, split))  # every array file loads
-    assert (built / "category.json").is_file()
-    for ratio in (0.05, 0.1, 0.2):
-        assert (built / "sample_idx" / f"train_sample_ratio{ratio:.3f}.npy").is_file()
-
-
-def test_rows_are_aligned_across_files(built):
-    num_classes = len(load_json(built / "category.json"))
-    for split in SPLITS:
-        locations = load_json(built / f"{split}_location.json")
-        annotations = load_json(built / f"{split}.json")
-        ids = [im["id"] for im in annotations["images"]]
-        assert [row["id"] for row in locations] == ids
-        assert [a["image_id"] for a in annotations["annotations"]] == ids
-        for name, array in split_arrays(built, split).items():
-            assert array.dtype == np.float32, name
-            assert len(array) == len(ids), name
-            width = efficientnet_lite.FEATURE_DIM if "feats" in name else num_classes
-            assert array.shape[1] == width, name
-            if "preds" in name:
-                np.testing.assert_allclose(array.sum(1), 1.0, atol=1e-5)
-    train_ids = {im["id"] for im in load_json(built / "train.json")["images"]}
-    assert not train_ids & {im["id"] for im in load_json(built / "val.json")["images"]}
-
-
-def test_classes_are_igbp_land_cover_at_the_locations(built):
-    category = load_json(built / "category.json")
-    assert sorted(category.values()) == list(range(len(category)))
+def test_labels_are_igbp_land_cover_at_the_locations(built):
+    obs = table(built)
     value_of = {name: value for value, name in demo_data.IGBP_CLASSES.items()}
-    id_to_value = {c: value_of[name] for name, c in category.items()}
-    cover = demo_data.load_land_cover()
-    for split in SPLITS:
-        rows = load_json(built / f"{split}_location.json")
-        labels = {a["image_id"]: a["category_id"] for a in load_json(built / f"{split}.json")["annotations"]}
-        valid = [r for r in rows if r["lon"] is not None]
-        lonlat = np.array([[r["lon"], r["lat"]] for r in valid])
-        assert (lonlat[:, 1] >= demo_data.MIN_LATITUDE).all()
-        expected = [id_to_value[labels[r["id"]]] for r in valid]
-        np.testing.assert_array_equal(demo_data.land_cover_at(cover, lonlat), expected)
+    located = obs[obs["lon"] != ""]
+    lonlat = located[["lon", "lat"]].to_numpy(float)
+    assert (lonlat[:, 1] >= demo_data.MIN_LATITUDE).all()
+    np.testing.assert_array_equal(demo_data.land_cover_at(demo_data.load_land_cover(), lonlat),
+                                  [value_of[name] for name in located["label"]])
 
 
 def test_invalid_entries_are_present(built):
+    obs = table(built)
     for split in SPLITS:
-        rows = load_json(built / f"{split}_location.json")
-        assert any(r["lon"] is None and r["lat"] is None for r in rows)
-        assert any(r["user_id"] is None and r["lon"] is not None for r in rows)
-        assert all(0 <= r["date_c"] < 1 for r in rows)
-
-
-def test_fewshot_subsets_index_the_valid_training_rows(built):
-    rows = load_json(built / "train_location.json")
-    labels = {a["image_id"]: a["category_id"] for a in load_json(built / "train.json")["annotations"]}
-    valid_classes = np.array([labels[r["id"]] for r in rows if r["lon"] is not None and r["user_id"] is not None])
-    subset = np.load(built / "sample_idx" / "train_sample_ratio0.050.npy")
-    assert subset.dtype == np.int64
-    assert (np.diff(subset) > 0).all() and subset[-1] < len(valid_classes)
-    assert set(valid_classes[subset]) == set(valid_classes)  # stratified: every class at least once
-
-
-def test_probe_beats_chance(built):
-    manifest = load_json(built / "demo_manifest.json")
-    assert manifest["feature_dim"] == efficientnet_lite.FEATURE_DIM
-    assert manifest["image_only_val_top1"]["1.000"] > 100 / manifest["num_classes"]
+        rows = obs[obs["split"] == split]
+        assert ((rows["lon"] == "") & (rows["lat"] == "")).any()
+        assert ((rows["user"] == "") & (rows["lon"] != "")).any()
+        assert rows["date"].astype(float).between(0, 1, inclusive="left").all()
 
 
 def test_cli_build_is_deterministic(built, tmp_path):
     demo_data.main(["--out_dir", str(tmp_path)] + [f"--{k}={v}" for k, v in TINY.items()])
-    for split in SPLITS:
-        for name in (f"{split}_location.json", f"{split}.json"):
-            assert (tmp_path / name).read_bytes() == (built / name).read_bytes()
-        for name, array in split_arrays(tmp_path, split).items():
-            np.testing.assert_array_equal(array, np.load(built / name))
+    for name in (demo_data.TABLE, demo_data.LABELS):
+        assert (tmp_path / name).read_bytes() == (built / name).read_bytes()
+    np.testing.assert_array_equal(np.load(tmp_path / demo_data.FEATURES), np.load(built / demo_data.FEATURES))
 
 
-def test_rebuild_reuses_cached_features(built, monkeypatch):
-    before = split_arrays(built, "val")
+def test_rebuild_reuses_the_features(built, monkeypatch):
+    before = np.load(built / demo_data.FEATURES)
 
     def no_network(*args, **kwargs):
-        raise AssertionError("the feature extractor ran although the features are cached")
+        raise AssertionError("the feature extractor ran although the features are there")
 
     monkeypatch.setattr(efficientnet_lite, "load_pretrained", no_network)
     assert demo_data.build_demo_dataset(built, **TINY) == built
-    for name, array in split_arrays(built, "val").items():
-        np.testing.assert_array_equal(array, before[name])
+    np.testing.assert_array_equal(np.load(built / demo_data.FEATURES), before)
 
 
-def test_changed_tiles_invalidate_the_cache(tmp_path):
+def test_changed_tiles_make_the_features_again(tmp_path):
     recipe = dict(TINY, n_points=40, min_class_count=1)
     demo_data.build_demo_dataset(tmp_path, **recipe)
-    first = np.load(tmp_path / "features_inception_pretrain" / "fmow_val_pretrain_net_feats.npy")
+    first = np.load(tmp_path / demo_data.FEATURES)
     demo_data.build_demo_dataset(tmp_path, **dict(recipe, tile_degrees=2.0))
-    second = np.load(tmp_path / "features_inception_pretrain" / "fmow_val_pretrain_net_feats.npy")
-    assert not np.allclose(first, second)
-    assert len(list((tmp_path / "cache").glob("features_*.npy"))) == 1
+    assert not np.allclose(first, np.load(tmp_path / demo_data.FEATURES))
+    assert json.loads((tmp_path / "features.recipe.json").read_text())["tile_degrees"] == 2.0
 
 
 def test_bad_arguments_raise_clear_errors(tmp_path):

@@ -1,0 +1,336 @@
+"""The `custom` dataset: your own geotagged images as one table of observations plus a feature file.
+
+    python train_unsuper.py --dataset custom --data_table obs.csv --features feats.npy [--label_set labels.txt]
+                            [--image_predictions preds.npy] ...the usual flags...
+
+The table (CSV or Parquet) has one row per image: `image` (path or id, unique), `lon`, `lat` (degrees; empty =
+unknown location), and optionally `label` (empty = unlabelled), `user`, `date` (ISO date-time, or a fraction of the
+year in [0, 1]) and `split` (`train`, `val` or `test`; empty = drawn). The features come from
+`extract_features.py`; its `….rows.csv` maps feature rows to image ids, so the table may list the images in any
+order (without that file the feature file must have one row per table row, in table order).
+
+What a run uses:
+* pre-training: every `train` row with a location and a readable image, labelled or not;
+* fine-tuning: the labelled ones among them (`--train_sample_ratio`: a stratified few-shot subset of those);
+* evaluation: the `val` rows (`--eval_split test`: the `test` rows), which must be labelled;
+* P(y | I): `--image_predictions` (N, C) probabilities of your own classifier, one row per table row and one column
+  per class of the label set; else a linear probe (`linear_probe.py`) trained on the fine-tuning rows' features.
+
+Classes: the lines of `--label_set` (a text file, one label per line, in class-id order = prediction columns), or
+the table's labels sorted (numerically when all are integers). Users are numbered in order of appearance; an
+empty user is the unknown user. Rows without a `split` are drawn with `--seed`: `VAL_FRACTION` of each label's
+rows go to `val` (unlabelled rows stay in `train`); the drawn splits are written to
+`{model_dir}/splits/{table name}.splits.csv`, never beside the table. With unlabelled rows the class-balanced
+sampler has nothing to balance: `--balanced_train_loader` is set to F (logged).
+
+Bad input (one ValueError naming the file, the column and the rows, 0-based data rows without the header):
+missing columns, non-numeric or out-of-range coordinates (with a hint when lon and lat look swapped), unknown
+split names, labels outside the label set, unlabelled val / test rows, duplicated image ids, table images missing
+from the feature file, an unfinished extraction, feature or prediction files of the wrong shape.
+"""
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import datasets
+import extract_features
+import linear_probe
+import sampling
+from paths import atomic_write
+
+logger = logging.getLogger(__name__)
+
+DATASET = "custom"
+REQUIRED_COLUMNS = ("image", "lon", "lat")
+SPLITS = ("train", "val", "test")
+VAL_FRACTION = 0.2
+
+
+class Observations:
+    """The checked table: per row `ids` (str), `locs` (N, 2) float32 (lon, lat) degrees (NaN unknown), `classes`
+    (N,) int64 (-1 unlabelled), `users` (N,) int64 (-1 unknown), `dates` (N,) float32 fraction of the year (NaN
+    unknown), `splits` (N,) str; `class_names` in class-id order; `path` the table file."""
+
+    def __init__(self, path, label_set=None):
+        self.path = Path(path)
+        table = extract_features.read_table(self.path, columns=REQUIRED_COLUMNS)
+        if len(table) == 0:
+            raise ValueError(f"{self.path}: the table has no rows")
+        self.ids = self._image_ids(table["image"])
+        self.locs = np.stack([self._coordinate(table, "lon", 180), self._coordinate(table, "lat", 90)], axis=1)
+        self._check_swapped(table)
+        self.class_names, self.classes = self._labels(table.get("label"), label_set)
+        self.users = (pd.factorize(table["user"].astype("string"))[0].astype(np.int64) if "user" in table
+                      else np.full(len(table), -1, np.int64))
+        self.dates = self._dates(table["date"]) if "date" in table else np.full(len(table), np.nan, np.float32)
+        self.splits = self._splits(table.get("split"))
+
+    def __len__(self):
+        return len(self.ids)
+
+    def error(self, column, rows, problem, fix):
+        return ValueError(f"{self.path}: column '{column}', rows {extract_features.format_rows(rows)}: {problem}; "
+                          f"{fix}")
+
+    def _image_ids(self, column):
+        empty = np.flatnonzero(column.isna().to_numpy())
+        if len(empty):
+            raise self.error("image", empty, "no image", "every row needs its image path or id")
+        ids = column.astype(str).to_numpy()
+        repeated = extract_features.duplicated_rows(ids)
+        if len(repeated):
+            raise self.error("image", repeated, f"duplicated image ids (e.g. {ids[repeated[0]]!r})",
+                              "list each image once")
+        return ids
+
+    def _coordinate(self, table, column, limit):
+        values = pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64)
+        text = table[column].notna().to_numpy()
+        bad = np.flatnonzero(text & np.isnan(values))
+        if len(bad):
+            raise self.error(column, bad, f"not a number (e.g. {table[column].iloc[bad[0]]!r})",
+                              "give degrees as decimal numbers, or leave the cell empty for an unknown location")
+        return values.astype(np.float32)
+
+    def _check_swapped(self, table):
+        lon, lat = self.locs[:, 0], self.locs[:, 1]
+        with np.errstate(invalid="ignore"):
+            bad_lat, bad_lon = np.abs(lat) > 90, np.abs(lon) > 180
+        if bad_lat.any():
+            swapped = (np.abs(lon[bad_lat]) <= 90).all()
+            hint = ("lon and lat look swapped (these rows' lon would be valid latitudes): the table needs "
+                    "'lon' = longitude, 'lat' = latitude" if swapped else "latitudes are in [-90, 90] degrees")
+            raise self.error("lat", np.flatnonzero(bad_lat), f"out of [-90, 90] (e.g. {lat[bad_lat][0]:g})", hint)
+        if bad_lon.any():
+            raise self.error("lon", np.flatnonzero(bad_lon), f"out of [-180, 180] (e.g. {lon[bad_lon][0]:g})",
+                              "longitudes are in [-180, 180] degrees (convert 0..360 by subtracting 360 above 180)")
+        half = np.isnan(lon) != np.isnan(lat)
+        if half.any():
+            raise self.error("lon' / 'lat", np.flatnonzero(half), "only one of lon and lat is given",
+                              "give both, or leave both empty for an unknown location")
+
+    def _labels(self, column, label_set):
+        if column is None:
+            if label_set is None:
+                raise ValueError(f"{self.path}: no 'label' column and no --label_set; fine-tuning and evaluation "
+                                 f"need labels (add a 'label' column, empty where unknown)")
+            labels = pd.Series([None] * len(self.ids), dtype="string")
+        else:
+            labels = column.astype("string").str.strip().replace("", pd.NA)
+        given = labels.dropna().unique().tolist()
+        if label_set is not None:
+            if not Path(label_set).is_file():
+                raise FileNotFoundError(f"--label_set {label_set} does not exist")
+            names = [line.strip() for line in Path(label_set).read_text().splitlines() if line.strip()]
+            if len(set(names)) != len(names) or not names:
+                raise ValueError(f"--label_set {label_set}: needs one label per line, each once")
+        else:
+            numeric = all(name.lstrip("-").isdigit() for name in given)
+            names = sorted(given, key=int if numeric else str)
+        if not names:
+            raise ValueError(f"{self.path}: column 'label' is empty in every row; fine-tuning needs labels")
+        index = pd.Index(names)
+        classes = np.where(labels.isna(), -1, index.get_indexer(labels.fillna(names[0]))).astype(np.int64)
+        unknown = np.flatnonzero(labels.notna().to_numpy() & ~labels.isin(names).to_numpy())
+        if len(unknown):
+            raise self.error("label", unknown, f"labels not in the label set --label_set {label_set} (e.g. "
+                                                f"{labels.iloc[unknown[0]]!r})", "add them to the label set")
+        return names, classes
+
+    def _dates(self, column):
+        numbers = (pd.Series(np.nan, index=column.index) if pd.api.types.is_datetime64_any_dtype(column)
+                   else pd.to_numeric(column, errors="coerce"))
+        if numbers.notna().sum() == column.notna().sum():
+            out = numbers.to_numpy(np.float64)
+            bad = np.flatnonzero((out < 0) | (out > 1))
+            if len(bad):
+                raise self.error("date", bad, "a number outside [0, 1]", "give a date (2021-06-30) or a fraction "
+                                                                          "of the year in [0, 1]")
+            return out.astype(np.float32)
+        when = pd.to_datetime(column, errors="coerce", utc=True, format="mixed")
+        bad = np.flatnonzero(column.notna().to_numpy() & when.isna().to_numpy())
+        if len(bad):
+            raise self.error("date", bad, f"not a date (e.g. {column.iloc[bad[0]]!r})",
+                              "give ISO dates (2021-06-30 or 2021-06-30T14:05) or fractions of the year")
+        days = np.where(when.dt.is_leap_year, 366.0, 365.0)
+        fraction = (when.dt.day_of_year - 1 + when.dt.hour / 24 + when.dt.minute / 1440) / days
+        return fraction.to_numpy(np.float64, na_value=np.nan).astype(np.float32)
+
+    def _splits(self, column):
+        if column is None:
+            return np.full(len(self.ids), "", dtype=object)
+        splits = column.fillna("").astype(str).str.strip().to_numpy(dtype=object)
+        unknown = np.flatnonzero(~np.isin(splits, SPLITS + ("",)))
+        if len(unknown):
+            raise self.error("split", unknown, f"unknown split {splits[unknown[0]]!r}",
+                              f"use {', '.join(SPLITS)} or leave it empty to have it drawn")
+        unlabelled = np.flatnonzero(np.isin(splits, ("val", "test")) & (self.classes < 0))
+        if len(unlabelled):
+            raise self.error("split", unlabelled, "val / test rows without a label",
+                              "label them, or put them into 'train' (pre-training only)")
+        return splits
+
+
+def draw_splits(obs, seed, out_dir):
+    """Fill the empty splits of `obs` (in place): of each label's undrawn rows round(VAL_FRACTION · n) go to val,
+    drawn with np.random.default_rng(seed); unlabelled rows go to train. Writes the splits of every row to
+    `{out_dir}/splits/{table stem}.splits.csv` (columns image, split, drawn) when any was drawn."""
+    undrawn = obs.splits == ""
+    if not undrawn.any():
+        return
+    rng = np.random.default_rng(seed)
+    splits = obs.splits.copy()
+    splits[undrawn] = "train"
+    for label in np.unique(obs.classes[undrawn & (obs.classes >= 0)]):
+        rows = np.flatnonzero(undrawn & (obs.classes == label))
+        splits[rng.permutation(rows)[:round(VAL_FRACTION * len(rows))]] = "val"
+    obs.splits = splits
+    path = Path(out_dir) / "splits" / f"{obs.path.stem}.splits.csv"
+    text = pd.DataFrame({"image": obs.ids, "split": splits, "drawn": undrawn}).to_csv(index=False).encode()
+    atomic_write(path, lambda handle: handle.write(text))
+    logger.info("%s: drew the split of %d rows (seed %d, %.0f %% of each label to val), written to %s", obs.path,
+                undrawn.sum(), seed, VAL_FRACTION * 100, path)
+
+
+class FeatureFile:
+    """The feature file of the table's images: `rows` (N_table,) int64 feature row of each table row, `path`,
+    `num_rows`, `num_features`; `unreadable` (N_table,) bool, images that the extraction could not read."""
+
+    def __init__(self, path, obs):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"--features {self.path} does not exist; write it with `python "
+                                    f"extract_features.py --images {obs.path} --out {self.path}`")
+        side = extract_features.side_files(self.path)
+        if side["progress"].is_file():
+            progress = json.loads(side["progress"].read_text())
+            if progress["rows_done"] < progress["num_rows"]:
+                raise ValueError(f"--features {self.path}: the extraction is unfinished ({progress['rows_done']} of "
+                                 f"{progress['num_rows']} rows); run the same extract_features.py command again to "
+                                 f"finish it")
+        try:
+            shape = np.load(self.path, mmap_mode="r").shape
+        except ValueError as err:
+            raise ValueError(f"--features {self.path} is not a .npy array: {err}") from None
+        if len(shape) != 2:
+            raise ValueError(f"--features {self.path}: shape {shape}; expected (rows, features)")
+        self.num_rows, self.num_features = shape
+        if side["rows"].is_file():
+            ids = pd.read_csv(side["rows"], dtype={"image": str}, keep_default_na=False)["image"]
+            if len(ids) != self.num_rows:
+                raise ValueError(f"--features {self.path}: {self.num_rows} rows, but {side['rows']} maps "
+                                 f"{len(ids)}; the two files do not belong together")
+            self.rows = pd.Index(ids).get_indexer(obs.ids).astype(np.int64)
+            missing = np.flatnonzero(self.rows < 0)
+            if len(missing):
+                raise obs.error("image", missing, f"images not in the feature file {self.path} (e.g. "
+                                                   f"{obs.ids[missing[0]]!r})",
+                                 f"extract their features (`extract_features.py --images {obs.path}`)")
+        elif self.num_rows != len(obs):
+            raise ValueError(f"--features {self.path}: {self.num_rows} rows for the {len(obs)} rows of "
+                             f"{obs.path} (and no {side['rows'].name} to match them by image); extract the "
+                             f"features from the table: `extract_features.py --images {obs.path}`")
+        else:
+            self.rows = np.arange(len(obs), dtype=np.int64)
+        self.unreadable = np.zeros(len(obs), bool)
+        if side["unreadable"].is_file():
+            bad = pd.read_csv(side["unreadable"])["row"].to_numpy(np.int64)
+            self.unreadable = np.isin(self.rows, bad)
+            if self.unreadable.any():
+                logger.warning("%s: %d images could not be read (%s); their rows are left out", obs.path,
+                               self.unreadable.sum(), side["unreadable"])
+
+    def read(self, table_rows, what):
+        """Features of the given table rows, (len, F) float32: a (copy-on-write) memory map when they are
+        consecutive rows of the file, in order (e.g. a table sorted by split), else read chunk by chunk (only the
+        result is held)."""
+        file_rows = self.rows[table_rows]
+        first = file_rows[0]
+        if np.array_equal(file_rows, np.arange(first, first + len(file_rows))):
+            features = np.load(self.path, mmap_mode="c")
+            if features.dtype == np.float32 and features.flags.c_contiguous:
+                logger.info("%s: memory-mapped %s rows %d-%d of %s", DATASET, what, first, first + len(file_rows),
+                            self.path)
+                return features[first:first + len(file_rows)]
+        if (np.diff(file_rows) <= 0).any():
+            order = np.argsort(file_rows)
+            feats = self.read(table_rows[order], what)
+            return feats[np.argsort(order)]
+        return datasets._read_rows(DATASET, self.path, file_rows, self.num_rows, None,
+                                   Path(extract_features.side_files(self.path)["rows"]), what)
+
+
+def _predictions(path, obs, num_classes):
+    try:
+        preds = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as err:
+        raise ValueError(f"--image_predictions {path} is not a .npy array: {err}") from None
+    if preds.shape != (len(obs), num_classes):
+        raise ValueError(f"--image_predictions {path}: shape {preds.shape}; expected ({len(obs)}, {num_classes}), "
+                         f"one row per row of {obs.path} and one column per class of the label set")
+    return preds
+
+
+def load_own_dataset(params, eval_split, train_remove_invalid, eval_remove_invalid, load_cnn_predictions=False,
+                     load_cnn_features=False, load_cnn_features_train=False):
+    """`datasets.load_dataset` for `--dataset custom` (module doc): a `datasets.CSPData` whose splits index the
+    table's rows (`inds`). Reads `data_table`, `features`, `label_set`, `image_predictions`, `seed`, `model_dir`,
+    `load_img`, `train_sample_ratio`, `train_sample_method`; may set `balanced_train_loader` to False."""
+    if not params.get("data_table"):
+        raise ValueError("--dataset custom needs --data_table (a CSV or Parquet table: image, lon, lat, label, ...)")
+    if eval_split not in ("val", "test"):
+        raise ValueError(f"--dataset custom: --eval_split must be val or test, got {eval_split!r}")
+    obs = Observations(params["data_table"], params.get("label_set"))
+    draw_splits(obs, params["seed"], params["model_dir"])
+    if (obs.classes < 0).any() and params["balanced_train_loader"]:
+        logger.info("%s: %d unlabelled rows: balanced_train_loader set to False", obs.path, (obs.classes < 0).sum())
+        params["balanced_train_loader"] = False
+    feature_file = FeatureFile(params["features"], obs) if params.get("features") else None
+    user_preds = params.get("image_predictions")
+    need_features = load_cnn_features_train or load_cnn_features or (load_cnn_predictions and not user_preds)
+    if need_features and feature_file is None:
+        raise ValueError("--dataset custom needs --features (from extract_features.py) for pre-training and for the "
+                         "image-only probe; or give --image_predictions and --unsuper_loss none")
+    readable = ~feature_file.unreadable if feature_file is not None else np.ones(len(obs), bool)
+    if not ((obs.splits == "train") & (obs.classes >= 0) & readable).any():
+        raise ValueError(f"{obs.path}: no labelled train rows (columns 'label', 'split'); fine-tuning needs some")
+    num_classes = len(obs.class_names)
+    splits = []
+    for split, remove, want_feats in (("train", train_remove_invalid, load_cnn_features_train),
+                                      (eval_split, eval_remove_invalid, load_cnn_features)):
+        located = ~np.isnan(obs.locs[:, 0])
+        chosen = (obs.splits == split) & readable
+        rows = np.flatnonzero(chosen & located) if remove else np.flatnonzero(chosen)
+        logger.info("%s %s: %d rows, %d without a location %s", DATASET, split, chosen.sum(),
+                    (chosen & ~located).sum(), "left out" if remove else "kept (unknown location)")
+        if len(rows) == 0:
+            raise ValueError(f"{obs.path}: no usable {split} rows (column 'split'); --eval_split {eval_split} "
+                             f"needs labelled rows with split {eval_split!r}" if split != "train" else
+                             f"{obs.path}: no usable train rows (with a location and a readable image)")
+        part = datasets.Split(split, obs.locs[rows], obs.classes[rows], obs.users[rows], obs.dates[rows], rows,
+                              np.ones(len(rows), np.int64), obs.ids[rows] if params["load_img"] else None)
+        if want_feats:
+            part.feats = feature_file.read(rows, f"{split} image features")
+        if load_cnn_predictions and split == eval_split:
+            part.preds = (np.asarray(_predictions(user_preds, obs, num_classes)[rows], np.float32) if user_preds
+                          else _probe_predictions(params, feature_file, splits[0], rows, num_classes))
+        splits.append(part)
+    return datasets.CSPData(DATASET, obs.path.parent, splits[0], splits[1], num_classes,
+                            dict(enumerate(obs.class_names)), 0)
+
+
+def _probe_predictions(params, feature_file, train, eval_rows, num_classes):
+    """P(y | I) of the eval rows from a linear probe trained on the fine-tuning rows (labelled training rows; the
+    few-shot subset at --train_sample_ratio < 1, the same that fine-tuning draws)."""
+    labelled = np.flatnonzero(train.classes >= 0)
+    if params["train_sample_ratio"] < 1:
+        subset, _ = sampling.train_sample_indices(params, train.classes[labelled])
+        labelled = labelled[subset]
+    probe = linear_probe.train_probe(feature_file.read(train.inds[labelled], "probe training features"),
+                                     train.classes[labelled], num_classes)
+    preds = probe.predict(feature_file.read(eval_rows, "evaluation image features"))
+    logger.info("image-only probe trained on %d labelled training images", len(labelled))
+    return preds
