@@ -17,7 +17,7 @@ BOOL_FLAGS = (
     "load_val_op", "use_layn", "skip_connection", "spa_enc_use_postmat", "balanced_train_loader",
     "use_date_feats", "load_cnn_predictions", "load_cnn_features", "load_cnn_features_train",
     "do_unsuper_train", "load_unsuper_model", "do_super_train", "load_super_model", "load_img", "do_epoch_save",
-    "baseline_full_train",
+    "baseline_full_train", "compile", "bf16",
 )
 
 
@@ -69,6 +69,13 @@ def make_args_parser():
     add("--num_epochs_unsuper", type=int, default=30, help="pre-training (unsupervised) epochs")
     add("--seed", type=int, default=0,
         help="(new) seed of every random draw: few-shot subsets, samplers, initialisation, dropout, negatives")
+    add("--feature_storage", type=str, default="auto",
+        help="(new) training image features: device (one array on --device), mapped (left in the memory-mapped "
+             "file, each batch's rows read by index) or auto (device when they take at most half of the device's "
+             "free memory, else mapped)")
+    add("--compile", type=str, default="F", help="(new) T/F: torch.compile the training step")
+    add("--bf16", type=str, default="F",
+        help="(new) T/F: bfloat16 autocast in the training steps (the sigmoid loss sums stay float32)")
 
     # location encoder
     add("--spa_enc_type", type=str, default="gridcell",

@@ -2,15 +2,20 @@
 
     python benchmark_training.py --data_dir /work/synth_inat          # reuse DIR/inat_2018/ (synthetic_data.py)
     python benchmark_training.py                                      # generate iNat2018-sized data in a temp dir
+    python benchmark_training.py --device cuda:0 --variants eager bf16 compile compile+bf16   # see benchmark_gpu.sh
 
-Builds a `Trainer` with the flags of `../run-inat_2018-contsoftmax.sh` (437 513 training rows, 8 142 classes,
-2 048-d features, 24 426 validation rows when the data are iNat2018-sized) and prints: pre-training samples/s and
-fine-tuning samples/s at the script's batch size (1 024), the wall time of the final evaluation (image-only,
-image × prior and location-only), and pre-training samples/s at batch 8 192. Each figure times `Trainer.run_epoch`
-(after one warm-up step) or the evaluation methods: the code a run executes.
+Builds one `Trainer` with the flags of `../run-inat_2018-contsoftmax.sh` (437 513 training rows, 8 142 classes,
+2 048-d features, 24 426 validation rows when the data are iNat2018-sized) and prints, as median [min–max] over
+`--repeats` repeats, for each variant of the training step (float32 eager, bf16 autocast, torch.compile, both;
+taking turns within each repeat): pre-training samples/s at batch 1 024 and 8 192, fine-tuning samples/s at batch
+1 024, and (with the first variant) the wall time of the final evaluation (image-only, image × prior and
+location-only), with the peak GPU memory on a GPU.
+Each figure times `Trainer.run_epoch` (after one warm-up step, which also compiles) or the evaluation methods: the
+code a run executes.
 """
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +28,8 @@ from synthetic_data import write_synthetic_dataset
 from trainer import FINETUNING, PRETRAINING, Trainer
 
 SCRIPT = Path(__file__).resolve().parent.parent / "run-inat_2018-contsoftmax.sh"
-INAT_SIZES = {"num_train": 437513, "num_val": 24426, "num_test": 0}
+INAT_SIZES = {"num_train": 437513, "num_val": 24426}
+VARIANTS = {"eager": (False, False), "bf16": (False, True), "compile": (True, False), "compile+bf16": (True, True)}
 
 
 def steps_per_second(trainer, phase, batch_size, num_batches):
@@ -47,6 +53,55 @@ def evaluation_seconds(trainer):
     return time.perf_counter() - start
 
 
+def _summary(values, unit, digits=0):
+    return (f"{statistics.median(values):9.{digits}f} [{min(values):.{digits}f}–{max(values):.{digits}f}] {unit} "
+            f"({len(values)} runs)")
+
+
+def _measure(trainer, measure):
+    """(`measure()`, the peak GPU memory it allocated in GiB, or None on the CPU)."""
+    cuda = trainer.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(trainer.device)
+    value = measure()
+    return value, torch.cuda.max_memory_allocated(trainer.device) / 2 ** 30 if cuda else None
+
+
+def _one_pass(trainer, args, evaluate):
+    """[(figure, value, peak GPU GiB)] in the order of earlier versions of this script: pre-training and
+    fine-tuning at batch 1 024, the final evaluation (when `evaluate`), pre-training at batch 8 192."""
+    figures = [("pre-training, batch 1024", lambda: steps_per_second(trainer, PRETRAINING, 1024, args.num_batches)),
+               ("fine-tuning, batch 1024", lambda: steps_per_second(trainer, FINETUNING, 1024, args.num_batches))]
+    if evaluate:
+        figures.append(("final evaluation", lambda: evaluation_seconds(trainer)))
+    figures.append(("pre-training, batch 8192",
+                    lambda: steps_per_second(trainer, PRETRAINING, 8192, args.num_large_batches)))
+    return [(name, *_measure(trainer, measure)) for name, measure in figures]
+
+
+def _run_variants(trainer, args):
+    """{(variant, figure): ([values], peak GPU GiB)}, the variants taking turns in each repeat (each one's
+    training step built once); a variant that fails (a compiler error) is reported and left out afterwards."""
+    steps, failed, figures = {}, set(), {}
+    for _ in range(args.repeats):
+        for number, variant in enumerate(args.variants):
+            if variant in failed:
+                continue
+            trainer.params["compile"], trainer.params["bf16"] = VARIANTS[variant]
+            try:
+                trainer.step = steps[variant] = steps.get(variant) or trainer.build_step()
+                measured = _one_pass(trainer, args, evaluate=number == 0)
+            except Exception as err:  # the other variants still run
+                print(f"{variant}: failed: {type(err).__name__}: {err}", flush=True)
+                failed.add(variant)
+                continue
+            for name, value, peak in measured:
+                print(f"  {variant}: {name} {value:.2f}", flush=True)
+                values, most = figures.get((variant, name), ([], None))
+                figures[(variant, name)] = (values + [value], peak if most is None else max(most, peak))
+    return figures
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_dir", help="folder holding inat_2018/ (written there if missing); "
@@ -54,31 +109,37 @@ def main(argv=None):
     parser.add_argument("--device", default="auto", help="cpu, cuda:0 or auto")
     parser.add_argument("--num_batches", type=int, default=20, help="timed steps at batch 1 024")
     parser.add_argument("--num_large_batches", type=int, default=4, help="timed pre-training steps at batch 8 192")
+    parser.add_argument("--repeats", type=int, default=1, help="repeats of every figure (alternated)")
+    parser.add_argument("--variants", nargs="+", default=["eager"], choices=list(VARIANTS),
+                        help="training-step variants: eager (float32), bf16 (autocast), compile, compile+bf16")
+    parser.add_argument("--feature_storage", default="auto", help="the run's --feature_storage")
+    parser.add_argument("--num_train", type=int, default=INAT_SIZES["num_train"],
+                        help="training rows of generated data")
+    parser.add_argument("--num_val", type=int, default=INAT_SIZES["num_val"], help="validation rows of generated data")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         data_dir = Path(args.data_dir or scratch)
         if not (data_dir / "inat_2018").is_dir():
-            print(f"writing iNat2018-sized synthetic data to {data_dir} …", flush=True)
-            write_synthetic_dataset("inat_2018", data_dir, **INAT_SIZES)
+            print(f"writing synthetic iNat2018-style data ({args.num_train} training rows) to {data_dir} …",
+                  flush=True)
+            write_synthetic_dataset("inat_2018", data_dir, num_train=args.num_train, num_val=args.num_val,
+                                    num_test=0)
         os.environ["CSP_DATA_DIR"] = str(data_dir)
-        argv = train_unsuper.script_argv(SCRIPT) + ["--device", args.device, "--model_dir", f"{scratch}/models"]
+        argv = train_unsuper.script_argv(SCRIPT) + ["--device", args.device, "--model_dir", f"{scratch}/models",
+                                                    "--feature_storage", args.feature_storage]
         start = time.perf_counter()
         with Trainer(arguments.default_params(argv), console=False) as trainer:
             setup = time.perf_counter() - start
-            print(f"device {trainer.device}, {torch.get_num_threads()} threads; {len(trainer.train_classes)} "
+            where = torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else \
+                f"{torch.get_num_threads()} threads"
+            print(f"device {trainer.device} ({where}), torch {torch.__version__}; {len(trainer.train_classes)} "
                   f"training rows, {trainer.params['num_classes']} classes, {trainer.train_feats.shape[1]}-d "
-                  f"features, {len(trainer.eval_classes)} evaluation rows; set-up {setup:.1f} s", flush=True)
-            figures = [
-                ("pre-training, batch 1024", steps_per_second(trainer, PRETRAINING, 1024, args.num_batches)),
-                ("fine-tuning, batch 1024", steps_per_second(trainer, FINETUNING, 1024, args.num_batches)),
-            ]
-            for name, value in figures:
-                print(f"{name:28s} {value:9.0f} samples/s", flush=True)
-            print(f"{'final evaluation':28s} {evaluation_seconds(trainer):9.2f} s "
-                  f"(image-only + image x prior on {len(trainer.eval_classes)} rows, location-only on "
-                  f"{len(trainer.val_classes)})", flush=True)
-            large = steps_per_second(trainer, PRETRAINING, 8192, args.num_large_batches)
-            print(f"{'pre-training, batch 8192':28s} {large:9.0f} samples/s", flush=True)
+                  f"features ({type(trainer.train_feats).__name__}), {len(trainer.eval_classes)} evaluation rows; "
+                  f"set-up {setup:.1f} s", flush=True)
+            for (variant, name), (values, peak) in _run_variants(trainer, args).items():
+                unit, digits = ("s", 2) if name == "final evaluation" else ("samples/s", 0)
+                print(f"{variant + ': ' + name:36s} {_summary(values, unit, digits)}"
+                      + (f", peak GPU memory {peak:.2f} GiB" if peak is not None else ""), flush=True)
 
 
 if __name__ == "__main__":

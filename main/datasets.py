@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+import feature_store
 import paths
 
 logger = logging.getLogger(__name__)
@@ -62,7 +63,9 @@ class Split:
     split_ids (N,) evaluation groups: int64 ones, except the iNat test split: the original's bool mask of Kaggle
               'Private' (False = 'Public'), which the evaluation reports as two splits named Public and Private
     imgs      (N,) str image file names, or None (loaded with --load_img T)
-    feats     (N, F) float32 image features, or None; a read-only-on-disk memory map when no row was dropped
+    feats     (N, F) float32 image features, or None; a read-only-on-disk memory map when no row was dropped, a
+              `feature_store.FileRows` (rows read when indexed) when rows were dropped and they stay in the file
+              (`--feature_storage`)
     preds     (N, C) float32 image-classifier class probabilities, or None
     original_rows  (N_orig,) int64, where invalid entries are removed: for each row of the original code's arrays
               (which drop only invalid entries, not out-of-range or NaN coordinates) its row here, or -1 where this
@@ -540,11 +543,12 @@ def _check_shape(dataset, path, shape, num_rows, num_cols, source, what):
                                         f"per image listed in {source.name}, in that order")
 
 
-def _read_npy_rows(dataset, path, rows, num_rows, num_cols, source, what):
+def _read_npy_rows(dataset, path, rows, num_rows, num_cols, source, what, storage="device"):
     """Rows `rows` (sorted, or None for all) of a (num_rows, ·) `.npy` file as float32.
 
     All rows of a float32 file: a copy-on-write memory map (no copy in memory). A subset: one array filled chunk by
-    chunk from the file, so that only the result is held.
+    chunk from the file, so that only the result is held; or, where `feature_store.stays_in_file(storage, size)`,
+    a `feature_store.FileRows` that reads rows only when indexed.
     """
     if not path.is_file():
         raise _missing(dataset, path, what)
@@ -557,6 +561,8 @@ def _read_npy_rows(dataset, path, rows, num_rows, num_cols, source, what):
             return np.load(path).astype(np.float32)
         except ValueError as err:
             raise _malformed(dataset, path, f"cannot be read ({err}; truncated?)") from None
+    if feature_store.stays_in_file(storage, 4 * len(rows) * shape[1]):
+        return feature_store.FileRows(np.load(path, mmap_mode="r"), rows)
     if fortran:
         return np.asarray(np.load(path, mmap_mode="r")[rows], dtype=np.float32)
     width = shape[1]
@@ -596,7 +602,7 @@ def _read_sparse_rows(dataset, path, rows, num_rows, num_cols, source, what):
 def _check_finite(dataset, path, data, rows, what):
     """ValueError naming the file and its first rows with NaN or infinite values (read chunk by chunk, so that a
     memory-mapped file is not held at once). `rows`: the file rows of `data`'s rows (None: the same)."""
-    chunk = max(1, READ_CHUNK_BYTES // max(1, data.shape[1] * data.itemsize))
+    chunk = max(1, READ_CHUNK_BYTES // max(1, data.shape[1] * data.dtype.itemsize))
     bad = []
     for start in range(0, len(data), chunk):
         found = np.flatnonzero(~np.isfinite(data[start:start + chunk]).all(axis=1)) + start
@@ -610,9 +616,11 @@ def _check_finite(dataset, path, data, rows, what):
                                         f"NaN model)")
 
 
-def _read_rows(dataset, path, rows, num_rows, num_cols, source, what):
-    reader = _read_sparse_rows if path.suffix == ".npz" else _read_npy_rows
-    data = reader(dataset, path, rows, num_rows, num_cols, source, what)
+def _read_rows(dataset, path, rows, num_rows, num_cols, source, what, storage="device"):
+    if path.suffix == ".npz":
+        data = _read_sparse_rows(dataset, path, rows, num_rows, num_cols, source, what)
+    else:
+        data = _read_npy_rows(dataset, path, rows, num_rows, num_cols, source, what, storage)
     _check_finite(dataset, path, data, rows, what)
     logger.info("%s: loaded %s %s from %s", dataset, what, data.shape, path)
     return data
@@ -625,7 +633,8 @@ def load_dataset(params, eval_split, train_remove_invalid, eval_remove_invalid, 
     """Load `params['dataset']` as the original `load_dataset` did; returns a `CSPData`.
 
     params: the run's params dict; reads `dataset`, `meta_type`, `load_img`, `inat2018_resolution`,
-      `cnn_pred_type`, `cnn_model`, `train_sample_ratio` (few-shot prediction file name). For yfcc it sets
+      `cnn_pred_type`, `cnn_model`, `train_sample_ratio` (few-shot prediction file name), `feature_storage`
+      (default auto: whether a subset of a feature file's rows is read or left in the file). For yfcc it sets
       `use_date_feats` and `balanced_train_loader` to False, as the original did.
     eval_split: 'val' or 'test' (bird sets / yfcc: any split their file has).
     train_remove_invalid / eval_remove_invalid: drop invalid entries of that split (else keep them, NaN location).
@@ -667,7 +676,7 @@ def load_dataset(params, eval_split, train_remove_invalid, eval_remove_invalid, 
         if want_feats:
             name = feature_file(dataset, split, params["inat2018_resolution"], params["cnn_model"])
             part.feats = _read_rows(dataset, data_dir / name, rows, num_all, None, entries.source,
-                                    f"{split} image features")
+                                    f"{split} image features", storage=params.get("feature_storage", "auto"))
         if load_cnn_predictions and split == eval_split:
             name = prediction_file(dataset, split, params["cnn_pred_type"], params["train_sample_ratio"],
                                    params["inat2018_resolution"], params["cnn_model"])

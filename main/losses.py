@@ -12,6 +12,10 @@ positives):
 * `l2regress` (MSE): regress the image features from the location embedding.
 Fine-tuning (`--train_loss`): `full_loss` and `full_loss_user`, the presence-only loss of Mac Aodha et al. (2019).
 
+Under torchrun (distributed.py) the in-batch terms of the CSP losses contrast against the global batch: the
+normalised location, image, negative and second-view embeddings of all processes are gathered before the terms are
+computed, so N processes at batch b compute the loss of one process at batch N·b.
+
 In train mode the location encoder runs once on the concatenation of every location batch a loss needs (the
 locations, the random negatives, the second SimCSE view); dropout draws a separate mask per row, so this is the
 same computation as separate passes, in one set of kernels. A term whose weight is 0 is not computed.
@@ -21,6 +25,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+import distributed
 from models import eval_mode
 
 BCE_EPS = 1e-5
@@ -70,11 +75,18 @@ class _NegativeBCERowSums(torch.autograd.Function):
 
     Same arithmetic as the original's bce(1.0 − σ(z)) elementwise. Only σ is kept (per row block); backward
     forms the gradient σ(1 − σ)/(1 − σ + ε) = σ − ε·σ/(1 − σ + ε) from it, instead of autograd keeping the
-    logits, 1 − p and the log as separate (N, C) tensors.
+    logits, 1 − p and the log as separate (N, C) tensors. Computed in float32 (or float64) also under bf16
+    autocast: ε = 1e-5 is below bfloat16's resolution near 1.
     """
 
     @staticmethod
     def forward(ctx, emb, weight):
+        dtype = torch.promote_types(torch.promote_types(emb.dtype, weight.dtype), torch.float32)
+        with torch.autocast(emb.device.type, enabled=False):
+            return _NegativeBCERowSums._forward(ctx, emb.to(dtype), weight.to(dtype))
+
+    @staticmethod
+    def _forward(ctx, emb, weight):
         if emb.device.type == "cpu":
             rows = max(1, CPU_BLOCK_ELEMENTS // max(1, weight.shape[0]))
         else:
@@ -170,7 +182,8 @@ def unsuper_loss(model, locs, img_feats, params, neg_locs=None):
     locs (B, 2|3) lon/lat degrees [+ date]; img_feats (B, cnn_feat_dim) frozen image features; params: the run's
     params (`unsuper_loss`, `num_neg_rand_loc` K, `rand_sample_weight`, `simcse_weight`, `neg_rand_type`,
     `unsuper_temp_inbatch`, `unsuper_temp_negloc`, `unsuper_temp_simcse`). neg_locs: optional (K·B, 2|3) negative
-    locations, row k·B + i = negative k of sample i; drawn with `rand_samples` when None.
+    locations, row k·B + i = negative k of sample i; drawn with `rand_samples` when None. Under several processes
+    every term but l2regress is that of the global batch (`distributed.gather`), the same on every rank.
     """
     name = params["unsuper_loss"]
     if name not in UNSUPER_LOSSES:
@@ -184,7 +197,7 @@ def unsuper_loss(model, locs, img_feats, params, neg_locs=None):
     if name.startswith("contsoftmax"):
         _check_temperatures(params, name)
     batch = locs.shape[0]
-    if name.startswith("imgcontloss") and batch < 2:
+    if name.startswith("imgcontloss") and batch * distributed.world_size() < 2:
         raise ValueError(f"--unsuper_loss {name} needs batches of at least 2 samples, got {batch}")
     w_rand = params["rand_sample_weight"] if name != "imgcontlossnolocneg" else 0.0
     w_simcse = params["simcse_weight"] if name in ("imgcontlosssimcse", "contsoftmax", "contsoftmaxsym") else 0.0
@@ -194,7 +207,9 @@ def unsuper_loss(model, locs, img_feats, params, neg_locs=None):
     negs = _negatives(locs, num_neg * batch, params["neg_rand_type"], neg_locs) if w_rand != 0 else None
     a, r, a2 = _embed_views(model, locs, negs, simcse=w_simcse != 0)
     g = F.normalize(model.img_dec(img_feats), dim=-1)
-    r = r.view(num_neg, batch, -1) if r is not None else None
+    r = distributed.gather(r.view(num_neg, batch, -1), dim=1) if r is not None else None
+    a, g = distributed.gather(a), distributed.gather(g)
+    a2 = distributed.gather(a2) if a2 is not None else None
     if name.startswith("contsoftmax"):
         return _softmax_terms(name, a, g, r, a2, w_rand, w_simcse, params)
     return _sigmoid_terms(a, g, r, a2, w_rand, w_simcse)

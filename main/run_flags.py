@@ -3,8 +3,9 @@
 A results file (`params`) and a checkpoint (`params`) record the flags of the run that wrote them. The table
 command uses a recorded run only when its flags equal the table's, and the trainer resumes or evaluates a checkpoint
 only when they equal the run's (`flag_differences`), all but:
-* `NOT_RUN_FLAGS` — where a run happens, how often it logs, evaluates along the way or saves snapshots, whether it
-  resumes, and the flags kept for compatibility only (see arguments.py);
+* `NOT_RUN_FLAGS` — where a run happens (and where its features are kept, whether its step is compiled), how
+  often it logs, evaluates along the way or saves snapshots, whether it resumes, and the flags kept for
+  compatibility only (see arguments.py);
 * `FINETUNING_FLAGS` — for a pre-trained checkpoint, which serves runs that differ only in fine-tuning;
 * `PRETRAINING_FLAGS` — for a run without a pre-training loss.
 """
@@ -12,7 +13,7 @@ only when they equal the run's (`flag_differences`), all but:
 NOT_RUN_FLAGS = ("device", "model_dir", "log_frequency", "eval_frequency", "unsuper_save_frequency", "do_epoch_save",
                  "load_unsuper_model", "load_super_model", "unsuper_dataset", "unsuper_meta_type",
                  "unsuper_eval_frequency", "load_val_op", "load_cnn_predictions", "load_cnn_features",
-                 "load_cnn_features_train", "load_img")
+                 "load_cnn_features_train", "load_img", "feature_storage", "compile")
 # flags that only fine-tuning and the evaluations read: a pre-trained checkpoint serves runs that differ in them
 FINETUNING_FLAGS = ("num_epochs", "lr", "lr_decay", "train_sample_ratio", "train_sample_method", "cnn_pred_type",
                     "eval_split", "train_loss", "do_super_train")

@@ -21,6 +21,11 @@ Phases and resuming
 * Every epoch's randomness (batch order, dropout, negative locations) is seeded from (`--seed`, phase, epoch),
   so a resumed run continues exactly as the uninterrupted run would have.
 
+Several processes (torchrun; distributed.py): every rank loads the data and builds the same model; the epoch's
+order is drawn alike on every rank and each steps through its shard of it (dropout and negatives from a seed that
+also depends on the rank), with DDP averaging the gradients. Rank 0 alone logs, evaluates and writes checkpoints and
+results; a resumed run reads the checkpoint on every rank.
+
 Files (next to the checkpoints in `--model_dir`, named after the fine-tuned checkpoint `….pth.tar`):
 `….log` (appended; the original's lines), `….results.json` (see `write_results`), `….ranks.npz` (per-sample
 ranks of the final evaluation, see `write_ranks`).
@@ -41,7 +46,9 @@ from tqdm import tqdm
 import baselines
 import checkpoints
 import datasets
+import distributed
 import evaluation
+import feature_store
 import losses
 import models
 import position_encodings
@@ -63,7 +70,7 @@ CHECKPOINT_INTERVAL_S = 60.0
 RESULTS_FORMAT = "csp-results/1"
 # params that say where and on what a run happened, not what it computed (kept out of the results' "params")
 MACHINE_PARAMS = ("device", "model_dir", "unsuper_model_file_name", "model_file_name", "log_file_name", "op_dir",
-                  "train_sample_idx_file")
+                  "train_sample_idx_file", "feature_storage", "compile")
 # float flags that must be finite and >= 0, or finite and > 0
 NONNEGATIVE_FLOATS = ("lr", "unsuper_lr", "weight_decay", "rand_sample_weight", "simcse_weight")
 POSITIVE_FLOATS = ("lr_decay", "min_radius", "max_radius", "rbf_kernal_size", "unsuper_temp_inbatch",
@@ -87,6 +94,7 @@ def check_params(params):
     _choices("cnn_pred_type", params["cnn_pred_type"], datasets.PRED_TYPES)
     _choices("inat2018_resolution", params["inat2018_resolution"], datasets.RESOLUTIONS)
     _choices("train_sample_method", params["train_sample_method"], sampling.METHODS)
+    _choices("feature_storage", params["feature_storage"], feature_store.STORAGES)
     _choices("freq_init", params["freq_init"], position_encodings.FREQ_INITS)
     _choices("spa_f_act", params["spa_f_act"], tuple(ACTIVATIONS))
     _choices("loc_encode", params["loc_encode"], tuple(models.LOC_ENCODE_DIMS))
@@ -167,7 +175,8 @@ class Trainer:
     """One CSP run. `params`: the dict of `arguments.default_params(argv)`; the derived keys are added to it.
 
     Use as a context manager (or call `close()`) so that the log handlers are removed again and `--model_dir` is
-    released for the next run (`run_lock.RunLock`, taken here; a second run in the folder meanwhile stops).
+    released for the next run (`run_lock.RunLock`, taken here by rank 0; a second run in the folder meanwhile
+    stops).
     `console`: the log lines also go to stderr (they always go to the log file); `progress`: tqdm progress bars on
     stderr when it is a terminal (default: as `console`); when it is not, the training phases log a progress line
     at an interval instead (see progress.py).
@@ -176,8 +185,8 @@ class Trainer:
     def __init__(self, params, console=True, progress=None):
         check_params(params)
         self.params = params
-        self.device = resolve_device(params["device"])
-        wanted = console if progress is None else progress
+        self.device = distributed.setup(resolve_device(params["device"]))
+        wanted = (console if progress is None else progress) and distributed.is_main()
         self.progress = wanted and sys.stderr.isatty()
         self.progress_lines = wanted and not sys.stderr.isatty()
         self.phase_progress = None
@@ -190,10 +199,10 @@ class Trainer:
         params["log_file_name"] = log_file
         params["op_dir"] = f"image/ims_{params['dataset']}_{params['spa_enc_type']}/"
         self._logging = [], logging.getLogger().level
-        self._lock = RunLock(params["model_dir"]).acquire()
-        new_log = not os.path.exists(log_file)
+        self._lock = RunLock(params["model_dir"]).acquire() if distributed.is_main() else None
+        new_log = not os.path.exists(log_file) and distributed.is_main()
         try:
-            removed = remove_stale_temporaries(params["model_dir"])
+            removed = remove_stale_temporaries(params["model_dir"]) if distributed.is_main() else []
             self._logging = self._start_logging(log_file, console)
             for path in removed:
                 logger.info("Removed %s, a temporary file left by a run that was killed while writing", path)
@@ -210,15 +219,18 @@ class Trainer:
 
     @staticmethod
     def _start_logging(log_file, console):
+        """Log to `log_file` (and the console); on ranks other than 0 only errors, to the console."""
         formatter = logging.Formatter(LOG_FORMAT)
-        handlers = [logging.FileHandler(log_file, mode="a")] + ([_ConsoleHandler()] if console else [])
+        handlers = []
+        if distributed.is_main():
+            handlers = [logging.FileHandler(log_file, mode="a")] + ([_ConsoleHandler()] if console else [])
         root = logging.getLogger()
         for handler in handlers:
             handler.setFormatter(formatter)
             handler.setLevel(logging.INFO)
             root.addHandler(handler)
         level = root.level
-        root.setLevel(logging.INFO)
+        root.setLevel(logging.INFO if distributed.is_main() else logging.ERROR)
         return handlers, level
 
     def close(self):
@@ -230,7 +242,8 @@ class Trainer:
             handler.close()
         root.setLevel(level)
         self._logging = [], level
-        self._lock.release()
+        if self._lock is not None:
+            self._lock.release()
 
     def __enter__(self):
         return self
@@ -255,7 +268,7 @@ class Trainer:
         self.train_locs = to(self._coords(data.train))
         self.train_classes = to(data.train.classes)
         self.train_users = to(user_ids.reshape(-1))
-        self.train_feats = to(data.train.feats) if data.train.feats is not None else None
+        self.train_feats = feature_store.training_features(data.train.feats, self.device, params["feature_storage"])
         dated = self._dated(data.val)
         self.val_locs, self.val_classes = to(self._coords(data.val)[dated]), to(data.val.classes[dated])
         self.val_split_ids = data.val.split_ids[dated]
@@ -356,6 +369,13 @@ class Trainer:
             self.loaded_finetuned = True
         elif pretrained is not None:
             self._load(pretrained, PRETRAINING)
+        self.step = self.build_step()
+
+    def build_step(self):
+        """What the training steps call as `step(loss_fn, *args)` for loss_fn(model, *args): the model inside DDP
+        under torchrun (`distributed.parallel`), compiled with `--compile T`."""
+        step = distributed.parallel(self.model)
+        return torch.compile(step) if self.params["compile"] else step
 
     def _rbf_anchor_ids(self, checkpoint):
         """(ids, rows): the rbf anchors (their locations are the model's anchors, which are not in the state_dict)
@@ -515,6 +535,9 @@ class Trainer:
         logger.info("num users    \t%d", params["num_users"])
         if params["meta_type"]:
             logger.info("meta data    \t%s", params["meta_type"])
+        if distributed.world_size() > 1:
+            logger.info("processes    \t%d (torchrun), global batch %d", distributed.world_size(),
+                        distributed.world_size() * params["batch_size"])
 
     # ------------------------------------------------------------------------------------------------------------
     # training
@@ -575,7 +598,7 @@ class Trainer:
             logger.info("\nEpoch\t%d", epoch)
             self._set_lr(params["lr"] * params["lr_decay"] ** epoch)
             self.run_epoch(FINETUNING, epoch)
-            logger.info("Test loss   : %.4f", losses.val_loss(self.model, self.val_locs, self.val_classes))
+            self._log_val_loss()
             self.epochs_done[FINETUNING] = epoch + 1
             self.epochs_run[FINETUNING] += 1
             evaluate = epoch % params["eval_frequency"] == 0 and epoch != 0
@@ -585,6 +608,10 @@ class Trainer:
             if evaluate or epoch + 1 == total or time.monotonic() - last_save >= CHECKPOINT_INTERVAL_S:
                 self._save(params["model_file_name"], FINETUNING)
                 last_save = time.monotonic()
+
+    @distributed.main_only
+    def _log_val_loss(self):
+        logger.info("Test loss   : %.4f", losses.val_loss(self.model, self.val_locs, self.val_classes))
 
     def _log_resume(self, phase, start, total):
         """Say that a phase continues from a loaded checkpoint (`start` > 0 completed epochs) rather than starting."""
@@ -597,7 +624,7 @@ class Trainer:
 
     def _seed_epoch(self, phase, epoch):
         seed = int(np.random.SeedSequence([self.params["seed"], PHASE_SEEDS[phase], epoch]).generate_state(1)[0])
-        torch.manual_seed(seed)
+        torch.manual_seed(distributed.rank_seed(seed))
         self.generator.manual_seed(seed)
 
     def epoch_indices(self, phase):
@@ -615,18 +642,19 @@ class Trainer:
         return order if rows is None else rows[order]
 
     def _pretraining_loss(self, rows):
-        return losses.unsuper_loss(self.model, self.train_locs[rows], self.train_feats[rows], self.params)
+        return self.step(losses.unsuper_loss, self.train_locs[rows], self.train_feats[rows], self.params)
 
     def _finetuning_loss(self, rows):
-        return losses.embedding_loss(self.model, self.train_locs[rows], self.train_classes[rows],
-                                     self.train_users[rows], self.params)
+        return self.step(losses.embedding_loss, self.train_locs[rows], self.train_classes[rows],
+                         self.train_users[rows], self.params)
 
     def run_epoch(self, phase, epoch, indices=None):
         """One epoch of optimisation steps over `indices` (default: `epoch_indices(phase)`, drawn with the
         epoch's seed), logging the running sample-weighted mean loss every log_frequency batches and at the last, as
         `[samples done/samples of the epoch]` (the original: the first index of the batch / the training set size).
         A last pre-training batch of one sample is left out for the NCE losses (`imgcontloss*`), whose in-batch term
-        needs two. Returns that mean (a float).
+        needs two. Under torchrun each process steps through its `distributed.shard` of `indices`, and the logged
+        loss is the mean over processes. Returns that mean (a float).
 
         A non-finite loss stops the run (ValueError naming the phase, epoch, first such batch and the likely
         cause) at the next log point at the latest, so before any checkpoint or result of the epoch is written. The
@@ -642,9 +670,12 @@ class Trainer:
         else:
             loss_of, line = self._finetuning_loss, "Loss  : %.4f"
         batch_size = params["batch_size"]
+        world = distributed.world_size()
+        global_batch = batch_size * world
         if (phase == PRETRAINING and params["unsuper_loss"].startswith("imgcontloss")
-                and len(indices) > 1 and len(indices) % batch_size == 1):
+                and len(indices) > 1 and len(indices) % global_batch == 1):
             indices = indices[:-1]  # the NCE in-batch term needs two samples (the original divided by zero)
+        indices = distributed.shard(indices, batch_size)
         num_batches = -(-len(indices) // batch_size)
         batch_losses = torch.empty(num_batches, device=self.device)
         batch_sizes = torch.full((num_batches,), float(batch_size), device=self.device)
@@ -655,7 +686,8 @@ class Trainer:
         for batch in tqdm(range(num_batches), desc=f"{phase} epoch {epoch}", leave=False,
                           disable=not self.progress):
             rows = indices[batch * batch_size:(batch + 1) * batch_size]
-            loss = loss_of(rows)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=params["bf16"]):
+                loss = loss_of(rows)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -668,12 +700,15 @@ class Trainer:
                 non_finite = (~torch.isfinite(done)).float()
                 first_bad = torch.where(non_finite.any(), non_finite.argmax(), -1)
                 total = (done * batch_sizes[:batch + 1]).sum()
-                mean, bad = torch.stack([total / seen, first_bad.to(total.dtype)]).tolist()
+                mean, bad = torch.stack([distributed.mean_over_ranks(total / seen),
+                                         first_bad.to(total.dtype)]).tolist()
                 if bad >= 0:
                     bad = int(bad)
                     raise ValueError(self._non_finite_message(phase, epoch, bad,
                                                               indices[bad * batch_size:(bad + 1) * batch_size]))
-                logger.info(f"[%d/%d]\t{line}", seen, len(indices), mean)
+                if not math.isfinite(mean):  # under torchrun: another process's loss (its error names it)
+                    raise ValueError(f"{phase} epoch {epoch}: the loss of another process is not finite")
+                logger.info(f"[%d/%d]\t{line}", seen * world, len(indices) * world, mean)
         return mean
 
     def _non_finite_message(self, phase, epoch, batch, rows):
@@ -703,6 +738,7 @@ class Trainer:
                              f"written. Lower the learning rate (--lr / --unsuper_lr) or check the checkpoint "
                              f"{self.params['model_file_name']}")
 
+    @distributed.main_only
     def _save(self, path, phase):
         self._check_model_finite(f"the checkpoint {path}")
         logger.info("Saving output model to %s", path)
@@ -718,6 +754,7 @@ class Trainer:
             return flag + f" fewshot-ratio{self.params['train_sample_ratio']:.3f} "
         return flag
 
+    @distributed.main_only
     def run_eval_final(self, flag="", epoch=None):
         """Rank the evaluation split (invalid entries kept) by the image predictions alone ("No prior"), then by
         image × prior: the location encoder, or the baseline named by --spa_enc_type. Returns {method: result}."""
@@ -749,6 +786,7 @@ class Trainer:
             logger.warning("%s", note)
         return baselines.make_baseline(params["spa_enc_type"], locs, classes, params["num_classes"], hyper_params)
 
+    @distributed.main_only
     def run_eval_spa_enc_only(self, flag="LocEnc ", load_model=True, epoch=None):
         """Rank the val split (invalid entries removed) by the location encoder alone; with `load_model` first
         reload the fine-tuned checkpoint, when this run wrote or loaded it (the original saved the model in memory
@@ -817,6 +855,7 @@ class Trainer:
             "evaluations": self.evaluations,
         }
 
+    @distributed.main_only
     def write_results(self):
         """Write `results` as JSON (atomically) to `….results.json` next to the log.
 
@@ -830,6 +869,7 @@ class Trainer:
         text = json.dumps(self.results, indent=1).encode()
         atomic_write(self.results_file, lambda handle: handle.write(text))
 
+    @distributed.main_only
     def write_ranks(self):
         """Write the per-sample ranks of the final evaluation to `….ranks.npz` (atomically).
 

@@ -10,7 +10,7 @@ from paths import MAIN_DIR
 def test_every_original_flag_is_parsed_with_its_default():
     parser = make_args_parser()
     params = vars(parser.parse_args([]))
-    # the 63 flags of the original parser; this project's own are marked "(new)" in their help
+    # the 63 flags of the original parser, plus those this project added, marked "(new)"
     assert len([a for a in parser._actions if a.dest != "help" and not a.help.startswith("(new)")]) == 63
     assert params["spa_enc_type"] == "gridcell" and params["min_radius"] == 1e-6 and params["max_radius"] == 1.0
     assert params["unsuper_temp_inbatch"] == 1 and params["map_range"] == [-180, 180, -90, 90]

@@ -352,3 +352,24 @@ def test_given_negatives_of_the_wrong_shape_and_tiny_nce_batches_are_clear_error
     params["unsuper_loss"] = "contsoftmax"
     with pytest.raises(ValueError, match="needs a model with `img_dec`"):
         losses.unsuper_loss(build_model(default_params(SMALL), C, U), locs, img, params)
+
+
+@pytest.mark.parametrize("loss", ["contsoftmax", "imgcontlosssimcse", "full_loss_user"])
+def test_bf16_autocast_stays_near_float32_with_float32_gradients(loss):
+    params = default_params(SMALL + (["--unsuper_loss", loss] if loss in losses.UNSUPER_LOSSES
+                                     else ["--train_loss", loss]))
+    params["num_classes"] = C
+    torch.manual_seed(0)
+    model = build_model(params, C, U, cnn_feat_dim=IMG).train()
+    locs, img, neg, classes, users = _batch()
+
+    def value():
+        if loss in losses.UNSUPER_LOSSES:
+            return losses.unsuper_loss(model, locs, img, params, neg_locs=neg)
+        return losses.embedding_loss(model, locs, classes, users, params, neg_locs=neg[:B])
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = value()
+    grads = _gradients(model, low)
+    assert low.dtype == torch.float32 and low.item() == pytest.approx(value().item(), rel=2e-2)
+    assert all(grad.dtype == torch.float32 and grad.isfinite().all() for grad in grads.values())

@@ -1,0 +1,142 @@
+"""Training image features on the device, or left in their memory-mapped file and read batch by batch
+(`--feature_storage`), so that feature files larger than the memory train.
+
+* `device`: the whole (N, F) array is one tensor on the run's device (on the CPU a memory map of the file itself when
+  no row was dropped, no copy; to a GPU it is sent in chunks of `CHUNK_BYTES`).
+* `mapped`: the features stay in the file (`np.load(mmap_mode='r')`); each batch's rows are read by index, in file
+  order, and on a GPU copied through pinned host memory with a non-blocking copy.
+* `auto`: `device` when the array takes at most `FIT_FRACTION` of the device's free memory (a GPU's free memory, or
+  the host's available memory for the CPU), else `mapped`.
+
+`datasets.load_dataset` leaves a subset of a feature file's rows (the file has entries the training split drops)
+in the file as `FileRows` when it would not fit in the host's memory this way, or when `--feature_storage mapped`.
+"""
+import os
+
+import numpy as np
+import torch
+
+STORAGES = ("auto", "device", "mapped")
+FIT_FRACTION = 0.5
+CHUNK_BYTES = 256 << 20
+
+
+def available_memory(device):
+    """Bytes free on `device` (torch.device): a GPU's free memory, or the host's MemAvailable for the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def fits(nbytes, device):
+    """True when `nbytes` take at most FIT_FRACTION of what `device` (a torch.device) has free."""
+    return nbytes <= FIT_FRACTION * available_memory(device)
+
+
+def stays_in_file(storage, nbytes):
+    """Whether a loader leaves features of `nbytes` (as float32) in their file: `--feature_storage` mapped, or auto
+    when they do not fit in the host's memory."""
+    return storage == "mapped" or (storage == "auto" and not fits(nbytes, torch.device("cpu")))
+
+
+class FileRows:
+    """Rows `rows` of a memory-mapped (M, F) feature array, read only when indexed: an (N, F) float32 array-like.
+
+    array: the memory map (any float dtype); rows: (N,) int64 positions in it, ascending."""
+
+    def __init__(self, array, rows):
+        self.array, self.rows = array, np.asarray(rows, dtype=np.int64)
+        self.shape, self.dtype = (len(self.rows), array.shape[1]), np.dtype(np.float32)
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        """Rows `index` (int array, or a slice) as an float32 array, read from the file."""
+        return np.asarray(self.array[self.rows[index]], dtype=np.float32)
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.empty(self.shape, np.float32)
+        step = max(1, CHUNK_BYTES // max(1, 4 * self.shape[1]))
+        for start in range(0, len(self), step):
+            out[start:start + step] = self[start:start + step]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+
+class MappedFeatures:
+    """Features left in host memory or in their file, gathered per batch: `features[rows]` with `rows` an int64
+    tensor (any device) gives the (len(rows), F) float32 tensor on `device`.
+
+    source: an (N, F) numpy array, memory map or `FileRows`. The rows are read in ascending order (sequential reads
+    of the file) into a pinned buffer when `device` is a GPU, two of them used in turn, and copied without blocking;
+    a buffer is reused only after its copy finished."""
+
+    def __init__(self, source, device):
+        self.source, self.device, self.shape = source, device, tuple(source.shape)
+        self.pinned = device.type == "cuda"
+        self._buffers, self._events, self._turn = [None, None], [None, None], 0
+
+    def __len__(self):
+        return self.shape[0]
+
+    def _host(self, count):
+        """A (count, F) float32 host tensor to read into: pinned (taking turns) on a GPU run."""
+        if not self.pinned:
+            return torch.empty((count, self.shape[1]), dtype=torch.float32)
+        turn = self._turn = 1 - self._turn
+        if self._events[turn] is not None:
+            self._events[turn].synchronize()
+        if self._buffers[turn] is None or len(self._buffers[turn]) < count:
+            self._buffers[turn] = torch.empty((count, self.shape[1]), dtype=torch.float32, pin_memory=True)
+        return self._buffers[turn][:count]
+
+    def __getitem__(self, rows):
+        index = rows.cpu().numpy() if torch.is_tensor(rows) else np.asarray(rows)
+        order = np.argsort(index, kind="stable")
+        host = self._host(len(index))
+        host.numpy()[order] = self.source[index[order]]
+        if not self.pinned:
+            return host
+        out = host.to(self.device, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._events[self._turn] = event
+        return out
+
+
+def _to_device(source, device):
+    """The whole (N, F) source as one float32 tensor on `device`: no copy for a float32 array on the CPU; to a GPU
+    chunk by chunk, so that a memory map or `FileRows` is never held whole in host memory."""
+    if device.type == "cpu":
+        array = np.asarray(source)
+        return torch.from_numpy(array if array.dtype == np.float32 else array.astype(np.float32))
+    out = torch.empty(tuple(source.shape), dtype=torch.float32, device=device)
+    step = max(1, CHUNK_BYTES // max(1, 4 * source.shape[1]))
+    for start in range(0, len(out), step):
+        chunk = np.asarray(source[start:start + step], dtype=np.float32)
+        out[start:start + len(chunk)] = torch.from_numpy(chunk).to(device)
+    return out
+
+
+def training_features(source, device, storage="auto"):
+    """The training features as `--feature_storage` asks: None for None, a tensor on `device` (`device`) or a
+    `MappedFeatures` (`mapped`); `auto` chooses `device` when they fit (see the module's docstring). Both answer
+    `features[rows]` (rows: an int64 tensor) with a (len(rows), F) float32 tensor on `device`, and `.shape`.
+
+    Raises ValueError for an unknown `storage`."""
+    if storage not in STORAGES:
+        raise ValueError(f"--feature_storage {storage!r} is unknown; use one of {', '.join(STORAGES)}")
+    if source is None:
+        return None
+    if storage == "auto" and device.type == "cpu":
+        storage = "mapped" if isinstance(source, FileRows) else "device"
+    elif storage == "auto":
+        storage = "device" if fits(4 * source.shape[0] * source.shape[1], device) else "mapped"
+    return _to_device(source, device) if storage == "device" else MappedFeatures(source, device)

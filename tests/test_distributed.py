@@ -1,0 +1,188 @@
+"""Two processes (gloo, CPU) against one: the global-batch losses, whole runs, and a resumed run.
+
+The two worker processes are spawned once per module (`two_processes`): each joins the process group from
+torchrun's environment variables, runs every scenario and leaves what it computed in a file; the tests compare that
+with one process doing the same at the global batch.
+"""
+import faulthandler
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import checkpoints
+import distributed
+import losses
+import train_unsuper
+from arguments import default_params
+from models import build_model
+from synthetic_data import write_synthetic_dataset
+from trainer import FINETUNING, PRETRAINING
+
+WORLD, B, K, IMG, C, U = 2, 6, 2, 12, 5, 3
+LOSS_FLAGS = ["--frequency_num", "4", "--hidden_dim", "32", "--num_filts", "16", "--dropout", "0",
+              "--num_neg_rand_loc", str(K), "--rand_sample_weight", "0.7", "--simcse_weight", "0.3",
+              "--unsuper_temp_inbatch", "2", "--unsuper_temp_negloc", "0.5", "--neg_rand_type", "sphericalold"]
+LOSSES = ("contsoftmaxsym", "imgcontlosssimcse", "l2regress", "full_loss_user")
+# a yfcc-style run (no invalid rows, so the row count is exact): 240 training rows; at 2 × 32 the last global
+# batch has 48 rows, split 24 + 24. No dropout and no random-location term: the runs draw nothing per rank.
+RUN_FLAGS = ("--dataset yfcc --device cpu --spa_enc_type gridcell --frequency_num 4 --max_radius 360 "
+             "--min_radius 0.1 --hidden_dim 32 --num_filts 16 --unsuper_loss contsoftmax --simcse_weight 1 "
+             "--unsuper_temp_inbatch 5 --rand_sample_weight 0 --dropout 0 --unsuper_lr 0.01 --lr 0.01 "
+             "--eval_frequency 100 --do_unsuper_train T --do_super_train T").split()
+PER_RANK_BATCH = 32
+HANG_S = 300
+
+
+def _inputs(loss):
+    """Model and one global batch (2·B rows) for `loss`, the same in every process."""
+    params = default_params(LOSS_FLAGS)
+    params["unsuper_loss" if loss in losses.UNSUPER_LOSSES else "train_loss"] = loss
+    params["num_classes"] = C
+    torch.manual_seed(0)
+    model = build_model(params, C, U, cnn_feat_dim=IMG)
+    gen = torch.Generator().manual_seed(1)
+    n = WORLD * B
+    locs = torch.rand(n, 2, generator=gen) * torch.tensor([360.0, 180.0]) - torch.tensor([180.0, 90.0])
+    feats = torch.randn(n, IMG, generator=gen)
+    negs = losses.rand_samples(K * n, "cpu", "sphericalold", generator=gen)
+    classes = torch.randint(0, C, (n,), generator=gen)
+    users = torch.randint(0, U, (n,), generator=gen)
+    return model, params, locs, feats, negs, classes, users
+
+
+def _loss(step, loss, params, locs, feats, negs, classes, users):
+    if loss in losses.UNSUPER_LOSSES:
+        return step(losses.unsuper_loss, locs, feats, params, negs)
+    return step(losses.embedding_loss, locs, classes, users, params, negs[:len(locs)])
+
+
+def _one_step(loss):
+    """(loss, {parameter: gradient}) of one step on this rank's slice of the global batch (one process: all)."""
+    model, params, locs, feats, negs, classes, users = _inputs(loss)
+    rank, world = distributed.rank(), distributed.world_size()
+    mine = slice(rank * B, (rank + 1) * B) if world > 1 else slice(None)
+    b = len(locs) // world
+    # negatives: row k·b + i is negative k of sample i, of this rank's samples
+    negs = negs.view(K, WORLD * B, 2)[:, mine].reshape(K * b, 2)
+    step = distributed.parallel(model)
+    value = _loss(step, loss, params, locs[mine], feats[mine], negs, classes[mine], users[mine])
+    value.backward()
+    return distributed.mean_over_ranks(value.detach()).item(), \
+        {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def _run(model_dir, batch_size, *extra):
+    """{phases: epochs done and run, pre-training and fine-tuned weights} of a run."""
+    results = train_unsuper.main(RUN_FLAGS + ["--model_dir", str(model_dir), "--batch_size", str(batch_size),
+                                              *extra], console=False)
+    files = results["files"]
+    return {"phases": results["phases"],
+            **{key: checkpoints.load_checkpoint(files[key + "_file_name"])["state_dict"]
+               for key in ("unsuper_model", "model") if os.path.isfile(files[key + "_file_name"])}}
+
+
+def _worker(rank, port, data_dir, out_dir):
+    faulthandler.dump_traceback_later(HANG_S, exit=True)  # a rank that waits for ever fails the test instead
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), CSP_DATA_DIR=str(data_dir))
+    torch.set_num_threads(1)
+    distributed.setup(torch.device("cpu"))
+    out = {"steps": {loss: _one_step(loss) for loss in LOSSES}, "rank_seed": distributed.rank_seed(7),
+           "shard": distributed.shard(torch.arange(11), 2).tolist()}
+    load = ["--load_unsuper_model", "T", "--load_super_model", "T"]
+    out["equal"] = _run(out_dir / "equal", PER_RANK_BATCH, "--num_epochs_unsuper", "2", "--num_epochs", "2")
+    out["whole"] = _run(out_dir / "whole", PER_RANK_BATCH, "--num_epochs_unsuper", "2", "--num_epochs", "3")
+    out["parts"] = [
+        _run(out_dir / "parts", PER_RANK_BATCH, "--num_epochs_unsuper", "1", "--do_super_train", "F"),
+        _run(out_dir / "parts", PER_RANK_BATCH, "--num_epochs_unsuper", "2", "--num_epochs", "2", *load),
+        _run(out_dir / "parts", PER_RANK_BATCH, "--num_epochs_unsuper", "2", "--num_epochs", "3", *load)]
+    torch.save(out, out_dir / f"rank{rank}.pt")
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_synthetic_dataset("yfcc", root, num_train=240, num_val=60, num_classes=10, feat_dim=16)
+    return root
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory, data_dir):
+    """What each of the two worker processes computed: [rank 0's, rank 1's], and their folder."""
+    out_dir = tmp_path_factory.mktemp("two")
+    mp.spawn(_worker, args=(_free_port(), data_dir, out_dir), nprocs=WORLD)
+    return [torch.load(out_dir / f"rank{r}.pt") for r in range(WORLD)], out_dir
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_one_step_loss_and_gradients_equal_one_process_at_the_global_batch(two_processes, loss):
+    ranks, _ = two_processes
+    value, grads = _one_step(loss)
+    for rank_value, rank_grads in (r["steps"][loss] for r in ranks):
+        assert rank_value == pytest.approx(value, abs=1e-6)
+        assert rank_grads.keys() == grads.keys()  # unused heads get no gradient, as in one process
+        for name, grad in grads.items():
+            torch.testing.assert_close(rank_grads[name], grad, rtol=0, atol=1e-6, msg=name)
+
+
+def _assert_weights_close(actual, expected, atol):
+    assert actual.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=atol, msg=name)
+
+
+def test_two_processes_end_with_the_weights_of_one_process_at_twice_the_batch(two_processes, tmp_path,
+                                                                            monkeypatch, data_dir):
+    ranks, _ = two_processes
+    monkeypatch.setenv("CSP_DATA_DIR", str(data_dir))
+    one = _run(tmp_path, 2 * PER_RANK_BATCH, "--num_epochs_unsuper", "2", "--num_epochs", "2")
+    two = ranks[0]["equal"]
+    assert two["phases"] == one["phases"]
+    for key in ("unsuper_model", "model"):
+        _assert_weights_close(two[key], one[key], atol=1e-5)
+    # both phases moved the weights (8 steps each) by far more than the tolerance
+    assert (one["model"]["class_emb.weight"] - one["unsuper_model"]["class_emb.weight"]).abs().max() > 1e-2
+
+
+def test_a_stopped_two_process_run_resumes_as_the_uninterrupted_one(two_processes):
+    ranks, out_dir = two_processes
+    parts = ranks[0]["parts"]
+    assert [p["phases"][PRETRAINING]["epochs_run"] for p in parts] == [1, 1, 0]
+    assert [p["phases"][FINETUNING]["epochs_run"] for p in parts] == [0, 2, 1]
+    _assert_weights_close(parts[-1]["model"], ranks[0]["whole"]["model"], atol=1e-6)
+    # rank 0 alone logs: each epoch once in the log the three parts appended to
+    log = next((out_dir / "parts").glob("*.log")).read_text()
+    assert log.count("Unsupervised Training Epoch\t0") == 1 and log.count("\nEpoch\t2") == 1
+
+
+def test_ranks_draw_their_own_random_numbers_and_disjoint_equal_shards(two_processes):
+    ranks, _ = two_processes
+    assert ranks[0]["rank_seed"] == 7 != ranks[1]["rank_seed"]  # rank 0 draws as one process
+    # 11 rows as global batches of 2 × 2: [0 1 | 2 3], [4 5 | 6 7], then 3 rows: one each, row 10 left out
+    assert [r["shard"] for r in ranks] == [[0, 1, 4, 5, 8], [2, 3, 6, 7, 9]]
+
+
+def test_one_process_is_left_alone():
+    assert (distributed.world_size(), distributed.rank(), distributed.is_main()) == (1, 0, True)
+    rows = torch.arange(11)
+    assert distributed.shard(rows, 2) is rows
+    assert distributed.rank_seed(7) == 7
+    tensor = torch.ones(3, requires_grad=True)
+    assert distributed.gather(tensor) is tensor and distributed.mean_over_ranks(tensor) is tensor
+
+
+def test_incomplete_torchrun_environment_is_named(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    with pytest.raises(ValueError, match="MASTER_PORT"):
+        distributed.setup(torch.device("cpu"))
