@@ -243,10 +243,11 @@ class FeatureFile:
                 logger.warning("%s: %d images could not be read (%s); their rows are left out", obs.path,
                                self.unreadable.sum(), side["unreadable"])
 
-    def read(self, table_rows, what):
+    def read(self, table_rows, what, storage="device"):
         """Features of the given table rows, (len, F) float32: a (copy-on-write) memory map when they are
         consecutive rows of the file, in order (e.g. a table sorted by split), else read chunk by chunk (only the
-        result is held)."""
+        result is held), or left in the file as `feature_store.FileRows` where `storage` (--feature_storage) says
+        so (`datasets._read_rows`)."""
         file_rows = self.rows[table_rows]
         first = file_rows[0]
         if np.array_equal(file_rows, np.arange(first, first + len(file_rows))):
@@ -260,7 +261,7 @@ class FeatureFile:
             feats = self.read(table_rows[order], what)
             return feats[np.argsort(order)]
         return datasets._read_rows(DATASET, self.path, file_rows, self.num_rows, None,
-                                   Path(extract_features.side_files(self.path)["rows"]), what)
+                                   Path(extract_features.side_files(self.path)["rows"]), what, storage)
 
 
 def _predictions(path, obs, num_classes):
@@ -313,7 +314,7 @@ def load_own_dataset(params, eval_split, train_remove_invalid, eval_remove_inval
         part = datasets.Split(split, obs.locs[rows], obs.classes[rows], obs.users[rows], obs.dates[rows], rows,
                               np.ones(len(rows), np.int64), obs.ids[rows] if params["load_img"] else None)
         if want_feats:
-            part.feats = feature_file.read(rows, f"{split} image features")
+            part.feats = feature_file.read(rows, f"{split} image features", params.get("feature_storage", "auto"))
         if load_cnn_predictions and split == eval_split:
             part.preds = (np.asarray(_predictions(user_preds, obs, num_classes)[rows], np.float32) if user_preds
                           else _probe_predictions(params, feature_file, splits[0], rows, num_classes))

@@ -15,6 +15,7 @@ from PIL import Image
 
 import arguments
 import extract_features
+import feature_store
 import models
 import own_data
 import plots
@@ -305,3 +306,13 @@ def test_dates_are_fractions_of_the_year(tmp_path):
     np.testing.assert_allclose(own_data.Observations(tmp_path / "obs.parquet").dates[:2], [0.0, 182 / 365], atol=1e-6)
     with pytest.raises(ValueError, match="column 'date', rows 1: not a date"):
         own_data.Observations(write(tmp_path, {**GOOD, "date": ["2021-01-01", "soon", ""]}))
+
+
+def test_feature_storage_mapped_leaves_the_training_features_in_the_file(own, tmp_path):
+    params = arguments.default_params(["--dataset", "custom", "--data_table", str(own / "obs.csv"), "--features",
+                                       str(own / "out" / "feats.npy"), "--model_dir", str(tmp_path),
+                                       "--feature_storage", "mapped"])
+    data = own_data.load_own_dataset(params, "val", True, True, load_cnn_features_train=True)
+    assert isinstance(data.train.feats, feature_store.FileRows)
+    whole = np.load(own / "out" / "feats.npy")
+    np.testing.assert_array_equal(data.train.feats[np.arange(5)], whole[data.train.inds[:5]])
