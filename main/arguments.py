@@ -10,7 +10,7 @@ import sys
 
 import torch
 
-from paths import MAIN_DIR
+from .paths import MAIN_DIR
 
 DEFAULT_MODEL_DIR = "../models/"
 BOOL_FLAGS = (

@@ -18,9 +18,11 @@ import time
 import numpy as np
 import torch
 
-from arguments import default_params, resolve_device, run_command
-from encoders import SPATIAL_ENCODERS
-from models import build_model
+if not __package__:  # run as a script (`python benchmark_encoders.py`): its folder is imported as the package csp
+    __package__ = __import__("as_package").PACKAGE
+from .arguments import default_params, resolve_device, run_command
+from .encoders import SPATIAL_ENCODERS
+from .models import build_model
 
 INAT_FLAGS = ["--frequency_num", "32", "--min_radius", "0.1", "--max_radius", "360", "--num_hidden_layer", "1",
               "--hidden_dim", "512", "--num_filts", "256", "--spa_f_act", "leakyrelu"]

@@ -29,9 +29,11 @@ import torch
 import torchvision
 from PIL import Image
 
-import extract_features
-import own_data
-from arguments import default_params, run_command
+if not __package__:  # run as a script (`python benchmark_extraction.py`): its folder is imported as the package csp
+    __package__ = __import__("as_package").PACKAGE
+from . import extract_features
+from . import own_data
+from .arguments import default_params, run_command
 
 
 def peak_rss_mib():

@@ -16,10 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import land_mask
-import plots
-from arguments import default_params, resolve_device, run_command
-from models import build_model
+if not __package__:  # run as a script (`python benchmark_maps.py`): its folder is imported as the package csp
+    __package__ = __import__("as_package").PACKAGE
+from . import land_mask
+from . import plots
+from .arguments import default_params, resolve_device, run_command
+from .models import build_model
 
 INAT_SCRIPT_ENCODER = ["--spa_enc_type", "gridcell", "--frequency_num", "32", "--max_radius", "360",
                        "--min_radius", "0.1", "--num_hidden_layer", "1", "--hidden_dim", "512",

@@ -20,11 +20,13 @@ import shutil
 import time
 from pathlib import Path
 
-import arguments
-import train_unsuper
-from benchmark_training import SCRIPT, steps_per_second
-from synthetic_data import write_synthetic_dataset
-from trainer import PRETRAINING, Trainer
+if not __package__:  # run as a script (`python benchmark_memory.py`): its folder is imported as the package csp
+    __package__ = __import__("as_package").PACKAGE
+from . import arguments
+from . import train_unsuper
+from .benchmark_training import SCRIPT, steps_per_second
+from .synthetic_data import write_synthetic_dataset
+from .trainer import PRETRAINING, Trainer
 
 
 def _memory():

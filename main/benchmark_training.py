@@ -22,10 +22,12 @@ from pathlib import Path
 
 import torch
 
-import arguments
-import train_unsuper
-from synthetic_data import write_synthetic_dataset
-from trainer import FINETUNING, PRETRAINING, Trainer
+if not __package__:  # run as a script (`python benchmark_training.py`): its folder is imported as the package csp
+    __package__ = __import__("as_package").PACKAGE
+from . import arguments
+from . import train_unsuper
+from .synthetic_data import write_synthetic_dataset
+from .trainer import FINETUNING, PRETRAINING, Trainer
 
 SCRIPT = Path(__file__).resolve().parent.parent / "run-inat_2018-contsoftmax.sh"
 INAT_SIZES = {"num_train": 437513, "num_val": 24426}

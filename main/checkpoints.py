@@ -12,8 +12,8 @@ from decimal import Decimal
 import numpy as np
 import torch
 
-from baselines import BASELINE_NAMES
-from paths import atomic_write
+from .baselines import BASELINE_NAMES
+from .paths import atomic_write
 
 try:
     from numpy._core.multiarray import scalar as _numpy_scalar

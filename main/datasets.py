@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-import feature_store
-import paths
+from . import feature_store
+from . import paths
 
 logger = logging.getLogger(__name__)
 
@@ -643,7 +643,7 @@ def load_dataset(params, eval_split, train_remove_invalid, eval_remove_invalid, 
     """
     dataset = params["dataset"]
     if dataset == "custom":  # your own table of observations and features (own_data.py imports this module)
-        import own_data
+        from . import own_data
         return own_data.load_own_dataset(params, eval_split, train_remove_invalid, eval_remove_invalid,
                                          load_cnn_predictions, load_cnn_features, load_cnn_features_train)
     if dataset not in DATASET_INFO:

@@ -33,12 +33,14 @@ from pathlib import Path
 
 import numpy as np
 
-import demo_data
-import land_mask
-import plots
-import train_unsuper
-from tables import final_top1
-from arguments import default_params, run_command
+if not __package__:  # run as a script (`python demo.py`): its folder is imported as the package csp
+    __package__ = __import__("as_package").PACKAGE
+from . import demo_data
+from . import land_mask
+from . import plots
+from . import train_unsuper
+from .tables import final_top1
+from .arguments import default_params, run_command
 
 logger = logging.getLogger(__name__)
 

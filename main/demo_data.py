@@ -36,10 +36,12 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-import efficientnet_lite
-import extract_features
-from arguments import run_command
-from paths import package_file
+if not __package__:  # run as a script (`python demo_data.py`): its folder is imported as the package csp
+    __package__ = __import__("as_package").PACKAGE
+from . import efficientnet_lite
+from . import extract_features
+from .arguments import run_command
+from .paths import package_file
 
 logger = logging.getLogger(__name__)
 

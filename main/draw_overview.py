@@ -11,7 +11,10 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
-from arguments import run_command
+
+if not __package__:  # run as a script (`python draw_overview.py`): its folder is imported as the package csp
+    __package__ = __import__("as_package").PACKAGE
+from .arguments import run_command
 
 WIDTH, HEIGHT = 16.0, 9.6
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "image" / "model_overview.png"

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import tables
-import train_unsuper
-from trainer import read_results
+from . import tables
+from . import train_unsuper
+from .trainer import read_results
 
 logger = logging.getLogger(__name__)
 

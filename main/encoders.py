@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import position_encodings as pe
-import sphere_encodings as se
+from . import position_encodings as pe
+from . import sphere_encodings as se
 
 ACTIVATIONS = {
     "leakyrelu": lambda: nn.LeakyReLU(negative_slope=0.2),

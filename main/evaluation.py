@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models import eval_mode
+from .models import eval_mode
 
 logger = logging.getLogger(__name__)
 

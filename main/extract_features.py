@@ -42,9 +42,11 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-import efficientnet_lite
-from arguments import resolve_device, run_command
-from paths import atomic_write
+if not __package__:  # run as a script (`python extract_features.py`): its folder is imported as the package csp
+    __package__ = __import__("as_package").PACKAGE
+from . import efficientnet_lite
+from .arguments import resolve_device, run_command
+from .paths import atomic_write
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-import paths
+from . import paths
 
 logger = logging.getLogger(__name__)
 

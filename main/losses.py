@@ -25,8 +25,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-import distributed
-from models import eval_mode
+from . import distributed
+from .models import eval_mode
 
 BCE_EPS = 1e-5
 NEG_RAND_TYPES = ("spherical", "sphericalold", "uniform")

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
-import checkpoints
-import peer_checkpoints
-import position_encodings as pe
-from arguments import resolve_device
-from encoders import Dropout, build_spatial_encoder
+from . import checkpoints
+from . import peer_checkpoints
+from . import position_encodings as pe
+from .arguments import resolve_device
+from .encoders import Dropout, build_spatial_encoder
 
 logger = logging.getLogger(__name__)
 

@@ -35,11 +35,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import datasets
-import extract_features
-import linear_probe
-import sampling
-from paths import atomic_write
+from . import datasets
+from . import extract_features
+from . import linear_probe
+from . import sampling
+from .paths import atomic_write
 
 logger = logging.getLogger(__name__)
 

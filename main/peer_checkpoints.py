@@ -12,7 +12,7 @@ TorchSpatial saves the same {'epoch', 'state_dict', 'optimizer', 'params'} dict 
   the US box (-162, -59, 20, 56) and stored; it is used as stored.
 Numpy scalars in its params (rbf anchor ids) load through `checkpoints.NUMPY_SCALAR_GLOBALS`, an allow-list.
 """
-import encoders
+from . import encoders
 
 TORCHSPATIAL_NAMES = {
     "Space2Vec-grid": "gridcell",

@@ -23,11 +23,13 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import AgglomerativeClustering
 from torch.nn import functional as F
 
-import datasets
-import land_mask
-import models
-from arguments import default_params, run_command
-from trainer import CHECKPOINT_PHASE_KEY, PRETRAINING
+if not __package__:  # run as a script (`python plots.py`): its folder is imported as the package csp
+    __package__ = __import__("as_package").PACKAGE
+from . import datasets
+from . import land_mask
+from . import models
+from .arguments import default_params, run_command
+from .trainer import CHECKPOINT_PHASE_KEY, PRETRAINING
 
 logger = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import paths
+from . import paths
 
 logger = logging.getLogger(__name__)
 

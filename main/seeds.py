@@ -15,9 +15,11 @@ import argparse
 import logging
 import os
 
-import arguments
-import train_unsuper
-from tables import final_top1, flag_names, mean_spread, seed_dir
+if not __package__:  # run as a script (`python seeds.py`): its folder is imported as the package csp
+    __package__ = __import__("as_package").PACKAGE
+from . import arguments
+from . import train_unsuper
+from .tables import final_top1, flag_names, mean_spread, seed_dir
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from position_encodings import sin_cos
+from .position_encodings import sin_cos
 
 DEG = math.pi / 180.0
 

@@ -22,8 +22,10 @@ import pandas as pd
 from scipy import sparse
 from tqdm import tqdm
 
-import datasets
-from arguments import run_command
+if not __package__:  # run as a script (`python synthetic_data.py`): its folder is imported as the package csp
+    __package__ = __import__("as_package").PACKAGE
+from . import datasets
+from .arguments import run_command
 
 logger = logging.getLogger(__name__)
 

@@ -50,14 +50,16 @@ from typing import Optional
 
 import pandas as pd
 
-import checkpoints
-import datasets
-import paths
-import train_unsuper
-from arguments import default_params, run_command
-from run_flags import FINETUNING_FLAGS, describe, flag_differences
-from evaluation import overall_top1
-from trainer import output_file_names, read_results
+if not __package__:  # run as a script (`python tables.py`): its folder is imported as the package csp
+    __package__ = __import__("as_package").PACKAGE
+from . import checkpoints
+from . import datasets
+from . import paths
+from . import train_unsuper
+from .arguments import default_params, run_command
+from .run_flags import FINETUNING_FLAGS, describe, flag_differences
+from .evaluation import overall_top1
+from .trainer import output_file_names, read_results
 
 logger = logging.getLogger(__name__)
 
@@ -497,7 +499,7 @@ def main(argv=None):
     _log_to_console()
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["encoders"]:
-        import encoder_table     # it builds on this module
+        from . import encoder_table     # it builds on this module
         return encoder_table.main(argv[1:])
     args, overrides = make_parser().parse_known_args(argv)
     overrides = [word for word in overrides if word != "--"]

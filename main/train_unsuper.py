@@ -9,8 +9,10 @@ Top-1s). The run scripts at the repository's top level
 import shlex
 import sys
 
-import arguments
-from trainer import Trainer
+if not __package__:  # run as a script (`python train_unsuper.py`): its folder is imported as the package csp
+    __package__ = __import__("as_package").PACKAGE
+from . import arguments
+from .trainer import Trainer
 
 
 def main(argv=None, console=True, progress=None):

@@ -43,22 +43,22 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-import baselines
-import checkpoints
-import datasets
-import distributed
-import evaluation
-import feature_store
-import losses
-import models
-import position_encodings
-import run_flags
-import sampling
-from arguments import default_params, resolve_device
-from encoders import ACTIVATIONS, SPATIAL_ENCODERS
-from paths import atomic_write, remove_stale_temporaries
-from progress import PhaseProgress
-from run_lock import RunLock
+from . import baselines
+from . import checkpoints
+from . import datasets
+from . import distributed
+from . import evaluation
+from . import feature_store
+from . import losses
+from . import models
+from . import position_encodings
+from . import run_flags
+from . import sampling
+from .arguments import default_params, resolve_device
+from .encoders import ACTIVATIONS, SPATIAL_ENCODERS
+from .paths import atomic_write, remove_stale_temporaries
+from .progress import PhaseProgress
+from .run_lock import RunLock
 
 logger = logging.getLogger(__name__)
 

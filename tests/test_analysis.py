@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-import analysis
+from csp import analysis
 
 # Hand-checked toy: band [-90, -80) holds sample 0, [-80, -70) samples 1-2 (-80 is a lower edge), the last band
 # [80, 90] samples 3-4 (lat = 90 included), sample 5 has no location.

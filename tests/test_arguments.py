@@ -3,8 +3,8 @@ import importlib
 
 import pytest
 
-from arguments import BOOL_FLAGS, default_params, describe_error, make_args_parser, resolve_device
-from paths import MAIN_DIR
+from csp.arguments import BOOL_FLAGS, default_params, describe_error, make_args_parser, resolve_device
+from csp.paths import MAIN_DIR
 
 
 def test_every_original_flag_is_parsed_with_its_default():
@@ -75,7 +75,7 @@ def test_every_option_has_help_text_and_its_default_in_help(module, monkeypatch)
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", caught)
     monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", caught)
     with pytest.raises(_Parser) as excinfo:
-        importlib.import_module(module).main([])
+        importlib.import_module(f"csp.{module}").main([])
     parsers = [excinfo.value.args[0]]
     for action in parsers[0]._actions:
         if isinstance(action, argparse._SubParsersAction):

@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 import torch
 
-import arguments
-import paths
-import train_unsuper
-from run_lock import RunLock
-from synthetic_data import write_synthetic_dataset
+from csp import arguments
+from csp import paths
+from csp import train_unsuper
+from csp.run_lock import RunLock
+from csp.synthetic_data import write_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ("--dataset fmow --inat2018_resolution pretrain --unsuper_loss contsoftmax --do_unsuper_train T "

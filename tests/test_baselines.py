@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-import baselines as bl
+from csp import baselines as bl
 
 
 @pytest.fixture(scope="module")

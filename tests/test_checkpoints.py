@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-import checkpoints
-import models
-from arguments import default_params
-from checkpoints import (epoch_file_name, find_checkpoint, load_checkpoint, load_state, log_file_name,
+from csp import checkpoints
+from csp import models
+from csp.arguments import default_params
+from csp.checkpoints import (epoch_file_name, find_checkpoint, load_checkpoint, load_state, log_file_name,
                          model_file_names, save_checkpoint)
 
 

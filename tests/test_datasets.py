@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from scipy import sparse
 
-import arguments
-import datasets
-import evaluation
-import synthetic_data
+from csp import arguments
+from csp import datasets
+from csp import evaluation
+from csp import synthetic_data
 
 ALL = ("inat_2018", "inat_2017", "fmow", "birdsnap", "nabirds", "yfcc")
 NUM_CLASSES, FEAT_DIM = 12, 8
@@ -342,7 +342,7 @@ def test_bad_training_coordinates_are_counted_dropped_and_logged(tmp_path, monke
     monkeypatch.setenv("CSP_DATA_DIR", str(tmp_path))
     train = TRAIN + [(15, 200.0, 0.0, 5, 0.1, 0), (16, 0.0, -91.0, 5, 0.1, 0), (17, 5.0, None, 5, 0.1, 0)]
     write_fmow(tmp_path, train=train)
-    with caplog.at_level(logging.WARNING, logger="datasets"):
+    with caplog.at_level(logging.WARNING, logger="csp.datasets"):
         data = datasets.load_dataset(params_for("fmow"), "val", True, True, load_cnn_features_train=True)
     np.testing.assert_array_equal(data.train.inds, [0, 3, 4])
     np.testing.assert_array_equal(data.train.feats[:, 0], [0, 3, 4])
@@ -352,7 +352,7 @@ def test_bad_training_coordinates_are_counted_dropped_and_logged(tmp_path, monke
 def test_bad_evaluation_coordinates_become_unknown_locations(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("CSP_DATA_DIR", str(tmp_path))
     write_fmow(tmp_path, val=VAL + [(23, 181.0, 0.0, 1, 0.1, 0)])
-    with caplog.at_level(logging.WARNING, logger="datasets"):
+    with caplog.at_level(logging.WARNING, logger="csp.datasets"):
         val = datasets.load_dataset(params_for("fmow"), "val", True, False).val
     assert len(val) == 4 and np.isnan(val.locs[3]).all()
     assert "fmow val: 1 entries with NaN or out-of-range coordinates" in caplog.text
@@ -505,7 +505,7 @@ def test_swapped_lon_lat_columns_stop_the_run_naming_the_location_file(synth_roo
 def test_the_out_of_range_warning_names_the_location_file(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("CSP_DATA_DIR", str(tmp_path))
     write_fmow(tmp_path, train=TRAIN + [(15, 200.0, 0.0, 5, 0.1, 0)])
-    with caplog.at_level(logging.WARNING, logger="datasets"):
+    with caplog.at_level(logging.WARNING, logger="csp.datasets"):
         datasets.load_dataset(params_for("fmow"), "val", True, True)
     assert "train_location.json" in caplog.text and "train.json" not in caplog.text
 

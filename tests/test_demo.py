@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-import demo
-import train_unsuper
+from csp import demo
+from csp import train_unsuper
 
 TINY_BUILD = dict(n_points=400, tile_size=32, min_class_count=5, seed=3)
 SHORT = ["--num_epochs_unsuper", "2", "--num_epochs", "6", "--batch_size", "128"]

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-import demo_data
-import efficientnet_lite
-import extract_features
+from csp import demo_data
+from csp import efficientnet_lite
+from csp import extract_features
 
 TINY = dict(n_points=150, val_fraction=0.3, tile_size=32, tile_degrees=4.0, min_class_count=3, num_users=4,
             invalid_fraction=0.05, seed=3)

@@ -13,14 +13,15 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-import checkpoints
-import distributed
-import losses
-import train_unsuper
-from arguments import default_params
-from models import build_model
-from synthetic_data import write_synthetic_dataset
-from trainer import FINETUNING, PRETRAINING
+import conftest  # noqa: F401  (the package csp, also in the processes this module spawns)
+from csp import checkpoints
+from csp import distributed
+from csp import losses
+from csp import train_unsuper
+from csp.arguments import default_params
+from csp.models import build_model
+from csp.synthetic_data import write_synthetic_dataset
+from csp.trainer import FINETUNING, PRETRAINING
 
 WORLD, B, K, IMG, C, U = 2, 6, 2, 12, 5, 3
 LOSS_FLAGS = ["--frequency_num", "4", "--hidden_dim", "32", "--num_filts", "16", "--dropout", "0",

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_sample_image
 
-import efficientnet_lite
+from csp import efficientnet_lite
 
 DAISY = 985
 # ImageNet classes for the temple photo: bell cote, boathouse, castle, church, dome, monastery, mosque, palace, stupa

@@ -1,9 +1,9 @@
 import pandas as pd
 import pytest
 
-import encoder_table
-import tables
-from synthetic_data import write_synthetic_dataset
+from csp import encoder_table
+from csp import tables
+from csp.synthetic_data import write_synthetic_dataset
 from test_tables import _no_runs
 
 TINY = ["--num_epochs", "1", "--num_epochs_unsuper", "1", "--num_filts", "16", "--hidden_dim", "32",

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-import encoders
-import position_encodings as pe
-from arguments import default_params
-from encoders import SPATIAL_ENCODERS, build_spatial_encoder
-from models import build_model
+from csp import encoders
+from csp import position_encodings as pe
+from csp.arguments import default_params
+from csp.encoders import SPATIAL_ENCODERS, build_spatial_encoder
+from csp.models import build_model
 
 INAT_FLAGS = ["--frequency_num", "32", "--max_radius", "360", "--min_radius", "0.1"]
 COORDS = torch.tensor([[-180.0, -90.0], [180.0, 90.0], [0.0, 0.0], [12.345, -67.891], [-179.99, 45.5]])
@@ -238,7 +238,7 @@ def test_gpu_matches_cpu(name):
 
 
 def test_benchmark_script_runs(capsys):
-    import benchmark_encoders
+    from csp import benchmark_encoders
 
     benchmark_encoders.main(["--device", "cpu", "--encoders", "gridcell", "spherical_harmonics+siren",
                              "--batch_sizes", "8", "--warmup", "0", "--repeats", "1", "--rounds", "2"])
@@ -305,7 +305,7 @@ def test_siren_is_selectable_for_every_encoding_with_a_network():
 
 @pytest.fixture(scope="module")
 def tiny_fmow(tmp_path_factory):
-    from synthetic_data import write_synthetic_dataset
+    from csp.synthetic_data import write_synthetic_dataset
 
     root = tmp_path_factory.mktemp("data")
     write_synthetic_dataset("fmow", root, num_train=200, num_val=40, num_classes=5, feat_dim=8)
@@ -317,8 +317,8 @@ def tiny_fmow(tmp_path_factory):
 def test_seeded_one_epoch_csp_run_of_every_new_encoder(name, extra, tiny_fmow, tmp_path, monkeypatch):
     """One pre-training (CSP-MC-BLD) and one fine-tuning epoch on tiny synthetic data; the fine-tuned checkpoint
     reloads and reproduces the run's embeddings."""
-    import train_unsuper
-    from models import load_location_encoder
+    from csp import train_unsuper
+    from csp.models import load_location_encoder
 
     monkeypatch.setenv("CSP_DATA_DIR", str(tiny_fmow))
     flags = ["--dataset", "fmow", "--device", "cpu", "--model_dir", str(tmp_path), "--seed", "3",

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-import evaluation
-from arguments import default_params
-from models import build_model
+from csp import evaluation
+from csp.arguments import default_params
+from csp.models import build_model
 
 N, C = 40, 12
 
@@ -32,7 +32,7 @@ def _data(seed=0):
 
 
 def _messages(caplog):
-    return [record.getMessage() for record in caplog.records if record.name == "evaluation"]
+    return [record.getMessage() for record in caplog.records if record.name == "csp.evaluation"]
 
 
 def test_ranks_match_a_brute_force_stable_sort_with_ties_and_all_zero_rows():
@@ -75,7 +75,7 @@ def test_top_k_and_mrr_per_split_count_unscored_rows_in_the_denominator():
 
 def test_image_only_logs_the_original_lines(caplog):
     preds, classes, _ = _data()
-    with caplog.at_level(logging.INFO, logger="evaluation"):
+    with caplog.at_level(logging.INFO, logger="csp.evaluation"):
         result, ranks = evaluation.evaluate_image_only(preds, classes, np.ones(N, int), flag="(Epoch 5)")
     hits = [np.mean(_reference_ranks(preds, classes) <= k) * 100 for k in (1, 3, 5, 10)]
     assert _messages(caplog) == ["\nNo prior", f"({N},)", " Split ID: 0"] + [
@@ -87,7 +87,7 @@ def test_image_only_logs_the_original_lines(caplog):
 def test_kaggle_private_mask_gives_two_blocks_public_first(caplog):
     preds, classes, _ = _data()
     private = np.arange(N) >= 30
-    with caplog.at_level(logging.INFO, logger="evaluation"):
+    with caplog.at_level(logging.INFO, logger="csp.evaluation"):
         result, ranks = evaluation.evaluate_image_only(preds, classes, private)
     assert [line for line in _messages(caplog) if "Split" in line] == [" Split ID: 0", " Split ID: 1"]
     public, private_block = result["splits"]
@@ -116,7 +116,7 @@ def test_location_encoder_prior_with_nan_locations_falling_back_to_the_image(cap
     expected_scores = preds.astype(np.float64) * prior
     expected_scores[[3, 17]] = preds[[3, 17]]
     model.train()
-    with caplog.at_level(logging.INFO, logger="evaluation"):
+    with caplog.at_level(logging.INFO, logger="csp.evaluation"):
         result, ranks = evaluation.evaluate_with_prior(preds, classes, np.zeros(N, int), model, locs, "csp",
                                                        chunk_rows=7)
     assert model.training                                              # the mode is restored
@@ -146,7 +146,7 @@ def test_location_only_drops_nan_rows_from_the_numerator_only(caplog):
     _, classes, locs = _data(3)
     locs[:4] = np.nan
     model = build_model(default_params(["--frequency_num", "4", "--hidden_dim", "16", "--num_filts", "8"]), C, 2)
-    with caplog.at_level(logging.INFO, logger="evaluation"):
+    with caplog.at_level(logging.INFO, logger="csp.evaluation"):
         result, ranks = evaluation.evaluate_location_only(model, locs, classes, np.zeros(N, int), chunk_rows=9)
     assert _messages(caplog)[:4] == [evaluation.LOCATION_ONLY_HEADER, f"({N - 4},)", " Split ID: 0",
                                      f" Top 1\tLocEnc acc (%):   {round(np.mean(ranks.numpy() == 1) * 100, 2)}"]
@@ -190,7 +190,7 @@ def test_final_evaluation_runs_the_blocks_in_the_original_order(caplog):
     preds, classes, locs = _data(4)
     model = build_model(default_params(["--frequency_num", "4", "--hidden_dim", "16", "--num_filts", "8"]), C, 2)
     fitted = [_FlatBaseline("train_freq", "\nTrain frequency prior"), _FlatBaseline("grid", "\nDiscrete grid prior")]
-    with caplog.at_level(logging.INFO, logger="evaluation"):
+    with caplog.at_level(logging.INFO, logger="csp.evaluation"):
         results, ranks = evaluation.run_final_evaluation(preds, classes, np.zeros(N), locs, model, fitted,
                                                          "gridcell")
     headers = [line for line in _messages(caplog) if line.startswith("\n")]

@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-import arguments
-import datasets
-import feature_store
-from feature_store import FileRows, MappedFeatures, training_features
-from synthetic_data import write_synthetic_dataset
-from trainer import PRETRAINING, Trainer
+from csp import arguments
+from csp import datasets
+from csp import feature_store
+from csp.feature_store import FileRows, MappedFeatures, training_features
+from csp.synthetic_data import write_synthetic_dataset
+from csp.trainer import PRETRAINING, Trainer
 
 
 @pytest.fixture

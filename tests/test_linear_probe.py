@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-import linear_probe
+from csp import linear_probe
 
 
 def blobs(rng, n=300, num_classes=4, dim=16):

@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import encoders
-import losses
-from arguments import default_params
-from checkpoints import load_checkpoint, load_state
-from models import build_model
+from csp import encoders
+from csp import losses
+from csp.arguments import default_params
+from csp.checkpoints import load_checkpoint, load_state
+from csp.models import build_model
 
 B, K, C, U, IMG = 12, 2, 7, 3, 24
 SMALL = ["--frequency_num", "4", "--hidden_dim", "32", "--num_filts", "16", "--dropout", "0",

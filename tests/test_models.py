@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-import models
-from arguments import default_params
-from checkpoints import load_checkpoint, save_checkpoint
-from models import FCNet, LocationEncoder, LocationImageEncoder, build_model, check_lonlat, load_location_encoder
+from csp import models
+from csp.arguments import default_params
+from csp.checkpoints import load_checkpoint, save_checkpoint
+from csp.models import FCNet, LocationEncoder, LocationImageEncoder, build_model, check_lonlat, load_location_encoder
 
 GOLDEN_CONFIGS = ["gridcell_inat_csp", "gridcell_fmow_csp", "gridcell_l2regress", "gridcell_sup_only",
                   "gridcell_2hidden_nolayn", "gridcell_nerf", "gridcellnorm", "theory", "theorynorm", "theorydiag",

@@ -13,14 +13,14 @@ import torch
 import torchvision
 from PIL import Image
 
-import arguments
-import extract_features
-import feature_store
-import models
-import own_data
-import plots
-import train_unsuper
-from trainer import FINETUNING, PRETRAINING
+from csp import arguments
+from csp import extract_features
+from csp import feature_store
+from csp import models
+from csp import own_data
+from csp import plots
+from csp import train_unsuper
+from csp.trainer import FINETUNING, PRETRAINING
 
 NUM_IMAGES = 200
 CLASSES = ("red_west", "red_east", "blue_west", "blue_east")

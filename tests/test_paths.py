@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-import paths
+from csp import paths
 
 
 @pytest.fixture

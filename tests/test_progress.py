@@ -5,10 +5,10 @@ import sys
 
 import pytest
 
-import progress
-import train_unsuper
+from csp import progress
+from csp import train_unsuper
 from conftest import ROOT
-from synthetic_data import write_synthetic_dataset
+from csp.synthetic_data import write_synthetic_dataset
 
 
 class Clock:
@@ -21,7 +21,7 @@ class Clock:
 
 def test_lines_at_the_interval_with_rate_and_time_left(caplog):
     clock = Clock()
-    with caplog.at_level(logging.INFO, logger="progress"):
+    with caplog.at_level(logging.INFO, logger="csp.progress"):
         ticker = progress.PhaseProgress("fine-tuning", 2, 6, enabled=True, interval=60, clock=clock)
         clock.now += 30
         ticker.update(2, 500, 1000, 4, 10)            # half an epoch in 30 s: no line yet
@@ -39,7 +39,7 @@ def test_lines_at_the_interval_with_rate_and_time_left(caplog):
 
 def test_disabled_progress_logs_nothing(caplog):
     clock = Clock()
-    with caplog.at_level(logging.INFO, logger="progress"):
+    with caplog.at_level(logging.INFO, logger="csp.progress"):
         ticker = progress.PhaseProgress("pre-training", 0, 3, enabled=False, interval=0, clock=clock)
         clock.now += 1000
         ticker.update(0, 10, 10, 0, 1)

@@ -2,7 +2,7 @@
 import re
 
 from conftest import ROOT
-from arguments import make_args_parser
+from csp.arguments import make_args_parser
 
 README = (ROOT / "README.md").read_text()
 

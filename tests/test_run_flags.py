@@ -1,6 +1,6 @@
 """Which flags define a run (shared by the table command and the trainer's reload check)."""
-import run_flags
-from arguments import default_params
+from csp import run_flags
+from csp.arguments import default_params
 
 
 def test_only_machine_log_resume_and_compatibility_flags_leave_a_run_the_same():

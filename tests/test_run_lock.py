@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from run_lock import RunLock
+from csp.run_lock import RunLock
 
 MAIN = Path(__file__).resolve().parents[1] / "main"
 
@@ -25,7 +25,8 @@ def test_a_lock_held_by_another_process_stops_this_one_and_is_freed_when_it_dies
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(MAIN)!r})
-        from run_lock import RunLock
+        import as_package
+        from csp.run_lock import RunLock
         lock = RunLock({str(tmp_path)!r}).acquire()
         print("held", flush=True)
         time.sleep(60)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-import arguments
-import sampling
+from csp import arguments
+from csp import sampling
 
 
 def classes_from_counts(counts):
@@ -209,7 +209,7 @@ def test_a_subset_without_a_record_is_checked_against_the_stratified_counts(run_
     folder = tmp_path / "data/fmow/sample_idx"
     folder.mkdir()
     np.arange(10).dump(folder / "train_sample_ratio0.050.npy")
-    with caplog.at_level(logging.WARNING, logger="sampling"):
+    with caplog.at_level(logging.WARNING, logger="csp.sampling"):
         idx, _ = sampling.train_sample_indices(run_params(), TRAIN_CLASSES)
     np.testing.assert_array_equal(idx, np.arange(10))
     assert "train_sample_ratio0.050.npy" in caplog.text and "per class" in caplog.text
@@ -217,7 +217,7 @@ def test_a_subset_without_a_record_is_checked_against_the_stratified_counts(run_
     caplog.clear()
     fitting = sampling.stratified_sample_indices(TRAIN_CLASSES, 0.05, np.random.default_rng(2))
     fitting.dump(folder / "train_sample_ratio0.050.npy")
-    with caplog.at_level(logging.WARNING, logger="sampling"):
+    with caplog.at_level(logging.WARNING, logger="csp.sampling"):
         idx, _ = sampling.train_sample_indices(run_params(), TRAIN_CLASSES)
     np.testing.assert_array_equal(idx, fitting)
     assert caplog.text == ""
@@ -227,7 +227,7 @@ def test_a_random_subset_without_a_record_is_checked_against_the_random_size(run
     folder = tmp_path / "data/fmow/sample_idx"
     folder.mkdir()
     np.arange(20).dump(folder / "train_sample_ratio0.050-random-fix.npy")
-    with caplog.at_level(logging.WARNING, logger="sampling"):
+    with caplog.at_level(logging.WARNING, logger="csp.sampling"):
         sampling.train_sample_indices(run_params("--train_sample_method", "random-fix"), TRAIN_CLASSES)
     assert "holds 20 indices, the random rule takes 8 of these 165 training rows" in caplog.text
 
@@ -268,7 +268,7 @@ def test_published_positions_are_translated_through_the_original_rows(run_params
     folder.mkdir()
     np.array([1, 3, 5, 164]).dump(folder / "train_sample_ratio0.050.npy")
     original_rows = np.concatenate([[0, 1, 2, -1], np.arange(3, len(TRAIN_CLASSES))])
-    with caplog.at_level(logging.WARNING, logger="sampling"):
+    with caplog.at_level(logging.WARNING, logger="csp.sampling"):
         idx, _ = sampling.train_sample_indices(run_params(), TRAIN_CLASSES[:-1], original_rows[:-1])
     np.testing.assert_array_equal(idx, [1, 4, 163])
     assert "1 of its 4 members are training rows that this project drops" in caplog.text

@@ -4,10 +4,10 @@ import sys
 
 import pytest
 
-import seeds
-import tables
+from csp import seeds
+from csp import tables
 from conftest import ROOT
-from synthetic_data import write_synthetic_dataset
+from csp.synthetic_data import write_synthetic_dataset
 
 FMOW_SCRIPT = ROOT / "run-fmow-contsoftmax.sh"
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from scipy.special import sph_harm_y
 
-import position_encodings as pe
-import sphere_encodings as se
-from arguments import default_params
-from encoders import build_spatial_encoder
+from csp import position_encodings as pe
+from csp import sphere_encodings as se
+from csp.arguments import default_params
+from csp.encoders import build_spatial_encoder
 
 ORIGIN, NORTH, SOUTH, EAST, DATELINE = [0.0, 0.0], [0.0, 90.0], [0.0, -90.0], [90.0, 0.0], [180.0, 0.0]
 MULTI_SCALE = {  # encoding: features per scale (None: 4F^2 + 4F)

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from scipy import sparse
 
-import arguments
-import datasets
-import synthetic_data
+from csp import arguments
+from csp import datasets
+from csp import synthetic_data
 
 
 def test_inat_2018_layout_with_invalid_entries_and_sparse_predictions(tmp_path):

@@ -5,11 +5,11 @@ import shutil
 import pandas as pd
 import pytest
 
-import paths
-import tables
-import train_unsuper
-from arguments import default_params
-from synthetic_data import write_synthetic_dataset
+from csp import paths
+from csp import tables
+from csp import train_unsuper
+from csp.arguments import default_params
+from csp.synthetic_data import write_synthetic_dataset
 
 TINY = ["--num_epochs", "1", "--num_epochs_unsuper", "1", "--num_filts", "16", "--hidden_dim", "32",
         "--frequency_num", "8", "--batch_size", "64"]
@@ -114,7 +114,7 @@ def test_results_reader_takes_the_final_block_weighted_over_splits(tmp_path, cap
     assert not tables.is_finished(_results([_block("location_prior", 5, [(1, 1.0)])]), 3)
     assert tables.read_results(tmp_path / "absent.json") is None
     path.write_text("{not json")
-    with caplog.at_level(logging.WARNING, logger="tables"):
+    with caplog.at_level(logging.WARNING, logger="csp.tables"):
         assert tables.read_results(path) is None
     assert "not a readable results file" in caplog.text
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import arguments
-import checkpoints
-import models
-import train_unsuper
-from synthetic_data import write_synthetic_dataset
+from csp import arguments
+from csp import checkpoints
+from csp import models
+from csp import train_unsuper
+from csp.synthetic_data import write_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"fmow": ROOT / "run-fmow-contsoftmax.sh", "inat_2018": ROOT / "run-inat_2018-contsoftmax.sh"}

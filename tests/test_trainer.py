@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-import arguments
-import checkpoints
-import models
-import train_unsuper
-from synthetic_data import write_synthetic_dataset
-from trainer import FINETUNING, PRETRAINING, Trainer
+from csp import arguments
+from csp import checkpoints
+from csp import models
+from csp import train_unsuper
+from csp.synthetic_data import write_synthetic_dataset
+from csp.trainer import FINETUNING, PRETRAINING, Trainer
 
 # fMoW-style CSP run, small: 20 classes, 32-d image features
 FLAGS = ("--dataset fmow --device cpu --spa_enc_type gridcell --frequency_num 8 --max_radius 360 --min_radius 0.1 "
