@@ -194,6 +194,32 @@ def build_model(params, num_classes, num_users, cnn_feat_dim=None, anchors=None)
     return LocationImageEncoder(loc_enc, unsuper_loss, int(cnn_feat_dim))
 
 
+MAX_ENCODER_PARAMETERS = 2 ** 30   # 4 GiB of float32 weights, before the optimiser's two copies
+
+
+def check_model_flags(params):
+    """ValueError for flags that no location encoder can be built from (`--spa_enc_net`, `--legendre_poly_num`,
+    tile cells, theorydiag's widths, ...) or that make one of more than `MAX_ENCODER_PARAMETERS` weights (a huge
+    `--frequency_num`, `--legendre_poly_num`, `--hidden_dim`, `--num_filts`), checked without allocating: the model
+    is built on torch's meta device (one class and one user; rbf anchors at (0, 0)). Baselines have no model."""
+    anchors = np.zeros((params["num_rbf_anchor_pts"], 2), np.float32) if params["spa_enc_type"] == "rbf" else None
+    try:
+        with torch.device("meta"):
+            model = build_model(params, 1, 1, 1, anchors)
+    except (RuntimeError, OverflowError, TypeError) as err:
+        raise ValueError(_too_large(params, f"cannot be built ({str(err).splitlines()[0]})")) from None
+    size = sum(weights.numel() for weights in model.parameters())
+    if size > MAX_ENCODER_PARAMETERS:
+        raise ValueError(_too_large(params, f"has {size:,} weights (at most {MAX_ENCODER_PARAMETERS:,})"))
+
+
+def _too_large(params, what):
+    return (f"--spa_enc_type {params['spa_enc_type']} with --frequency_num {params['frequency_num']}, "
+            f"--legendre_poly_num {params['legendre_poly_num']}, --hidden_dim {params['hidden_dim']}, "
+            f"--num_hidden_layer {params['num_hidden_layer']} and --num_filts {params['num_filts']}: the location "
+            f"encoder {what}; lower those flags (the paper's: --frequency_num 32, --hidden_dim 512, --num_filts 256)")
+
+
 def _describe_rows(values, bad):
     rows = torch.nonzero(bad).flatten().tolist()
     shown = ", ".join(f"{row} {tuple(values[row].tolist())}" for row in rows[:MAX_ROWS_SHOWN])

@@ -123,6 +123,8 @@ def check_params(params):
         raise ValueError(f"--map_range needs 4 values, xmin xmax ymin ymax in degrees, got {extent}")
     if not (extent[0] < extent[1] and extent[2] < extent[3]):
         raise ValueError(f"--map_range xmin xmax ymin ymax needs xmin < xmax and ymin < ymax, got {extent}")
+    if not is_baseline(params):
+        models.check_model_flags(params)
 
 
 def is_baseline(params):
