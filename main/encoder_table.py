@@ -232,6 +232,7 @@ def main(argv=None):
     bad = [ratio for ratio in args.ratios if not 0 < ratio <= 1]
     if bad:
         raise ValueError(f"--ratios must be in (0, 1], got {bad}")
+    tables.check_seeds(args.seeds)
     if args.data_dir:
         os.environ["CSP_DATA_DIR"] = str(args.data_dir)
     model_dir = Path(args.model_dir or tables.DEFAULT_MODEL_ROOT / f"encoders_{args.dataset}" / args.preset)

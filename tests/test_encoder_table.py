@@ -96,3 +96,12 @@ def test_the_dataset_is_required_and_the_default_folder_is_in_the_repository(tmp
     monkeypatch.setattr(encoder_table, "assemble", lambda *args: None)
     encoder_table.main(["--dataset", "fmow", "--collect_only"])
     assert seen["model_dir"] == tables.DEFAULT_MODEL_ROOT / "encoders_fmow" / "released"
+
+
+@pytest.mark.parametrize("table", [["encoders"], ["comparison"]])
+@pytest.mark.parametrize("seeds, message", [(["0", "0"], "each seed once"), (["-1"], "every seed must be in")])
+def test_bad_seeds_stop_collecting_before_a_table_is_written(tmp_path, table, seeds, message):
+    with pytest.raises(ValueError, match=message):
+        tables.main(table + ["--dataset", "fmow", "--collect_only", "--model_dir", str(tmp_path / "runs"),
+                             "--seeds", *seeds])
+    assert not (tmp_path / "runs").exists()
