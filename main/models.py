@@ -355,6 +355,18 @@ def load_location_encoder(path, device="cpu", anchors=None, batch_size=65536):
                                    ckpt.get(checkpoints.CLASS_NAMES_KEY))
     except KeyError as err:
         raise ValueError(f"{found} is malformed: its params lack {err}, which building its model needs") from None
+    except TypeError as err:
+        raise ValueError(f"{found} is malformed: its params do not build a model ({err})") from None
+    except ValueError as err:
+        if str(found) in str(err):
+            raise
+        raise ValueError(f"{found}: {err}") from None
+
+
+def non_finite_weights(model):
+    """Names of the floating-point state_dict entries of `model` that hold a NaN or an infinite value."""
+    return [name for name, value in model.state_dict().items()
+            if value.is_floating_point() and not torch.isfinite(value).all()]
 
 
 def _pretrained_encoder(found, params, state, device, anchors, batch_size, class_names):
@@ -365,7 +377,12 @@ def _pretrained_encoder(found, params, state, device, anchors, batch_size, class
     num_users = params.get("num_users") or _state_rows(state, "user_emb.weight", 0) or 1
     cnn_feat_dim = (params.get("cnn_feat_dim") or _state_rows(state, "img_dec.weight", 1)
                     or _state_rows(state, "loc_dec.weight", 0))
+    check_model_flags(params)
     model = build_model(params, num_classes, num_users, cnn_feat_dim, anchors)
     checkpoints.load_state(model, state, source=found)
+    bad = non_finite_weights(model)
+    if bad:
+        raise ValueError(f"{found}: its weights hold NaN or infinite values ({', '.join(bad[:3])}), so every "
+                         f"prediction would be NaN; the run that wrote it diverged: use another checkpoint")
     logger.info("Loaded %s (%s, %d classes) on %s", found, params["spa_enc_type"], num_classes, device)
     return PretrainedLocationEncoder(model, params, device, batch_size, class_names)

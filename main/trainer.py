@@ -690,8 +690,7 @@ class Trainer:
 
     def _check_model_finite(self, what):
         """ValueError when a weight of the model is NaN or infinite (before `what` is written or computed)."""
-        bad = [name for name, value in self.model.state_dict().items()
-               if value.is_floating_point() and not torch.isfinite(value).all()]
+        bad = models.non_finite_weights(self.model)
         if bad:
             raise ValueError(f"the model has NaN or infinite weights ({', '.join(bad[:3])}); {what} is not "
                              f"written. Lower the learning rate (--lr / --unsuper_lr) or check the checkpoint "
