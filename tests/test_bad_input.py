@@ -251,8 +251,9 @@ def test_a_folder_in_use_and_a_folder_that_cannot_be_made(base, tmp_path, capsys
                     [base[0], models], capsys, monkeypatch)
     blocker = tmp_path / "a file"
     blocker.write_text("not a folder")
-    _check_case(RUN + ["--model_dir", str(blocker / "models")], ["cannot access", str(blocker)], [base[0]], capsys,
-                monkeypatch)
+    for model_dir in (blocker / "models", blocker):     # a file in the path, or the folder itself a file
+        _check_case(RUN + ["--model_dir", str(model_dir)], ["cannot access", str(blocker), "a file is where a folder"],
+                    [base[0], tmp_path], capsys, monkeypatch)
 
 
 def test_a_full_disk(base, tmp_path, capsys, monkeypatch):
