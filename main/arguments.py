@@ -195,7 +195,9 @@ def describe_error(err):
              errno.ENOSPC: "the disk is full; free space or choose a folder on another disk (--model_dir)",
              errno.ENOENT: "check the path",
              errno.EEXIST: "a file is where a folder is needed; choose another folder (--model_dir)",
-             errno.ENOTDIR: "a file is where a folder is needed; choose another folder (--model_dir)"}
+             errno.ENOTDIR: "a file is where a folder is needed; choose another folder (--model_dir)",
+             errno.ENAMETOOLONG: "the file name, made from the flag values, is too long: give the flags "
+                                 "(e.g. --lr) sensible values"}
     fix = fixes.get(err.errno, "check the path and the disk")
     return f"cannot access{where}: {err.strerror or err}; {fix}"
 

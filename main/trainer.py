@@ -119,7 +119,7 @@ def check_params(params):
     extent = params["map_range"]
     if not all(math.isfinite(value) for value in extent):
         raise ValueError(f"--map_range needs finite values (degrees), got {extent}")
-    if len(extent) < 4:
+    if len(extent) != 4:
         raise ValueError(f"--map_range needs 4 values, xmin xmax ymin ymax in degrees, got {extent}")
     if not (extent[0] < extent[1] and extent[2] < extent[3]):
         raise ValueError(f"--map_range xmin xmax ymin ymax needs xmin < xmax and ymin < ymax, got {extent}")

@@ -3,7 +3,7 @@ and through the Python API. The rule: exit status 2 with the error as one line (
 run's own log lines if it had started) and no traceback; from Python a ValueError or OSError with a one-line message;
 and in both cases no results file, checkpoint or data file changed.
 
-57 bad inputs: 31 flag values, 15 data files, 7 checkpoints or reloads, 2 folders and a full disk, each through
+59 bad inputs: 33 flag values, 15 data files, 7 checkpoints or reloads, 2 folders and a full disk, each through
 both, and a missing data folder as a real subprocess. The command line runs in this process (`arguments.run_command(train_unsuper.main)` with `sys.argv` set, exactly what
 `python train_unsuper.py …` runs after the interpreter starts), so that the probe stays fast; a few cases also run
 as real subprocesses from the repository root.
@@ -134,6 +134,8 @@ FLAG_CASES = [
      ["--frequency_num 100000000", "weights"]),
     (["--spa_enc_type", "tile_ffn", "--min_radius", "0.001"], ["tile_ffn", "--min_radius 0.001"]),
     (["--spa_enc_type", "spheregridmixscale", "--min_radius", "5e-324"], ["--min_radius 5e-324 is too small"]),
+    (["--spa_enc_type", "rbf", "--rbf_kernal_size", "1e-300"], ["--rbf_kernal_size 1e-300 is too small"]),
+    (["--map_range", "-180", "180", "-90", "90", "5"], ["--map_range needs 4 values"]),
 ]
 
 DATA_CASES = [  # (name, change of the data folder, words)
