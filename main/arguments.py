@@ -208,7 +208,11 @@ def describe_error(err):
     fixes = {errno.EACCES: permissions, errno.EPERM: permissions,
              errno.EROFS: "the file system is read-only; choose another folder (--model_dir)",
              errno.ENOSPC: "the disk is full; free space or choose a folder on another disk (--model_dir)",
-             errno.ENOENT: "check the path"}
+             errno.ENOENT: "check the path",
+             errno.EEXIST: "a file is where a folder is needed; choose another folder (--model_dir)",
+             errno.ENOTDIR: "a file is where a folder is needed; choose another folder (--model_dir)",
+             errno.ENAMETOOLONG: "the file name, made from the flag values, is too long: give the flags "
+                                 "(e.g. --lr) sensible values"}
     fix = fixes.get(err.errno, "check the path and the disk")
     return f"cannot access{where}: {err.strerror or err}; {fix}"
 

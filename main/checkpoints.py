@@ -6,7 +6,6 @@ this project writes add 'class_names' (list of str, index = class id), which the
 File names follow the original's `make_model_file_param_args` (see `model_file_names`).
 """
 import os
-import pickle
 from decimal import Decimal
 
 import numpy as np
@@ -195,9 +194,9 @@ def load_checkpoint(path, device="cpu"):
             ckpt = torch.load(path, map_location=device, weights_only=True)
     except PermissionError:
         raise
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        raise ValueError(f"{path} is not a readable CSP checkpoint (truncated, or holds objects other than "
-                         f"tensors and plain values): {err}") from None
+    except Exception as err:  # torch.load of a file that is not a checkpoint fails in many ways
+        raise ValueError(f"{path} is not a readable CSP checkpoint (truncated, not a torch file, or holds objects "
+                         f"other than tensors and plain values): {_first_reason(err)}") from None
     missing = [key for key in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or key not in ckpt]
     if missing:
         raise ValueError(f"{path} is not a CSP checkpoint: it lacks {', '.join(missing)}")
@@ -206,6 +205,13 @@ def load_checkpoint(path, device="cpu"):
         raise ValueError(f"{path} is malformed: {problem}; it is not a checkpoint this project or the original wrote")
     ckpt["params"] = plain_value(ckpt["params"])
     return ckpt
+
+
+def _first_reason(err):
+    """One line of a torch.load error: the unpickler's reason where weights_only names one, else the first line."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    first = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+    return next((line for line in lines if line.startswith("WeightsUnpickler error")), first)
 
 
 def _malformed_part(ckpt):

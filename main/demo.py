@@ -40,7 +40,8 @@ from . import land_mask
 from . import plots
 from . import train_unsuper
 from .tables import final_top1
-from .arguments import default_params, run_command
+from .arguments import default_params, make_args_parser, resolve_device, run_command
+from .trainer import check_params
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +156,25 @@ def run_argvs(model_dir, seed, device=None, extra_flags=(), data_dir=DEFAULT_OUT
     return {"CSP-MC-BLD": argv, "Sup. Only (grid)": argv + ["--unsuper_loss", "none"]}
 
 
+def check_run_flags(argvs):
+    """ValueError naming the flag for a flag of the runs (`run_argvs`; the demo's --seed and --device, the flags after
+    --) that train_unsuper.py does not know or would refuse, checked before the dataset is built (minutes)."""
+    parser = make_args_parser()
+    parser.exit_on_error = False
+    for argv in argvs.values():
+        try:
+            _, unknown = parser.parse_known_args(argv)
+        except argparse.ArgumentError as err:
+            raise ValueError(f"{err}; flags after -- go to both runs (python main/train_unsuper.py --help lists "
+                             f"them)") from None
+        if unknown:
+            raise ValueError(f"{' '.join(unknown)}: not a flag of train_unsuper.py; flags after -- go to both runs "
+                             f"(python main/train_unsuper.py --help lists them)")
+        params = default_params(argv)
+        check_params(params)
+        resolve_device(params["device"])
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # the table
 
@@ -235,14 +255,17 @@ def run_demo(out_dir=DEFAULT_OUT_DIR, seed=0, device=None, extra_flags=(), readm
     cluster_step, max_cluster_points: grid spacing (degrees) and subsample of the clustering figure.
     """
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out_dir {out_dir} is a file; give a folder (default {DEFAULT_OUT_DIR})")
     data_dir = out_dir / "data"
+    model_dir = out_dir / "runs" / f"seed{seed}"
+    argvs = run_argvs(model_dir, seed, device, extra_flags, data_dir)
+    check_run_flags(argvs)
     seconds = {}
     start = time.monotonic()
     ensure_dataset(data_dir, build_args)
     seconds["dataset"] = time.monotonic() - start
 
-    model_dir = out_dir / "runs" / f"seed{seed}"
-    argvs = run_argvs(model_dir, seed, device, extra_flags, data_dir)
     overrides = argvs["CSP-MC-BLD"][len(train_unsuper.script_argv(FMOW_SCRIPT)):]
     logger.info("Runs: the flags of %s, then %s (their log lines go to the .log files in %s)", FMOW_SCRIPT.name,
                 " ".join(overrides), model_dir)

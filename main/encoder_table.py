@@ -202,7 +202,7 @@ def make_parser():
                                 description="Run or collect every location encoder through Sup. Only and "
                                             "CSP-MC-BLD and write the table beside TorchSpatial's Table 1 (flags "
                                             "after the table's own go to every run)", allow_abbrev=False)
-    p.add_argument("--dataset", default="fmow", choices=("fmow", "inat_2018"))
+    p.add_argument("--dataset", required=True, choices=("fmow", "inat_2018"), help="the dataset of the table")
     p.add_argument("--encoders", nargs="+", default=list(ENCODERS), choices=list(ENCODERS), metavar="ENCODER",
                    help=f"encoders to run or collect (default all): {', '.join(ENCODERS)}")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
@@ -212,7 +212,8 @@ def make_parser():
     p.add_argument("--preset", default="released", choices=tables.PRESET_NAMES)
     p.add_argument("--data_dir", default=None, help="folder holding the dataset folders (default CSP_DATA_DIR)")
     p.add_argument("--model_dir", default=None,
-                   help="folder of the runs (default ../model_dir/tables/encoders_{dataset}/{preset}/)")
+                   help="folder of the runs (default model_dir/tables/encoders_{dataset}/{preset}/ in the "
+                        "repository, wherever the command starts)")
     p.add_argument("--out_dir", default=None, help="folder of the .md and .csv (default the model folder)")
     p.add_argument("--device", default="auto")
     p.add_argument("--collect_only", action="store_true", help="only read finished runs' results files")
@@ -231,9 +232,10 @@ def main(argv=None):
     bad = [ratio for ratio in args.ratios if not 0 < ratio <= 1]
     if bad:
         raise ValueError(f"--ratios must be in (0, 1], got {bad}")
+    tables.check_seeds(args.seeds)
     if args.data_dir:
         os.environ["CSP_DATA_DIR"] = str(args.data_dir)
-    model_dir = Path(args.model_dir or Path("..") / "model_dir" / "tables" / f"encoders_{args.dataset}" / args.preset)
+    model_dir = Path(args.model_dir or tables.DEFAULT_MODEL_ROOT / f"encoders_{args.dataset}" / args.preset)
     runs = plan(args.dataset, args.preset, args.encoders, args.methods, args.ratios, args.seeds, model_dir,
                 args.device, overrides)
     collect(runs, args.dataset, args.collect_only)

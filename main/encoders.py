@@ -316,6 +316,10 @@ class RBFEncoder(EncodingThenNetwork):
                              f"got {tuple(anchors.shape)}")
         self.ffn = make_network(params, count)
         self.kernel_size = float(params["rbf_kernal_size"])
+        variance = 2.0 * self.kernel_size ** 2
+        if not (variance > 0 and math.isfinite(1.0 / variance)):
+            raise ValueError(f"--rbf_kernal_size {params['rbf_kernal_size']} is too small: its square underflows "
+                             f"(the kernel width in degrees; e.g. 1)")
         self.register_buffer("anchors", anchors.clone(), persistent=False)
 
     def encode(self, coords):

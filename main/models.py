@@ -194,6 +194,32 @@ def build_model(params, num_classes, num_users, cnn_feat_dim=None, anchors=None)
     return LocationImageEncoder(loc_enc, unsuper_loss, int(cnn_feat_dim))
 
 
+MAX_ENCODER_PARAMETERS = 2 ** 30   # 4 GiB of float32 weights, before the optimiser's two copies
+
+
+def check_model_flags(params):
+    """ValueError for flags that no location encoder can be built from (`--spa_enc_net`, `--legendre_poly_num`,
+    tile cells, theorydiag's widths, ...) or that make one of more than `MAX_ENCODER_PARAMETERS` weights (a huge
+    `--frequency_num`, `--legendre_poly_num`, `--hidden_dim`, `--num_filts`), checked without allocating: the model
+    is built on torch's meta device (one class and one user; rbf anchors at (0, 0)). Baselines have no model."""
+    anchors = np.zeros((params["num_rbf_anchor_pts"], 2), np.float32) if params["spa_enc_type"] == "rbf" else None
+    try:
+        with torch.device("meta"):
+            model = build_model(params, 1, 1, 1, anchors)
+    except (RuntimeError, OverflowError, TypeError) as err:
+        raise ValueError(_too_large(params, f"cannot be built ({str(err).splitlines()[0]})")) from None
+    size = sum(weights.numel() for weights in model.parameters())
+    if size > MAX_ENCODER_PARAMETERS:
+        raise ValueError(_too_large(params, f"has {size:,} weights (at most {MAX_ENCODER_PARAMETERS:,})"))
+
+
+def _too_large(params, what):
+    return (f"--spa_enc_type {params['spa_enc_type']} with --frequency_num {params['frequency_num']}, "
+            f"--legendre_poly_num {params['legendre_poly_num']}, --hidden_dim {params['hidden_dim']}, "
+            f"--num_hidden_layer {params['num_hidden_layer']} and --num_filts {params['num_filts']}: the location "
+            f"encoder {what}; lower those flags (the paper's: --frequency_num 32, --hidden_dim 512, --num_filts 256)")
+
+
 def _describe_rows(values, bad):
     rows = torch.nonzero(bad).flatten().tolist()
     shown = ", ".join(f"{row} {tuple(values[row].tolist())}" for row in rows[:MAX_ROWS_SHOWN])
@@ -329,6 +355,18 @@ def load_location_encoder(path, device="cpu", anchors=None, batch_size=65536):
                                    ckpt.get(checkpoints.CLASS_NAMES_KEY))
     except KeyError as err:
         raise ValueError(f"{found} is malformed: its params lack {err}, which building its model needs") from None
+    except TypeError as err:
+        raise ValueError(f"{found} is malformed: its params do not build a model ({err})") from None
+    except ValueError as err:
+        if str(found) in str(err):
+            raise
+        raise ValueError(f"{found}: {err}") from None
+
+
+def non_finite_weights(model):
+    """Names of the floating-point state_dict entries of `model` that hold a NaN or an infinite value."""
+    return [name for name, value in model.state_dict().items()
+            if value.is_floating_point() and not torch.isfinite(value).all()]
 
 
 def _pretrained_encoder(found, params, state, device, anchors, batch_size, class_names):
@@ -339,7 +377,12 @@ def _pretrained_encoder(found, params, state, device, anchors, batch_size, class
     num_users = params.get("num_users") or _state_rows(state, "user_emb.weight", 0) or 1
     cnn_feat_dim = (params.get("cnn_feat_dim") or _state_rows(state, "img_dec.weight", 1)
                     or _state_rows(state, "loc_dec.weight", 0))
+    check_model_flags(params)
     model = build_model(params, num_classes, num_users, cnn_feat_dim, anchors)
     checkpoints.load_state(model, state, source=found)
+    bad = non_finite_weights(model)
+    if bad:
+        raise ValueError(f"{found}: its weights hold NaN or infinite values ({', '.join(bad[:3])}), so every "
+                         f"prediction would be NaN; the run that wrote it diverged: use another checkpoint")
     logger.info("Loaded %s (%s, %d classes) on %s", found, params["spa_enc_type"], num_classes, device)
     return PretrainedLocationEncoder(model, params, device, batch_size, class_names)

@@ -416,9 +416,24 @@ def make_parser():
     return p
 
 
+def check_args(args):
+    """ValueError naming the flag for values no figure can be made with (checked before anything is loaded)."""
+    out = Path(args.out)
+    if out.is_dir() or not out.suffix:
+        raise ValueError(f"--out {args.out}: give a file name with its format's extension, e.g. "
+                         f"{out / 'map.png' if out.is_dir() else out.with_suffix('.png')}")
+    if getattr(args, "batch_size", None) is not None and args.batch_size < 1:
+        raise ValueError(f"--batch_size must be at least 1, got {args.batch_size}")
+    if getattr(args, "max_points", 2) < 2:
+        raise ValueError(f"--max_points must be at least 2 (the points clustered), got {args.max_points}")
+    if getattr(args, "seed", 0) < 0:
+        raise ValueError(f"--seed must be at least 0, got {args.seed}")
+
+
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(levelname)s - %(message)s")
     args = make_parser().parse_args(argv)
+    check_args(args)
     mask, source = land_mask.load_land_mask(args.mask_dir)
     if args.command == "map":
         encoder = models.load_location_encoder(args.checkpoint, args.device)

@@ -28,7 +28,12 @@ def frequency_list(freq_init, frequency_num, max_radius, min_radius, generator=N
         if frequency_num < 2:
             raise ValueError(f"--freq_init geometric needs --frequency_num >= 2, got {frequency_num}")
         _check_positive(max_radius=max_radius, min_radius=min_radius)
-        increment = math.log(float(max_radius) / float(min_radius)) / (frequency_num - 1.0)
+        if not math.isfinite(1.0 / min_radius):
+            raise ValueError(f"--min_radius {min_radius} is too small: the highest frequency 1/--min_radius is "
+                             f"infinite; give a --min_radius of at least 1e-300")
+        ratio = float(max_radius) / float(min_radius)      # may overflow: then the difference of the logs
+        log_ratio = math.log(ratio) if math.isfinite(ratio) else math.log(max_radius) - math.log(min_radius)
+        increment = log_ratio / (frequency_num - 1.0)
         return 1.0 / (min_radius * torch.exp(steps * increment))
     if freq_init == "nerf":
         return math.pi * torch.exp2(steps)

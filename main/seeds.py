@@ -19,7 +19,7 @@ if not __package__:  # run as a script (`python seeds.py`): its folder is import
     __package__ = __import__("as_package").PACKAGE
 from . import arguments
 from . import train_unsuper
-from .tables import final_top1, flag_names, mean_spread, seed_dir
+from .tables import check_seeds, final_top1, flag_names, mean_spread, seed_dir
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +63,7 @@ def main(argv=None):
     """Returns {seed: results document}."""
     args, flags = make_parser().parse_known_args(argv)
     flags = [word for word in flags if word != "--"]
-    if len(set(args.seeds)) != len(args.seeds):
-        raise ValueError(f"--seeds {' '.join(map(str, args.seeds))}: each seed once")
+    check_seeds(args.seeds)
     if "--seed" in flag_names(flags):
         raise ValueError("--seed: set per run by --seeds; leave it out of the flags after --")
     if args.script is not None:

@@ -458,6 +458,17 @@ def write_markdown_and_csv(out_dir, stem, markdown, frame):
 # ----------------------------------------------------------------------------------------------------------------
 # command line
 
+def check_seeds(seeds):
+    """ValueError unless the --seeds values (a list of int, or None) are valid --seed values, each given once."""
+    if not seeds:
+        return
+    words = " ".join(map(str, seeds))
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {words}: each seed once")
+    if not all(0 <= seed < 2 ** 63 for seed in seeds):
+        raise ValueError(f"--seeds {words}: every seed must be in [0, 2**63), as --seed")
+
+
 def make_parser():
     p = argparse.ArgumentParser(description="Run or collect the runs of a CSP paper table and write it beside the "
                                             "published numbers (flags after the table's own go to every run)",
@@ -518,8 +529,7 @@ def main(argv=None):
     if args.data_dir:
         os.environ["CSP_DATA_DIR"] = str(args.data_dir)
     model_dir = Path(args.model_dir or DEFAULT_MODEL_ROOT / args.dataset / args.preset)
-    if args.seeds and len(set(args.seeds)) != len(args.seeds):
-        raise ValueError(f"--seeds {' '.join(map(str, args.seeds))}: each seed once")
+    check_seeds(args.seeds)
     founds = {}
     for seed in args.seeds or [None]:
         if seed is not None:

@@ -128,10 +128,12 @@ def check_params(params):
     extent = params["map_range"]
     if not all(math.isfinite(value) for value in extent):
         raise ValueError(f"--map_range needs finite values (degrees), got {extent}")
-    if len(extent) < 4:
+    if len(extent) != 4:
         raise ValueError(f"--map_range needs 4 values, xmin xmax ymin ymax in degrees, got {extent}")
     if not (extent[0] < extent[1] and extent[2] < extent[3]):
         raise ValueError(f"--map_range xmin xmax ymin ymax needs xmin < xmax and ymin < ymax, got {extent}")
+    if not is_baseline(params):
+        models.check_model_flags(params)
 
 
 def is_baseline(params):
@@ -731,8 +733,7 @@ class Trainer:
 
     def _check_model_finite(self, what):
         """ValueError when a weight of the model is NaN or infinite (before `what` is written or computed)."""
-        bad = [name for name, value in self.model.state_dict().items()
-               if value.is_floating_point() and not torch.isfinite(value).all()]
+        bad = models.non_finite_weights(self.model)
         if bad:
             raise ValueError(f"the model has NaN or infinite weights ({', '.join(bad[:3])}); {what} is not "
                              f"written. Lower the learning rate (--lr / --unsuper_lr) or check the checkpoint "

@@ -56,6 +56,9 @@ def test_the_default_model_dir_is_beside_main_wherever_the_command_starts(tmp_pa
     (OSError(28, "No space left on device", "/m/a.pth.tar"), ["/m/a.pth.tar", "the disk is full"]),
     (OSError(30, "Read-only file system", "/m/a.log"), ["/m/a.log", "read-only"]),
     (FileNotFoundError("fmow: the data folder is missing"), ["fmow: the data folder is missing"]),
+    (OSError(36, "File name too long", "/m/model_1000…0.log"), ["/m/model_1000…0.log", "too long",
+                                                               "give the flags (e.g. --lr) sensible values"]),
+    (FileExistsError(17, "File exists", "/m/notes.txt"), ["/m/notes.txt", "a file is where a folder is needed"]),
 ])
 def test_os_errors_are_one_line_naming_the_path_and_the_fix(error, words):
     message = describe_error(error)

@@ -3,7 +3,7 @@ and through the Python API. The rule: exit status 2 with the error as one line (
 run's own log lines if it had started) and no traceback; from Python a ValueError or OSError with a one-line message;
 and in both cases no results file, checkpoint or data file changed.
 
-51 bad inputs: 25 flag values, 15 data files, 7 checkpoints or reloads, 2 folders and a full disk, each through
+59 bad inputs: 33 flag values, 15 data files, 7 checkpoints or reloads, 2 folders and a full disk, each through
 both, and a missing data folder as a real subprocess. The command line runs in this process (`arguments.run_command(train_unsuper.main)` with `sys.argv` set, exactly what
 `python train_unsuper.py …` runs after the interpreter starts), so that the probe stays fast; a few cases also run
 as real subprocesses from the repository root.
@@ -127,6 +127,15 @@ FLAG_CASES = [
     (["--use_layn", "yes"], ["--use_layn must be T or F"]),
     (["--spa_enc_type", "grid_cell"], ["--spa_enc_type 'grid_cell' is unknown"]),
     (["--unsuper_loss", "contsoftmaxx"], ["--unsuper_loss"]),
+    (["--spa_enc_net", "sirn"], ["--spa_enc_net", "ffn, siren"]),
+    (["--spa_enc_type", "spherical_harmonics", "--legendre_poly_num", "0"], ["--legendre_poly_num", ">= 1"]),
+    (["--spa_enc_net", "siren", "--num_hidden_layer", "0"], ["--spa_enc_net siren", "--num_hidden_layer >= 1"]),
+    (["--spa_enc_type", "sphere", "--frequency_num", "100000000", "--min_radius", "0.001"],
+     ["--frequency_num 100000000", "weights"]),
+    (["--spa_enc_type", "tile_ffn", "--min_radius", "0.001"], ["tile_ffn", "--min_radius 0.001"]),
+    (["--spa_enc_type", "spheregridmixscale", "--min_radius", "5e-324"], ["--min_radius 5e-324 is too small"]),
+    (["--spa_enc_type", "rbf", "--rbf_kernal_size", "1e-300"], ["--rbf_kernal_size 1e-300 is too small"]),
+    (["--map_range", "-180", "180", "-90", "90", "5"], ["--map_range needs 4 values"]),
 ]
 
 DATA_CASES = [  # (name, change of the data folder, words)
@@ -244,8 +253,9 @@ def test_a_folder_in_use_and_a_folder_that_cannot_be_made(base, tmp_path, capsys
                     [base[0], models], capsys, monkeypatch)
     blocker = tmp_path / "a file"
     blocker.write_text("not a folder")
-    _check_case(RUN + ["--model_dir", str(blocker / "models")], ["cannot access", str(blocker)], [base[0]], capsys,
-                monkeypatch)
+    for model_dir in (blocker / "models", blocker):     # a file in the path, or the folder itself a file
+        _check_case(RUN + ["--model_dir", str(model_dir)], ["cannot access", str(blocker), "a file is where a folder"],
+                    [base[0], tmp_path], capsys, monkeypatch)
 
 
 def test_a_full_disk(base, tmp_path, capsys, monkeypatch):

@@ -126,6 +126,11 @@ def test_unreadable_checkpoints_are_clear_errors(tmp_path):
     torch.save({"state_dict": {}}, path)
     with pytest.raises(ValueError, match="lacks epoch, optimizer, params"):
         load_checkpoint(str(path))
+    for content in (b"hello", b"", np.zeros(3).tobytes()):     # a text file, an empty file, raw numbers
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match="model.pth.tar is not a readable CSP checkpoint") as err:
+            load_checkpoint(str(path))
+        assert "\n" not in str(err.value)
 
 
 def test_load_state_lists_missing_unexpected_and_mismatched_keys():

@@ -77,6 +77,29 @@ def test_flags_the_demo_sets_itself_are_refused(tmp_path):
         demo.run_argvs(tmp_path, 0, extra_flags=["--unsuper_loss=imgcontloss"])
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--seed", "-1"], r"--seed must be in \[0, 2\*\*63\)"),
+    (["--device", "mps"], "--device mps"),
+    (["--", "--lrr", "1"], "--lrr 1: not a flag of train_unsuper.py"),
+    (["--", "--lr", "abc"], "argument --lr: invalid float value: 'abc'"),
+    (["--", "--lr", "nan"], "--lr must be a finite number"),
+    (["--", "--spa_enc_net", "sirn"], "--spa_enc_net must be one of ffn, siren"),
+])
+def test_bad_run_flags_stop_the_demo_before_the_dataset_is_built(tmp_path, monkeypatch, argv, message):
+    """They stopped the demo only after its dataset (minutes) was built."""
+    monkeypatch.setattr(demo, "ensure_dataset", lambda *args: pytest.fail("the dataset was built"))
+    with pytest.raises(ValueError, match=message):
+        demo.main(["--out_dir", str(tmp_path / "demo"), *argv])
+    assert not (tmp_path / "demo").exists()
+
+
+def test_an_out_dir_that_is_a_file_stops_the_demo(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="--out_dir .*notes.txt is a file"):
+        demo.main(["--out_dir", str(tmp_path / "notes.txt")])
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_command_line_help_runs_from_the_repository_root_and_from_main():
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -16,8 +16,9 @@ def encoder_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("encoders")
     data = root / "data"
     write_synthetic_dataset("fmow", data, num_train=300, num_val=40, num_classes=5, feat_dim=8, fewshot_ratios=(0.1,))
-    argv = ["encoders", "--data_dir", str(data), "--model_dir", str(root / "runs"), "--device", "cpu",
-            "--encoders", "sphere", "spherical_harmonics_siren", "--ratios", "0.1", "--seeds", "0", "1", "--", *TINY]
+    argv = ["encoders", "--dataset", "fmow", "--data_dir", str(data), "--model_dir", str(root / "runs"),
+            "--device", "cpu", "--encoders", "sphere", "spherical_harmonics_siren", "--ratios", "0.1",
+            "--seeds", "0", "1", "--", *TINY]
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CSP_DATA_DIR", str(data))     # restored afterwards (--data_dir sets it)
         return root, argv, tables.main(argv)
@@ -68,7 +69,7 @@ def test_run_flags_follow_encoder_method_ratio_and_seed():
                   ["--cnn_pred_type", "fewshot", "--load_cnn_features_train", "T"]):
         assert " ".join(flags) in " ".join(argv)
     with pytest.raises(ValueError, match="--seed: set by the table itself"):
-        encoder_table.main(["--", "--seed", "3"])
+        encoder_table.main(["--dataset", "fmow", "--", "--seed", "3"])
 
 
 def test_torchspatial_numbers_cover_every_encoder_for_its_datasets():
@@ -77,3 +78,30 @@ def test_torchspatial_numbers_cover_every_encoder_for_its_datasets():
         assert set(encoder_table.ENCODERS) - {"spherical_harmonics"} <= set(published)
     assert encoder_table.torchspatial_results("inat_2018")["spheregrid"] == 73.45
     assert encoder_table.torchspatial_results("nabirds")["spheregrid"] == 82.13
+
+
+def test_the_dataset_is_required_and_the_default_folder_is_in_the_repository(tmp_path, monkeypatch, capsys):
+    with pytest.raises(SystemExit) as stop:
+        encoder_table.main(["--collect_only"])
+    assert stop.value.code == 2 and "--dataset" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(encoder_table, "write_table", lambda *args: ("md", "csv", ""))
+    seen = {}
+
+    def plan(*args):
+        seen["model_dir"] = args[6]
+        return []
+    monkeypatch.setattr(encoder_table, "plan", plan)
+    monkeypatch.setattr(encoder_table, "collect", lambda *args: None)
+    monkeypatch.setattr(encoder_table, "assemble", lambda *args: None)
+    encoder_table.main(["--dataset", "fmow", "--collect_only"])
+    assert seen["model_dir"] == tables.DEFAULT_MODEL_ROOT / "encoders_fmow" / "released"
+
+
+@pytest.mark.parametrize("table", [["encoders"], ["comparison"]])
+@pytest.mark.parametrize("seeds, message", [(["0", "0"], "each seed once"), (["-1"], "every seed must be in")])
+def test_bad_seeds_stop_collecting_before_a_table_is_written(tmp_path, table, seeds, message):
+    with pytest.raises(ValueError, match=message):
+        tables.main(table + ["--dataset", "fmow", "--collect_only", "--model_dir", str(tmp_path / "runs"),
+                             "--seeds", *seeds])
+    assert not (tmp_path / "runs").exists()

@@ -41,6 +41,15 @@ def test_frequency_lists():
         pe.frequency_list("linear", 4, 1, 1)
 
 
+def test_extreme_radii_give_finite_frequencies_or_a_named_error():
+    """max/min overflowing made the first frequency NaN; a denormal --min_radius an infinite one (both trained
+    NaN models, blamed on the learning rate)."""
+    freqs = pe.frequency_list("geometric", 4, 1e300, 1e-10)
+    assert torch.isfinite(freqs).all() and freqs[0].item() == pytest.approx(1e10)
+    with pytest.raises(ValueError, match="--min_radius 5e-324 is too small"):
+        pe.frequency_list("geometric", 4, 1.0, 5e-324)
+
+
 @pytest.mark.parametrize("scales, flag", [((360.0, 0.0), "--min_radius"), ((-1.0, 0.1), "--max_radius")])
 def test_non_positive_scales_are_named(scales, flag):
     """--min_radius 0 was a ZeroDivisionError, a negative radius a 'math domain error' or NaN encodings."""

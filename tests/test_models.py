@@ -192,6 +192,25 @@ def test_class_names_come_from_the_checkpoint_where_it_has_them(tmp_path, golden
     assert load_location_encoder(str(golden_dir / "encoders" / "naive.pth.tar")).class_names is None
 
 
+@pytest.mark.parametrize("change, message", [
+    (lambda ckpt: ckpt["state_dict"].update({k: v * float("nan") for k, v in ckpt["state_dict"].items()}),
+     "its weights hold NaN or infinite values"),
+    (lambda ckpt: ckpt["params"].update(frequency_num=10 ** 9), "--frequency_num 1000000000"),
+    (lambda ckpt: ckpt["params"].update(num_classes="6"), "is malformed: its params do not build a model"),
+    (lambda ckpt: ckpt["params"].update(spa_enc_type="spherical_harmonics", legendre_poly_num=0),
+     "--legendre_poly_num must be >= 1"),
+])
+def test_checkpoints_no_model_can_be_used_from_are_errors_naming_the_file(tmp_path, change, message):
+    """NaN weights gave NaN embeddings; huge sizes and params of the wrong type gave raw torch errors."""
+    _, path = _save(tmp_path, default_params([]))
+    ckpt = load_checkpoint(str(path))
+    change(ckpt)
+    torch.save(ckpt, path)
+    with pytest.raises(ValueError, match="model.pth.tar") as err:
+        load_location_encoder(str(path))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
 def test_rbf_checkpoint_without_anchors_is_a_clear_error(golden_dir):
     with pytest.raises(ValueError, match=r"rbf\.pth\.tar: an rbf model needs anchors=.*rbf_anchor_pt_ids"):
         load_location_encoder(str(golden_dir / "encoders" / "rbf.pth.tar"))

@@ -233,6 +233,29 @@ def test_command_line_draws_each_figure(mask_dir, checkpoints, tmp_path, monkeyp
                     "--out", str(tmp_path / "x.png")])
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--out", "{tmp}"], "--out .*: give a file name .*map.png"),                  # a folder: wrote {tmp}.png
+    (["--out", "{tmp}/figure"], "--out .*figure: give a file name .*figure.png"),  # wrote figure.png, logged figure
+    (["--batch_size", "-5"], "--batch_size must be at least 1, got -5"),           # torch.cat(): expected a non-empty
+    (["--batch_size", "0"], "--batch_size must be at least 1, got 0"),             # silently the default
+])
+def test_bad_map_flags_are_named_before_anything_is_loaded(tmp_path, flags, message):
+    argv = ["map", "--checkpoint", str(tmp_path / "never read.pth.tar"), "--out", str(tmp_path / "m.png")]
+    with pytest.raises(ValueError, match=message):
+        plots.main(argv + [flag.format(tmp=tmp_path) for flag in flags])
+    assert list(tmp_path.parent.glob(tmp_path.name + "*")) == [tmp_path] and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--max_points", "-3"], "--max_points must be at least 2 .*got -3"),   # was: --num_clusters in [2, -3]
+    (["--seed", "-3"], "--seed must be at least 0, got -3"),                 # was: expected non-negative integer
+])
+def test_bad_cluster_flags_are_named(tmp_path, flags, message):
+    with pytest.raises(ValueError, match=message):
+        plots.main(["clusters", "--checkpoint", str(tmp_path / "never read.pth.tar"), "--out",
+                    str(tmp_path / "c.png"), *flags])
+
+
 def test_model_overview_is_drawn(tmp_path):
     draw_overview.main(["--out", str(tmp_path / "overview.png")])
     assert Image.open(tmp_path / "overview.png").size == (2400, 1440)

@@ -39,6 +39,7 @@ def test_each_seed_runs_in_its_own_folder_and_the_summary_is_over_the_seeds(tmp_
 
 @pytest.mark.parametrize("argv, message", [
     (["--seeds", "1", "1"], "each seed once"),
+    (["--seeds", "2", "-1"], r"--seeds 2 -1: every seed must be in \[0, 2\*\*63\)"),
     (["--seeds", "1", "--", "--seed", "2"], "--seed: set per run by --seeds"),
 ])
 def test_bad_seed_flags_are_named(argv, message):
