@@ -192,7 +192,8 @@ def check_input_files(runs_params):
 def draw_splits(obs, seed, out_dir):
     """Fill the empty splits of `obs` (in place): of each label's undrawn rows round(VAL_FRACTION · n) go to val,
     drawn with np.random.default_rng(seed); unlabelled rows go to train. Writes the splits of every row to
-    `{out_dir}/splits/{table stem}.splits.csv` (columns image, split, drawn) when any was drawn."""
+    `{out_dir}/splits/{table stem}.splits.csv` (columns image, split, drawn) when any was drawn and `out_dir` is not
+    None."""
     undrawn = obs.splits == ""
     if not undrawn.any():
         return
@@ -203,6 +204,8 @@ def draw_splits(obs, seed, out_dir):
         rows = np.flatnonzero(undrawn & (obs.classes == label))
         splits[rng.permutation(rows)[:round(VAL_FRACTION * len(rows))]] = "val"
     obs.splits = splits
+    if out_dir is None:
+        return
     path = Path(out_dir) / "splits" / f"{obs.path.stem}.splits.csv"
     text = pd.DataFrame({"image": obs.ids, "split": splits, "drawn": undrawn}).to_csv(index=False).encode()
     atomic_write(path, lambda handle: handle.write(text))
@@ -303,7 +306,8 @@ def load_own_dataset(params, eval_split, train_remove_invalid, eval_remove_inval
                      load_cnn_features=False, load_cnn_features_train=False):
     """`datasets.load_dataset` for `--dataset custom` (module doc): a `datasets.CSPData` whose splits index the
     table's rows (`inds`). Reads `data_table`, `features`, `label_set`, `image_predictions`, `seed`, `model_dir`,
-    `load_img`, `train_sample_ratio`, `train_sample_method`; may set `balanced_train_loader` to False."""
+    `load_img`, `train_sample_ratio`, `train_sample_method` (`model_dir` None: drawn splits are not written); may
+    set `balanced_train_loader` to False."""
     if not params.get("data_table"):
         raise ValueError("--dataset custom needs --data_table (a CSV or Parquet table: image, lon, lat, label, ...)")
     if eval_split not in ("val", "test"):
