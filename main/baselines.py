@@ -73,6 +73,9 @@ CROSS_VAL_HYPER_PARAMS = {
     "yfcc": _hyper_params(75, "haversine", 2.0 / 6371.4, [540, 150], 3, 0.001, 300),
     "fmow": _hyper_params(1450, "euclidean", 5.0, [45, 30], 2, 5.0, 700),
 }
+# your own data (--dataset custom) has none cross-validated either: it gets fmow's (clamped to the data, see
+# clamp_to_data), as the encoder table gives it fmow's flag values
+CROSS_VAL_HYPER_PARAMS["custom"] = CROSS_VAL_HYPER_PARAMS["fmow"]
 
 # Evaluation points per BallTree query: bounds the neighbour lists held at once (chunk × neighbours indices).
 CHUNK_SIZE = 1024

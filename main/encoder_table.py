@@ -3,6 +3,7 @@
     python tables.py encoders --dataset fmow                                   # all encoders, 5 % and 100 %
     python tables.py encoders --dataset fmow --encoders sphere xyz --ratios 0.05 --seeds 0 1 2
     python tables.py encoders --dataset fmow --collect_only                    # only read finished runs
+    python tables.py encoders --dataset custom --ratios 0.05 -- --data_table obs.csv --features feats.npy
 
 Each (encoder, method, ratio, seed) is one `train_unsuper.py` run with the flags of the paper tables' preset
 (`tables.COMMON` + `tables.PRESETS`), the encoder's flags (`ENCODERS`), the method's (`METHODS`: Sup. Only =
@@ -13,6 +14,9 @@ finished runs are not run again, unfinished ones resume, files made with other f
 anything runs. Our number is the top-1 of the final image × location-prior evaluation, the mean (and standard
 deviation) over the seeds that finished; TorchSpatial's published Table 1 (100 % labels, fully supervised
 encoders, `torchspatial_results.csv`) is shown beside ours where it has the dataset.
+`--dataset custom` runs the encoders on your own data (`own_data.py`): its table, features and other data flags
+(`--data_table`, `--features`, `--label_set`, ...) go after `--`, and its runs take the fMoW preset's flag values
+(`PRESET_DATASETS`); the table then has no TorchSpatial column.
 Outputs: `{out_dir}/encoders_{dataset}_{preset}.md` and `.csv` (default out_dir = the model folder).
 """
 import argparse
@@ -24,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import own_data
 from . import tables
 from . import train_unsuper
 from .trainer import read_results
@@ -31,6 +36,7 @@ from .trainer import read_results
 logger = logging.getLogger(__name__)
 
 TORCHSPATIAL_RESULTS = Path(__file__).with_name("torchspatial_results.csv")
+PUBLISHED = "TorchSpatial 100%"  # the column of TorchSpatial's number
 # The sphere family reads angles in radians: its radii are radians-scale. 0.0017 rad ~ 0.1 degrees and 1 rad (one
 # cycle around the sphere) span the same scales as the grid encoders' 0.1 to 360 degrees; NeRF's fixed schedule
 # pi 2^s reaches that finest scale at F = 8 (pi 2^7 ~ 400 per unit ~ 0.14 degrees).
@@ -56,6 +62,9 @@ ENCODERS = {  # key: (name in the papers, flags)
 METHODS = {"sup": ("Sup. Only", ["--unsuper_loss", "none"]),
            "mc_bld": ("CSP-MC-BLD", ["--unsuper_loss", "contsoftmax"])}
 DEFAULT_RATIOS = (0.05, 1.0)
+DATASETS = ("fmow", "inat_2018", own_data.DATASET)
+# the dataset whose preset flag values (tables.PRESETS) a dataset's runs take: your own data takes fMoW's
+PRESET_DATASETS = {own_data.DATASET: "fmow"}
 OWN_FLAGS = tables.OWN_FLAGS + ("--seed",)
 
 
@@ -66,12 +75,19 @@ def run_argv(dataset, preset, encoder, method, ratio, seed, model_dir, device, o
         image += ["--load_cnn_features_train", "T"]
     folder = os.path.join(str(model_dir), f"seed{seed}", "")
     return (["--dataset", dataset, "--model_dir", folder, "--device", device]
-            + tables.COMMON + tables.PRESETS[(preset, dataset)] + ENCODERS[encoder][1] + METHODS[method][1]
+            + tables.COMMON + tables.PRESETS[(preset, preset_dataset(dataset))] + ENCODERS[encoder][1] + METHODS[method][1]
             + image + ["--train_sample_ratio", f"{ratio:g}", "--seed", str(seed)] + list(overrides))
 
 
+def preset_dataset(dataset):
+    """The dataset whose preset values (`tables.PRESETS`) the runs on `dataset` take (`PRESET_DATASETS`)."""
+    return PRESET_DATASETS.get(dataset, dataset)
+
+
 def plan(dataset, preset, encoders, methods, ratios, seeds, model_dir, device="auto", overrides=()):
-    """[tables.Run] of every cell, `row` = (encoder, method, seed), with what its results file holds now."""
+    """[tables.Run] of every cell, `row` = (encoder, method, seed), with what its results file holds now. For
+    --dataset custom: FileNotFoundError when a file of its data flags is missing; the params take the flags the
+    runs take from the table (`own_data.loader_flags`), as their results files record them."""
     runs = []
     for encoder in encoders:
         for method in methods:
@@ -81,6 +97,11 @@ def plan(dataset, preset, encoders, methods, ratios, seeds, model_dir, device="a
                     path, params = tables.results_path(argv)
                     runs.append(tables.Run((encoder, method, seed), round(ratio, 3), argv, params, path,
                                            read_results(path)))
+    if dataset == own_data.DATASET and runs:
+        own_data.check_input_files([run.params for run in runs])
+        switched = own_data.loader_flags(runs[0].params)  # the same table and flags in every run
+        for run in runs:
+            run.params.update(switched)
     return runs
 
 
@@ -98,7 +119,8 @@ def collect(runs, dataset, collect_only=False):
         for seed in sorted({run.row[2] for run in runs}):
             seed_runs = [run for run in runs if run.row[2] == seed]
             tables.check_other_results(seed_runs, seed_runs[0].argv[seed_runs[0].argv.index("--model_dir") + 1], fix)
-    tables.check_input_files(dataset, to_run)
+    if dataset != own_data.DATASET:  # custom: `plan` checked its files
+        tables.check_input_files(dataset, to_run)
     for number, run in enumerate(to_run, 1):
         encoder, method, seed = run.row
         logger.info("Run %d of %d: %s, %s at %g %%, seed %d: %s", number, len(to_run), ENCODERS[encoder][0],
@@ -128,7 +150,8 @@ def _mean_std(values):
 
 def assemble(runs, dataset, encoders, methods, ratios):
     """The table as a DataFrame: one line per encoder (and one for the image model alone), per ratio and method
-    our mean top-1, its standard deviation over seeds and the number of seeds; TorchSpatial's 100 % number."""
+    our mean top-1, its standard deviation over seeds and the number of seeds; TorchSpatial's 100 % number where
+    it has the dataset (else no such column)."""
     published = torchspatial_results(dataset)
     by_cell = {}
     for run in runs:
@@ -145,14 +168,16 @@ def assemble(runs, dataset, encoders, methods, ratios):
         mean, std, count = _mean_std(list(image_tops.values()))
         for method in methods:
             image_line.update(_cells(method, ratio, mean, std, count))
-    image_line["TorchSpatial 100%"] = published.get("no_prior")
+    if published:
+        image_line[PUBLISHED] = published.get("no_prior")
     lines.append(image_line)
     for encoder in encoders:
         line = {"encoder": encoder, "model": ENCODERS[encoder][0]}
         for ratio in sorted({round(ratio, 3) for ratio in ratios}):
             for method in methods:
                 line.update(_cells(method, ratio, *_mean_std(by_cell.get((encoder, method, ratio), []))))
-        line["TorchSpatial 100%"] = published.get(encoder)
+        if published:
+            line[PUBLISHED] = published.get(encoder)
         lines.append(line)
     return pd.DataFrame(lines)
 
@@ -163,12 +188,19 @@ def _cells(method, ratio, mean, std, count):
 
 
 def to_markdown(frame, dataset, preset, seeds, overrides=()):
-    """The table as markdown: per ratio and method "mean ± std (n)", TorchSpatial's number last."""
+    """The table as markdown: per ratio and method "mean ± std (n)", TorchSpatial's number last (where the frame
+    has it)."""
     columns = [column[:-len(" mean")] for column in frame.columns if column.endswith(" mean")]
-    header = ["Encoder", "Name in the papers"] + [f"{column} (ours)" for column in columns] + ["TorchSpatial 100%"]
+    published = PUBLISHED in frame.columns
+    header = (["Encoder", "Name in the papers"] + [f"{column} (ours)" for column in columns]
+              + ([PUBLISHED] if published else []))
     given = f"; given after `--`: `{shlex.join(overrides)}`" if overrides else ""
-    lines = [f"### Location encoders on {dataset}: Top-1 (%), ours beside TorchSpatial's Table 1", "",
-             f"Our numbers: preset `{preset}` ({tables.preset_description(preset, dataset, overrides)}), the "
+    values = tables.preset_description(preset, preset_dataset(dataset), overrides)
+    if preset_dataset(dataset) != dataset:
+        values = f"{preset_dataset(dataset)}'s values: {values}"
+    lines = [f"### Location encoders on {dataset}: Top-1 (%)"
+             + (", ours beside TorchSpatial's Table 1" if published else ""), "",
+             f"Our numbers: preset `{preset}` ({values}), the "
              f"encoders' own flags (`encoder_table.ENCODERS`){given}; mean ± standard deviation over seeds "
              f"{', '.join(map(str, seeds))} (number of finished seeds in brackets).", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -181,13 +213,15 @@ def to_markdown(frame, dataset, preset, seeds, overrides=()):
             else:
                 cells.append(f"{mean:.2f}" + ("" if std is None or pd.isna(std) else f" ± {std:.2f}")
                              + f" ({count})")
-        published = row["TorchSpatial 100%"]
-        cells.append(tables.MISSING if published is None or pd.isna(published) else f"{published:.2f}")
+        if published:
+            number = row[PUBLISHED]
+            cells.append(tables.MISSING if number is None or pd.isna(number) else f"{number:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     notes = ["TorchSpatial: fully supervised encoders (no pre-training) at 100 % labels, one run each, its own "
-             "image model and hyper-parameters; comparable in ordering, not in value, with Sup. Only 100 %.",
-             "Img. Only = the \"No prior\" block of the runs at that ratio (the same in both method columns).",
-             f"{tables.MISSING} = no finished run with these flags (or no published number)."]
+             "image model and hyper-parameters; comparable in ordering, not in value, with Sup. Only 100 %."]
+    notes = (notes if published else []) + [
+        "Img. Only = the \"No prior\" block of the runs at that ratio (the same in both method columns).",
+        f"{tables.MISSING} = no finished run with these flags (or no published number)."]
     return "\n".join(lines + [""] + [f"* {note}" for note in notes]) + "\n"
 
 
@@ -202,7 +236,10 @@ def make_parser():
                                 description="Run or collect every location encoder through Sup. Only and "
                                             "CSP-MC-BLD and write the table beside TorchSpatial's Table 1 (flags "
                                             "after the table's own go to every run)", allow_abbrev=False)
-    p.add_argument("--dataset", required=True, choices=("fmow", "inat_2018"), help="the dataset of the table")
+    p.add_argument("--dataset", required=True, choices=DATASETS,
+                   help="fmow, inat_2018, or custom = your own data: give its --data_table, --features (and "
+                        "--label_set ...) after --; its runs take the fmow preset's flag values and the table has "
+                        "no TorchSpatial column")
     p.add_argument("--encoders", nargs="+", default=list(ENCODERS), choices=list(ENCODERS), metavar="ENCODER",
                    help=f"encoders to run or collect (default all): {', '.join(ENCODERS)}")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
@@ -210,7 +247,8 @@ def make_parser():
     p.add_argument("--ratios", type=float, nargs="+", default=list(DEFAULT_RATIOS), help="label ratios in (0, 1]")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds; the table shows their mean")
     p.add_argument("--preset", default="released", choices=tables.PRESET_NAMES)
-    p.add_argument("--data_dir", default=None, help="folder holding the dataset folders (default CSP_DATA_DIR)")
+    p.add_argument("--data_dir", default=None,
+                   help="folder holding the dataset folders (default CSP_DATA_DIR); not for --dataset custom")
     p.add_argument("--model_dir", default=None,
                    help="folder of the runs (default model_dir/tables/encoders_{dataset}/{preset}/ in the "
                         "repository, wherever the command starts)")
@@ -218,6 +256,17 @@ def make_parser():
     p.add_argument("--device", default="auto")
     p.add_argument("--collect_only", action="store_true", help="only read finished runs' results files")
     return p
+
+
+def check_own_data_flags(args, overrides):
+    """ValueError unless the flags after `--` name the table of `--dataset custom` and `--data_dir` is not given."""
+    example = ("e.g. `tables.py encoders --dataset custom -- --data_table obs.csv --features feats.npy` "
+               "(own_data.py)")
+    if args.data_dir:
+        raise ValueError(f"--data_dir {args.data_dir}: --dataset custom reads no dataset folder; give the data "
+                         f"flags after --, {example}")
+    if "--data_table" not in tables.flag_names(overrides):
+        raise ValueError(f"--dataset custom needs --data_table (and --features) after --, {example}")
 
 
 def main(argv=None):
@@ -233,6 +282,8 @@ def main(argv=None):
     if bad:
         raise ValueError(f"--ratios must be in (0, 1], got {bad}")
     tables.check_seeds(args.seeds)
+    if args.dataset == own_data.DATASET:
+        check_own_data_flags(args, overrides)
     if args.data_dir:
         os.environ["CSP_DATA_DIR"] = str(args.data_dir)
     model_dir = Path(args.model_dir or tables.DEFAULT_MODEL_ROOT / f"encoders_{args.dataset}" / args.preset)

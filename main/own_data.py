@@ -174,10 +174,26 @@ class Observations:
         return splits
 
 
+INPUT_FLAGS = ("data_table", "features", "label_set", "image_predictions")  # the files a run reads
+
+
+def check_input_files(runs_params):
+    """FileNotFoundError listing every file named by the `INPUT_FLAGS` of the runs' params (dicts of
+    `arguments.default_params`) that does not exist, so that a batch of runs (`tables.py encoders --dataset
+    custom`) stops before any of them starts."""
+    missing = sorted({(flag, params[flag]) for params in runs_params for flag in INPUT_FLAGS
+                      if params.get(flag) and not Path(params[flag]).is_file()})
+    if missing:
+        raise FileNotFoundError("these files of --dataset custom do not exist; nothing was run:\n"
+                                + "\n".join(f"  --{flag} {path}" for flag, path in missing)
+                                + f"\nFix: give the paths of your files (relative ones from {Path.cwd()})")
+
+
 def draw_splits(obs, seed, out_dir):
     """Fill the empty splits of `obs` (in place): of each label's undrawn rows round(VAL_FRACTION · n) go to val,
     drawn with np.random.default_rng(seed); unlabelled rows go to train. Writes the splits of every row to
-    `{out_dir}/splits/{table stem}.splits.csv` (columns image, split, drawn) when any was drawn."""
+    `{out_dir}/splits/{table stem}.splits.csv` (columns image, split, drawn) when any was drawn and `out_dir` is not
+    None."""
     undrawn = obs.splits == ""
     if not undrawn.any():
         return
@@ -188,6 +204,8 @@ def draw_splits(obs, seed, out_dir):
         rows = np.flatnonzero(undrawn & (obs.classes == label))
         splits[rng.permutation(rows)[:round(VAL_FRACTION * len(rows))]] = "val"
     obs.splits = splits
+    if out_dir is None:
+        return
     path = Path(out_dir) / "splits" / f"{obs.path.stem}.splits.csv"
     text = pd.DataFrame({"image": obs.ids, "split": splits, "drawn": undrawn}).to_csv(index=False).encode()
     atomic_write(path, lambda handle: handle.write(text))
@@ -275,20 +293,31 @@ def _predictions(path, obs, num_classes):
     return preds
 
 
+def loader_flags(params, obs=None):
+    """{flag: value} that a run on this table takes from the data rather than from its command line (and records
+    in its results): `balanced_train_loader` False when the table has unlabelled rows and the flag is T; {}
+    otherwise. `obs`: the table (default: read from `params`' data_table and label_set)."""
+    if obs is None:
+        obs = Observations(params["data_table"], params.get("label_set"))
+    return {"balanced_train_loader": False} if (obs.classes < 0).any() and params["balanced_train_loader"] else {}
+
+
 def load_own_dataset(params, eval_split, train_remove_invalid, eval_remove_invalid, load_cnn_predictions=False,
                      load_cnn_features=False, load_cnn_features_train=False):
     """`datasets.load_dataset` for `--dataset custom` (module doc): a `datasets.CSPData` whose splits index the
     table's rows (`inds`). Reads `data_table`, `features`, `label_set`, `image_predictions`, `seed`, `model_dir`,
-    `load_img`, `train_sample_ratio`, `train_sample_method`; may set `balanced_train_loader` to False."""
+    `load_img`, `train_sample_ratio`, `train_sample_method` (`model_dir` None: drawn splits are not written); may
+    set `balanced_train_loader` to False."""
     if not params.get("data_table"):
         raise ValueError("--dataset custom needs --data_table (a CSV or Parquet table: image, lon, lat, label, ...)")
     if eval_split not in ("val", "test"):
         raise ValueError(f"--dataset custom: --eval_split must be val or test, got {eval_split!r}")
     obs = Observations(params["data_table"], params.get("label_set"))
     draw_splits(obs, params["seed"], params["model_dir"])
-    if (obs.classes < 0).any() and params["balanced_train_loader"]:
+    switched = loader_flags(params, obs)
+    if switched:
         logger.info("%s: %d unlabelled rows: balanced_train_loader set to False", obs.path, (obs.classes < 0).sum())
-        params["balanced_train_loader"] = False
+        params.update(switched)
     feature_file = FeatureFile(params["features"], obs) if params.get("features") else None
     user_preds = params.get("image_predictions")
     need_features = load_cnn_features_train or load_cnn_features or (load_cnn_predictions and not user_preds)

@@ -3,6 +3,7 @@ the location embeddings over the globe (the paper's Figures 4 and 5). Every figu
 
     python plots.py map --checkpoint MODEL.pth.tar --class_id 3731 --out map.png
     python plots.py locations --dataset inat_2018 --class_id 3731 --out locations.png
+    python plots.py locations --dataset custom --data_table obs.csv --class_id 0 --out locations.png
     python plots.py clusters --checkpoint PRETRAINED.pth.tar --checkpoint FINETUNED.pth.tar --out clusters.png
 
 Functions take a model (an `nn.Module` called as `model(coords, class_of_interest=, return_feats=)` with (lon, lat)
@@ -368,7 +369,14 @@ def _default_class(params, num_classes):
 def _class_locations(args):
     if args.data_dir:
         os.environ["CSP_DATA_DIR"] = str(args.data_dir)
-    params = default_params(["--dataset", args.dataset, "--meta_type", args.meta_type])
+    flags = ["--dataset", args.dataset, "--meta_type", args.meta_type, "--seed", str(args.seed)]
+    if args.dataset == "custom":
+        if not args.data_table:
+            raise ValueError("--dataset custom needs --data_table (your table of observations, own_data.py)")
+        flags += ["--data_table", args.data_table] + (["--label_set", args.label_set] if args.label_set else [])
+    params = default_params(flags)
+    if args.dataset == "custom":
+        params["model_dir"] = None  # the splits drawn with --seed are not written
     data = datasets.load_dataset(params, "val", train_remove_invalid=True, eval_remove_invalid=True)
     class_id = data.class_of_interest if args.class_id is None else args.class_id
     if not 0 <= class_id < data.num_classes:
@@ -401,6 +409,11 @@ def make_parser():
     loc.add_argument("--dataset", default="inat_2018", help="dataset whose training split is read")
     loc.add_argument("--meta_type", default="ebird_meta", help="birdsnap/nabirds metadata")
     loc.add_argument("--data_dir", default=None, help="folder holding the dataset folders (None: CSP_DATA_DIR)")
+    loc.add_argument("--data_table", default=None,
+                     help="--dataset custom: your table of observations (its train rows; those without a split "
+                          "drawn with --seed, as a run with that seed draws them)")
+    loc.add_argument("--label_set", default=None, help="--dataset custom: its label set (None: the table's labels)")
+    loc.add_argument("--seed", type=int, default=0, help="--dataset custom: --seed of the run whose splits to show")
 
     c = sub.add_parser("clusters", parents=[common], formatter_class=formatter,
                        help="clusters of the location embeddings (Figures 4, 5)")

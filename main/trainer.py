@@ -296,29 +296,25 @@ class Trainer:
     def _training_rows(self):
         """{phase: training rows it draws from (int64 tensor), or None for all}: pre-training uses every row,
         fine-tuning (and a baseline's fit) the few-shot subset when 0 < train_sample_ratio < 1 (a baseline with
-        --baseline_full_train T: every row, as the original). Models that take the date leave out rows without
-        one."""
+        --baseline_full_train T: every row, as the original); both only the labelled rows (--dataset custom). Models
+        that take the date leave out rows without one."""
         params, train = self.params, self.data.train
         usable = self._dated(train)
         if not usable.all():
             logger.warning("%d training samples have no date: with --use_date_feats T they are not trained on",
                            (~usable).sum())
-        rows = {PRETRAINING: None if usable.all() else np.flatnonzero(usable), FINETUNING: None}
         labelled = np.flatnonzero(train.classes >= 0)  # --dataset custom: class -1 = unlabelled, pre-training only
+        everything = len(labelled) == len(train) and usable.all()
         if params["train_sample_ratio"] < 1 and is_baseline(params) and params["baseline_full_train"]:
-            logger.info("--baseline_full_train T: the %s baseline is fitted on all %d training samples, not on "
-                        "the few-shot subset of --train_sample_ratio %g", params["spa_enc_type"], len(train),
-                        params["train_sample_ratio"])
-            rows[FINETUNING] = rows[PRETRAINING]
+            logger.info("--baseline_full_train T: the %s baseline is fitted on all %d training samples with a label, "
+                        "not on the few-shot subset of --train_sample_ratio %g", params["spa_enc_type"],
+                        len(labelled), params["train_sample_ratio"])
         elif params["train_sample_ratio"] < 1:
             subset, params["train_sample_idx_file"] = sampling.train_sample_indices(params, train.classes[labelled],
                                                                                     train.original_rows)
-            subset = labelled[subset]
-            rows[FINETUNING] = subset[usable[subset]]
-        elif len(labelled) < len(train):
-            rows[FINETUNING] = labelled[usable[labelled]]
-        else:
-            rows[FINETUNING] = rows[PRETRAINING]
+            labelled, everything = labelled[subset], False
+        rows = {PRETRAINING: None if usable.all() else np.flatnonzero(usable),
+                FINETUNING: None if everything else labelled[usable[labelled]]}
         return {phase: None if value is None else self._to_device(value) for phase, value in rows.items()}
 
     def _to_device(self, array):

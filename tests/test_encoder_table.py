@@ -1,9 +1,12 @@
+import numpy as np
 import pandas as pd
 import pytest
 
 from csp import encoder_table
 from csp import tables
 from csp.synthetic_data import write_synthetic_dataset
+from csp.trainer import read_results
+from test_own_data import NUM_IMAGES, draw_images
 from test_tables import _no_runs
 
 TINY = ["--num_epochs", "1", "--num_epochs_unsuper", "1", "--num_filts", "16", "--hidden_dim", "32",
@@ -105,3 +108,52 @@ def test_bad_seeds_stop_collecting_before_a_table_is_written(tmp_path, table, se
         tables.main(table + ["--dataset", "fmow", "--collect_only", "--model_dir", str(tmp_path / "runs"),
                              "--seeds", *seeds])
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.fixture(scope="module")
+def custom_runs(tmp_path_factory):
+    """One encoder x both methods on your own data (test_own_data's table, which has unlabelled rows; random
+    features: the table's mechanics do not need them to mean anything)."""
+    root = tmp_path_factory.mktemp("custom")
+    draw_images(root / "imgs", np.random.default_rng(0)).to_csv(root / "obs.csv", index=False)
+    np.save(root / "feats.npy", np.random.default_rng(1).normal(size=(NUM_IMAGES, 8)).astype(np.float32))
+    data = ["--data_table", str(root / "obs.csv"), "--features", str(root / "feats.npy")]
+    argv = ["encoders", "--dataset", "custom", "--model_dir", str(root / "runs"), "--device", "cpu", "--encoders",
+            "sphere", "--ratios", "0.5", "--seeds", "0", "--", *data, *TINY]
+    return root, argv, tables.main(argv)
+
+
+def test_your_own_data_runs_with_the_fmow_preset_and_no_published_column(custom_runs):
+    root, _, frame = custom_runs
+    assert "TorchSpatial 100%" not in frame.columns
+    assert list(frame["encoder"]) == ["no_prior", "sphere"]
+    assert frame["Sup. Only 50% mean"].between(0, 100).all() and (frame["CSP-MC-BLD 50% seeds"] == 1).all()
+    results = [read_results(path) for path in sorted((root / "runs" / "seed0").glob("*.results.json"))]
+    assert [r["params"]["unsuper_loss"] for r in results] == ["contsoftmax", "none"]
+    fmow = dict(zip(tables.PRESETS[("released", "fmow")][::2], tables.PRESETS[("released", "fmow")][1::2]))
+    for r in results:
+        assert r["params"]["dataset"] == "custom" and r["params"]["spa_f_act"] == fmow["--spa_f_act"]
+        assert r["params"]["simcse_weight"] == float(fmow["--simcse_weight"])
+    markdown = (root / "runs" / "encoders_custom_released.md").read_text()
+    assert "fmow's values: spa_f_act gelu" in markdown and "TorchSpatial" not in markdown
+
+
+def test_your_own_data_runs_are_collected_not_run_again(custom_runs, monkeypatch):
+    _, argv, frame = custom_runs
+    _no_runs(monkeypatch)   # the table's unlabelled rows switch the class-balanced sampler off in every run
+    pd.testing.assert_frame_equal(tables.main(argv), frame)
+    split = argv.index("--")
+    pd.testing.assert_frame_equal(tables.main(argv[:split] + ["--collect_only"] + argv[split:]), frame)
+
+
+def test_your_own_data_needs_its_files_before_anything_runs(custom_runs, monkeypatch, tmp_path):
+    root, argv, _ = custom_runs
+    _no_runs(monkeypatch)
+    split = argv.index("--")
+    with pytest.raises(ValueError, match="--dataset custom needs --data_table"):
+        tables.main(argv[:split])
+    with pytest.raises(ValueError, match="--data_dir .* reads no dataset folder"):
+        tables.main(argv[:split] + ["--data_dir", str(root)] + argv[split:])
+    moved = [str(tmp_path / "no.npy") if word == str(root / "feats.npy") else word for word in argv]
+    with pytest.raises(FileNotFoundError, match=f"nothing was run:\n  --features {tmp_path / 'no.npy'}"):
+        tables.main(moved)

@@ -14,6 +14,7 @@ import torchvision
 from PIL import Image
 
 from csp import arguments
+from csp import baselines
 from csp import extract_features
 from csp import feature_store
 from csp import models
@@ -106,6 +107,26 @@ def test_drawn_splits_go_beside_the_run_and_fine_tuning_uses_labelled_rows_only(
     subset = np.load(few["files"]["train_sample_idx_file"])
     num_labelled_train = ((splits["split"] == "train") & (table["label"] != "") & (table["lon"] != "")).sum()
     assert subset.max() < num_labelled_train and len(subset) == pytest.approx(num_labelled_train / 2, abs=3)
+
+
+@pytest.mark.parametrize("baseline", ["grid", "nn_knn", "train_freq"])
+def test_baselines_are_fitted_on_the_labelled_training_rows(own, tmp_path, monkeypatch, baseline):
+    fitted, make = [], baselines.make_baseline
+
+    def recording(name, locs, classes, *rest):
+        fitted.append(classes)
+        return make(name, locs, classes, *rest)
+
+    monkeypatch.setattr(baselines, "make_baseline", recording)
+    for extra in ([], ["--baseline_full_train", "T"]):  # the few-shot subset, then every labelled row
+        results = run(own, tmp_path, "--spa_enc_type", baseline, "--unsuper_loss", "none", "--train_sample_ratio",
+                      "0.5", *extra)
+        assert 0 <= top1(results, baseline) <= 100
+    splits = pd.read_csv(tmp_path / "splits" / "obs.splits.csv", keep_default_na=False)
+    table = pd.read_csv(own / "obs.csv", keep_default_na=False)
+    labelled_train = ((splits["split"] == "train") & (table["label"] != "") & (table["lon"] != "")).sum()
+    assert all((classes >= 0).all() for classes in fitted)
+    assert len(fitted[0]) == pytest.approx(labelled_train / 2, abs=3) and len(fitted[1]) == labelled_train
 
 
 def test_the_checkpoint_works_with_load_location_encoder_and_plots(trained, tmp_path):

@@ -9,12 +9,14 @@ from PIL import Image
 
 from csp import draw_overview
 from csp import land_mask
+from csp import own_data
 from csp import plots
 from csp.arguments import default_params
 from csp.checkpoints import save_checkpoint
 from conftest import ROOT
 from csp.models import build_model
 from csp.synthetic_data import write_synthetic_dataset
+from test_own_data import draw_images
 
 NUM_CLASSES = 5
 LAND, OCEAN = (20.0, 0.0), (-150.0, 0.0)
@@ -259,3 +261,21 @@ def test_bad_cluster_flags_are_named(tmp_path, flags, message):
 def test_model_overview_is_drawn(tmp_path):
     draw_overview.main(["--out", str(tmp_path / "overview.png")])
     assert Image.open(tmp_path / "overview.png").size == (2400, 1440)
+
+
+def test_locations_of_your_own_data_are_its_train_rows_as_a_run_draws_them(mask_dir, tmp_path, monkeypatch):
+    own = tmp_path / "own"
+    table = draw_images(own / "imgs", np.random.default_rng(0))
+    table.to_csv(own / "obs.csv", index=False)
+    drawn = []
+    monkeypatch.setattr(plots, "plot_class_locations", lambda lonlat, out, mask: drawn.append(lonlat))
+    plots.main(["locations", "--dataset", "custom", "--data_table", str(own / "obs.csv"), "--class_id", "1",
+                "--seed", "3", "--out", str(tmp_path / "l.png")])
+    obs = own_data.Observations(own / "obs.csv")
+    own_data.draw_splits(obs, 3, None)
+    train = (obs.splits == "train") & (obs.classes == 1) & ~np.isnan(obs.locs[:, 0])
+    assert obs.class_names[1] == "blue_west" and len(drawn[0]) == train.sum() > 0 and (drawn[0][:, 0] < 0).all()
+    np.testing.assert_array_equal(drawn[0], obs.locs[train])
+    assert sorted(path.name for path in own.iterdir()) == ["imgs", "obs.csv"]  # no drawn splits written
+    with pytest.raises(ValueError, match="--dataset custom needs --data_table"):
+        plots.main(["locations", "--dataset", "custom", "--out", str(tmp_path / "l.png")])
