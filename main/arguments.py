@@ -205,12 +205,12 @@ def describe_error(err):
         return str(err)
     where = f" {err.filename}" if err.filename is not None else ""
     permissions = "check the permissions of that path (an output folder: or choose another --model_dir)"
+    file_in_the_way = "a file is where a folder is needed; choose another folder"
     fixes = {errno.EACCES: permissions, errno.EPERM: permissions,
              errno.EROFS: "the file system is read-only; choose another folder (--model_dir)",
              errno.ENOSPC: "the disk is full; free space or choose a folder on another disk (--model_dir)",
              errno.ENOENT: "check the path",
-             errno.EEXIST: "a file is where a folder is needed; choose another folder (--model_dir)",
-             errno.ENOTDIR: "a file is where a folder is needed; choose another folder (--model_dir)",
+             errno.EEXIST: file_in_the_way, errno.ENOTDIR: file_in_the_way,
              errno.ENAMETOOLONG: "the file name, made from the flag values, is too long: give the flags "
                                  "(e.g. --lr) sensible values"}
     fix = fixes.get(err.errno, "check the path and the disk")

@@ -40,8 +40,7 @@ from . import land_mask
 from . import plots
 from . import train_unsuper
 from .tables import final_top1
-from .arguments import default_params, make_args_parser, resolve_device, run_command
-from .trainer import check_params
+from .arguments import default_params, run_command
 
 logger = logging.getLogger(__name__)
 
@@ -156,25 +155,6 @@ def run_argvs(model_dir, seed, device=None, extra_flags=(), data_dir=DEFAULT_OUT
     return {"CSP-MC-BLD": argv, "Sup. Only (grid)": argv + ["--unsuper_loss", "none"]}
 
 
-def check_run_flags(argvs):
-    """ValueError naming the flag for a flag of the runs (`run_argvs`; the demo's --seed and --device, the flags after
-    --) that train_unsuper.py does not know or would refuse, checked before the dataset is built (minutes)."""
-    parser = make_args_parser()
-    parser.exit_on_error = False
-    for argv in argvs.values():
-        try:
-            _, unknown = parser.parse_known_args(argv)
-        except argparse.ArgumentError as err:
-            raise ValueError(f"{err}; flags after -- go to both runs (python main/train_unsuper.py --help lists "
-                             f"them)") from None
-        if unknown:
-            raise ValueError(f"{' '.join(unknown)}: not a flag of train_unsuper.py; flags after -- go to both runs "
-                             f"(python main/train_unsuper.py --help lists them)")
-        params = default_params(argv)
-        check_params(params)
-        resolve_device(params["device"])
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # the table
 
@@ -260,7 +240,8 @@ def run_demo(out_dir=DEFAULT_OUT_DIR, seed=0, device=None, extra_flags=(), readm
     data_dir = out_dir / "data"
     model_dir = out_dir / "runs" / f"seed{seed}"
     argvs = run_argvs(model_dir, seed, device, extra_flags, data_dir)
-    check_run_flags(argvs)
+    for argv in argvs.values():
+        train_unsuper.check_argv(argv)
     seconds = {}
     start = time.monotonic()
     ensure_dataset(data_dir, build_args)

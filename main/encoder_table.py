@@ -287,6 +287,10 @@ def main(argv=None):
     if args.data_dir:
         os.environ["CSP_DATA_DIR"] = str(args.data_dir)
     model_dir = Path(args.model_dir or tables.DEFAULT_MODEL_ROOT / f"encoders_{args.dataset}" / args.preset)
+    for encoder in args.encoders:
+        for method in args.methods:
+            train_unsuper.check_argv(run_argv(args.dataset, args.preset, encoder, method, args.ratios[0],
+                                              args.seeds[0], model_dir, args.device, overrides))
     runs = plan(args.dataset, args.preset, args.encoders, args.methods, args.ratios, args.seeds, model_dir,
                 args.device, overrides)
     collect(runs, args.dataset, args.collect_only)

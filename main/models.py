@@ -297,6 +297,8 @@ class PretrainedLocationEncoder:
     """
 
     def __init__(self, model, params, device, batch_size=65536, class_names=None):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer of at least 1, got {batch_size!r}")
         self.model = model.to(device).eval()
         self.params = params
         self.device = device

@@ -530,6 +530,10 @@ def main(argv=None):
         os.environ["CSP_DATA_DIR"] = str(args.data_dir)
     model_dir = Path(args.model_dir or DEFAULT_MODEL_ROOT / args.dataset / args.preset)
     check_seeds(args.seeds)
+    for row in rows:
+        if ROWS[row][1] is not None:
+            train_unsuper.check_argv(run_argv(args.dataset, args.preset, row, args.ratios[0], model_dir, args.device,
+                                              overrides))
     founds = {}
     for seed in args.seeds or [None]:
         if seed is not None:

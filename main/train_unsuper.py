@@ -6,13 +6,14 @@ fine-tuning) → `run_eval_final()` (image × location prior on the evaluation s
 Top-1s). The run scripts at the repository's top level
 (`run-inat_2018-contsoftmax.sh`, `run-fmow-contsoftmax.sh`) call it with the paper's flags.
 """
+import argparse
 import shlex
 import sys
 
 if not __package__:  # run as a script (`python train_unsuper.py`): its folder is imported as the package csp
     __package__ = __import__("as_package").PACKAGE
 from . import arguments
-from .trainer import Trainer
+from .trainer import Trainer, check_params
 
 
 def main(argv=None, console=True, progress=None):
@@ -27,6 +28,23 @@ def main(argv=None, console=True, progress=None):
         trainer.run_eval_spa_enc_only("LocEnc ", load_model=True)
         trainer.log_summary()
         return trainer.results
+
+
+def check_argv(argv):
+    """ValueError naming the flag for run flags `argv` (a list of str) that train_unsuper.py does not know or would
+    refuse, checked without reading data or writing anything (for commands that start runs: the demo, the tables)."""
+    parser = arguments.make_args_parser()
+    parser.exit_on_error = False
+    try:
+        _, unknown = parser.parse_known_args(argv)
+    except argparse.ArgumentError as err:
+        raise ValueError(f"{err} (a flag of the runs; python main/train_unsuper.py --help lists them)") from None
+    if unknown:
+        raise ValueError(f"{' '.join(unknown)}: not a flag of train_unsuper.py (flags for the runs go after --; "
+                         f"python main/train_unsuper.py --help lists them)")
+    params = arguments.default_params(argv)
+    check_params(params)
+    arguments.resolve_device(params["device"])
 
 
 def script_argv(path):

@@ -157,3 +157,16 @@ def test_your_own_data_needs_its_files_before_anything_runs(custom_runs, monkeyp
     moved = [str(tmp_path / "no.npy") if word == str(root / "feats.npy") else word for word in argv]
     with pytest.raises(FileNotFoundError, match=f"nothing was run:\n  --features {tmp_path / 'no.npy'}"):
         tables.main(moved)
+
+
+@pytest.mark.parametrize("table", [["encoders"], ["comparison"]])
+@pytest.mark.parametrize("flags, message", [(["--lrr", "1"], "--lrr 1: not a flag of train_unsuper.py"),
+                                            (["--lr", "nan"], "--lr must be a finite number")])
+def test_bad_flags_for_the_runs_are_named_before_anything_is_read(tmp_path, table, flags, message):
+    """They printed train_unsuper's 46-line usage titled tables.py, a TypeError traceback, or (collecting) wrote a
+    table with exit 0."""
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(ValueError, match=message):
+        tables.main(table + ["--dataset", "fmow", "--collect_only", "--model_dir", str(tmp_path / "runs"), "--",
+                             *flags])
+    assert not list((tmp_path / "runs").iterdir())

@@ -162,6 +162,13 @@ def test_saved_checkpoint_loads_back_with_the_same_outputs(tmp_path, flags):
     assert loaded.class_probabilities(np.zeros((0, 2)), np.zeros(0)).shape == (0, 6)
 
 
+def test_a_batch_size_below_one_is_named(tmp_path):
+    """batch_size=0 was "range() arg 3 must not be zero" at the first embedding."""
+    _, path = _save(tmp_path, default_params([]))
+    with pytest.raises(ValueError, match="batch_size must be an integer of at least 1, got 0"):
+        load_location_encoder(str(path), batch_size=0)
+
+
 def test_embedding_is_batched(tmp_path):
     model, path = _save(tmp_path, default_params([]))
     loaded = load_location_encoder(str(path))
