@@ -75,8 +75,9 @@ def run_argv(dataset, preset, encoder, method, ratio, seed, model_dir, device, o
         image += ["--load_cnn_features_train", "T"]
     folder = os.path.join(str(model_dir), f"seed{seed}", "")
     return (["--dataset", dataset, "--model_dir", folder, "--device", device]
-            + tables.COMMON + tables.PRESETS[(preset, preset_dataset(dataset))] + ENCODERS[encoder][1] + METHODS[method][1]
-            + image + ["--train_sample_ratio", f"{ratio:g}", "--seed", str(seed)] + list(overrides))
+            + tables.COMMON + tables.PRESETS[(preset, preset_dataset(dataset))] + ENCODERS[encoder][1]
+            + METHODS[method][1] + image + ["--train_sample_ratio", f"{ratio:g}", "--seed", str(seed)]
+            + list(overrides))
 
 
 def preset_dataset(dataset):
