@@ -62,7 +62,8 @@ DEMO_OVERRIDES = (
 # flags the demo sets itself (its own options, or what makes a row the row it is)
 OWN_FLAGS = ("--dataset", "--model_dir", "--seed", "--device", "--unsuper_loss", "--spa_enc_type",
              "--train_sample_ratio")
-CONSOLE_LOGGERS = (__name__, "demo_data", "extract_features", "plots", "land_mask", "progress")
+CONSOLE_LOGGERS = (__name__,) + tuple(f"{__package__}.{module}" for module in (
+    "demo_data", "extract_features", "plots", "land_mask", "progress"))
 # wall seconds of each step on a quiet 2-core CPU (AMD EPYC, torch CPU build; measured for the README), and the
 # epochs the runs had there: the estimates printed before each step scale these by the epochs and the machine's load
 QUIET_SECONDS = {"dataset": 30.0, "CSP-MC-BLD": 25.0, "Sup. Only (grid)": 5.0, "figures": 4.0}

@@ -36,11 +36,11 @@ def progress_interval():
 
 
 def format_duration(seconds):
-    """'40 s', '12 min', '1 h 05 min'."""
+    """'40 s', '12 min', '1 h 05 min' (minutes rounded to the nearest: 115 s is '2 min', not '1 min')."""
     seconds = max(0, int(round(seconds)))
     if seconds < 60:
         return f"{seconds} s"
-    minutes = seconds // 60
+    minutes = int(round(seconds / 60))
     if minutes < 60:
         return f"{minutes} min"
     return f"{minutes // 60} h {minutes % 60:02d} min"

@@ -118,3 +118,11 @@ def test_a_mistyped_demo_option_is_the_demo_s_own_short_usage_error(typo):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert f"unrecognized arguments: {typo[-1] if len(typo) == 3 else ' '.join(typo)}" in done.stderr
     assert "--spa_enc_type" not in done.stderr and len(done.stderr.splitlines()) <= 4
+
+
+def test_the_demo_console_shows_the_loggers_of_the_builder_extraction_maps_and_progress():
+    """With the package's names (csp.progress, ...): bare names matched no logger, so a redirected demo log showed
+    no progress while the runs trained."""
+    from csp import demo, demo_data, extract_features, land_mask, plots, progress
+    for module in (demo_data, extract_features, land_mask, plots, progress):
+        assert module.logger.name in demo.CONSOLE_LOGGERS

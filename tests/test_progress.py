@@ -59,7 +59,7 @@ def test_bad_interval_is_named(monkeypatch):
 
 
 def test_durations():
-    assert [progress.format_duration(s) for s in (40.2, 720, 3900)] == ["40 s", "12 min", "1 h 05 min"]
+    assert [progress.format_duration(s) for s in (40.2, 115, 720, 3900)] == ["40 s", "2 min", "12 min", "1 h 05 min"]
 
 
 def _argv(tmp_path):
