@@ -217,15 +217,34 @@ def describe_error(err):
     return f"cannot access{where}: {err.strerror or err}; {fix}"
 
 
+ALLOCATION_FAILED = ("not enough memory", "can't allocate memory", "Cannot allocate memory")
+
+
+def is_out_of_memory(err):
+    """True for an allocation that failed: MemoryError, torch.OutOfMemoryError (a GPU), or the CPU allocator's
+    RuntimeError ("... not enough memory ..." / "... can't allocate memory ...")."""
+    return (isinstance(err, (MemoryError, torch.OutOfMemoryError))
+            or (isinstance(err, RuntimeError) and any(words in str(err) for words in ALLOCATION_FAILED)))
+
+
+def describe_out_of_memory(err):
+    """The one-line message of a failed allocation, with the flags that size the tensors."""
+    what = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+    return (f"out of memory ({what}); lower --batch_size or --num_neg_rand_loc, use a smaller model (--num_filts, "
+            f"--hidden_dim, --num_hidden_layer, --frequency_num), or keep the image features in their file "
+            f"(--feature_storage mapped)")
+
+
 def run_command(main):
     """Run a command-line entry point so that bad input — a ValueError, or an OSError (a file that is missing, cannot
-    be read or written, a full disk), whose messages name the flag, value or file and the fix — ends it with that
-    one-line message and exit status 2 instead of a traceback. CSP_TRACEBACK=1 in the environment shows the
-    traceback."""
+    be read or written, a full disk), whose messages name the flag, value or file and the fix, or an allocation that
+    failed (`is_out_of_memory`: flags too large for the machine) — ends it with that one-line message and exit
+    status 2 instead of a traceback. CSP_TRACEBACK=1 in the environment shows the traceback."""
     try:
         main()
-    except (ValueError, OSError) as err:
-        if os.environ.get("CSP_TRACEBACK") == "1":
+    except (ValueError, OSError, MemoryError, RuntimeError) as err:
+        if os.environ.get("CSP_TRACEBACK") == "1" or (isinstance(err, RuntimeError) and not is_out_of_memory(err)):
             raise
-        print(f"{os.path.basename(sys.argv[0])}: error: {describe_error(err)}", file=sys.stderr)
+        message = describe_out_of_memory(err) if is_out_of_memory(err) else describe_error(err)
+        print(f"{os.path.basename(sys.argv[0])}: error: {message}", file=sys.stderr)
         sys.exit(2)

@@ -3,7 +3,7 @@ import importlib
 
 import pytest
 
-from csp.arguments import BOOL_FLAGS, default_params, describe_error, make_args_parser, resolve_device
+from csp.arguments import BOOL_FLAGS, default_params, describe_error, make_args_parser, resolve_device, run_command
 from csp.paths import MAIN_DIR
 
 
@@ -88,3 +88,30 @@ def test_every_option_has_help_text_and_its_default_in_help(module, monkeypatch)
         for action in parser._actions:
             if not isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
                 assert action.help, f"{parser.prog} {action.option_strings or action.dest}: no help text"
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:121] data. DefaultCPUAllocator: not enough memory: you tried to "
+                 "allocate 512000000000 bytes."),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+                 "tried to allocate 768000000000 bytes. Error code 12 (Cannot allocate memory)"),
+    MemoryError(),
+])
+def test_a_failed_allocation_is_one_line_naming_the_flags_that_size_it(error, monkeypatch, capsys):
+    """--num_neg_rand_loc 1000000000 ended in the allocator's traceback mid-run."""
+    monkeypatch.delenv("CSP_TRACEBACK", raising=False)
+
+    def main():
+        raise error
+    with pytest.raises(SystemExit) as stop:
+        run_command(main)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "out of memory" in err and "--batch_size" in err and "--num_neg_rand_loc" in err
+
+
+def test_other_runtime_errors_still_show_their_traceback():
+    def main():
+        raise RuntimeError("a bug, not bad input")
+    with pytest.raises(RuntimeError, match="a bug"):
+        run_command(main)
