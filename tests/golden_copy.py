@@ -150,4 +150,7 @@ def unpack(source, target):
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit("usage: python tests/golden_copy.py GOLDEN_FOLDER OUT_FOLDER  (packs e.g. ../shared/golden into "
+                 "tests/golden)")
     pack(*sys.argv[1:3])
