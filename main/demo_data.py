@@ -34,7 +34,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from tqdm import tqdm
 
 if not __package__:  # run as a script (`python demo_data.py`): its folder is imported as the package csp
     __package__ = __import__("as_package").PACKAGE
@@ -42,6 +41,7 @@ from . import efficientnet_lite
 from . import extract_features
 from .arguments import run_command
 from .paths import package_file
+from .progress import LoggedBar
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def write_tiles(out_dir, ex, tile_size, tile_degrees, batch_size=128, device="cp
         names[rows] = [f"images/{split}/{i:06d}.png" for i in range(first_id, first_id + len(rows))]
         first_id += len(rows)
         (out_dir / "images" / split).mkdir(parents=True, exist_ok=True)
-    for start in tqdm(range(0, len(ex.lonlat), batch_size), desc="tiles", unit="batch"):
+    for start in LoggedBar(range(0, len(ex.lonlat), batch_size), desc="tiles", unit="batch"):
         tiles = tile_images(mosaic, ex.lonlat[start:start + batch_size], tile_size, tile_degrees)
         pixels = tiles.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         for name, tile in zip(names[start:start + batch_size], pixels):

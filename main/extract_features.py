@@ -40,13 +40,13 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
-from tqdm import tqdm
 
 if not __package__:  # run as a script (`python extract_features.py`): its folder is imported as the package csp
     __package__ = __import__("as_package").PACKAGE
 from . import efficientnet_lite
 from .arguments import resolve_device, run_command
 from .paths import atomic_write
+from .progress import LoggedBar
 
 logger = logging.getLogger(__name__)
 
@@ -341,7 +341,8 @@ def _run(model, images, ids, features, files, settings, rows_done, loader_args, 
     """Features of images rows_done … N − 1 into `features`, batch by batch, saving progress as it goes."""
     loader = DataLoader(torch.utils.data.Subset(images, range(rows_done, len(ids))), **loader_args)
     pending, last_save = [], time.monotonic()
-    with torch.inference_mode(), tqdm(total=len(ids), initial=rows_done, desc="image features", unit="img") as bar:
+    with torch.inference_mode(), LoggedBar(total=len(ids), initial=rows_done, desc="image features",
+                                           unit="img") as bar:
         for rows, batch, errors in loader:
             if channels_last:
                 batch = batch.contiguous(memory_format=torch.channels_last)

@@ -10,9 +10,13 @@ seconds (default 60; 0 = every batch) while the phase trains:
 checkpoints included, so that the time left is what the clock will show); the time left extrapolates the fraction of
 the phase's remaining epochs done so far.
 """
+import io
 import logging
 import os
+import sys
 import time
+
+from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
 
@@ -83,3 +87,22 @@ class PhaseProgress:
         logger.info("Progress: %s epoch %d/%d (batch %d/%d), %s samples/s, about %s left in this phase",
                     self.phase, epoch + 1, self.total, batch + 1, num_batches, f"{rate:,.0f}",
                     format_duration(left) if left == left else "?")
+
+
+class LoggedBar(tqdm):
+    """A tqdm progress bar on a terminal; with stderr redirected, a log line instead at most every
+    CSP_PROGRESS_INTERVAL seconds (and at the start and end), e.g. `Progress: image features: 400/1000 [00:10<00:15,
+    40.00img/s]` — no `\\r`-drawn bar in a log file. Takes tqdm's arguments."""
+
+    def __init__(self, *args, **kwargs):
+        self.logged = not sys.stderr.isatty() and not kwargs.get("disable")
+        if self.logged:
+            kwargs.update(file=io.StringIO(), mininterval=progress_interval(), miniters=1,
+                          bar_format="{desc}: {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}]")
+        super().__init__(*args, **kwargs)
+
+    def display(self, msg=None, pos=None):
+        if not self.logged:
+            return super().display(msg, pos)
+        logger.info("Progress: %s", self.format_meter(**self.format_dict))
+        return True

@@ -91,3 +91,14 @@ def test_a_run_on_a_terminal_shows_bars_not_progress_lines(tmp_path, monkeypatch
     log = open(results["files"]["log_file_name"]).read()
     assert "Unsupervised Training Epoch" in log and "Progress:" not in log
     assert "pre-training: 100%" in capsys.readouterr().err
+
+
+def test_a_bar_with_stderr_redirected_logs_lines_instead_of_drawing(caplog, capsys, monkeypatch):
+    """The tiles and image-feature bars wrote `\\r`-drawn bars into redirected logs."""
+    monkeypatch.setenv(progress.INTERVAL_ENV, "0")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    with caplog.at_level(logging.INFO, logger="csp.progress"):
+        assert sum(progress.LoggedBar(range(3), desc="tiles", unit="batch")) == 3
+    lines = [record.getMessage() for record in caplog.records if record.name == "csp.progress"]
+    assert lines[0].startswith("Progress: tiles: 0/3 [") and lines[-1].startswith("Progress: tiles: 3/3 [")
+    assert "\r" not in capsys.readouterr().err
