@@ -546,18 +546,20 @@ def _check_shape(dataset, path, shape, num_rows, num_cols, source, what):
 def _read_npy_rows(dataset, path, rows, num_rows, num_cols, source, what, storage="device"):
     """Rows `rows` (sorted, or None for all) of a (num_rows, ·) `.npy` file as float32.
 
-    All rows of a float32 file: a copy-on-write memory map (no copy in memory). A subset: one array filled chunk by
-    chunk from the file, so that only the result is held; or, where `feature_store.stays_in_file(storage, size)`,
-    a `feature_store.FileRows` that reads rows only when indexed.
+    All rows, or one consecutive run of rows, of a float32 file: a copy-on-write memory map (no copy in memory). A
+    subset: one array filled chunk by chunk from the file, so that only the result is held; or, where
+    `feature_store.stays_in_file(storage, size)`, a `feature_store.FileRows` that reads rows only when indexed.
     """
     if not path.is_file():
         raise _missing(dataset, path, what)
     shape, fortran, dtype, offset = _npy_header(dataset, path)
     _check_shape(dataset, path, shape, num_rows, num_cols, source, what)
-    if rows is None:
+    consecutive = rows is not None and len(rows) and np.array_equal(rows, np.arange(rows[0], rows[0] + len(rows)))
+    if rows is None or (consecutive and dtype == np.float32 and not fortran):
         try:
             if dtype == np.float32 and not fortran:
-                return np.load(path, mmap_mode="c")
+                mapped = np.load(path, mmap_mode="c")
+                return mapped if rows is None else mapped[rows[0]:rows[0] + len(rows)]
             return np.load(path).astype(np.float32)
         except ValueError as err:
             raise _malformed(dataset, path, f"cannot be read ({err}; truncated?)") from None

@@ -262,18 +262,11 @@ class FeatureFile:
                                self.unreadable.sum(), side["unreadable"])
 
     def read(self, table_rows, what, storage="device"):
-        """Features of the given table rows, (len, F) float32: a (copy-on-write) memory map when they are
-        consecutive rows of the file, in order (e.g. a table sorted by split), else read chunk by chunk (only the
-        result is held), or left in the file as `feature_store.FileRows` where `storage` (--feature_storage) says
-        so (`datasets._read_rows`)."""
+        """Features of the given table rows, (len, F) float32 (`datasets._read_rows`): a (copy-on-write) memory map
+        when they are consecutive rows of the file, in order (e.g. a table sorted by split), else read chunk by
+        chunk (only the result is held), or left in the file as `feature_store.FileRows` where `storage`
+        (--feature_storage) says so."""
         file_rows = self.rows[table_rows]
-        first = file_rows[0]
-        if np.array_equal(file_rows, np.arange(first, first + len(file_rows))):
-            features = np.load(self.path, mmap_mode="c")
-            if features.dtype == np.float32 and features.flags.c_contiguous:
-                logger.info("%s: memory-mapped %s rows %d-%d of %s", DATASET, what, first, first + len(file_rows),
-                            self.path)
-                return features[first:first + len(file_rows)]
         if (np.diff(file_rows) <= 0).any():
             order = np.argsort(file_rows)
             feats = self.read(table_rows[order], what)
