@@ -14,6 +14,7 @@ import golden_copy
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "main"))
 import as_package  # noqa: E402,F401  (main/ becomes the package csp and leaves sys.path)
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the benchmarks and drawing helpers, imported by their names
 
 
 @pytest.fixture(scope="session")

@@ -69,8 +69,8 @@ class _Parser(Exception):
     """Raised with the parser a command-line entry point built, instead of parsing."""
 
 
-@pytest.mark.parametrize("module", ["train_unsuper", "tables", "seeds", "demo", "plots", "benchmark_maps",
-                                    "draw_overview", "synthetic_data", "demo_data"])
+@pytest.mark.parametrize("module", ["csp.train_unsuper", "csp.tables", "csp.seeds", "csp.demo", "csp.plots",
+                                    "benchmark_maps", "draw_overview", "csp.synthetic_data", "csp.demo_data"])
 def test_every_option_has_help_text_and_its_default_in_help(module, monkeypatch):
     def caught(self, *args, **kwargs):
         raise _Parser(self)
@@ -78,7 +78,7 @@ def test_every_option_has_help_text_and_its_default_in_help(module, monkeypatch)
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", caught)
     monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", caught)
     with pytest.raises(_Parser) as excinfo:
-        importlib.import_module(f"csp.{module}").main([])
+        importlib.import_module(module).main([])
     parsers = [excinfo.value.args[0]]
     for action in parsers[0]._actions:
         if isinstance(action, argparse._SubParsersAction):

@@ -246,19 +246,6 @@ def test_gpu_matches_cpu(name):
     torch.testing.assert_close(encoder.cuda()(COORDS.cuda()).cpu(), expected, rtol=0, atol=2e-6)
 
 
-def test_benchmark_script_runs(capsys):
-    from csp import benchmark_encoders
-
-    benchmark_encoders.main(["--device", "cpu", "--encoders", "gridcell", "spherical_harmonics+siren",
-                             "--batch_sizes", "8", "--warmup", "0", "--repeats", "1", "--rounds", "2"])
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("device cpu") and len(lines) == 3
-    assert lines[1].startswith("gridcell") and lines[2].startswith("spherical_harmonics+siren")
-    assert "forward" in lines[2] and "forward+backward" in lines[2]
-    with pytest.raises(ValueError, match="--encoders grid: not a location encoder"):
-        benchmark_encoders.main(["--encoders", "grid"])
-
-
 NEW_ENCODERS = {  # --spa_enc_type: input width of the network for F = 32 scales (iNat flags), L = 10
     "xyz": 3, "nerf": 6 * 32, "sphere": 3 * 32, "spheregrid": 6 * 32, "spheremixscale": 5 * 32,
     "spheregridmixscale": 8 * 32, "dft": 4 * 32 * 32 + 4 * 32, "wrap_ffn": 4, "tile_ffn": 256,

@@ -7,7 +7,6 @@ import pytest
 import torch
 from PIL import Image
 
-from csp import draw_overview
 from csp import land_mask
 from csp import own_data
 from csp import plots
@@ -256,11 +255,6 @@ def test_bad_cluster_flags_are_named(tmp_path, flags, message):
     with pytest.raises(ValueError, match=message):
         plots.main(["clusters", "--checkpoint", str(tmp_path / "never read.pth.tar"), "--out",
                     str(tmp_path / "c.png"), *flags])
-
-
-def test_model_overview_is_drawn(tmp_path):
-    draw_overview.main(["--out", str(tmp_path / "overview.png")])
-    assert Image.open(tmp_path / "overview.png").size == (2400, 1440)
 
 
 def test_locations_of_your_own_data_are_its_train_rows_as_a_run_draws_them(mask_dir, tmp_path, monkeypatch):

@@ -1,7 +1,7 @@
 """Speed and memory of the own-data path: image feature extraction, and loading a large table of observations.
 
-    python benchmark_extraction.py [--num_images 10000] [--repeats 3] [--batch_sizes 32 128] [--device cpu]
-    python benchmark_extraction.py --num_images 0 --table_rows 2000000 --feature_dim 2048   # the loader at scale
+    python benchmarks/benchmark_extraction.py [--num_images 10000] [--repeats 3] [--batch_sizes 32 128] [--device cpu]
+    python benchmarks/benchmark_extraction.py --num_images 0 --table_rows 2000000 --feature_dim 2048   # the loader at scale
 
 Extraction: `--num_images` JPEG photos (`--photo_size` px, random colour fields, drawn once into a temporary
 folder) through `extract_features.extract` with `--backbone` (efficientnet_lite0, weights shipped; a torchvision
@@ -29,11 +29,10 @@ import torch
 import torchvision
 from PIL import Image
 
-if not __package__:  # run as a script (`python benchmark_extraction.py`): its folder is imported as the package csp
-    __package__ = __import__("as_package").PACKAGE
-from . import extract_features
-from . import own_data
-from .arguments import default_params, run_command
+import checkout  # noqa: F401  (this checkout's main/ as the package csp)
+from csp import extract_features
+from csp import own_data
+from csp.arguments import default_params, run_command
 
 
 def peak_rss_mib():

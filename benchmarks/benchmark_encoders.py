@@ -8,8 +8,8 @@ the class head is left out, as its cost is the same for every encoder). Timings 
 round after round, after warm-up calls; each prints the median and the range over the rounds (the GPU is
 synchronised before the clock is read). Run from inside `main/`:
 
-    python benchmark_encoders.py --device auto
-    python benchmark_encoders.py --encoders gridcell sphere spherical_harmonics --batch_sizes 1024 --rounds 7
+    python benchmarks/benchmark_encoders.py --device auto
+    python benchmarks/benchmark_encoders.py --encoders gridcell sphere spherical_harmonics --batch_sizes 1024 --rounds 7
 """
 import argparse
 import statistics
@@ -18,11 +18,10 @@ import time
 import numpy as np
 import torch
 
-if not __package__:  # run as a script (`python benchmark_encoders.py`): its folder is imported as the package csp
-    __package__ = __import__("as_package").PACKAGE
-from .arguments import default_params, resolve_device, run_command
-from .encoders import SPATIAL_ENCODERS
-from .models import build_model
+import checkout  # noqa: F401  (this checkout's main/ as the package csp)
+from csp.arguments import default_params, resolve_device, run_command
+from csp.encoders import SPATIAL_ENCODERS
+from csp.models import build_model
 
 INAT_FLAGS = ["--frequency_num", "32", "--min_radius", "0.1", "--max_radius", "360", "--num_hidden_layer", "1",
               "--hidden_dim", "512", "--num_filts", "256", "--spa_f_act", "leakyrelu"]

@@ -1,7 +1,7 @@
 """Peak memory of writing and of training on image features larger than the memory one wants to spend on them.
 
-    python benchmark_memory.py --out /tmp/big                   # 2 000 000 × 2 048 float32: a 16 GB feature file
-    python benchmark_memory.py --out /tmp/big --num_train 20000 # a quick look
+    python benchmarks/benchmark_memory.py --out /tmp/big                   # 2 000 000 × 2 048 float32: a 16 GB feature file
+    python benchmarks/benchmark_memory.py --out /tmp/big --num_train 20000 # a quick look
 
 1. Writes a synthetic yfcc-style dataset (`synthetic_data.py`; the feature file is streamed chunk by chunk) and
    prints the writer's peak resident memory, its time and the feature file's size.
@@ -20,13 +20,12 @@ import shutil
 import time
 from pathlib import Path
 
-if not __package__:  # run as a script (`python benchmark_memory.py`): its folder is imported as the package csp
-    __package__ = __import__("as_package").PACKAGE
-from . import arguments
-from . import train_unsuper
-from .benchmark_training import SCRIPT, steps_per_second
-from .synthetic_data import write_synthetic_dataset
-from .trainer import PRETRAINING, Trainer
+import checkout  # noqa: F401  (this checkout's main/ as the package csp)
+from csp import arguments
+from csp import train_unsuper
+from benchmark_training import SCRIPT, steps_per_second
+from csp.synthetic_data import write_synthetic_dataset
+from csp.trainer import PRETRAINING, Trainer
 
 
 def _memory():

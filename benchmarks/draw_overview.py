@@ -1,6 +1,6 @@
 """Draw the CSP model overview (`image/model_overview.png`) with matplotlib.
 
-    python draw_overview.py [--out ../image/model_overview.png]
+    python benchmarks/draw_overview.py [--out image/model_overview.png]
 
 Top: contrastive spatial pre-training, a location encoder e(x) (position encoding + FFN) and a frozen image
 backbone with a trained projection, tied by the three contrastive terms B, L and D. Bottom: fine-tuning of the
@@ -12,9 +12,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-if not __package__:  # run as a script (`python draw_overview.py`): its folder is imported as the package csp
-    __package__ = __import__("as_package").PACKAGE
-from .arguments import run_command
+import checkout  # noqa: F401  (this checkout's main/ as the package csp)
+from csp.arguments import run_command
 
 WIDTH, HEIGHT = 16.0, 9.6
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "image" / "model_overview.png"

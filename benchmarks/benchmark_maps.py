@@ -1,6 +1,6 @@
 """Speed of the class map (`plots.plot_class_map`) for a model of the iNat script's size.
 
-    python benchmark_maps.py [--device cpu] [--repeats 3] [--column_loop]
+    python benchmarks/benchmark_maps.py [--device cpu] [--repeats 3] [--column_loop]
 
 The model is the iNat2018 run script's `gridcell` location encoder (F 32, radii 0.1..360, 1 x 512 hidden,
 LeakyReLU, D 256) with 8142 classes, untrained (speed does not depend on the weights). Printed: seconds for the
@@ -16,12 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-if not __package__:  # run as a script (`python benchmark_maps.py`): its folder is imported as the package csp
-    __package__ = __import__("as_package").PACKAGE
-from . import land_mask
-from . import plots
-from .arguments import default_params, resolve_device, run_command
-from .models import build_model
+import checkout  # noqa: F401  (this checkout's main/ as the package csp)
+from csp import land_mask
+from csp import plots
+from csp.arguments import default_params, resolve_device, run_command
+from csp.models import build_model
 
 INAT_SCRIPT_ENCODER = ["--spa_enc_type", "gridcell", "--frequency_num", "32", "--max_radius", "360",
                        "--min_radius", "0.1", "--num_hidden_layer", "1", "--hidden_dim", "512",

@@ -1,8 +1,8 @@
 """Training and evaluation throughput of the iNat2018 run script's configuration, through the trainer's own code.
 
-    python benchmark_training.py --data_dir /work/synth_inat          # reuse DIR/inat_2018/ (synthetic_data.py)
-    python benchmark_training.py                                      # generate iNat2018-sized data in a temp dir
-    python benchmark_training.py --device cuda:0 --variants eager bf16 compile compile+bf16   # see benchmark_gpu.sh
+    python benchmarks/benchmark_training.py --data_dir /work/synth_inat          # reuse DIR/inat_2018/ (synthetic_data.py)
+    python benchmarks/benchmark_training.py                                      # generate iNat2018-sized data in a temp dir
+    python benchmarks/benchmark_training.py --device cuda:0 --variants eager bf16 compile compile+bf16   # see benchmark_gpu.sh
 
 Builds one `Trainer` with the flags of `../run-inat_2018-contsoftmax.sh` (437 513 training rows, 8 142 classes,
 2 048-d features, 24 426 validation rows when the data are iNat2018-sized) and prints, as median [min–max] over
@@ -22,12 +22,11 @@ from pathlib import Path
 
 import torch
 
-if not __package__:  # run as a script (`python benchmark_training.py`): its folder is imported as the package csp
-    __package__ = __import__("as_package").PACKAGE
-from . import arguments
-from . import train_unsuper
-from .synthetic_data import write_synthetic_dataset
-from .trainer import FINETUNING, PRETRAINING, Trainer
+import checkout  # noqa: F401  (this checkout's main/ as the package csp)
+from csp import arguments
+from csp import train_unsuper
+from csp.synthetic_data import write_synthetic_dataset
+from csp.trainer import FINETUNING, PRETRAINING, Trainer
 
 SCRIPT = Path(__file__).resolve().parent.parent / "run-inat_2018-contsoftmax.sh"
 INAT_SIZES = {"num_train": 437513, "num_val": 24426}

@@ -1,0 +1,45 @@
+"""The benchmarks and drawing helpers of `benchmarks/` run, as scripts from any folder and imported."""
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+import benchmark_encoders
+import draw_overview
+from conftest import ROOT
+
+
+def _script(name, *argv, cwd):
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *argv], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_a_benchmark_runs_as_a_script_from_another_folder(tmp_path):
+    done = _script("benchmark_training.py", "--help", cwd=tmp_path)
+    assert done.returncode == 0 and "usage: benchmark_training.py" in done.stdout, done.stderr
+
+
+def test_memory_benchmark_steps_run_in_processes_of_their_own(tmp_path):
+    """Each step runs in a spawned process, which must find the package too."""
+    done = _script("benchmark_memory.py", "--out", str(tmp_path / "data"), "--num_train", "400", "--feat_dim", "4",
+                   "--num_batches", "1", "--storages", "mapped", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "train mapped" in done.stdout and "features: MappedFeatures" in done.stdout
+    assert not (tmp_path / "data" / "yfcc").exists()
+
+
+def test_encoder_benchmark_prints_one_line_per_encoder(capsys):
+    benchmark_encoders.main(["--device", "cpu", "--encoders", "gridcell", "spherical_harmonics+siren",
+                             "--batch_sizes", "8", "--warmup", "0", "--repeats", "1", "--rounds", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("device cpu") and len(lines) == 3
+    assert lines[1].startswith("gridcell") and lines[2].startswith("spherical_harmonics+siren")
+    assert "forward" in lines[2] and "forward+backward" in lines[2]
+    with pytest.raises(ValueError, match="--encoders grid: not a location encoder"):
+        benchmark_encoders.main(["--encoders", "grid"])
+
+
+def test_model_overview_is_drawn(tmp_path):
+    draw_overview.main(["--out", str(tmp_path / "overview.png")])
+    assert Image.open(tmp_path / "overview.png").size == (2400, 1440)
