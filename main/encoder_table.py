@@ -6,10 +6,10 @@
     python tables.py encoders --dataset custom --ratios 0.05 -- --data_table obs.csv --features feats.npy
 
 Each (encoder, method, ratio, seed) is one `train_unsuper.py` run with the flags of the paper tables' preset
-(`tables.COMMON` + `tables.PRESETS`), the encoder's flags (`ENCODERS`), the method's (`METHODS`: Sup. Only =
+(`table_runs.COMMON` + `table_runs.PRESETS`), the encoder's flags (`ENCODERS`), the method's (`METHODS`: Sup. Only =
 `--unsuper_loss none`, CSP-MC-BLD = `--unsuper_loss contsoftmax`), the ratio, the seed, and any flags given after
 `--` (they win). Each seed has its own folder `{model_dir}/seed{N}/`. Runs are recognised, resumed and checked
-exactly as the paper tables do it (`tables.flag_mismatches`, `tables.check_input_files`, `tables.is_finished`):
+exactly as the paper tables do it (`table_runs.flag_mismatches`, `table_runs.check_input_files`, `table_runs.is_finished`):
 finished runs are not run again, unfinished ones resume, files made with other flags stop the command before
 anything runs. Our number is the top-1 of the final image × location-prior evaluation, the mean (and standard
 deviation) over the seeds that finished; TorchSpatial's published Table 1 (100 % labels, fully supervised
@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from . import own_data
-from . import tables
+from . import table_runs
 from . import train_unsuper
 from .trainer import read_results
 
@@ -63,9 +63,9 @@ METHODS = {"sup": ("Sup. Only", ["--unsuper_loss", "none"]),
            "mc_bld": ("CSP-MC-BLD", ["--unsuper_loss", "contsoftmax"])}
 DEFAULT_RATIOS = (0.05, 1.0)
 DATASETS = ("fmow", "inat_2018", own_data.DATASET)
-# the dataset whose preset flag values (tables.PRESETS) a dataset's runs take: your own data takes fMoW's
+# the dataset whose preset flag values (table_runs.PRESETS) a dataset's runs take: your own data takes fMoW's
 PRESET_DATASETS = {own_data.DATASET: "fmow"}
-OWN_FLAGS = tables.OWN_FLAGS + ("--seed",)
+OWN_FLAGS = table_runs.OWN_FLAGS + ("--seed",)
 
 
 def run_argv(dataset, preset, encoder, method, ratio, seed, model_dir, device, overrides):
@@ -75,18 +75,18 @@ def run_argv(dataset, preset, encoder, method, ratio, seed, model_dir, device, o
         image += ["--load_cnn_features_train", "T"]
     folder = os.path.join(str(model_dir), f"seed{seed}", "")
     return (["--dataset", dataset, "--model_dir", folder, "--device", device]
-            + tables.COMMON + tables.PRESETS[(preset, preset_dataset(dataset))] + ENCODERS[encoder][1]
+            + table_runs.COMMON + table_runs.PRESETS[(preset, preset_dataset(dataset))] + ENCODERS[encoder][1]
             + METHODS[method][1] + image + ["--train_sample_ratio", f"{ratio:g}", "--seed", str(seed)]
             + list(overrides))
 
 
 def preset_dataset(dataset):
-    """The dataset whose preset values (`tables.PRESETS`) the runs on `dataset` take (`PRESET_DATASETS`)."""
+    """The dataset whose preset values (`table_runs.PRESETS`) the runs on `dataset` take (`PRESET_DATASETS`)."""
     return PRESET_DATASETS.get(dataset, dataset)
 
 
 def plan(dataset, preset, encoders, methods, ratios, seeds, model_dir, device="auto", overrides=()):
-    """[tables.Run] of every cell, `row` = (encoder, method, seed), with what its results file holds now. For
+    """[table_runs.Run] of every cell, `row` = (encoder, method, seed), with what its results file holds now. For
     --dataset custom: FileNotFoundError when a file of its data flags is missing; the params take the flags the
     runs take from the table (`own_data.loader_flags`), as their results files record them."""
     runs = []
@@ -95,8 +95,8 @@ def plan(dataset, preset, encoders, methods, ratios, seeds, model_dir, device="a
             for ratio in ratios:
                 for seed in seeds:
                     argv = run_argv(dataset, preset, encoder, method, ratio, seed, model_dir, device, overrides)
-                    path, params = tables.results_path(argv)
-                    runs.append(tables.Run((encoder, method, seed), round(ratio, 3), argv, params, path,
+                    path, params = table_runs.results_path(argv)
+                    runs.append(table_runs.Run((encoder, method, seed), round(ratio, 3), argv, params, path,
                                            read_results(path)))
     if dataset == own_data.DATASET and runs:
         own_data.check_input_files([run.params for run in runs])
@@ -109,19 +109,19 @@ def plan(dataset, preset, encoders, methods, ratios, seeds, model_dir, device="a
 def collect(runs, dataset, collect_only=False):
     """Run the unfinished `runs` (unless `collect_only`), after the paper tables' checks; then every run's results
     (None where not finished) are in `run.results`."""
-    to_run = [] if collect_only else [run for run in runs if not tables.is_finished(run.results,
+    to_run = [] if collect_only else [run for run in runs if not table_runs.is_finished(run.results,
                                                                                     run.params["num_epochs"])]
-    fix = tables.COLLECT_FIX if collect_only else tables.RUN_FIX
-    mismatched = tables.flag_mismatches(runs, to_run)
+    fix = table_runs.COLLECT_FIX if collect_only else table_runs.RUN_FIX
+    mismatched = table_runs.flag_mismatches(runs, to_run)
     if mismatched:
         raise ValueError(f"{len(mismatched)} file(s) of this table's runs were made with other flags; they are "
-                         f"neither used nor overwritten:\n{tables._mismatch_lines(mismatched)}\nFix: {fix}.")
+                         f"neither used nor overwritten:\n{table_runs.mismatch_lines(mismatched)}\nFix: {fix}.")
     if collect_only:
         for seed in sorted({run.row[2] for run in runs}):
             seed_runs = [run for run in runs if run.row[2] == seed]
-            tables.check_other_results(seed_runs, seed_runs[0].argv[seed_runs[0].argv.index("--model_dir") + 1], fix)
+            table_runs.check_other_results(seed_runs, seed_runs[0].argv[seed_runs[0].argv.index("--model_dir") + 1], fix)
     if dataset != own_data.DATASET:  # custom: `plan` checked its files
-        tables.check_input_files(dataset, to_run)
+        table_runs.check_input_files(dataset, to_run)
     for number, run in enumerate(to_run, 1):
         encoder, method, seed = run.row
         logger.info("Run %d of %d: %s, %s at %g %%, seed %d: %s", number, len(to_run), ENCODERS[encoder][0],
@@ -129,7 +129,7 @@ def collect(runs, dataset, collect_only=False):
         train_unsuper.main(run.argv)
         run.results = read_results(run.path)
     for run in runs:
-        if not tables.is_finished(run.results, run.params["num_epochs"]):
+        if not table_runs.is_finished(run.results, run.params["num_epochs"]):
             run.results = None
     return runs
 
@@ -157,7 +157,7 @@ def assemble(runs, dataset, encoders, methods, ratios):
     by_cell = {}
     for run in runs:
         encoder, method, _ = run.row
-        top1 = tables.final_top1(run.results, "location_prior") if run.results else None
+        top1 = table_runs.final_top1(run.results, "location_prior") if run.results else None
         by_cell.setdefault((encoder, method, run.ratio), []).append(top1)
     lines = []
     image_line = {"encoder": "no_prior", "model": "Img. Only (no location prior)"}
@@ -165,7 +165,7 @@ def assemble(runs, dataset, encoders, methods, ratios):
         image_tops = {}
         for run in runs:
             if run.ratio == ratio and run.results:
-                image_tops[run.row[2]] = tables.final_top1(run.results, "no_prior")
+                image_tops[run.row[2]] = table_runs.final_top1(run.results, "no_prior")
         mean, std, count = _mean_std(list(image_tops.values()))
         for method in methods:
             image_line.update(_cells(method, ratio, mean, std, count))
@@ -196,7 +196,7 @@ def to_markdown(frame, dataset, preset, seeds, overrides=()):
     header = (["Encoder", "Name in the papers"] + [f"{column} (ours)" for column in columns]
               + ([PUBLISHED] if published else []))
     given = f"; given after `--`: `{shlex.join(overrides)}`" if overrides else ""
-    values = tables.preset_description(preset, preset_dataset(dataset), overrides)
+    values = table_runs.preset_description(preset, preset_dataset(dataset), overrides)
     if preset_dataset(dataset) != dataset:
         values = f"{preset_dataset(dataset)}'s values: {values}"
     lines = [f"### Location encoders on {dataset}: Top-1 (%)"
@@ -210,26 +210,26 @@ def to_markdown(frame, dataset, preset, seeds, overrides=()):
         for column in columns:
             mean, std, count = row[f"{column} mean"], row[f"{column} std"], row[f"{column} seeds"]
             if mean is None or pd.isna(mean):
-                cells.append(tables.MISSING)
+                cells.append(table_runs.MISSING)
             else:
                 cells.append(f"{mean:.2f}" + ("" if std is None or pd.isna(std) else f" ± {std:.2f}")
                              + f" ({count})")
         if published:
             number = row[PUBLISHED]
-            cells.append(tables.MISSING if number is None or pd.isna(number) else f"{number:.2f}")
+            cells.append(table_runs.MISSING if number is None or pd.isna(number) else f"{number:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     notes = ["TorchSpatial: fully supervised encoders (no pre-training) at 100 % labels, one run each, its own "
              "image model and hyper-parameters; comparable in ordering, not in value, with Sup. Only 100 %."]
     notes = (notes if published else []) + [
         "Img. Only = the \"No prior\" block of the runs at that ratio (the same in both method columns).",
-        f"{tables.MISSING} = no finished run with these flags (or no published number)."]
+        f"{table_runs.MISSING} = no finished run with these flags (or no published number)."]
     return "\n".join(lines + [""] + [f"* {note}" for note in notes]) + "\n"
 
 
 def write_table(frame, dataset, preset, seeds, out_dir, overrides=()):
     """Write `encoders_{dataset}_{preset}.md` and `.csv`; returns (markdown path, csv path, markdown text)."""
     markdown = to_markdown(frame, dataset, preset, seeds, overrides)
-    return (*tables.write_markdown_and_csv(out_dir, f"encoders_{dataset}_{preset}", markdown, frame), markdown)
+    return (*table_runs.write_markdown_and_csv(out_dir, f"encoders_{dataset}_{preset}", markdown, frame), markdown)
 
 
 def make_parser():
@@ -247,7 +247,7 @@ def make_parser():
                    help="sup = Sup. Only, mc_bld = CSP-MC-BLD (default both)")
     p.add_argument("--ratios", type=float, nargs="+", default=list(DEFAULT_RATIOS), help="label ratios in (0, 1]")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds; the table shows their mean")
-    p.add_argument("--preset", default="released", choices=tables.PRESET_NAMES)
+    p.add_argument("--preset", default="released", choices=table_runs.PRESET_NAMES)
     p.add_argument("--data_dir", default=None,
                    help="folder holding the dataset folders (default CSP_DATA_DIR); not for --dataset custom")
     p.add_argument("--model_dir", default=None,
@@ -266,28 +266,28 @@ def check_own_data_flags(args, overrides):
     if args.data_dir:
         raise ValueError(f"--data_dir {args.data_dir}: --dataset custom reads no dataset folder; give the data "
                          f"flags after --, {example}")
-    if "--data_table" not in tables.flag_names(overrides):
+    if "--data_table" not in table_runs.flag_names(overrides):
         raise ValueError(f"--dataset custom needs --data_table (and --features) after --, {example}")
 
 
 def main(argv=None):
     """`python tables.py encoders ...`: run or collect the comparison and write it; returns the DataFrame."""
-    tables._log_to_console(logger)
+    table_runs.log_to_console(logger)
     args, overrides = make_parser().parse_known_args(argv)
     overrides = [word for word in overrides if word != "--"]
-    own = sorted(tables.flag_names(overrides) & set(OWN_FLAGS))
+    own = sorted(table_runs.flag_names(overrides) & set(OWN_FLAGS))
     if own:
         raise ValueError(f"{', '.join(own)}: set by the table itself; use its --ratios, --seeds, --dataset, "
                          f"--model_dir, --device")
     bad = [ratio for ratio in args.ratios if not 0 < ratio <= 1]
     if bad:
         raise ValueError(f"--ratios must be in (0, 1], got {bad}")
-    tables.check_seeds(args.seeds)
+    table_runs.check_seeds(args.seeds)
     if args.dataset == own_data.DATASET:
         check_own_data_flags(args, overrides)
     if args.data_dir:
         os.environ["CSP_DATA_DIR"] = str(args.data_dir)
-    model_dir = Path(args.model_dir or tables.DEFAULT_MODEL_ROOT / f"encoders_{args.dataset}" / args.preset)
+    model_dir = Path(args.model_dir or table_runs.DEFAULT_MODEL_ROOT / f"encoders_{args.dataset}" / args.preset)
     for encoder in args.encoders:
         for method in args.methods:
             train_unsuper.check_argv(run_argv(args.dataset, args.preset, encoder, method, args.ratios[0],

@@ -40,6 +40,7 @@ from . import extract_features
 from . import linear_probe
 from . import sampling
 from .paths import atomic_write
+from .table_reader import duplicated_rows, format_rows, read_table
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class Observations:
 
     def __init__(self, path, label_set=None):
         self.path = Path(path)
-        table = extract_features.read_table(self.path, columns=REQUIRED_COLUMNS)
+        table = read_table(self.path, columns=REQUIRED_COLUMNS)
         if len(table) == 0:
             raise ValueError(f"{self.path}: the table has no rows")
         self.ids = self._image_ids(table["image"])
@@ -72,7 +73,7 @@ class Observations:
         return len(self.ids)
 
     def error(self, column, rows, problem, fix):
-        return ValueError(f"{self.path}: column '{column}', rows {extract_features.format_rows(rows)}: {problem}; "
+        return ValueError(f"{self.path}: column '{column}', rows {format_rows(rows)}: {problem}; "
                           f"{fix}")
 
     def _image_ids(self, column):
@@ -80,7 +81,7 @@ class Observations:
         if len(empty):
             raise self.error("image", empty, "no image", "every row needs its image path or id")
         ids = column.astype(str).to_numpy()
-        repeated = extract_features.duplicated_rows(ids)
+        repeated = duplicated_rows(ids)
         if len(repeated):
             raise self.error("image", repeated, f"duplicated image ids (e.g. {ids[repeated[0]]!r})",
                               "list each image once")

@@ -19,7 +19,7 @@ if not __package__:  # run as a script (`python seeds.py`): its folder is import
     __package__ = __import__("as_package").PACKAGE
 from . import arguments
 from . import train_unsuper
-from .tables import check_seeds, final_top1, flag_names, mean_spread, seed_dir
+from .table_runs import check_seeds, final_top1, flag_names, mean_spread, seed_dir
 
 logger = logging.getLogger(__name__)
 

@@ -44,29 +44,25 @@ import logging
 import os
 import shlex
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import pandas as pd
 
 if not __package__:  # run as a script (`python tables.py`): its folder is imported as the package csp
     __package__ = __import__("as_package").PACKAGE
-from . import checkpoints
-from . import datasets
-from . import paths
+from . import encoder_table
 from . import train_unsuper
-from .arguments import default_params, run_command
-from .run_flags import FINETUNING_FLAGS, describe, flag_differences
-from .evaluation import overall_top1
-from .trainer import output_file_names, read_results
+from .arguments import run_command
+from .table_runs import (COLLECT_FIX, COMMON, DEFAULT_MODEL_ROOT, MISSING, OWN_FLAGS, PRESET_NAMES, PRESETS, RUN_FIX,
+                         Run, check_input_files, check_other_results, check_seeds, final_top1, flag_mismatches,
+                         flag_names, is_finished, log_to_console, mean_spread, mismatch_lines, preset_description,
+                         results_path, seed_dir, write_markdown_and_csv)
+from .trainer import read_results
 
 logger = logging.getLogger(__name__)
 
 PAPER_RESULTS = Path(__file__).with_name("paper_results.csv")
-DEFAULT_MODEL_ROOT = paths.MAIN_DIR.parent / "model_dir" / "tables"
 PAPER_RATIOS = (0.05, 0.1, 0.2, 1.0)
-MISSING = "–"
 
 ENCODER = ["--spa_enc_type", "gridcell"]
 ROWS = {  # key: (paper name, flags of the row)
@@ -94,30 +90,6 @@ TABLES = {  # (kind, dataset): (paper table number, title, row keys)
 # the image model of our "Img. Only" row where the paper lists several
 OUR_IMAGE_MODEL = {"inat_2018": "ImageNet InceptionV3", "fmow": "Geo-SSL"}
 
-COMMON = ["--load_val_op", "T", "--inat2018_resolution", "pretrain", "--frequency_num", "32", "--max_radius", "360",
-          "--num_hidden_layer", "1", "--hidden_dim", "512", "--num_filts", "256", "--dropout", "0.5",
-          "--batch_size", "1024", "--num_neg_rand_loc", "1", "--rand_sample_weight", "1",
-          "--unsuper_temp_negloc", "1", "--unsuper_temp_simcse", "1", "--eval_frequency", "5",
-          "--train_sample_method", "stratified-fix", "--do_unsuper_train", "T", "--load_unsuper_model", "T",
-          "--do_super_train", "T", "--load_super_model", "T"]
-PRESETS = {  # (preset, dataset): flags
-    ("released", "inat_2018"): ["--spa_f_act", "leakyrelu", "--min_radius", "0.1", "--lr", "0.001",
-                                "--unsuper_lr", "0.0005", "--neg_rand_type", "sphericalold", "--simcse_weight", "1",
-                                "--unsuper_temp_inbatch", "20", "--num_epochs_unsuper", "30", "--num_epochs", "200"],
-    ("paper", "inat_2018"): ["--spa_f_act", "leakyrelu", "--min_radius", "0.01", "--lr", "0.0005",
-                             "--unsuper_lr", "0.0002", "--neg_rand_type", "spherical", "--simcse_weight", "1",
-                             "--unsuper_temp_inbatch", "1", "--num_epochs_unsuper", "30", "--num_epochs", "200"],
-    ("released", "fmow"): ["--spa_f_act", "gelu", "--min_radius", "0.1", "--lr", "0.001", "--unsuper_lr", "0.00005",
-                           "--neg_rand_type", "sphericalold", "--simcse_weight", "0.1", "--unsuper_temp_inbatch", "1",
-                           "--num_epochs_unsuper", "300", "--num_epochs", "300"],
-    ("paper", "fmow"): ["--spa_f_act", "gelu", "--min_radius", "0.01", "--lr", "0.001", "--unsuper_lr", "0.001",
-                        "--neg_rand_type", "spherical", "--simcse_weight", "1", "--unsuper_temp_inbatch", "1",
-                        "--num_epochs_unsuper", "300", "--num_epochs", "300"],
-}
-PRESET_NAMES = ("released", "paper")
-OWN_FLAGS = ("--train_sample_ratio", "--dataset", "--model_dir", "--device")
-RUN_FIX = "give this table another --model_dir for these flags, or run it with the flags those runs had (after --)"
-COLLECT_FIX = "collect with the flags those runs had (after --), or from another --model_dir"
 SPREAD_KINDS = {1: "std", 2: "std", 5: "se"}   # what the paper's number in brackets is, per table
 SPREAD_NAMES = {"std": "standard deviation", "se": "standard error"}
 NOTES = {
@@ -160,36 +132,12 @@ def other_paper_rows(table, dataset):
 # ----------------------------------------------------------------------------------------------------------------
 # results files
 
-def final_top1(results, method):
-    """Top-1 (%) of the final evaluation (`epoch` null) of `method` ("location_prior", "no_prior"), over all its
-    splits (count-weighted), or None."""
-    blocks = [block for block in results["evaluations"] if block["method"] == method and block["epoch"] is None]
-    return overall_top1(blocks[-1]) if blocks else None
 
 
-def is_finished(results, num_epochs):
-    """A finished run: its final image × prior evaluation is there after all `num_epochs` fine-tuning epochs."""
-    return (results is not None and final_top1(results, "location_prior") is not None
-            and results["phases"]["fine-tuning"]["epochs_done"] >= num_epochs)
 
 
-def mean_spread(values, kind):
-    """(mean, spread, n) of the numbers in `values` that are not None; spread = the sample standard deviation
-    (ddof 1, `kind` "std") or the standard error std/√n ("se"), None for fewer than two values; (None, None, 0)
-    for none."""
-    values = [value for value in values if value is not None]
-    if not values:
-        return None, None, 0
-    series = pd.Series(values, dtype=float)
-    if len(values) < 2:
-        return float(series.mean()), None, 1
-    std = float(series.std(ddof=1))
-    return float(series.mean()), std if kind == "std" else std / len(values) ** 0.5, len(values)
 
 
-def seed_dir(model_dir, seed):
-    """The folder of the runs with `--seed seed` when a table or `seeds.py` runs several seeds."""
-    return Path(model_dir) / f"seed{seed}"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -210,26 +158,10 @@ def run_argv(dataset, preset, row, ratio, model_dir, device, overrides):
             + ["--train_sample_ratio", f"{ratio:g}"] + list(overrides))
 
 
-def results_path(argv):
-    """(where the run with these flags writes its results file, its params)."""
-    params = default_params(argv)
-    return Path(output_file_names(checkpoints.model_file_names(params)[1])[1]), params
 
 
-def _mismatch_lines(mismatched):
-    """One line per {path: differences} entry: the file and each flag's value here and in the file."""
-    return "\n".join(f"  {path}: {describe(differences)}" for path, differences in mismatched.items())
 
 
-@dataclass
-class Run:
-    """One (row, ratio) cell of a table: the flags of its run, their params, its results file and what it holds."""
-    row: str
-    ratio: float
-    argv: list
-    params: dict
-    path: Path
-    results: Optional[dict]
 
 
 def table_ratios(ratios):
@@ -237,66 +169,10 @@ def table_ratios(ratios):
     return sorted(set(PAPER_RATIOS) | {round(ratio, 3) for ratio in ratios})
 
 
-def flag_mismatches(runs, to_run):
-    """{path: flag differences} of the results files of `runs`, and of the checkpoints that `to_run` would resume
-    from or write, that were made with other flags (a pre-trained checkpoint: other flags but those of fine-tuning,
-    as it serves every ratio)."""
-    mismatched = {run.path: flag_differences(run.params, run.results.get("params", {}))
-                  for run in runs if run.results is not None}
-    for run in to_run:
-        pretrained, finetuned = checkpoints.model_file_names(run.params)
-        for name, ignore in ((pretrained, FINETUNING_FLAGS), (finetuned, ())):
-            path = checkpoints.find_checkpoint(name) if name else None
-            if path is not None and path not in mismatched:
-                mismatched[path] = flag_differences(run.params, checkpoints.load_checkpoint(path)["params"], ignore)
-    return {path: differences for path, differences in mismatched.items() if differences}
 
 
-def check_other_results(runs, model_dir, fix):
-    """For --collect_only: ValueError when no cell has a finished run but `model_dir` holds results of this
-    dataset's runs with other flags (so that a table of "–" does not replace one made from them)."""
-    if any(is_finished(run.results, run.params["num_epochs"]) for run in runs):
-        return
-    ours = {run.path for run in runs}
-    others = [(path, read_results(path)) for path in sorted(Path(model_dir).glob("*.results.json"))
-              if path not in ours]
-    others = [(path, results["params"]) for path, results in others
-              if results and results.get("params", {}).get("dataset") == runs[0].params["dataset"]]
-    if others:
-        closest = {path: min((flag_differences(run.params, recorded) for run in runs), key=len)
-                   for path, recorded in others}
-        raise ValueError(f"--collect_only: {model_dir} holds no finished run made with these flags, but "
-                         f"{len(others)} results file(s) of runs with other flags (each against the closest cell "
-                         f"of this table):\n{_mismatch_lines(closest)}\nFix: {fix}. The table was not written.")
 
 
-def check_input_files(dataset, runs):
-    """FileNotFoundError listing every image-prediction (and, for pre-training, image-feature) file that `runs`
-    need and the data folder lacks, with the fixes."""
-    key = f"{dataset}_data_dir"
-    data_dir = paths.get_paths(key)
-    needed = {}
-    for run in runs:
-        params = run.params
-        name = datasets.prediction_file(dataset, params["eval_split"], params["cnn_pred_type"],
-                                        params["train_sample_ratio"], params["inat2018_resolution"],
-                                        params["cnn_model"])
-        needed.setdefault(name, params["cnn_pred_type"] == "fewshot")
-        if params["do_unsuper_train"] and params["unsuper_loss"] != "none":
-            needed.setdefault(datasets.feature_file(dataset, "train", params["inat2018_resolution"],
-                                                    params["cnn_model"]), False)
-    missing = {name: fewshot for name, fewshot in needed.items() if not (data_dir / name).is_file()}
-    if not missing:
-        return
-    fixes = []
-    if any(missing.values()):
-        fixes.append("for the few-shot predictions: the fully supervised ones at every ratio (`-- --cnn_pred_type "
-                     "full`, with its own --model_dir), or --ratios without the ratios that lack them")
-    if not all(missing.values()):
-        fixes.append(f"for the others: {paths.how_to_set(key)}")
-    raise FileNotFoundError(f"the runs of this table need {len(missing)} file(s) that {data_dir} lacks; nothing was "
-                            f"run:\n" + "\n".join(f"  {name}" for name in sorted(missing))
-                            + "\nFix: " + "; ".join(fixes) + ".")
 
 
 def collect(kind, dataset, preset, rows, ratios, model_dir, device="auto", overrides=(), collect_only=False):
@@ -318,7 +194,7 @@ def collect(kind, dataset, preset, rows, ratios, model_dir, device="auto", overr
     mismatched = flag_mismatches(runs, to_run)
     if mismatched:
         raise ValueError(f"{len(mismatched)} file(s) of this table's runs were made with other flags; they are "
-                         f"neither used nor overwritten:\n{_mismatch_lines(mismatched)}\nFix: {fix}.")
+                         f"neither used nor overwritten:\n{mismatch_lines(mismatched)}\nFix: {fix}.")
     if collect_only:
         check_other_results(runs, model_dir, fix)
     check_input_files(dataset, to_run)
@@ -426,15 +302,8 @@ def _value(value):
     return None if value is None or pd.isna(value) else float(value)
 
 
-def flag_names(words):
-    """The flags named in command-line `words` ("--lr 0.1" and "--lr=0.1" both name --lr)."""
-    return {word.split("=", 1)[0] for word in words if word.startswith("--")}
 
 
-def preset_description(preset, dataset, overrides=()):
-    """The preset's flag values, less those that `overrides` (the flags given after `--`) set."""
-    flags, replaced = PRESETS[(preset, dataset)], flag_names(overrides)
-    return ", ".join(f"{flags[i][2:]} {flags[i + 1]}" for i in range(0, len(flags), 2) if flags[i] not in replaced)
 
 
 def write_table(kind, dataset, preset, founds, ratios, out_dir, overrides=(), seeds=None):
@@ -446,27 +315,11 @@ def write_table(kind, dataset, preset, founds, ratios, out_dir, overrides=(), se
     return (*write_markdown_and_csv(out_dir, f"table{table}_{dataset}_{preset}", markdown, frame), markdown)
 
 
-def write_markdown_and_csv(out_dir, stem, markdown, frame):
-    """Write `{stem}.md` and `{stem}.csv` into `out_dir` (created if missing); returns their paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{stem}.md").write_text(markdown)
-    frame.to_csv(out_dir / f"{stem}.csv", index=False)
-    return out_dir / f"{stem}.md", out_dir / f"{stem}.csv"
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # command line
 
-def check_seeds(seeds):
-    """ValueError unless the --seeds values (a list of int, or None) are valid --seed values, each given once."""
-    if not seeds:
-        return
-    words = " ".join(map(str, seeds))
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds {words}: each seed once")
-    if not all(0 <= seed < 2 ** 63 for seed in seeds):
-        raise ValueError(f"--seeds {words}: every seed must be in [0, 2**63), as --seed")
 
 
 def make_parser():
@@ -495,22 +348,12 @@ def make_parser():
     return p
 
 
-def _log_to_console(log=logger):
-    """The messages of `log` (default: this module's) on the console; not through the root logger, which echoes the
-    runs' own lines."""
-    if not log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
 
 
 def main(argv=None):
-    _log_to_console()
+    log_to_console(logger)
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["encoders"]:
-        from . import encoder_table     # it builds on this module
         return encoder_table.main(argv[1:])
     args, overrides = make_parser().parse_known_args(argv)
     overrides = [word for word in overrides if word != "--"]

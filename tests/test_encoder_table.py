@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from csp import encoder_table
+from csp import table_runs
 from csp import tables
 from csp.synthetic_data import write_synthetic_dataset
 from csp.trainer import read_results
@@ -98,7 +99,7 @@ def test_the_dataset_is_required_and_the_default_folder_is_in_the_repository(tmp
     monkeypatch.setattr(encoder_table, "collect", lambda *args: None)
     monkeypatch.setattr(encoder_table, "assemble", lambda *args: None)
     encoder_table.main(["--dataset", "fmow", "--collect_only"])
-    assert seen["model_dir"] == tables.DEFAULT_MODEL_ROOT / "encoders_fmow" / "released"
+    assert seen["model_dir"] == table_runs.DEFAULT_MODEL_ROOT / "encoders_fmow" / "released"
 
 
 @pytest.mark.parametrize("table", [["encoders"], ["comparison"]])
@@ -130,7 +131,7 @@ def test_your_own_data_runs_with_the_fmow_preset_and_no_published_column(custom_
     assert frame["Sup. Only 50% mean"].between(0, 100).all() and (frame["CSP-MC-BLD 50% seeds"] == 1).all()
     results = [read_results(path) for path in sorted((root / "runs" / "seed0").glob("*.results.json"))]
     assert [r["params"]["unsuper_loss"] for r in results] == ["contsoftmax", "none"]
-    fmow = dict(zip(tables.PRESETS[("released", "fmow")][::2], tables.PRESETS[("released", "fmow")][1::2]))
+    fmow = dict(zip(table_runs.PRESETS[("released", "fmow")][::2], table_runs.PRESETS[("released", "fmow")][1::2]))
     for r in results:
         assert r["params"]["dataset"] == "custom" and r["params"]["spa_f_act"] == fmow["--spa_f_act"]
         assert r["params"]["simcse_weight"] == float(fmow["--simcse_weight"])

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from csp import seeds
-from csp import tables
+from csp import table_runs
 from conftest import ROOT
 from csp.synthetic_data import write_synthetic_dataset
 
@@ -30,8 +30,8 @@ def test_each_seed_runs_in_its_own_folder_and_the_summary_is_over_the_seeds(tmp_
     for seed in (3, 5):
         assert results[seed]["params"]["seed"] == seed and results[seed]["params"]["dataset"] == "fmow"
         assert results[seed]["files"]["results"].startswith(str(tmp_path / f"seed{seed}") + os.sep)
-    tops = [tables.final_top1(results[seed], "location_only") for seed in (3, 5)]
-    mean, std, _ = tables.mean_spread(tops, "std")
+    tops = [table_runs.final_top1(results[seed], "location_only") for seed in (3, 5)]
+    mean, std, _ = table_runs.mean_spread(tops, "std")
     out = capsys.readouterr().out
     assert f"LocEnc Top-1: {mean:.2f} ± {std:.2f} (std)" in out and f"3: {tops[0]:.2f}, 5: {tops[1]:.2f}" in out
     assert "Image x prior Top-1: " in out and "over 2 seeds" in out

@@ -5,7 +5,9 @@ import shutil
 import pandas as pd
 import pytest
 
+from csp import checkpoints
 from csp import paths
+from csp import table_runs
 from csp import tables
 from csp import train_unsuper
 from csp.arguments import default_params
@@ -59,16 +61,16 @@ def test_table_has_the_paper_layout_with_our_numbers_beside_the_published_ones(f
     assert "`--num_epochs 1 --num_epochs_unsuper 1 --num_filts 16" in caption
     assert "num_epochs 300" not in caption and "num_epochs_unsuper 300" not in caption
     assert rows.loc["CSP-MC-BLD", "flags after --"] == " ".join(TINY)
-    assert "lr 0.00005" in tables.preset_description("released", "fmow", ["--lr=0.1"])
-    assert ", lr 0.001," not in tables.preset_description("released", "fmow", ["--lr=0.1"])
+    assert "lr 0.00005" in table_runs.preset_description("released", "fmow", ["--lr=0.1"])
+    assert ", lr 0.001," not in table_runs.preset_description("released", "fmow", ["--lr=0.1"])
     assert "| CSP-MC-BLD | released | – | 67.47 (0.02) |" in markdown
     assert markdown.count("\n|") == 2 + 7
 
 
 def test_img_only_is_the_no_prior_block_and_finished_runs_are_not_run_again(fmow_table, monkeypatch, caplog):
     root, argv, found = fmow_table
-    expected = tables.final_top1(found[("sup_grid", 0.1)], "no_prior")
-    assert expected == tables.final_top1(found[("mc_bld", 0.1)], "no_prior")
+    expected = table_runs.final_top1(found[("sup_grid", 0.1)], "no_prior")
+    assert expected == table_runs.final_top1(found[("mc_bld", 0.1)], "no_prior")
     _no_runs(monkeypatch)
     monkeypatch.setenv("CSP_DATA_DIR", str(root / "data"))
     again = tables.main(argv)
@@ -77,7 +79,7 @@ def test_img_only_is_the_no_prior_block_and_finished_runs_are_not_run_again(fmow
     assert rows.loc["Img. Only (Geo-SSL)", "10% ours"] == expected
     tables.main(argv + ["--ratios", "1", "--collect_only"])     # --ratios chooses what runs; the table shows all
     rows = pd.read_csv(root / "runs" / "table5_fmow_released.csv").set_index("model")
-    assert rows.loc["CSP-MC-BLD", "10% ours"] == tables.final_top1(found[("mc_bld", 0.1)], "location_prior")
+    assert rows.loc["CSP-MC-BLD", "10% ours"] == table_runs.final_top1(found[("mc_bld", 0.1)], "location_prior")
 
 
 def test_collect_only_shows_missing_runs_as_dashes(tmp_path, monkeypatch):
@@ -108,10 +110,10 @@ def test_results_reader_takes_the_final_block_weighted_over_splits(tmp_path, cap
     path = tmp_path / "run.results.json"
     path.write_text(json.dumps(document))
     results = tables.read_results(path)
-    assert tables.final_top1(results, "location_prior") == 20.0
-    assert tables.final_top1(results, "no_prior") == 20.0 and tables.final_top1(results, "kde") is None
-    assert tables.is_finished(results, 3) and not tables.is_finished(results, 4)
-    assert not tables.is_finished(_results([_block("location_prior", 5, [(1, 1.0)])]), 3)
+    assert table_runs.final_top1(results, "location_prior") == 20.0
+    assert table_runs.final_top1(results, "no_prior") == 20.0 and table_runs.final_top1(results, "kde") is None
+    assert table_runs.is_finished(results, 3) and not table_runs.is_finished(results, 4)
+    assert not table_runs.is_finished(_results([_block("location_prior", 5, [(1, 1.0)])]), 3)
     assert tables.read_results(tmp_path / "absent.json") is None
     path.write_text("{not json")
     with caplog.at_level(logging.WARNING, logger="csp.tables"):
@@ -159,10 +161,10 @@ def test_the_dataset_must_be_named(capsys):
 
 
 def test_mean_and_spread_over_seeds():
-    mean, std, runs = tables.mean_spread([7.0, None, 8.0, 9.0], "std")
+    mean, std, runs = table_runs.mean_spread([7.0, None, 8.0, 9.0], "std")
     assert (mean, std, runs) == (8.0, 1.0, 3)
-    assert tables.mean_spread([7.0, 8.0, 9.0], "se")[1] == pytest.approx(1 / 3 ** 0.5)
-    assert tables.mean_spread([7.5], "std") == (7.5, None, 1) and tables.mean_spread([None], "se") == (None, None, 0)
+    assert table_runs.mean_spread([7.0, 8.0, 9.0], "se")[1] == pytest.approx(1 / 3 ** 0.5)
+    assert table_runs.mean_spread([7.5], "std") == (7.5, None, 1) and table_runs.mean_spread([None], "se") == (None, None, 0)
 
 
 def test_several_seeds_run_every_cell_per_seed_and_report_mean_and_spread(tmp_path, monkeypatch):
@@ -171,12 +173,12 @@ def test_several_seeds_run_every_cell_per_seed_and_report_mean_and_spread(tmp_pa
     argv = ["comparison", "--dataset", "fmow", "--model_dir", str(tmp_path / "runs"), "--ratios", "1", "--rows",
             "sup_grid", "--device", "cpu", "--seeds", "0", "1"] + TINY
     founds = tables.main(argv)
-    tops = [tables.final_top1(founds[seed][("sup_grid", 1.0)], "location_prior") for seed in (0, 1)]
+    tops = [table_runs.final_top1(founds[seed][("sup_grid", 1.0)], "location_prior") for seed in (0, 1)]
     for seed in (0, 1):
         assert founds[seed][("sup_grid", 1.0)]["params"]["seed"] == seed
         assert list((tmp_path / "runs" / f"seed{seed}").glob("*.results.json"))
     rows = pd.read_csv(tmp_path / "runs" / "table5_fmow_released.csv").set_index("model")
-    mean, se, runs = tables.mean_spread(tops, "se")
+    mean, se, runs = table_runs.mean_spread(tops, "se")
     assert rows.loc["Sup. Only (grid)", "100% ours"] == pytest.approx(mean, abs=0.005)
     assert rows.loc["Sup. Only (grid)", "100% ours spread"] == pytest.approx(se, abs=0.005)
     assert rows.loc["Sup. Only (grid)", "100% ours runs"] == runs == 2
@@ -204,7 +206,7 @@ def test_finished_runs_made_with_other_flags_stop_the_table_before_anything_runs
     with pytest.raises(ValueError) as excinfo:
         tables.main(argv + ["--cnn_pred_type", "full"])   # the 10 % runs used the few-shot predictions
     message = _message(excinfo)
-    paths, _ = zip(*(tables.results_path(tables.run_argv("fmow", "released", row, 0.1, root / "runs", "cpu",
+    paths, _ = zip(*(table_runs.results_path(tables.run_argv("fmow", "released", row, 0.1, root / "runs", "cpu",
                                                           TINY)) for row in ("sup_grid", "mc_bld")))
     assert all(str(path) in message for path in paths) and "ratio1.000" not in message
     assert "--cnn_pred_type full here, fewshot in the file" in message
@@ -231,7 +233,7 @@ def test_collect_only_with_other_flags_reports_them_and_keeps_the_table(fmow_tab
 
 def test_checkpoints_made_with_other_flags_are_not_reused(fmow_table, tmp_path, monkeypatch):
     root, _, _ = fmow_table
-    pretrained, finetuned = (tables.checkpoints.model_file_names(
+    pretrained, finetuned = (checkpoints.model_file_names(
         default_params(tables.run_argv("fmow", "released", "mc_bld", 1.0, root / "runs", "cpu", TINY))))
     for path in (pretrained, finetuned):
         shutil.copy(path, tmp_path)
