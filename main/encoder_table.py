@@ -119,7 +119,8 @@ def collect(runs, dataset, collect_only=False):
     if collect_only:
         for seed in sorted({run.row[2] for run in runs}):
             seed_runs = [run for run in runs if run.row[2] == seed]
-            table_runs.check_other_results(seed_runs, seed_runs[0].argv[seed_runs[0].argv.index("--model_dir") + 1], fix)
+            model_dir = seed_runs[0].argv[seed_runs[0].argv.index("--model_dir") + 1]
+            table_runs.check_other_results(seed_runs, model_dir, fix)
     if dataset != own_data.DATASET:  # custom: `plan` checked its files
         table_runs.check_input_files(dataset, to_run)
     for number, run in enumerate(to_run, 1):

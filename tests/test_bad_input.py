@@ -23,7 +23,6 @@ from csp import arguments
 from csp import paths
 from csp import train_unsuper
 from csp.run_lock import RunLock
-from csp.synthetic_data import write_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ("--dataset fmow --inat2018_resolution pretrain --unsuper_loss contsoftmax --do_unsuper_train T "
@@ -35,16 +34,16 @@ PREDS = "fewshot/fmow_val_preds_ratio0.050.npy"
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
+def base(tmp_path_factory, synthetic_data_dir):
     """(data root, model folder of a finished run): the run's checkpoints, log and results exist."""
-    root = tmp_path_factory.mktemp("probe")
-    write_synthetic_dataset("fmow", root / "data", num_train=300, num_val=80, num_classes=8, feat_dim=16)
-    os.environ["CSP_DATA_DIR"] = str(root / "data")
+    data = synthetic_data_dir("fmow", num_train=300, num_val=80, num_classes=8, feat_dim=16)
+    models = tmp_path_factory.mktemp("probe") / "models"
+    os.environ["CSP_DATA_DIR"] = str(data)
     try:
-        train_unsuper.main(RUN + ["--model_dir", str(root / "models")], console=False)
+        train_unsuper.main(RUN + ["--model_dir", str(models)], console=False)
     finally:
         del os.environ["CSP_DATA_DIR"]
-    return root / "data", root / "models"
+    return data, models
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from scipy import sparse
 from csp import arguments
 from csp import datasets
 from csp import evaluation
-from csp import synthetic_data
 
 ALL = ("inat_2018", "inat_2017", "fmow", "birdsnap", "nabirds", "yfcc")
 NUM_CLASSES, FEAT_DIM = 12, 8
@@ -123,13 +122,9 @@ def test_feature_files_that_are_not_float32_are_cast(tmp_path, monkeypatch):
 # every layout, written by synthetic_data.py, checked against the files read independently here
 
 @pytest.fixture(scope="module")
-def synth_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
-    for dataset in ALL:
-        synthetic_data.write_synthetic_dataset(dataset, root, num_train=150, num_val=40, num_classes=NUM_CLASSES,
-                                               feat_dim=FEAT_DIM, seed=3, invalid_frac=0.1,
-                                               fewshot_ratios=(0.05, 0.1))
-    return root
+def synth_root(synthetic_data_dir):
+    return synthetic_data_dir(*ALL, num_train=150, num_val=40, num_classes=NUM_CLASSES, feat_dim=FEAT_DIM, seed=3,
+                              invalid_frac=0.1, fewshot_ratios=(0.05, 0.1))
 
 
 def expected_entries(folder, dataset, split):

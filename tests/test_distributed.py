@@ -20,7 +20,6 @@ from csp import losses
 from csp import train_unsuper
 from csp.arguments import default_params
 from csp.models import build_model
-from csp.synthetic_data import write_synthetic_dataset
 from csp.trainer import FINETUNING, PRETRAINING
 
 WORLD, B, K, IMG, C, U = 2, 6, 2, 12, 5, 3
@@ -111,10 +110,8 @@ def _free_port():
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_synthetic_dataset("yfcc", root, num_train=240, num_val=60, num_classes=10, feat_dim=16)
-    return root
+def data_dir(synthetic_data_dir):
+    return synthetic_data_dir("yfcc", num_train=240, num_val=60, num_classes=10, feat_dim=16)
 
 
 @pytest.fixture(scope="module")

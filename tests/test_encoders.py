@@ -299,23 +299,15 @@ def test_siren_is_selectable_for_every_encoding_with_a_network():
         build_spatial_encoder(_params("--spa_enc_net", "siren", "--num_hidden_layer", "0"))
 
 
-@pytest.fixture(scope="module")
-def tiny_fmow(tmp_path_factory):
-    from csp.synthetic_data import write_synthetic_dataset
-
-    root = tmp_path_factory.mktemp("data")
-    write_synthetic_dataset("fmow", root, num_train=200, num_val=40, num_classes=5, feat_dim=8)
-    return root
-
-
 @pytest.mark.parametrize("name, extra", [(name, EXTRA_FLAGS.get(name, [])) for name in NEW_ENCODERS]
                          + [("spherical_harmonics", ["--spa_enc_net", "siren"])])
-def test_seeded_one_epoch_csp_run_of_every_new_encoder(name, extra, tiny_fmow, tmp_path, monkeypatch):
+def test_seeded_one_epoch_csp_run_of_every_new_encoder(name, extra, synthetic_data_dir, tmp_path, monkeypatch):
     """One pre-training (CSP-MC-BLD) and one fine-tuning epoch on tiny synthetic data; the fine-tuned checkpoint
     reloads and reproduces the run's embeddings."""
     from csp import train_unsuper
     from csp.models import load_location_encoder
 
+    tiny_fmow = synthetic_data_dir("fmow", num_train=200, num_val=40, num_classes=5, feat_dim=8)
     monkeypatch.setenv("CSP_DATA_DIR", str(tiny_fmow))
     flags = ["--dataset", "fmow", "--device", "cpu", "--model_dir", str(tmp_path), "--seed", "3",
              "--spa_enc_type", name, "--frequency_num", "4", "--max_radius", "360", "--min_radius", "1",

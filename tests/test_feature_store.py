@@ -7,7 +7,6 @@ from csp import arguments
 from csp import datasets
 from csp import feature_store
 from csp.feature_store import FileRows, MappedFeatures, training_features
-from csp.synthetic_data import write_synthetic_dataset
 from csp.trainer import PRETRAINING, Trainer
 
 
@@ -54,10 +53,8 @@ def test_loader_leaves_a_subset_in_the_file_when_it_does_not_fit_or_when_asked()
 
 
 @pytest.fixture(scope="module")
-def fmow_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_synthetic_dataset("fmow", root, num_train=300, num_val=60, num_classes=8, feat_dim=16)
-    return root
+def fmow_dir(synthetic_data_dir):
+    return synthetic_data_dir("fmow", num_train=300, num_val=60, num_classes=8, feat_dim=16)
 
 
 def _pretraining_epoch(tmp_path, storage):

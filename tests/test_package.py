@@ -54,7 +54,8 @@ def _requirements(lines):
 
 def test_the_package_needs_only_what_it_runs_with_and_requirements_txt_installs_everything(installed):
     metadata = next(installed.glob("csp_geo-*.dist-info")) / "METADATA"
-    declared = [line.split(":", 1)[1] for line in metadata.read_text().splitlines() if line.startswith("Requires-Dist:")]
+    declared = [line.split(":", 1)[1] for line in metadata.read_text().splitlines()
+                if line.startswith("Requires-Dist:")]
     runtime = _requirements(line for line in declared if "extra ==" not in line)
     extras = {extra: _requirements(line for line in declared if f'extra == "{extra}"' in line)
               for extra in ("test", "demo")}

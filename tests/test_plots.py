@@ -14,7 +14,6 @@ from csp.arguments import default_params
 from csp.checkpoints import save_checkpoint
 from conftest import ROOT
 from csp.models import build_model
-from csp.synthetic_data import write_synthetic_dataset
 from test_own_data import draw_images
 
 NUM_CLASSES = 5
@@ -214,10 +213,9 @@ def test_cluster_figure_of_two_checkpoints(mask_dir, checkpoints, tmp_path):
         plots.cluster_grid(np.ones((4, 8)), 0)
 
 
-def test_command_line_draws_each_figure(mask_dir, checkpoints, tmp_path, monkeypatch):
-    data_dir = tmp_path / "data"
+def test_command_line_draws_each_figure(mask_dir, checkpoints, synthetic_data_dir, tmp_path, monkeypatch):
+    data_dir = synthetic_data_dir("fmow", num_train=300, num_val=20, num_classes=NUM_CLASSES, feat_dim=8)
     monkeypatch.setenv("CSP_DATA_DIR", "")            # restored afterwards (--data_dir sets it)
-    write_synthetic_dataset("fmow", data_dir, num_train=300, num_val=20, num_classes=NUM_CLASSES, feat_dim=8)
     plots.main(["map", "--checkpoint", str(checkpoints[1]), "--class_id", "2", "--out", str(tmp_path / "m.png"),
                 "--device", "cpu"])
     plots.main(["locations", "--dataset", "fmow", "--data_dir", str(data_dir), "--out", str(tmp_path / "l.png")])

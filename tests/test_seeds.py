@@ -7,23 +7,17 @@ import pytest
 from csp import seeds
 from csp import table_runs
 from conftest import ROOT
-from csp.synthetic_data import write_synthetic_dataset
 
 FMOW_SCRIPT = ROOT / "run-fmow-contsoftmax.sh"
 
 TINY = ["--device", "cpu", "--num_epochs_unsuper", "1", "--num_epochs", "1", "--num_filts", "16", "--hidden_dim",
         "32", "--frequency_num", "8", "--batch_size", "64"]
+TINY_FMOW = {"num_train": 200, "num_val": 40, "num_classes": 5, "feat_dim": 8}
 
 
-@pytest.fixture(scope="module")
-def fmow_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_synthetic_dataset("fmow", root, num_train=200, num_val=40, num_classes=5, feat_dim=8)
-    return root
-
-
-def test_each_seed_runs_in_its_own_folder_and_the_summary_is_over_the_seeds(tmp_path, monkeypatch, fmow_dir, capsys):
-    monkeypatch.setenv("CSP_DATA_DIR", str(fmow_dir))
+def test_each_seed_runs_in_its_own_folder_and_the_summary_is_over_the_seeds(tmp_path, monkeypatch, synthetic_data_dir,
+                                                                           capsys):
+    monkeypatch.setenv("CSP_DATA_DIR", str(synthetic_data_dir("fmow", **TINY_FMOW)))
     results = seeds.main(["--seeds", "3", "5", "--script", str(FMOW_SCRIPT), "--",
                           "--model_dir", str(tmp_path)] + TINY)
     assert sorted(results) == [3, 5]
@@ -47,9 +41,9 @@ def test_bad_seed_flags_are_named(argv, message):
         seeds.main(argv)
 
 
-def test_run_script_takes_several_seeds_from_the_environment(tmp_path, fmow_dir):
-    env = {**os.environ, "CSP_DATA_DIR": str(fmow_dir), "PYTHON": sys.executable, "OMP_NUM_THREADS": "1",
-           "SEEDS": "0 1"}
+def test_run_script_takes_several_seeds_from_the_environment(tmp_path, synthetic_data_dir):
+    env = {**os.environ, "CSP_DATA_DIR": str(synthetic_data_dir("fmow", **TINY_FMOW)), "PYTHON": sys.executable,
+           "OMP_NUM_THREADS": "1", "SEEDS": "0 1"}
     done = subprocess.run(["bash", str(FMOW_SCRIPT), "--model_dir", str(tmp_path)] + TINY,
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

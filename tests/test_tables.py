@@ -164,12 +164,13 @@ def test_mean_and_spread_over_seeds():
     mean, std, runs = table_runs.mean_spread([7.0, None, 8.0, 9.0], "std")
     assert (mean, std, runs) == (8.0, 1.0, 3)
     assert table_runs.mean_spread([7.0, 8.0, 9.0], "se")[1] == pytest.approx(1 / 3 ** 0.5)
-    assert table_runs.mean_spread([7.5], "std") == (7.5, None, 1) and table_runs.mean_spread([None], "se") == (None, None, 0)
+    assert table_runs.mean_spread([7.5], "std") == (7.5, None, 1)
+    assert table_runs.mean_spread([None], "se") == (None, None, 0)
 
 
-def test_several_seeds_run_every_cell_per_seed_and_report_mean_and_spread(tmp_path, monkeypatch):
-    write_synthetic_dataset("fmow", tmp_path / "data", num_train=200, num_val=30, num_classes=4, feat_dim=4)
-    monkeypatch.setenv("CSP_DATA_DIR", str(tmp_path / "data"))
+def test_several_seeds_run_every_cell_per_seed_and_report_mean_and_spread(synthetic_data_dir, tmp_path, monkeypatch):
+    data = synthetic_data_dir("fmow", num_train=200, num_val=30, num_classes=4, feat_dim=4)
+    monkeypatch.setenv("CSP_DATA_DIR", str(data))
     argv = ["comparison", "--dataset", "fmow", "--model_dir", str(tmp_path / "runs"), "--ratios", "1", "--rows",
             "sup_grid", "--device", "cpu", "--seeds", "0", "1"] + TINY
     founds = tables.main(argv)
@@ -256,11 +257,10 @@ def test_checkpoints_made_with_other_flags_are_not_reused(fmow_table, tmp_path, 
     assert len(started) == 1 and default_params(started[0])["train_sample_ratio"] == 1.0
 
 
-def test_missing_prediction_files_stop_the_table_before_any_run(tmp_path, monkeypatch):
-    write_synthetic_dataset("inat_2018", tmp_path / "data", num_train=60, num_val=20, num_classes=4, feat_dim=4,
-                            fewshot_ratios=(0.05,))
+def test_missing_prediction_files_stop_the_table_before_any_run(synthetic_data_dir, tmp_path, monkeypatch):
+    data = synthetic_data_dir("inat_2018", num_train=60, num_val=20, num_classes=4, feat_dim=4, fewshot_ratios=(0.05,))
     _no_runs(monkeypatch)
-    monkeypatch.setenv("CSP_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CSP_DATA_DIR", str(data))
     with pytest.raises(FileNotFoundError) as excinfo:
         tables.main(["comparison", "--dataset", "inat_2018", "--model_dir", str(tmp_path / "runs"), "--ratios",
                      "0.05", "0.1", "0.2", "1",

@@ -21,12 +21,10 @@ SHORT = ["--device", "cpu", "--num_epochs_unsuper", "2", "--num_epochs", "30"]
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
+def data_dir(synthetic_data_dir):
     """Both layouts: fmow (dense few-shot predictions) and inat_2018 (sparse full predictions)."""
-    root = tmp_path_factory.mktemp("data")
-    write_synthetic_dataset("fmow", root, num_train=2000, num_val=300, num_classes=20, feat_dim=32)
-    write_synthetic_dataset("inat_2018", root, num_train=2000, num_val=300, num_test=0, num_classes=20, feat_dim=32)
-    return root
+    return synthetic_data_dir("fmow", "inat_2018", num_train=2000, num_val=300, num_test=0, num_classes=20,
+                              feat_dim=32)
 
 
 def script_params(dataset, *extra):

@@ -25,10 +25,8 @@ FLAGS = ("--dataset fmow --device cpu --spa_enc_type gridcell --frequency_num 8 
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_synthetic_dataset("fmow", root, num_train=1000, num_val=200, num_classes=20, feat_dim=32)
-    return root
+def data_dir(synthetic_data_dir):
+    return synthetic_data_dir("fmow", num_train=1000, num_val=200, num_classes=20, feat_dim=32)
 
 
 @pytest.fixture(autouse=True)
