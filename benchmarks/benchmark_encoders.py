@@ -1,15 +1,11 @@
 """Forward and forward + backward throughput (points/s) of every location encoder.
 
-Flags of the paper's iNat script: F = 32 scales from 0.1 to 360, one hidden layer of 512, D = 256, leaky ReLU
-(`ENCODER_FLAGS` adds an encoder's own: tile_ffn cells of 1 degree; spherical harmonics at the default L = 10).
-Each encoder maps random (lon, lat) degrees to the D-dimensional location embedding: "forward" in eval mode without
-gradients, "forward+backward" a training step's forward and backward pass of the mean embedding (no optimiser step;
-the class head is left out, as its cost is the same for every encoder). Timings alternate between the encoders,
-round after round, after warm-up calls; each prints the median and the range over the rounds (the GPU is
-synchronised before the clock is read). Run from inside `main/`:
-
     python benchmarks/benchmark_encoders.py --device auto
-    python benchmarks/benchmark_encoders.py --encoders gridcell sphere spherical_harmonics --batch_sizes 1024 --rounds 7
+    python benchmarks/benchmark_encoders.py --encoders gridcell sphere --batch_sizes 1024 --rounds 7
+
+The iNat script's flags (F = 32 scales, 0.1 to 360, one hidden layer of 512, D = 256) plus an encoder's own
+(`ENCODER_FLAGS`). "forward": eval mode without gradients; "forward+backward": a training step's passes of the mean
+embedding, no class head. The encoders take turns round after round; median and range over the rounds.
 """
 import argparse
 import statistics

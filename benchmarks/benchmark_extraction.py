@@ -1,21 +1,12 @@
 """Speed and memory of the own-data path: image feature extraction, and loading a large table of observations.
 
-    python benchmarks/benchmark_extraction.py [--num_images 10000] [--repeats 3] [--batch_sizes 32 128] [--device cpu]
-    python benchmarks/benchmark_extraction.py --num_images 0 --table_rows 2000000 --feature_dim 2048   # the loader at scale
+    python benchmarks/benchmark_extraction.py [--num_images 10000] [--repeats 3] [--batch_sizes 32 128]
+    python benchmarks/benchmark_extraction.py --num_images 0 --table_rows 2000000 --feature_dim 2048
 
-Extraction: `--num_images` JPEG photos (`--photo_size` px, random colour fields, drawn once into a temporary
-folder) through `extract_features.extract` with `--backbone` (efficientnet_lite0, weights shipped; a torchvision
-name gets random weights saved to a local file: the speed does not depend on the weights) at its preset input
-size or `--image_size`. Each repeat extracts every image into a new file, once per `--batch_sizes` value, the
-values alternated; printed per batch size: images/s, median and range over the repeats.
-
-Table: `--table_rows` observations (90 % train, sorted by split) and a (rows, `--feature_dim`) float32 feature
-file written chunk by chunk (never held in memory), then `own_data.load_own_dataset` as a pre-training run calls
-it and one pass over the training features in random batches of 1024 rows gathered by index from a tensor over
-them, as the trainer holds and indexes them on the CPU.
-
-Printed with each part: peak resident memory (extraction: ru_maxrss of this process and of the decoding workers;
-table: the peak since just before loading, and the anonymous and file-backed (memory-mapped) memory then).
+Extraction: `--num_images` drawn JPEGs through `extract_features.extract`, the `--batch_sizes` taking turns; images/s,
+median and range over the repeats. Table: `--table_rows` observations and a float32 feature file written in chunks,
+loaded by `own_data.load_own_dataset` and read in random batches of 1024 rows. Each part prints its peak resident
+memory.
 """
 import argparse
 import resource

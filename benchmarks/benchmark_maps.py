@@ -2,11 +2,9 @@
 
     python benchmarks/benchmark_maps.py [--device cpu] [--repeats 3] [--column_loop]
 
-The model is the iNat2018 run script's `gridcell` location encoder (F 32, radii 0.1..360, 1 x 512 hidden,
-LeakyReLU, D 256) with 8142 classes, untrained (speed does not depend on the weights). Printed: seconds for the
-prediction alone (`dense_prediction`) and for the whole PNG (`plot_class_map`), best of `--repeats`, and land
-points per second. The original needed about 58 s per map on a 2-core CPU (spec section 13); `--column_loop`
-also times its scheme with this model: every one of the 2004 grid columns, ocean included, as one forward pass.
+An untrained `gridcell` encoder with the iNat2018 run script's flags and 8142 classes: seconds for the prediction
+(`dense_prediction`) and the whole PNG, best of `--repeats`; `--column_loop` also times one forward pass per grid
+column, the ocean included (the scheme of CSP's code, about 58 s per map on a 2-core CPU).
 """
 import argparse
 import tempfile
@@ -41,7 +39,7 @@ def best_time(function, repeats, device):
 
 
 def column_loop(model, mask):
-    """The original's scheme with this model: one forward pass of H points per grid column, the ocean included."""
+    """One forward pass of H points per grid column, the ocean included."""
     lon, lat = land_mask.grid_lonlat(mask.shape)
     device = plots.model_device(model)
     lat_column = torch.as_tensor(lat, dtype=torch.float32, device=device)

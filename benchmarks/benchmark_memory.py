@@ -1,17 +1,11 @@
 """Peak memory of writing and of training on image features larger than the memory one wants to spend on them.
 
-    python benchmarks/benchmark_memory.py --out /tmp/big                   # 2 000 000 × 2 048 float32: a 16 GB feature file
-    python benchmarks/benchmark_memory.py --out /tmp/big --num_train 20000 # a quick look
+    python benchmarks/benchmark_memory.py --out /tmp/big                    # 2 000 000 × 2 048 float32: 16 GB
+    python benchmarks/benchmark_memory.py --out /tmp/big --num_train 20000  # a quick look
 
-1. Writes a synthetic yfcc-style dataset (`synthetic_data.py`; the feature file is streamed chunk by chunk) and
-   prints the writer's peak resident memory, its time and the feature file's size.
-2. For each `--feature_storage` asked (default auto and mapped): builds the `Trainer` of the iNat2018 run script's
-   flags on those data and runs `--num_batches` pre-training steps at batch 1 024, then prints samples/s and the
-   process's peak resident memory (VmHWM, which also counts the pages of the memory-mapped file it touched: the
-   kernel can drop those at any time) and its anonymous resident memory at the end (RssAnon: what it holds itself).
-
-Each step runs in a process of its own, so that each peak is its own. The data folder is deleted at the end unless
-`--keep`. Check the free disk space first (`df -h`): the feature file takes num_train × feat_dim × 4 bytes.
+Writes a synthetic yfcc dataset, then for each `--storages` value runs `--num_batches` pre-training steps of the
+iNat2018 run script's `Trainer`; each step in a process of its own, printing samples/s and its peak and anonymous
+resident memory. The feature file takes num_train × feat_dim × 4 bytes of disk.
 """
 import argparse
 import multiprocessing

@@ -1,17 +1,11 @@
 """Training and evaluation throughput of the iNat2018 run script's configuration, through the trainer's own code.
 
-    python benchmarks/benchmark_training.py --data_dir /work/synth_inat          # reuse DIR/inat_2018/ (synthetic_data.py)
-    python benchmarks/benchmark_training.py                                      # generate iNat2018-sized data in a temp dir
-    python benchmarks/benchmark_training.py --device cuda:0 --variants eager bf16 compile compile+bf16   # see benchmark_gpu.sh
+    python benchmarks/benchmark_training.py --data_dir DIR        # reuse DIR/inat_2018/, or write it there
+    python benchmarks/benchmark_training.py --device cuda:0 --variants eager bf16 compile compile+bf16
 
-Builds one `Trainer` with the flags of `../run-inat_2018-contsoftmax.sh` (437 513 training rows, 8 142 classes,
-2 048-d features, 24 426 validation rows when the data are iNat2018-sized) and prints, as median [min–max] over
-`--repeats` repeats, for each variant of the training step (float32 eager, bf16 autocast, torch.compile, both;
-taking turns within each repeat): pre-training samples/s at batch 1 024 and 8 192, fine-tuning samples/s at batch
-1 024, and (with the first variant) the wall time of the final evaluation (image-only, image × prior and
-location-only), with the peak GPU memory on a GPU.
-Each figure times `Trainer.run_epoch` (after one warm-up step, which also compiles) or the evaluation methods: the
-code a run executes.
+Times `Trainer.run_epoch` and the final evaluation on iNat2018-sized synthetic data (437 513 training rows, 8 142
+classes, 2 048-d features): pre-training samples/s at batch 1 024 and 8 192, fine-tuning at 1 024, and the evaluation's
+seconds, as median [min–max] over `--repeats`, the variants taking turns.
 """
 import argparse
 import os
@@ -69,8 +63,8 @@ def _measure(trainer, measure):
 
 
 def _one_pass(trainer, args, evaluate):
-    """[(figure, value, peak GPU GiB)] in the order of earlier versions of this script: pre-training and
-    fine-tuning at batch 1 024, the final evaluation (when `evaluate`), pre-training at batch 8 192."""
+    """[(figure, value, peak GPU GiB)]: pre-training and fine-tuning at batch 1 024, the final evaluation (when
+    `evaluate`), pre-training at batch 8 192."""
     figures = [("pre-training, batch 1024", lambda: steps_per_second(trainer, PRETRAINING, 1024, args.num_batches)),
                ("fine-tuning, batch 1024", lambda: steps_per_second(trainer, FINETUNING, 1024, args.num_batches))]
     if evaluate:
@@ -81,8 +75,8 @@ def _one_pass(trainer, args, evaluate):
 
 
 def _run_variants(trainer, args):
-    """{(variant, figure): ([values], peak GPU GiB)}, the variants taking turns in each repeat (each one's
-    training step built once); a variant that fails (a compiler error) is reported and left out afterwards."""
+    """{(variant, figure): ([values], peak GPU GiB)}, the variants taking turns in each repeat; a variant that fails is
+    reported and left out."""
     steps, failed, figures = {}, set(), {}
     for _ in range(args.repeats):
         for number, variant in enumerate(args.variants):

@@ -1,10 +1,6 @@
 """Draw the CSP model overview (`image/model_overview.png`) with matplotlib.
 
     python benchmarks/draw_overview.py [--out image/model_overview.png]
-
-Top: contrastive spatial pre-training, a location encoder e(x) (position encoding + FFN) and a frozen image
-backbone with a trained projection, tied by the three contrastive terms B, L and D. Bottom: fine-tuning of the
-location encoder with the presence-only loss on a few labels, and inference P(y|x) P(y|I).
 """
 import argparse
 from pathlib import Path

@@ -1,12 +1,8 @@
-"""Where does one model beat another? MRR and per-region ΔMRR tables (the paper's latitude analysis, §13).
+"""Where does one model beat another? MRR and ΔMRR per latitude band and per latitude × longitude box.
 
-Inputs are per-sample ranks of the true class (1-based, e.g. from `evaluation.py`) or differences of reciprocal
-ranks, and the samples' locations (N, 2) as (lon, lat) in degrees; samples whose location has a NaN are skipped
-(their number is logged and stored in the table's ``attrs['num_nan_locs']``). Every function returns a pandas
-DataFrame, one row per bin, so the tables print and save with ``to_csv``.
-
-Bins are half-open [lower, upper) except the last one, which also holds its upper edge (lat = 90, lon = 180).
-Empty bins have count 0 and NaN statistics.
+Inputs: per-sample 1-based ranks of the true class (or differences of reciprocal ranks) and (N, 2) (lon, lat) degrees;
+samples with a NaN coordinate are skipped (counted in `attrs['num_nan_locs']`). Bins are [lower, upper), the last one
+closed; empty bins have count 0 and NaN statistics. Each table is a DataFrame, one row per bin.
 """
 import logging
 
@@ -22,7 +18,7 @@ def _numpy(values):
 
 
 def reciprocal_ranks(ranks):
-    """1 / rank per sample, float64; `ranks` (N,) 1-based ranks of the true class (numpy or torch)."""
+    """1 / rank per sample, float64, of (N,) 1-based ranks (numpy or torch)."""
     ranks = _numpy(ranks).astype(np.float64)
     if ranks.ndim != 1:
         raise ValueError(f"ranks must be a 1-d array (one rank per sample), got shape {ranks.shape}")
@@ -32,7 +28,6 @@ def reciprocal_ranks(ranks):
 
 
 def mrr(ranks):
-    """Mean reciprocal rank of (N,) 1-based ranks."""
     return float(reciprocal_ranks(ranks).mean())
 
 
@@ -44,7 +39,6 @@ def _check_edges(edges, what):
 
 
 def _bin_index(values, edges):
-    """Bin of each value: [e_i, e_{i+1}), the last bin closed; -1 outside the edges."""
     index = np.digitize(values, edges) - 1
     index[values == edges[-1]] = len(edges) - 2
     index[(index < 0) | (index >= len(edges) - 1)] = -1
@@ -52,7 +46,7 @@ def _bin_index(values, edges):
 
 
 def _located(locs, d_mrr):
-    """(lon, lat) float64 and d_mrr float64 of the samples with a location, and how many were skipped."""
+    """(lon, lat, d_mrr) float64 of the samples with a location, and how many were skipped."""
     locs = _numpy(locs).astype(np.float64)
     d_mrr = _numpy(d_mrr).astype(np.float64).reshape(-1)
     if locs.ndim != 2 or locs.shape[1] != 2:
@@ -67,7 +61,6 @@ def _located(locs, d_mrr):
 
 
 def _bin_table(columns, bins, d_mrr, do_positive, num_nan):
-    """Per-bin count, mean d_mrr and fraction of samples with d_mrr > 0 (< 0 if not do_positive)."""
     num_bins = len(next(iter(columns.values())))
     inside = bins >= 0
     count = np.bincount(bins[inside], minlength=num_bins)
@@ -82,14 +75,8 @@ def _bin_table(columns, bins, d_mrr, do_positive, num_nan):
 
 
 def compute_mrr_by_lat(locs, d_mrr, do_positive=True, num_interval=18, intervals=None):
-    """ΔMRR per latitude band.
-
-    `locs` (N, 2) (lon, lat) degrees; `d_mrr` (N,) per-sample difference of reciprocal ranks, e.g.
-    1/rank_A − 1/rank_B. Bands: `num_interval` equal bands over [-90, 90] (default 10°, all 18 reported), or the
-    edges `intervals` (samples outside them are counted in ``attrs['num_outside']``). Columns: lat_min, lat_max,
-    lat_center, count, mean_d_mrr, frac_positive (share with d_mrr > 0; frac_negative, d_mrr < 0, if not
-    `do_positive`).
-    """
+    """ΔMRR (`d_mrr` (N,), e.g. 1/rank_A − 1/rank_B) per latitude band of `locs` (N, 2): `num_interval` equal bands or
+    the edges `intervals`; columns lat_min, lat_max, lat_center, count, mean_d_mrr, frac_positive."""
     if intervals is None:
         intervals = np.linspace(-90.0, 90.0, int(num_interval) + 1)
     edges = _check_edges(intervals, "intervals")
@@ -99,11 +86,7 @@ def compute_mrr_by_lat(locs, d_mrr, do_positive=True, num_interval=18, intervals
 
 
 def compute_mrr_by_latlongrid(locs, d_mrr, lat_intervals=None, lon_intervals=None, do_positive=True):
-    """ΔMRR per latitude × longitude box (default 10° × 10°).
-
-    Rows go from the northernmost band down, west to east within a band (the original's box order). Columns:
-    lon_min, lon_max, lat_min, lat_max, count, mean_d_mrr, frac_positive (or frac_negative).
-    """
+    """ΔMRR per latitude × longitude box (default 10° × 10°), north to south, west to east."""
     lat_edges = _check_edges(np.linspace(-90.0, 90.0, 19) if lat_intervals is None else lat_intervals,
                              "lat_intervals")
     lon_edges = _check_edges(np.linspace(-180.0, 180.0, 37) if lon_intervals is None else lon_intervals,
@@ -123,14 +106,8 @@ def compute_mrr_by_latlongrid(locs, d_mrr, lat_intervals=None, lon_intervals=Non
 
 def compare_models(locs, ranks_a, ranks_b, names=("model_a", "model_b"), num_interval=18, lat_intervals=None,
                    lon_intervals=None):
-    """Tables comparing two models evaluated on the same samples.
-
-    `locs` (N, 2) (lon, lat) degrees (NaN allowed); `ranks_a`, `ranks_b` (N,) 1-based ranks of the true class.
-    ΔMRR = 1/rank_a − 1/rank_b, so positive means model a ranks the true class higher. Returns a dict of
-    DataFrames: ``mrr`` (model, num_samples, mrr over all samples), ``by_lat`` (:func:`compute_mrr_by_lat` with
-    `num_interval` bands) and ``by_latlon`` (:func:`compute_mrr_by_latlongrid` with `lat_intervals`,
-    `lon_intervals`).
-    """
+    """{"mrr", "by_lat", "by_latlon"} tables of ΔMRR = 1/rank_a − 1/rank_b (positive: model a ranks the true class
+    higher) for two models' ranks (N,) on the same samples."""
     rr_a, rr_b = reciprocal_ranks(ranks_a), reciprocal_ranks(ranks_b)
     if len(rr_a) != len(rr_b):
         raise ValueError(f"ranks_a has {len(rr_a)} samples but ranks_b has {len(rr_b)}; "

@@ -1,15 +1,10 @@
-"""Import this folder as the package `csp` when one of its scripts is run directly (`python train_unsuper.py`).
-
-The modules of `main/` import each other relatively (`from . import datasets`), so that they are `csp.datasets`,
-`csp.models`, … and never shadow other packages with those generic names (Hugging Face's `datasets`, …). Installed
-(`pip install -e .` or from a wheel) the folder is the package `csp`. A script run from here instead starts with
-this folder at the front of `sys.path`; its first lines
+"""Run a script of `main/` directly (`python train_unsuper.py`) with its folder imported as the package `csp`:
 
     if not __package__:
         __package__ = __import__("as_package").PACKAGE
 
-take the folder off `sys.path`, register it as the package `csp` (this checkout's copy, even where another copy is
-installed) and make the script's relative imports resolve inside it. tests/conftest.py does the same.
+takes the folder off `sys.path` (its generic module names would shadow other packages) and registers this checkout's
+copy as `csp`, so that the script's relative imports resolve.
 """
 import importlib.util
 import os

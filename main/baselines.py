@@ -1,24 +1,12 @@
-"""Non-neural location priors the paper compares against (Mac Aodha et al. 2019's baselines, §12 of the spec).
+"""Non-neural location priors (Mac Aodha et al. 2019): fitted on training (lon, lat) degrees (N, 2) and their classes,
+`prior(locs)` gives p(class | location) as (M, C) for (M, 2) (lon, lat) degrees:
 
-Every baseline is fitted from training locations (N, 2) — (lon, lat) in degrees — and their integer classes, and
-then gives a prior p(class | location) for evaluation locations (M, 2), (lon, lat) degrees, as an (M, C) matrix:
+* `no_prior`: ones; `train_freq`: (1 + n_c) / Σ(1 + n_c), whatever the location;
+* `grid`: per-cell class frequency with a Beta pseudo-count, (n_{c,cell} + pc − 1) / (n_cell + C·pc − C);
+* `nn_knn` / `nn_dist`: (1 + class counts) of the `num_neighbors` nearest / within `dist_thresh`, normalised;
+* `kde`: the adaptive kernel density estimate of Berg et al. 2014 (`KDEPrior`).
 
-* ``no_prior``   — all ones (the image classifier alone).
-* ``train_freq`` — class frequency of the training set, (1 + n_c) / Σ(1 + n_c); it ignores the location, so rows
-  without a location get it too (as in the original).
-* ``grid``       — per-cell class frequency on a ``gp_size`` = [lon_bins, lat_bins] grid with a Beta pseudo-count:
-  (n_{c,cell} + pc − 1) / (n_cell + C·pc − C).
-* ``nn_knn``     — (1 + class counts) of the ``num_neighbors`` nearest training locations, normalised.
-* ``nn_dist``    — (1 + class counts) of the training locations within ``dist_thresh``, normalised.
-* ``kde``        — the adaptive kernel density estimate of Berg et al. 2014 on training locations quantised to
-  ``kde_quant`` degrees (see :class:`KDEPrior`).
-
-Rows with a NaN coordinate get the uniform prior 1/C (``no_prior``: ones; ``train_freq``: the frequency prior).
-All nearest-neighbour searches use one scikit-learn ``BallTree`` query for all evaluation points of a chunk, on
-[lat, lon] coordinates (radians with the haversine metric, raw degrees with the euclidean one), as the original.
-
-Use :func:`make_baseline` to build one, ``baseline.prior(locs)`` to evaluate it, and
-:func:`get_cross_val_hyper_params` for the original's cross-validated hyper-parameters.
+Rows with a NaN coordinate get the uniform prior. Build one with `make_baseline`.
 """
 import logging
 import math
@@ -32,7 +20,7 @@ from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
 
-# Name of each baseline → the header line the original's evaluation logs before its accuracy block (§10.5).
+# Name of each baseline → the header line logged before its accuracy block (an interface of the log).
 BASELINE_LOG_HEADERS = {
     "no_prior": "\nNo prior",
     "train_freq": "\nTrain frequency prior",
@@ -59,9 +47,8 @@ def _hyper_params(num_neighbors, dist_type, dist_thresh, gp_size, pseudo_count, 
     }
 
 
-# The original's cross-validated hyper-parameters (eval_helper.get_cross_val_hyper_params); birdsnap is keyed by
-# meta_type. fmow has none in the original (a KeyError there): it gets inat_2017's values, the dataset closest to
-# it in size (~360k vs ~580k training images) and extent (global, locations in degrees) — not cross-validated.
+# The cross-validated hyper-parameters of Mac Aodha et al.'s code; birdsnap is keyed by meta_type. fmow, which has
+# none, takes inat_2017's, the dataset closest to it in size and extent (not cross-validated).
 CROSS_VAL_HYPER_PARAMS = {
     "inat_2018": _hyper_params(1500, "euclidean", 2.0, [180, 60], 2, 5.0, 700),
     "inat_2017": _hyper_params(1450, "euclidean", 5.0, [45, 30], 2, 5.0, 700),
@@ -82,7 +69,7 @@ CHUNK_SIZE = 1024
 
 
 def get_cross_val_hyper_params(dataset, meta_type=""):
-    """The baselines' hyper-parameters for `dataset` (a fresh dict; `meta_type` is only used for birdsnap)."""
+    """The baselines' cross-validated hyper-parameters for `dataset` (a fresh dict; `meta_type`: birdsnap only)."""
     if dataset not in CROSS_VAL_HYPER_PARAMS:
         raise ValueError(f"no baseline hyper-parameters for dataset {dataset!r}; "
                          f"known datasets: {', '.join(CROSS_VAL_HYPER_PARAMS)}")
@@ -96,12 +83,11 @@ def get_cross_val_hyper_params(dataset, meta_type=""):
 
 
 def _numpy(values):
-    """A numpy view (or host copy) of a numpy array, tensor on any device, or nested list."""
     return torch.as_tensor(values).detach().cpu().numpy()
 
 
 def _lonlat_array(locs, what, allow_nan):
-    """(N, 2) float64 numpy copy of (lon, lat) degrees from numpy or torch; ValueError naming bad rows."""
+    """(N, 2) float64 numpy copy of (lon, lat) degrees; ValueError naming bad rows."""
     arr = _numpy(locs).astype(np.float64)
     if arr.ndim != 2 or arr.shape[1] != 2:
         raise ValueError(f"{what} must have shape (N, 2) with columns (lon, lat) in degrees, got {arr.shape}")
@@ -119,7 +105,7 @@ def _lonlat_array(locs, what, allow_nan):
 
 
 def _tree_coords(lonlat, dist_type):
-    """BallTree coordinates as the original: [lat, lon], in radians for the haversine metric."""
+    """BallTree coordinates: [lat, lon], in radians for the haversine metric."""
     latlon = np.ascontiguousarray(lonlat[:, ::-1])
     return np.deg2rad(latlon) if dist_type == "haversine" else latlon
 
@@ -137,7 +123,7 @@ def _check_dist_type(value, key):
 
 
 def _class_counts_into(out, rows, classes, weights=None):
-    """out[r, c] = sum of `weights` (default 1) over the pairs (r, c) of (rows, classes), by one bincount."""
+    """out[r, c] += sum of `weights` (default 1) over the pairs (r, c) of (rows, classes)."""
     flat = np.bincount(rows * out.shape[1] + classes, weights=weights, minlength=out.size)
     out[...] = flat.reshape(out.shape)
 
@@ -148,10 +134,7 @@ def _chunks(num, desc):
 
 
 class Baseline:
-    """A fitted prior: `prior(locs)` gives p(class | location) for (lon, lat) degrees.
-
-    Subclasses implement `_valid_prior(lonlat)` for rows with a location ((m, 2) float64 → (m, C) float64).
-    """
+    """A fitted prior; subclasses implement `_valid_prior(lonlat)`: (m, 2) float64 located rows → (m, C) float64."""
 
     name = None
     invalid_value = None  # the prior of rows without a location; None = uniform 1/C
@@ -161,11 +144,11 @@ class Baseline:
 
     @property
     def log_header(self):
-        """The line the original's evaluation logs before this baseline's accuracies."""
+        """The line logged before this baseline's accuracies."""
         return BASELINE_LOG_HEADERS[self.name]
 
     def prior_numpy(self, locs):
-        """(M, C) float64 numpy prior for `locs` (M, 2) (lon, lat) degrees; NaN rows get the uniform prior."""
+        """(M, C) float64 prior for `locs` (M, 2) (lon, lat) degrees; NaN rows get the uniform prior."""
         lonlat = _lonlat_array(locs, "evaluation locations", allow_nan=True)
         valid = ~np.isnan(lonlat).any(axis=1)
         fill = 1.0 / self.num_classes if self.invalid_value is None else self.invalid_value
@@ -177,11 +160,7 @@ class Baseline:
         return out
 
     def prior(self, locs, device="cpu", dtype=torch.float32):
-        """(M, C) torch tensor of the prior on `device` (computed in float64 on the CPU, then cast to `dtype`).
-
-        `locs`: (M, 2) numpy array or tensor, (lon, lat) in degrees; rows with NaN get the uniform prior.
-        The result holds M × C values: call it on slices of `locs` when that is too large.
-        """
+        """(M, C) prior tensor on `device` as `dtype` (computed in float64 on the CPU)."""
         return torch.from_numpy(self.prior_numpy(locs)).to(device=device, dtype=dtype)
 
 
@@ -194,7 +173,7 @@ class NoPrior(Baseline):
 
 
 class TrainFreqPrior(Baseline):
-    """(1 + n_c) / Σ(1 + n_c) for every row, with or without a location (as the original)."""
+    """(1 + n_c) / Σ(1 + n_c) for every row, with or without a location."""
 
     name = "train_freq"
 
@@ -209,10 +188,8 @@ class TrainFreqPrior(Baseline):
 
 
 class GridPrior(Baseline):
-    """Class frequencies per cell of a [lon_bins, lat_bins] grid with a pseudo-count pc ≥ 1 (Beta prior):
-    p_c = (n_{c,cell} + pc − 1) / (n_cell + C·pc − C). Cells are [i, i + 1) in scaled units; lon = 180 and
-    lat = 90 fall into the last cell (the original's evaluation indexed past the grid there). With pc = 1 an
-    empty cell has no estimate (0/0 in the original) and gives the uniform prior."""
+    """Per-cell class frequencies on a [lon_bins, lat_bins] grid, pseudo-count pc ≥ 1; lon = 180 and lat = 90 in the
+    last cell; an empty cell with pc = 1 gives the uniform prior."""
 
     name = "grid"
 
@@ -246,8 +223,8 @@ class GridPrior(Baseline):
 
 
 class NeighborPrior(Baseline):
-    """(1 + class counts of the neighbouring training locations), normalised. Neighbours: the `num_neighbors`
-    nearest (`nn_knn`) or all within `dist_thresh` (`nn_dist`; degrees, or radians with haversine)."""
+    """(1 + class counts) of the `num_neighbors` nearest training locations (`nn_knn`) or of those within `dist_thresh`
+    (`nn_dist`), normalised."""
 
     def __init__(self, name, locs, classes, num_classes, dist_type, num_neighbors=None, dist_thresh=None):
         super().__init__(num_classes)
@@ -283,14 +260,11 @@ class NeighborPrior(Baseline):
 
 
 class KDEPrior(Baseline):
-    """Adaptive kernel density estimate (Berg et al. 2014, without time), as the original.
+    """Adaptive kernel density estimate (Berg et al. 2014, without time).
 
-    Training locations are floored to multiples of `kde_quant` degrees and reduced to one point per (class, cell)
-    with its count n. For an evaluation location x: h = half the distance to its `kde_nb`-th nearest point; the
-    points within 2h + 1e-9 contribute n · Q(d) with Q(d) = (2πh)^-1 exp(−d² / 2h²) (the original's normaliser
-    uses h, not h²) to their class; the smallest non-zero class value is added to every class, then the
-    vector is normalised. Distances: euclidean on degrees, or haversine (radius 1) on radians.
-    """
+    Training locations floored to multiples of `kde_quant` degrees, one point per (class, cell) with its count n. At x:
+    h = half the distance to the `kde_nb`-th nearest point; points within 2h + 1e-9 add n · (2πh)^-1 exp(−d² / 2h²) to
+    their class; the smallest non-zero value is added to every class, then normalised."""
 
     name = "kde"
 
@@ -336,17 +310,13 @@ class KDEPrior(Baseline):
 
 
 def _kde_points(locs, classes, kde_quant):
-    """The KDE's points: unique (class, lon cell, lat cell) rows of the data quantised to `kde_quant` degrees, and
-    how many samples each holds."""
     cells = np.floor(np.asarray(locs) / kde_quant).astype(np.int64)
     return np.unique(np.column_stack([classes, cells]), axis=0, return_counts=True)
 
 
 def clamp_to_data(name, hyper_params, train_locs, train_classes):
-    """Lower (in place) a neighbour count of `hyper_params` that exceeds what the training data offers: nn_knn's
-    `num_neighbors` (at most the number of training locations) and kde's `kde_nb` (at most its number of points).
-    The dataset's values were cross-validated on its full training set and no flag sets them, so small data (a
-    few-shot subset, synthetic data) would otherwise stop the run. Returns one sentence per change, for the log."""
+    """Lower nn_knn's `num_neighbors` and kde's `kde_nb` in `hyper_params` (in place) to what the training data offers;
+    returns one sentence per change, for the log."""
     notes = []
     if name == "nn_knn" and hyper_params["num_neighbors"] > len(train_locs):
         notes.append(f"nn_knn: num_neighbors lowered from {hyper_params['num_neighbors']} (the dataset's "
@@ -362,12 +332,7 @@ def clamp_to_data(name, hyper_params, train_locs, train_classes):
 
 
 def make_baseline(name, train_locs, train_classes, num_classes, hyper_params=None):
-    """Fit baseline `name` (one of BASELINE_NAMES) and return it; evaluate with `.prior(locs)`.
-
-    `train_locs`: (N, 2) (lon, lat) degrees, numpy or torch, no NaN. `train_classes`: (N,) ints in
-    [0, num_classes). `hyper_params`: as from :func:`get_cross_val_hyper_params` (not needed by no_prior /
-    train_freq).
-    """
+    """Fit baseline `name` on `train_locs` (N, 2) (lon, lat) degrees and `train_classes` (N,) in [0, num_classes)."""
     if name not in BASELINE_LOG_HEADERS:
         raise ValueError(f"unknown baseline {name!r}; valid baselines: {', '.join(BASELINE_NAMES)}")
     locs = _lonlat_array(train_locs, "training locations", allow_nan=False)

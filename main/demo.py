@@ -1,24 +1,13 @@
-"""The demo: CSP on a small real dataset, offline, in a few minutes on a CPU.
+"""The demo: CSP on a small real dataset, offline, on a CPU.
 
     python main/demo.py                       # from the repository root (or: cd main && python demo.py)
     python main/demo.py --seed 1              # another seed (initialisation, batches, dropout, negatives)
     python main/demo.py --readme_figures      # also overwrite the two maps in image/ (the README's figures)
     python main/demo.py -- --unsuper_lr 0.00005   # flags after -- go to both runs and win over the demo's
 
-1. Builds the demo dataset (`demo_data.build_demo_dataset`: Blue Marble tiles as PNG files, a table of
-   observations with their MODIS land-cover labels, EfficientNet-Lite0 features by `extract_features.py`) in
-   `demo/data/`, unless a finished build of the same recipe is there already: the path of "Your own data".
-2. Runs `train_unsuper.main` twice in this process on that table (`--dataset custom --data_table
-   demo/data/observations.csv --features demo/data/features.npy --label_set demo/data/labels.txt`; the image-only
-   classifier is the linear probe of `linear_probe.py`), with the flags of `run-fmow-contsoftmax.sh` (read from
-   the script with `train_unsuper.script_argv`) plus the demo's overrides (`DEMO_OVERRIDES`, printed):
-   CSP-MC-BLD (pre-training on every training location and its image features, fine-tuning on 5 % of the labels,
-   evaluation), then Sup. Only (grid) (`--unsuper_loss none`: the same encoder and fine-tuning, no pre-training).
-   The runs' log lines go to their log files in `demo/runs/seed{seed}/`, not to the console.
-3. Draws the CSP-MC-BLD model's predicted distribution of one class over the land (`plots.plot_class_map`) and the
-   clusters of its location embeddings before and after fine-tuning (`plots.plot_cluster_maps`) into `demo/`.
-4. Prints the Top-1 table (image only, location only, Sup. Only (grid), CSP-MC-BLD at 5 % labels) and where
-   everything is, and writes the same text to `demo/demo_results.md`.
+Builds the demo dataset as your own data (`demo_data.py`), runs CSP-MC-BLD and Sup. Only (grid) on it with the fMoW run
+script's flags plus `DEMO_OVERRIDES`, draws a class map and the embedding clusters, and prints the Top-1 table (also
+written to `demo_results.md`).
 """
 import argparse
 import inspect
@@ -71,8 +60,8 @@ QUIET_EPOCHS = {"CSP-MC-BLD": 600, "Sup. Only (grid)": 300}
 
 
 def _log_to_console():
-    """The demo's steps, and those of the dataset builder and the maps, on stderr; not through the root logger,
-    which would also echo the runs' own lines (they go to the runs' log files)."""
+    """The demo's, the builder's and the maps' messages on stderr, not through the root logger (the runs' own lines go
+    to their log files)."""
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s - %(message)s"))
     for name in CONSOLE_LOGGERS:
@@ -84,9 +73,7 @@ def _log_to_console():
 
 
 def estimate(quiet_seconds, cores=None, load=None):
-    """"about A-B s (…)": `quiet_seconds` (on a quiet 2-core CPU) scaled by how busy this machine is — its 1-minute
-    load average plus this process over its cores, when that exceeds 1 — and by fewer cores than 2; B = 1.5 A on
-    an idle machine, 6 A on a busy one (measured on a shared 2-core machine at load 7-12: 3-6 times A)."""
+    """"about A-B s (…)": `quiet_seconds` (on a quiet 2-core CPU) scaled by this machine's load and cores."""
     if cores is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if load is None:
@@ -105,8 +92,7 @@ def estimate(quiet_seconds, cores=None, load=None):
 # the dataset
 
 def dataset_is_built(data_dir, build_args):
-    """True when `data_dir` holds a finished build (its manifest is written last) with the recipe that
-    `demo_data.build_demo_dataset(**build_args)` would use."""
+    """True when `data_dir` holds a finished build made with the recipe of `build_args`."""
     try:
         with open(Path(data_dir) / "demo_manifest.json") as handle:
             recipe = json.load(handle)["recipe"]
@@ -119,7 +105,6 @@ def dataset_is_built(data_dir, build_args):
 
 
 def ensure_dataset(data_dir, build_args=None):
-    """Build the demo dataset in `data_dir` unless a finished build of the same recipe is there."""
     build_args = dict(build_args or {})
     if dataset_is_built(data_dir, build_args):
         logger.info("Demo dataset: %s (already built)", data_dir)
@@ -133,20 +118,17 @@ def ensure_dataset(data_dir, build_args=None):
 # the runs
 
 def demo_overrides():
-    """The demo's flags on top of the run script's (every override of DEMO_OVERRIDES, in order)."""
     return [word for flags, _ in DEMO_OVERRIDES for word in flags]
 
 
 def data_flags(data_dir):
-    """The flags that point a run at the demo dataset in `data_dir` (its own-data table, features, labels)."""
     data_dir = Path(data_dir)
     return ["--dataset", "custom", "--data_table", str(data_dir / demo_data.TABLE),
             "--features", str(data_dir / demo_data.FEATURES), "--label_set", str(data_dir / demo_data.LABELS)]
 
 
 def run_argvs(model_dir, seed, device=None, extra_flags=(), data_dir=DEFAULT_OUT_DIR / "data"):
-    """{row: train_unsuper.py flags}: the run script's flags, the demo's overrides, the data flags of `data_dir`,
-    --model_dir, --seed, --device (if given), `extra_flags`; Sup. Only (grid) adds --unsuper_loss none."""
+    """{row: train_unsuper.py flags}: the run script's, the demo's, the data's, then `extra_flags`."""
     own = sorted({word.split("=")[0] for word in extra_flags if word.split("=")[0] in OWN_FLAGS})
     if own:
         raise ValueError(f"{', '.join(own)}: set by the demo itself (use its --out_dir, --seed, --device)")
@@ -164,7 +146,7 @@ def _final_block(results, method):
 
 
 def summary_rows(csp, sup):
-    """[(model, what predicts, Top-1 %, what is scored)]: the demo's table, from the two runs' results documents."""
+    """[(model, what predicts, Top-1 %, what is scored)] from the two runs' results."""
     rows = []
     for model, predicts, results, method in (
             ("Image only", "EfficientNet-Lite0 probe", csp, "no_prior"),
@@ -178,9 +160,7 @@ def summary_rows(csp, sup):
 
 
 def format_report(rows, csp, overrides, extra_flags, files, seconds):
-    """The text the demo prints: what ran (the flags after the run script's: the demo's overrides with their
-    reasons, --model_dir and --seed, the user's `extra_flags`), the table (markdown), where everything is, and the
-    wall times."""
+    """The text the demo prints: its flags, the Top-1 table, where everything is, the wall times."""
     params = csp["params"]
     num_labelled = len(np.load(csp["files"]["train_sample_idx_file"]))
     lines = [f"CSP demo: {params['num_classes']} land-cover classes, fine-tuning on "
@@ -209,8 +189,7 @@ def _class_to_map(data_dir):
 
 
 def draw_figures(csp, data_dir, out_dir, device="auto", cluster_step=0.5, max_cluster_points=5000):
-    """The CSP-MC-BLD model's class map and its embedding clusters before / after fine-tuning, as PNGs in
-    `out_dir`; returns [(what, path)]."""
+    """The CSP-MC-BLD model's class map and embedding clusters as PNGs in `out_dir`; returns [(what, path)]."""
     mask, source = land_mask.load_land_mask()
     pretrained = plots.as_model(csp["files"]["unsuper_model_file_name"], device)
     finetuned = plots.as_model(csp["files"]["model_file_name"], device)
@@ -226,15 +205,8 @@ def draw_figures(csp, data_dir, out_dir, device="auto", cluster_step=0.5, max_cl
 
 def run_demo(out_dir=DEFAULT_OUT_DIR, seed=0, device=None, extra_flags=(), readme_dir=None, build_args=None,
              cluster_step=0.5, max_cluster_points=5000):
-    """The whole demo (module doc); returns {"rows": the table's rows, "report": the printed text, "files":
-    [(what, path)], "results": {row: results document}}.
-
-    out_dir: the demo's folder (dataset in `data/`, runs in `runs/seed{seed}/`, figures, `demo_results.md`);
-    seed: --seed of both runs; device: --device of both runs and the maps (default: the script's auto);
-    extra_flags: train_unsuper.py flags for both runs, after the demo's; readme_dir: also copy the figures there
-    (as `demo_class_map.png`, `demo_clusters.png`); build_args: arguments of `demo_data.build_demo_dataset`;
-    cluster_step, max_cluster_points: grid spacing (degrees) and subsample of the clustering figure.
-    """
+    """The whole demo into `out_dir` (`data/`, `runs/seed{seed}/`, figures, `demo_results.md`), the figures also into
+    `readme_dir`; returns {"rows", "report", "files", "results"}."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out_dir {out_dir} is a file; give a folder (default {DEFAULT_OUT_DIR})")

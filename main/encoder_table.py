@@ -2,22 +2,10 @@
 
     python tables.py encoders --dataset fmow                                   # all encoders, 5 % and 100 %
     python tables.py encoders --dataset fmow --encoders sphere xyz --ratios 0.05 --seeds 0 1 2
-    python tables.py encoders --dataset fmow --collect_only                    # only read finished runs
     python tables.py encoders --dataset custom --ratios 0.05 -- --data_table obs.csv --features feats.npy
 
-Each (encoder, method, ratio, seed) is one `train_unsuper.py` run with the flags of the paper tables' preset
-(`table_runs.COMMON` + `table_runs.PRESETS`), the encoder's flags (`ENCODERS`), the method's (`METHODS`: Sup. Only =
-`--unsuper_loss none`, CSP-MC-BLD = `--unsuper_loss contsoftmax`), the ratio, the seed, and any flags given after
-`--` (they win). Each seed has its own folder `{model_dir}/seed{N}/`. Runs are recognised, resumed and checked
-exactly as the paper tables do it (`table_runs.flag_mismatches`, `table_runs.check_input_files`, `table_runs.is_finished`):
-finished runs are not run again, unfinished ones resume, files made with other flags stop the command before
-anything runs. Our number is the top-1 of the final image × location-prior evaluation, the mean (and standard
-deviation) over the seeds that finished; TorchSpatial's published Table 1 (100 % labels, fully supervised
-encoders, `torchspatial_results.csv`) is shown beside ours where it has the dataset.
-`--dataset custom` runs the encoders on your own data (`own_data.py`): its table, features and other data flags
-(`--data_table`, `--features`, `--label_set`, ...) go after `--`, and its runs take the fMoW preset's flag values
-(`PRESET_DATASETS`); the table then has no TorchSpatial column.
-Outputs: `{out_dir}/encoders_{dataset}_{preset}.md` and `.csv` (default out_dir = the model folder).
+Runs are planned, checked and collected as the paper tables' (`table_runs`), one folder per seed; our number is the mean
+(± std) over the finished seeds. Writes `encoders_{dataset}_{preset}.md` and `.csv`.
 """
 import argparse
 import logging
@@ -69,7 +57,6 @@ OWN_FLAGS = table_runs.OWN_FLAGS + ("--seed",)
 
 
 def run_argv(dataset, preset, encoder, method, ratio, seed, model_dir, device, overrides):
-    """The train_unsuper.py flags of one (encoder, method, ratio, seed) run."""
     image = ["--cnn_pred_type", "fewshot" if ratio < 1 else "full"]
     if method != "sup":
         image += ["--load_cnn_features_train", "T"]
@@ -81,14 +68,13 @@ def run_argv(dataset, preset, encoder, method, ratio, seed, model_dir, device, o
 
 
 def preset_dataset(dataset):
-    """The dataset whose preset values (`table_runs.PRESETS`) the runs on `dataset` take (`PRESET_DATASETS`)."""
+    """The dataset whose preset values the runs on `dataset` take (your own data: fMoW's)."""
     return PRESET_DATASETS.get(dataset, dataset)
 
 
 def plan(dataset, preset, encoders, methods, ratios, seeds, model_dir, device="auto", overrides=()):
-    """[table_runs.Run] of every cell, `row` = (encoder, method, seed), with what its results file holds now. For
-    --dataset custom: FileNotFoundError when a file of its data flags is missing; the params take the flags the
-    runs take from the table (`own_data.loader_flags`), as their results files record them."""
+    """[table_runs.Run] of every cell, `row` = (encoder, method, seed); for your own data, checks its files and records
+    the flags the runs take from the table."""
     runs = []
     for encoder in encoders:
         for method in methods:
@@ -107,8 +93,8 @@ def plan(dataset, preset, encoders, methods, ratios, seeds, model_dir, device="a
 
 
 def collect(runs, dataset, collect_only=False):
-    """Run the unfinished `runs` (unless `collect_only`), after the paper tables' checks; then every run's results
-    (None where not finished) are in `run.results`."""
+    """Run the unfinished `runs` (unless `collect_only`) after `table_runs`' checks; sets `run.results` (None where not
+    finished)."""
     to_run = [] if collect_only else [run for run in runs if not table_runs.is_finished(run.results,
                                                                                     run.params["num_epochs"])]
     fix = table_runs.COLLECT_FIX if collect_only else table_runs.RUN_FIX
@@ -136,8 +122,8 @@ def collect(runs, dataset, collect_only=False):
 
 
 def torchspatial_results(dataset):
-    """{encoder key: top-1} of TorchSpatial's Table 1 for `dataset` (100 % labels), plus 'no_prior'; {} if absent.
-    BirdSnap / NABirds rows are those with eBird metadata (the † columns)."""
+    """{encoder key: top-1} of TorchSpatial's Table 1 for `dataset` (100 % labels; the bird sets' rows with eBird
+    metadata), plus 'no_prior'; {} if absent."""
     frame = pd.read_csv(TORCHSPATIAL_RESULTS, keep_default_na=False)
     frame = frame[(frame["dataset"] == dataset) & frame["meta_type"].isin(["", "ebird_meta"])]
     return dict(zip(frame["encoder"], frame["top1"]))
@@ -151,9 +137,8 @@ def _mean_std(values):
 
 
 def assemble(runs, dataset, encoders, methods, ratios):
-    """The table as a DataFrame: one line per encoder (and one for the image model alone), per ratio and method
-    our mean top-1, its standard deviation over seeds and the number of seeds; TorchSpatial's 100 % number where
-    it has the dataset (else no such column)."""
+    """The table as a DataFrame: per encoder and the image model alone, per ratio and method, our mean top-1, std and
+    number of seeds; TorchSpatial's number where it has the dataset."""
     published = torchspatial_results(dataset)
     by_cell = {}
     for run in runs:
@@ -190,8 +175,7 @@ def _cells(method, ratio, mean, std, count):
 
 
 def to_markdown(frame, dataset, preset, seeds, overrides=()):
-    """The table as markdown: per ratio and method "mean ± std (n)", TorchSpatial's number last (where the frame
-    has it)."""
+    """The table as markdown, "mean ± std (n)" per cell, TorchSpatial's number last."""
     columns = [column[:-len(" mean")] for column in frame.columns if column.endswith(" mean")]
     published = PUBLISHED in frame.columns
     header = (["Encoder", "Name in the papers"] + [f"{column} (ours)" for column in columns]
@@ -228,7 +212,7 @@ def to_markdown(frame, dataset, preset, seeds, overrides=()):
 
 
 def write_table(frame, dataset, preset, seeds, out_dir, overrides=()):
-    """Write `encoders_{dataset}_{preset}.md` and `.csv`; returns (markdown path, csv path, markdown text)."""
+    """Write `encoders_{dataset}_{preset}.md` and `.csv`; returns (md path, csv path, markdown)."""
     markdown = to_markdown(frame, dataset, preset, seeds, overrides)
     return (*table_runs.write_markdown_and_csv(out_dir, f"encoders_{dataset}_{preset}", markdown, frame), markdown)
 
@@ -261,7 +245,7 @@ def make_parser():
 
 
 def check_own_data_flags(args, overrides):
-    """ValueError unless the flags after `--` name the table of `--dataset custom` and `--data_dir` is not given."""
+    """ValueError unless --dataset custom has --data_table after `--` and no --data_dir."""
     example = ("e.g. `tables.py encoders --dataset custom -- --data_table obs.csv --features feats.npy` "
                "(own_data.py)")
     if args.data_dir:
@@ -272,7 +256,6 @@ def check_own_data_flags(args, overrides):
 
 
 def main(argv=None):
-    """`python tables.py encoders ...`: run or collect the comparison and write it; returns the DataFrame."""
     table_runs.log_to_console(logger)
     args, overrides = make_parser().parse_known_args(argv)
     overrides = [word for word in overrides if word != "--"]

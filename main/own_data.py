@@ -1,32 +1,8 @@
-"""The `custom` dataset: your own geotagged images as one table of observations plus a feature file.
+"""The `custom` dataset (`--dataset custom`): a table of your own geotagged images plus their feature file.
 
-    python train_unsuper.py --dataset custom --data_table obs.csv --features feats.npy [--label_set labels.txt]
-                            [--image_predictions preds.npy] ...the usual flags...
-
-The table (CSV or Parquet) has one row per image: `image` (path or id, unique), `lon`, `lat` (degrees; empty =
-unknown location), and optionally `label` (empty = unlabelled), `user`, `date` (ISO date-time, or a fraction of the
-year in [0, 1]) and `split` (`train`, `val` or `test`; empty = drawn). The features come from
-`extract_features.py`; its `….rows.csv` maps feature rows to image ids, so the table may list the images in any
-order (without that file the feature file must have one row per table row, in table order).
-
-What a run uses:
-* pre-training: every `train` row with a location and a readable image, labelled or not;
-* fine-tuning: the labelled ones among them (`--train_sample_ratio`: a stratified few-shot subset of those);
-* evaluation: the `val` rows (`--eval_split test`: the `test` rows), which must be labelled;
-* P(y | I): `--image_predictions` (N, C) probabilities of your own classifier, one row per table row and one column
-  per class of the label set; else a linear probe (`linear_probe.py`) trained on the fine-tuning rows' features.
-
-Classes: the lines of `--label_set` (a text file, one label per line, in class-id order = prediction columns), or
-the table's labels sorted (numerically when all are integers). Users are numbered in order of appearance; an
-empty user is the unknown user. Rows without a `split` are drawn with `--seed`: `VAL_FRACTION` of each label's
-rows go to `val` (unlabelled rows stay in `train`); the drawn splits are written to
-`{model_dir}/splits/{table name}.splits.csv`, never beside the table. With unlabelled rows the class-balanced
-sampler has nothing to balance: `--balanced_train_loader` is set to F (logged).
-
-Bad input (one ValueError naming the file, the column and the rows, 0-based data rows without the header):
-missing columns, non-numeric or out-of-range coordinates (with a hint when lon and lat look swapped), unknown
-split names, labels outside the label set, unlabelled val / test rows, duplicated image ids, table images missing
-from the feature file, an unfinished extraction, feature or prediction files of the wrong shape.
+The table (CSV or Parquet) has one row per image: `image` (unique), `lon`, `lat` (degrees; empty = unknown), and
+optionally `label`, `user`, `date` (ISO date-time or fraction of the year) and `split` (train / val / test; empty =
+drawn). Bad input raises one ValueError naming the file, the column and the rows (0-based, header not counted).
 """
 import json
 import logging
@@ -51,9 +27,9 @@ VAL_FRACTION = 0.2
 
 
 class Observations:
-    """The checked table: per row `ids` (str), `locs` (N, 2) float32 (lon, lat) degrees (NaN unknown), `classes`
-    (N,) int64 (-1 unlabelled), `users` (N,) int64 (-1 unknown), `dates` (N,) float32 fraction of the year (NaN
-    unknown), `splits` (N,) str; `class_names` in class-id order; `path` the table file."""
+    """The checked table: per row `ids`, `locs` (N, 2) float32 (lon, lat) degrees (NaN unknown), `classes` (N,) int64
+    (-1 unlabelled), `users` (N,) int64 (-1 unknown), `dates` (N,) float32 year fraction (NaN unknown), `splits` (N,)
+    str ('' = to draw); `class_names` in class-id order."""
 
     def __init__(self, path, label_set=None):
         self.path = Path(path)
@@ -179,9 +155,8 @@ INPUT_FLAGS = ("data_table", "features", "label_set", "image_predictions")  # th
 
 
 def check_input_files(runs_params):
-    """FileNotFoundError listing every file named by the `INPUT_FLAGS` of the runs' params (dicts of
-    `arguments.default_params`) that does not exist, so that a batch of runs (`tables.py encoders --dataset
-    custom`) stops before any of them starts."""
+    """FileNotFoundError listing every missing file that the `INPUT_FLAGS` of the runs' params name, so that a batch of
+    runs stops before any starts."""
     missing = sorted({(flag, params[flag]) for params in runs_params for flag in INPUT_FLAGS
                       if params.get(flag) and not Path(params[flag]).is_file()})
     if missing:
@@ -191,10 +166,8 @@ def check_input_files(runs_params):
 
 
 def draw_splits(obs, seed, out_dir):
-    """Fill the empty splits of `obs` (in place): of each label's undrawn rows round(VAL_FRACTION · n) go to val,
-    drawn with np.random.default_rng(seed); unlabelled rows go to train. Writes the splits of every row to
-    `{out_dir}/splits/{table stem}.splits.csv` (columns image, split, drawn) when any was drawn and `out_dir` is not
-    None."""
+    """Fill the empty splits of `obs` in place: round(VAL_FRACTION · n) of each label's rows to val, the rest to train
+    (seeded); written to `{out_dir}/splits/{table stem}.splits.csv` unless `out_dir` is None."""
     undrawn = obs.splits == ""
     if not undrawn.any():
         return
@@ -215,8 +188,8 @@ def draw_splits(obs, seed, out_dir):
 
 
 class FeatureFile:
-    """The feature file of the table's images: `rows` (N_table,) int64 feature row of each table row, `path`,
-    `num_rows`, `num_features`; `unreadable` (N_table,) bool, images that the extraction could not read."""
+    """The table's feature file, matched through its `.rows.csv` (else row i = table row i): `rows` (N_table,) int64
+    feature row per table row, `unreadable` (N_table,) bool."""
 
     def __init__(self, path, obs):
         self.path = Path(path)
@@ -263,10 +236,8 @@ class FeatureFile:
                                self.unreadable.sum(), side["unreadable"])
 
     def read(self, table_rows, what, storage="device"):
-        """Features of the given table rows, (len, F) float32 (`datasets._read_rows`): a (copy-on-write) memory map
-        when they are consecutive rows of the file, in order (e.g. a table sorted by split), else read chunk by
-        chunk (only the result is held), or left in the file as `feature_store.FileRows` where `storage`
-        (--feature_storage) says so."""
+        """(len(table_rows), F) float32 features of those table rows, as `datasets._read_rows` reads them for `storage`
+        (--feature_storage)."""
         file_rows = self.rows[table_rows]
         if (np.diff(file_rows) <= 0).any():
             order = np.argsort(file_rows)
@@ -288,9 +259,8 @@ def _predictions(path, obs, num_classes):
 
 
 def loader_flags(params, obs=None):
-    """{flag: value} that a run on this table takes from the data rather than from its command line (and records
-    in its results): `balanced_train_loader` False when the table has unlabelled rows and the flag is T; {}
-    otherwise. `obs`: the table (default: read from `params`' data_table and label_set)."""
+    """{flag: value} a run on this table takes from the data, not from its command line: `balanced_train_loader` False
+    when the table has unlabelled rows; {} otherwise."""
     if obs is None:
         obs = Observations(params["data_table"], params.get("label_set"))
     return {"balanced_train_loader": False} if (obs.classes < 0).any() and params["balanced_train_loader"] else {}
@@ -298,10 +268,8 @@ def loader_flags(params, obs=None):
 
 def load_own_dataset(params, eval_split, train_remove_invalid, eval_remove_invalid, load_cnn_predictions=False,
                      load_cnn_features=False, load_cnn_features_train=False):
-    """`datasets.load_dataset` for `--dataset custom` (module doc): a `datasets.CSPData` whose splits index the
-    table's rows (`inds`). Reads `data_table`, `features`, `label_set`, `image_predictions`, `seed`, `model_dir`,
-    `load_img`, `train_sample_ratio`, `train_sample_method` (`model_dir` None: drawn splits are not written); may
-    set `balanced_train_loader` to False."""
+    """`datasets.load_dataset` for `--dataset custom`: a `datasets.CSPData` whose splits index the table's rows; P(y |
+    I) from `--image_predictions` or a linear probe. May set `balanced_train_loader` to False."""
     if not params.get("data_table"):
         raise ValueError("--dataset custom needs --data_table (a CSV or Parquet table: image, lon, lat, label, ...)")
     if eval_split not in ("val", "test"):
@@ -347,8 +315,8 @@ def load_own_dataset(params, eval_split, train_remove_invalid, eval_remove_inval
 
 
 def _probe_predictions(params, feature_file, train, eval_rows, num_classes):
-    """P(y | I) of the eval rows from a linear probe trained on the fine-tuning rows (labelled training rows; the
-    few-shot subset at --train_sample_ratio < 1, the same that fine-tuning draws)."""
+    """P(y | I) of the eval rows from a linear probe trained on the fine-tuning rows (the few-shot subset that
+    fine-tuning draws at --train_sample_ratio < 1)."""
     labelled = np.flatnonzero(train.classes >= 0)
     if params["train_sample_ratio"] < 1:
         subset, _ = sampling.train_sample_indices(params, train.classes[labelled])

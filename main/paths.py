@@ -1,15 +1,8 @@
-"""Where the data lives: `get_paths(key)` as in the original, with environment overrides.
+"""Where the data lives: `get_paths(key)`, with environment overrides.
 
-Keys: `{dataset}_data_dir` for inat_2018, inat_2017, fmow, birdsnap, nabirds, yfcc, and `mask_dir` (the folder of
-`ocean_mask.npy`). Defaults are the original's, `../geo_prior_data_csp/data/<dataset>/` and `../data/`, taken
-relative to this `main/` folder (where the scripts run), so they also hold when a script is started elsewhere.
-
-Overrides, so that nobody has to edit code:
-* `CSP_DATA_DIR` — the folder that holds the per-dataset folders (`$CSP_DATA_DIR/inat_2018/`, `.../fmow/`, ...);
-* `CSP_MASK_DIR` — the folder that holds `ocean_mask.npy`.
-A relative value is resolved from the current directory of the Python process, like every relative path given to
-the scripts; the run scripts `cd` into `main/` first, so there it means relative to `main/`. `get_paths` returns
-absolute paths, and `how_to_set` says how a relative value was resolved.
+Keys: `{dataset}_data_dir` for the six datasets, and `mask_dir` (the folder of `ocean_mask.npy`). Defaults:
+`../geo_prior_data_csp/data/<dataset>/` and `../data/`, relative to `main/`; `CSP_DATA_DIR` (the folder of the dataset
+folders) and `CSP_MASK_DIR` override them, a relative value taken from the current directory.
 """
 import importlib.util
 import os
@@ -30,7 +23,7 @@ def _variable(key):
 
 
 def get_paths(key):
-    """The folder (an absolute `pathlib.Path`) for `key`, one of `KEYS`; ValueError listing the keys for any other."""
+    """The absolute folder of `key`, one of `KEYS`; ValueError listing the keys for any other."""
     if key not in KEYS:
         raise ValueError(f"unknown paths key {key!r}; the keys are: {', '.join(KEYS)}")
     if key == "mask_dir":
@@ -40,7 +33,6 @@ def get_paths(key):
 
 
 def _relative_note(key):
-    """How a relative value of the key's variable was resolved ('' for an absolute or unset one)."""
     variable = _variable(key)
     value = os.environ.get(variable)
     if not value or Path(value).is_absolute():
@@ -62,10 +54,8 @@ def how_to_set(key):
 
 
 def atomic_write(path, write):
-    """Call `write(handle)` on a new temporary file beside `path` (binary mode; the folder is created), flush it to
-    disk, then rename it over `path`: a crash never leaves a truncated file. The temporary file
-    (`.{name}.{pid}.{8 hex digits}.tmp`) is removed if anything fails; one left by a killed process is removed by
-    `remove_stale_temporaries`. An OSError without a path (a full disk) gets `path` as its filename."""
+    """Call `write(handle)` on a temporary file beside `path` (binary; folder created), fsync it and rename it over
+    `path`: a crash never leaves a truncated file."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
@@ -96,8 +86,7 @@ def _process_alive(pid):
 
 
 def remove_stale_temporaries(folder):
-    """Remove the temporary files of `atomic_write` in `folder` and its sub-folders whose process is no longer
-    running (left by a killed run); returns the removed paths."""
+    """Remove `atomic_write`'s temporary files under `folder` whose process is gone; returns their paths."""
     removed = []
     for temporary in Path(folder).rglob(".*.tmp"):
         match = TEMPORARY_NAME.fullmatch(temporary.name)
@@ -108,9 +97,8 @@ def remove_stale_temporaries(folder):
 
 
 def package_file(package, *parts, install=None):
-    """Path of a data file shipped inside an installed PyPI package, found without importing the package
-    (FileNotFoundError naming the package, or the file, when it is not there). `install`: the command that installs
-    it, for a package outside requirements.txt (the error then gives that command)."""
+    """Path of a data file in an installed PyPI package, found without importing it; else FileNotFoundError naming the
+    package and `install`, the command that installs it."""
     try:
         spec = importlib.util.find_spec(package)
     except ModuleNotFoundError:

@@ -1,14 +1,11 @@
-"""Maps of a location encoder: a class's predicted distribution, a class's training locations, and the clusters of
-the location embeddings over the globe (the paper's Figures 4 and 5). Every figure is a PNG written with matplotlib.
+"""Maps of a location encoder as PNGs: a class's predicted distribution, a class's training locations, and the clusters
+of the location embeddings over the globe (the paper's Figures 4 and 5).
 
     python plots.py map --checkpoint MODEL.pth.tar --class_id 3731 --out map.png
     python plots.py locations --dataset inat_2018 --class_id 3731 --out locations.png
-    python plots.py locations --dataset custom --data_table obs.csv --class_id 0 --out locations.png
     python plots.py clusters --checkpoint PRETRAINED.pth.tar --checkpoint FINETUNED.pth.tar --out clusters.png
 
-Functions take a model (an `nn.Module` called as `model(coords, class_of_interest=, return_feats=)` with (lon, lat)
-degrees, a `models.PretrainedLocationEncoder`, or a checkpoint path, loaded with `models.load_location_encoder`).
-The land mask comes from `land_mask.load_land_mask` (the original `ocean_mask.npy` or an installed source).
+A model is an `nn.Module` taking (lon, lat) degrees, a `models.PretrainedLocationEncoder` or a checkpoint path.
 """
 import argparse
 import logging
@@ -58,15 +55,14 @@ CLUSTER_COLOURS = np.concatenate([plt.get_cmap(name).colors for name in ("tab20"
 # models and batched inference
 
 def as_model(model, device="auto"):
-    """The `nn.Module` of `model`: a module (used where it is), a `PretrainedLocationEncoder`, or a checkpoint path
-    (loaded onto `device`, "auto" = CUDA where available)."""
+    """The `nn.Module` of a module, a `PretrainedLocationEncoder` or a checkpoint path (loaded onto `device`)."""
     if isinstance(model, (str, Path)):
         return models.load_location_encoder(model, device).model
     return getattr(model, "model", model)
 
 
 def describe_run(params):
-    """A short name of the model a checkpoint's params describe, e.g. "gridcell encoder, contsoftmax pre-training,
+    """A short name of the model that a checkpoint's params describe, e.g. "gridcell encoder, contsoftmax pre-training,
     fine-tuned on 5 % of the fmow labels"."""
     pretraining = params.get("unsuper_loss", "none")
     parts = [f"{params.get('spa_enc_type', '?')} encoder",
@@ -78,8 +74,7 @@ def describe_run(params):
 
 
 def check_class_head(params, source):
-    """ValueError when `params` (of the checkpoint `source`) are those of a pre-training checkpoint: its class head
-    was never trained, so a class map would show its random initialisation."""
+    """ValueError when `params` are a pre-training checkpoint's: its class head was never trained."""
     phase = params.get(CHECKPOINT_PHASE_KEY)
     if phase == PRETRAINING or (phase is None and "UNSUPER-" in os.path.basename(str(source))):
         raise ValueError(f"{source} is a pre-training checkpoint: its class head was never trained, so a class map "
@@ -88,7 +83,6 @@ def check_class_head(params, source):
 
 
 def _map_model(model, device, model_name):
-    """(module, model name, class names or None) for a class map; refuses pre-training checkpoints."""
     if isinstance(model, (str, Path)):
         encoder = models.load_location_encoder(model, device)
         check_class_head(encoder.params, model)
@@ -104,9 +98,8 @@ def model_device(model):
 
 
 def run_batched(model, lonlat, batch_size=None, **kwargs):
-    """`model(batch, **kwargs)` over (N, 2) (lon, lat) degrees in batches on the model's device, in eval mode and
-    without gradients; the model's training mode is restored afterwards. Returns the concatenated output tensor.
-    `batch_size` defaults to CPU_BATCH_SIZE on the CPU and GPU_BATCH_SIZE elsewhere."""
+    """`model(batch, **kwargs)` over (N, 2) (lon, lat) degrees in batches on the model's device, in eval mode without
+    gradients; the outputs concatenated."""
     device = model_device(model)
     batch_size = batch_size or (CPU_BATCH_SIZE if device.type == "cpu" else GPU_BATCH_SIZE)
     coords = torch.as_tensor(lonlat, dtype=torch.float32).to(device)
@@ -130,9 +123,7 @@ def land_points(mask):
 # the predicted distribution of a class
 
 def land_probabilities(model, class_id, mask=None, batch_size=None):
-    """(H, W) float32 sigmoid(e(x) . W_class) on the land cells of the mask's grid, 0 on the ocean; predicted in
-    batches on the model's device (see `run_batched`). `mask`: (H, W) land mask (default
-    `land_mask.load_land_mask()`)."""
+    """(H, W) float32 sigmoid(e(x) · W_class) on the mask's land cells, 0 on the ocean."""
     model = as_model(model)
     _check_class(model, class_id)
     if mask is None:
@@ -144,8 +135,8 @@ def land_probabilities(model, class_id, mask=None, batch_size=None):
 
 
 def dense_prediction(model, class_id, mask=None, batch_size=None):
-    """(H, W) float32 map of sigmoid(e(x) . W_class) on the mask's grid, 0 on the ocean, plus 1 on coastlines:
-    the original `GridPredictor.dense_prediction` (values up to 2), with only the land cells predicted."""
+    """(H, W) float32 probabilities on land plus 1 on the coastlines (values up to 2): the grid of CSP's
+    `GridPredictor.dense_prediction`."""
     if mask is None:
         mask = land_mask.load_land_mask()[0]
     return land_probabilities(model, class_id, mask, batch_size) + land_mask.coastlines(mask)
@@ -158,8 +149,8 @@ def _degrees(axis):
 
 
 def _frame_world(ax, mask, ticks=True):
-    """Coastlines, the whole globe as extent, a frame, graticule ticks (60° / 30°) and, where the mask has no land
-    south of 60° S (the original's and the installed one), that band hatched and labelled as not mapped."""
+    """Coastlines, the globe as extent, a frame, 60° / 30° ticks, and the band south of 60° S marked as not mapped where
+    the mask has no land there."""
     lon, lat = land_mask.grid_lonlat(mask.shape)
     ax.contour(lon, lat, mask, levels=[0.5], colors="black", linewidths=0.3)
     if not mask[lat < land_mask.SOUTHERN_LIMIT].any():
@@ -183,9 +174,8 @@ def _frame_world(ax, mask, ticks=True):
 
 
 def class_map_figure(prob, mask, title):
-    """The class map as a matplotlib figure: `prob` (H, W) probabilities on land (see `land_probabilities`) in the
-    PROBABILITY_COLOURS colour map with a colour bar, the ocean in OCEAN_COLOUR, coastlines, frame, degree ticks,
-    `title` and a caption stating the extent and what the colours mean."""
+    """The class map as a matplotlib figure: `prob` (H, W) on land with a colour bar, the ocean, coastlines, `title` and
+    a caption."""
     fig = plt.figure(figsize=MAP_FIGSIZE, dpi=MAP_DPI)
     ax = fig.add_axes((0.07, 0.17, 0.8, 0.7))
     ax.set_facecolor(OCEAN_COLOUR)
@@ -203,11 +193,8 @@ def class_map_figure(prob, mask, title):
 
 def plot_class_map(model, class_id, out, mask=None, batch_size=None, class_name=None, model_name=None,
                    device="auto"):
-    """Write the predicted distribution of `class_id` over the land as a PNG (see `class_map_figure`; 1800 x 960
-    pixels) titled with the class (`class_name`, else the checkpoint's class names where it stores them) and the
-    model (`model_name`, else a description from the checkpoint's flags). `model`: as in `as_model`; a
-    pre-training checkpoint (or encoder) is refused with a ValueError (untrained class head). Returns the grid of
-    `dense_prediction` (the original's values: probabilities + 1 on coastlines)."""
+    """Write the predicted distribution of `class_id` over the land as an 1800 × 960 PNG; ValueError for a pre-training
+    checkpoint. Returns the `dense_prediction` grid."""
     module, model_name, class_names = _map_model(model, device, model_name)
     if mask is None:
         mask = land_mask.load_land_mask()[0]
@@ -226,10 +213,6 @@ def plot_class_map(model, class_id, out, mask=None, batch_size=None, class_name=
 # training locations
 
 def _world_axes(mask, pixels, titles=None):
-    """A figure of framed world maps side by side, one per title (one without a title if `titles` is None), each
-    in `pixels` = (width, height) (PANEL_GAP of them between frames) plus a band of TITLE_PIXELS for the titles,
-    with the land in light grey, the coastlines and the band south of 60° S marked as not mapped (see
-    `_frame_world`); returns (figure, axes list)."""
     width, height = pixels
     panels = 1 if titles is None else len(titles)
     total_width, total_height = panels * width, height + (0 if titles is None else TITLE_PIXELS)
@@ -248,8 +231,7 @@ def _world_axes(mask, pixels, titles=None):
 
 
 def plot_class_locations(lonlat, out, mask=None, pixels=land_mask.MASK_SHAPE[::-1]):
-    """Write the (N, 2) (lon, lat) degrees `lonlat` (e.g. the training locations of a class) as red dots over the
-    land mask, a PNG of `pixels` = (width, height) (default the mask's size)."""
+    """Write (N, 2) (lon, lat) degrees as red dots over the land mask, a PNG of `pixels` = (width, height)."""
     if mask is None:
         mask = land_mask.load_land_mask()[0]
     lonlat = np.asarray(lonlat, dtype=np.float32).reshape(-1, 2)
@@ -264,8 +246,8 @@ def plot_class_locations(lonlat, out, mask=None, pixels=land_mask.MASK_SHAPE[::-
 # clusters of location embeddings
 
 def cluster_grid(mask, step):
-    """(labels shape (h, w), land cell indices, their (N, 2) (lon, lat)) of a regular grid of cell centres
-    `step` degrees apart; a cell is land when the nearest mask cell is."""
+    """(labels shape (h, w), land cell indices, their (N, 2) (lon, lat)) of a grid of cell centres `step` degrees apart;
+    a cell is land when the nearest mask cell is."""
     if not 0 < step <= 30:
         raise ValueError(f"--step must be in (0, 30] degrees, got {step}")
     lon = np.arange(-180.0 + step / 2, 180.0, step)
@@ -280,12 +262,8 @@ def cluster_grid(mask, step):
 
 
 def cluster_embeddings(embeds, num_clusters, linkage="complete", max_points=5000, seed=0):
-    """Cluster labels (N,) of (N, D) embeddings: agglomerative clustering with the cosine distance.
-
-    Agglomerative clustering needs O(N^2) memory, so at most `max_points` embeddings (a seeded random subsample)
-    are clustered; every other embedding gets the cluster whose mean direction (centroid of the normalised
-    members) is nearest in cosine.
-    """
+    """(N,) cluster labels of (N, D) embeddings (agglomerative, cosine); above `max_points` a seeded subsample is
+    clustered and the rest join the nearest mean direction."""
     if linkage not in LINKAGES:
         raise ValueError(f"--linkage must be one of {', '.join(LINKAGES)} (cosine distance), got {linkage!r}")
     embeds = F.normalize(torch.as_tensor(embeds, dtype=torch.float32).cpu(), dim=1)
@@ -307,8 +285,8 @@ def cluster_embeddings(embeds, num_clusters, linkage="complete", max_points=5000
 
 
 def match_labels(reference, labels, num_clusters):
-    """`labels` renumbered so that as many points as possible keep the cluster number of `reference` (Hungarian
-    matching on the overlap counts), so that two maps of the same grid use the same colours for similar regions."""
+    """`labels` renumbered to keep as many points as possible in the cluster number of `reference` (Hungarian matching
+    on the overlaps), so that two maps share colours."""
     overlap = np.zeros((num_clusters, num_clusters), dtype=np.int64)
     np.add.at(overlap, (labels, reference), 1)
     own, matched = linear_sum_assignment(-overlap)
@@ -319,8 +297,7 @@ def match_labels(reference, labels, num_clusters):
 
 def embedding_clusters(model, mask=None, step=0.5, num_clusters=20, linkage="complete", max_points=5000, seed=0,
                        batch_size=None):
-    """(h, w) int cluster labels (-1 on the ocean) of the location embeddings e(x) of the land cells of a global
-    grid of `step` degrees (see `cluster_grid`, `cluster_embeddings`)."""
+    """(h, w) int cluster labels (-1 on the ocean) of e(x) on the land cells of a `step`-degree grid."""
     if mask is None:
         mask = land_mask.load_land_mask()[0]
     shape, (rows, cols), lonlat = cluster_grid(mask, step)
@@ -332,10 +309,8 @@ def embedding_clusters(model, mask=None, step=0.5, num_clusters=20, linkage="com
 
 def plot_cluster_maps(named_models, out, mask=None, step=0.5, num_clusters=20, linkage="complete", max_points=5000,
                       seed=0, panel_pixels=(1000, 500)):
-    """Write the embedding clusters of one or more models side by side (e.g. [("pre-trained", A), ("fine-tuned",
-    B)]), each panel `panel_pixels` = (width, height), framed and titled "{name}: {num_clusters} clusters of e(x)";
-    later panels are renumbered to match the first (same colour = best-matching cluster). Returns the label
-    grids."""
+    """Write the embedding clusters of [(name, model)] side by side, each panel `panel_pixels`, later panels' numbers
+    matched to the first; returns the label grids."""
     if mask is None:
         mask = land_mask.load_land_mask()[0]
     grids = []
@@ -430,7 +405,7 @@ def make_parser():
 
 
 def check_args(args):
-    """ValueError naming the flag for values no figure can be made with (checked before anything is loaded)."""
+    """ValueError naming the flag of a value no figure can be made with."""
     out = Path(args.out)
     if out.is_dir() or not out.suffix:
         raise ValueError(f"--out {args.out}: give a file name with its format's extension, e.g. "

@@ -1,12 +1,8 @@
-"""Position encodings of the original CSP location encoders, as torch functions.
+"""Position encodings of the CSP location encoders, as torch functions.
 
-Every function takes `coords`, a float32 tensor (B, 2) of (lon, lat) in degrees, and returns the float32 (B, d)
-vector that the encoder's network reads, computed on the tensor's device; none changes its input.
-
-The sinusoidal encodings multiply degrees by frequencies of up to 1/min_radius, so their angles reach thousands
-(or millions) of radians. As in the original, which did this in numpy float64, the angle is formed in float64;
-here it is then reduced modulo 2*pi, and only the reduced angle is cast to float32 for sin/cos, which keeps the
-result within ~1e-7 of the float64 value at float32 speed.
+Each takes float32 (B, 2) (lon, lat) degrees and returns the float32 (B, d) input of the encoder's network, on its
+device. Sinusoidal angles reach millions of radians: they are formed in float64 and reduced modulo 2π before the float32
+sin / cos (within ~1e-7 of float64).
 """
 import math
 
@@ -18,11 +14,8 @@ FREQ_INITS = ("geometric", "random", "nerf")
 
 
 def frequency_list(freq_init, frequency_num, max_radius, min_radius, generator=None):
-    """The float64 frequencies (frequency_num,) of the sinusoidal encodings (`--freq_init`).
-
-    geometric: 1/lambda_s for the scales lambda_s = min_radius * (max_radius/min_radius)^(s/(F-1)), s = 0..F-1;
-    nerf: pi * 2^s; random: U[0, 1) * max_radius, drawn from `generator` (a seeded torch.Generator).
-    """
+    """float64 (F,) frequencies of `--freq_init`: geometric 1/λ_s, λ_s = min_radius · (max_radius/min_radius)^(s/(F-1));
+    nerf π 2^s; random U[0, 1) · max_radius from `generator`."""
     steps = torch.arange(frequency_num, dtype=torch.float64)
     if freq_init == "geometric":
         if frequency_num < 2:
@@ -49,19 +42,19 @@ def _check_positive(**scales):
 
 
 def sin_cos(angles):
-    """(..., n) float64 angles -> (..., n, 2) float32 [sin, cos], reduced modulo 2*pi in float64 first."""
+    """(..., n) float64 angles -> (..., n, 2) float32 [sin, cos]."""
     reduced = torch.remainder(angles, TWO_PI).float()
     return torch.stack((torch.sin(reduced), torch.cos(reduced)), dim=-1)
 
 
 def gridcell(coords, freqs):
-    """(B, 4F): for lon then lat, for each frequency f_s: [sin(c*f_s), cos(c*f_s)] (degrees, no 2*pi)."""
+    """(B, 4F): for lon then lat, per frequency f_s: [sin(c f_s), cos(c f_s)] (degrees, no 2π)."""
     angles = coords.double().unsqueeze(-1) * freqs               # (B, 2, F)
     return sin_cos(angles).flatten(1)
 
 
 def theory_angles(coords, freqs, radians=False):
-    """(B, F, 3) float64: the projections of (lon, lat) on the three theory directions, times each frequency."""
+    """(B, F, 3) float64: (lon, lat) projected on the three theory directions, times each frequency."""
     coords = coords.double()
     if radians:
         coords = coords * math.pi / 180.0
@@ -72,15 +65,12 @@ def theory_angles(coords, freqs, radians=False):
 
 
 def theory(coords, freqs, radians=False):
-    """(B, F, 6): for each frequency f_s, [sin, cos] of f_s times the projection on each of the 3 directions.
-
-    Flattened to (B, 6F) it is the frequency-major input of the `theory` network.
-    """
+    """(B, F, 6): per frequency [sin, cos] of the three projections; flattened, the `theory` network's input."""
     return sin_cos(theory_angles(coords, freqs, radians)).flatten(-2)
 
 
 def hexagridcell(coords, divisors):
-    """(B, 6F): for lon then lat, for each scale s, a = c / divisor_s and [sin a, sin(a + 2pi/3), sin(a + 4pi/3)]."""
+    """(B, 6F): for lon then lat, per scale a = c / divisor_s: [sin a, sin(a + 2π/3), sin(a + 4π/3)]."""
     angles = coords.double().unsqueeze(-1) / divisors             # (B, 2, F)
     shifts = torch.arange(3, dtype=torch.float64, device=coords.device) * (TWO_PI / 3.0)
     shifted = torch.remainder(angles.unsqueeze(-1) + shifts, TWO_PI).float()   # (B, 2, F, 3)
@@ -88,7 +78,7 @@ def hexagridcell(coords, divisors):
 
 
 def hexagridcell_divisors(frequency_num, max_radius):
-    """float64 (F,): max_radius^(s/(F-1)), the hexagridcell scale rule (ignores min_radius and --freq_init)."""
+    """float64 (F,): max_radius^(s/(F-1))."""
     if frequency_num < 2:
         raise ValueError(f"--spa_enc_type hexagridcell needs --frequency_num >= 2, got {frequency_num}")
     _check_positive(max_radius=max_radius)
@@ -105,7 +95,7 @@ def min_max_normalise(coords, extent):
 
 
 def rbf(coords, anchors, kernel_size):
-    """(B, K): exp(-|x - a_k|^2 / (2 sigma^2)) for anchor points a_k, in raw degrees."""
+    """(B, K): exp(-|x - a_k|^2 / (2 σ^2)) for anchor points a_k, in degrees."""
     squared = (coords.unsqueeze(1) - anchors.unsqueeze(0)).square().sum(-1)
     return torch.exp(squared * (-1.0 / (2.0 * kernel_size ** 2)))
 
@@ -122,16 +112,13 @@ def global_normalise(coords):
 
 
 def wrap(coords):
-    """(B, 4): [sin pi x, sin pi y, cos pi x, cos pi y] of x = lon/180, y = lat/90 (Mac Aodha et al. 2019)."""
+    """(B, 4): [sin πx, sin πy, cos πx, cos πy] of x = lon/180, y = lat/90 (Mac Aodha et al. 2019)."""
     scaled = global_normalise(coords) * math.pi
     return torch.cat((torch.sin(scaled), torch.cos(scaled)), dim=1)
 
 
 def wrap_3d(coords):
-    """(B, 3): the point on the unit sphere, [cos lon cos lat, sin lon cos lat, sin lat].
-
-    The angles are pi*(lon/180, lat/90), i.e. (lon, lat) in radians.
-    """
+    """(B, 3): the unit-sphere point [cos lon cos lat, sin lon cos lat, sin lat]."""
     scaled = global_normalise(coords) * math.pi
     lon, lat = scaled[:, 0:1], scaled[:, 1:2]
     return torch.cat((torch.cos(lon) * torch.cos(lat), torch.sin(lon) * torch.cos(lat), torch.sin(lat)), dim=1)

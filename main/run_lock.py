@@ -1,10 +1,5 @@
-"""One run at a time in a `--model_dir`: a lock on the folder, held from set-up to the end of the run.
-
-Two runs in one folder share file names (checkpoints, log, results, few-shot subsets), so a second run would
-overwrite or interleave the first's files. `RunLock(folder)` takes an operating-system file lock (`filelock`) on
-`{folder}/.csp-run.lock` without waiting and records its holder (process id, host, start time, command line) in
-`{folder}/.csp-run.owner.json`; a second run stops with a ValueError naming the folder and the first run's process.
-The operating system releases the lock when a process dies, so a killed run never blocks the next.
+"""One run at a time in a `--model_dir`: an operating-system file lock on `{folder}/.csp-run.lock`, its holder recorded
+in `.csp-run.owner.json`; released by the OS when the process dies.
 """
 import json
 import os
@@ -20,7 +15,7 @@ OWNER_NAME = ".csp-run.owner.json"
 
 
 class RunLock:
-    """The lock of `folder` (created if missing); `acquire()` / `release()`, or use as a context manager."""
+    """The lock of `folder` (created if missing); `acquire()` / `release()`, or a context manager."""
 
     def __init__(self, folder):
         self.folder = Path(folder)
@@ -28,7 +23,7 @@ class RunLock:
         self._lock = filelock.FileLock(self.folder / LOCK_NAME, timeout=0)
 
     def acquire(self):
-        """Take the lock, or raise ValueError naming the folder and the process that holds it."""
+        """Take the lock without waiting, or raise ValueError naming the folder and the process that holds it."""
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
             self._lock.acquire()
@@ -50,7 +45,6 @@ class RunLock:
             return f"its process is not recorded in {self.owner_file}"
 
     def release(self):
-        """Give the lock back (nothing if it is not held)."""
         if self._lock.is_locked:
             self.owner_file.unlink(missing_ok=True)
             self._lock.release()

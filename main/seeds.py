@@ -4,12 +4,7 @@
     python seeds.py --seeds 0 1 2 --script ../run-fmow-contsoftmax.sh -- --device cpu  # a run script's flags
     SEEDS="0 1 2 3 4" bash run-fmow-contsoftmax.sh                                  # the same, from the script
 
-Each seed runs with `--seed S` in its own folder `{model_dir}/seed{S}/` (the run's `--model_dir`, default
-`../models/`), so that its checkpoints, log and results file are kept apart and a killed seed resumes when the
-command is given again with `--load_unsuper_model T --load_super_model T`. At the end one line per evaluation —
-the location encoder alone ("LocEnc", location_only) and image × prior (location_prior) — gives the mean, the
-sample standard deviation and the standard error over the seeds (the paper reports 5 runs: Tables 1-2 std, Table 5
-standard error).
+Seed S runs with `--seed S` in `{model_dir}/seed{S}/`.
 """
 import argparse
 import logging
@@ -37,13 +32,13 @@ def make_parser():
 
 
 def seed_argv(argv, seed):
-    """The flags of the run with `seed`: `argv`, then `--seed seed` and its own model folder (they win)."""
+    """`argv`, then `--seed seed` and the seed's own model folder (they win)."""
     model_dir = arguments.default_params(argv)["model_dir"]
     return list(argv) + ["--seed", str(seed), "--model_dir", os.path.join(str(seed_dir(model_dir, seed)), "")]
 
 
 def summary_lines(results):
-    """One line per evaluation of {seed: results document}: mean, std and standard error of the final Top-1s."""
+    """One line per evaluation of {seed: results}: mean, std and standard error of the final Top-1s."""
     lines = []
     for method, label in METHODS:
         tops = {seed: final_top1(result, method) for seed, result in results.items()}

@@ -1,15 +1,9 @@
 """Position encodings of the spherical location encoders that followed CSP, as torch functions.
 
-Sources: Sphere2Vec (Mai et al., ISPRS J. 2023; code gengchenmai/sphere2vec) for `xyz`, `nerf`, sphereC/C+/M/M+
-and dfs; TorchSpatial (Wu et al., NeurIPS 2024 datasets track; seai-lab/TorchSpatial) for `tile_ffn`; Rußwurm et
-al. (ICLR 2024; MarcCoru/locationencoder) for spherical harmonics. The formulas are written here from those papers
-and codes; the layouts (which feature sits at which index) are those of the Sphere2Vec code, so that its weights fit.
-
-Every function takes `coords`, a float32 tensor (B, 2) of (lon, lat) in degrees, and returns the float32 (B, d)
-encoding, computed on the tensor's device; none changes its input. The multi-scale angles (degrees in radians times
-frequencies up to 1/min_radius) are formed in float64 and reduced modulo 2*pi before the float32 sin/cos, as in
-position_encodings.py. `freqs` is the float64 (F,) frequency list of `position_encodings.frequency_list` (or
-`torchspatial_frequencies`).
+Sources: Sphere2Vec (Mai et al., ISPRS J. 2023) for `xyz`, `nerf`, sphereC/C+/M/M+ and dfs, in its code's feature
+layout; TorchSpatial (Wu et al., NeurIPS 2024) for `tile_ffn`; Rußwurm et al. (ICLR 2024) for spherical harmonics. Each
+takes float32 (B, 2) (lon, lat) degrees and returns the float32 (B, d) encoding on its device; `freqs` is the float64
+(F,) list of `position_encodings.frequency_list`, angles reduced modulo 2π in float64.
 """
 import math
 
@@ -21,48 +15,44 @@ DEG = math.pi / 180.0
 
 
 def _radians(coords):
-    """(lon, lat) in float64 radians, each (B, 1)."""
     values = coords.double() * DEG
     return values[:, 0:1], values[:, 1:2]
 
 
 def _scaled(angle, freqs):
-    """(B, F, 2) float32 [sin, cos] of angle (B, 1) times each frequency, reduced modulo 2*pi in float64."""
+    """(B, F, 2) float32 [sin, cos] of angle (B, 1) times each frequency."""
     return sin_cos(angle * freqs)
 
 
 def _single(angle):
-    """(B, 1) float32 sin and cos of a float64 angle in [-pi, pi]."""
     return torch.sin(angle).float(), torch.cos(angle).float()
 
 
 def torchspatial_frequencies(frequency_num, max_radius):
-    """float64 (F,): 1 / max_radius^(s/(F-1)), the schedule of TorchSpatial's sphereM+ and dfs (it ignores
-    min_radius and --freq_init; with --max_radius 1 every frequency is 1). Only for loading its checkpoints."""
+    """float64 (F,): 1 / max_radius^(s/(F-1)), TorchSpatial's schedule of sphereM+ and dfs (for its checkpoints)."""
     steps = torch.arange(frequency_num, dtype=torch.float64)
     return torch.pow(torch.tensor(float(max_radius), dtype=torch.float64), -steps / max(frequency_num - 1, 1))
 
 
 def _unit_point(coords):
-    """(B, 3) float64 point on the unit sphere."""
     lon, lat = _radians(coords)
     return torch.cat((torch.cos(lat) * torch.cos(lon), torch.cos(lat) * torch.sin(lon), torch.sin(lat)), 1)
 
 
 def xyz(coords):
-    """(B, 3): the point on the unit sphere [cos lat cos lon, cos lat sin lon, sin lat] (Sphere2Vec `xyz`)."""
+    """(B, 3): [cos lat cos lon, cos lat sin lon, sin lat]."""
     return _unit_point(coords).float()
 
 
 def nerf(coords, freqs):
-    """(B, 6F): NeRF's encoding (Mildenhall et al. 2020, eq. 4) of the point on the sphere p = xyz(coords):
-    [sin(p_x f_s) for s, sin(p_y f_s) for s, sin(p_z f_s) for s, then the same with cos], f_s = pi 2^s."""
+    """(B, 6F): NeRF's encoding (Mildenhall et al. 2020, eq. 4) of p = xyz(coords): sin(p_x f_s), sin(p_y f_s), sin(p_z
+    f_s) over s, then the same with cos; f_s = π 2^s."""
     waves = sin_cos(_unit_point(coords).unsqueeze(-1) * freqs)      # (B, 3, F, 2)
     return waves.permute(0, 3, 1, 2).flatten(1)
 
 
 def sphere_c(coords, freqs):
-    """(B, 3F) sphereC: for each scale s, [sin(f_s lat), cos(f_s lat) cos(f_s lon), cos(f_s lat) sin(f_s lon)]."""
+    """(B, 3F) sphereC: per scale [sin(f_s lat), cos(f_s lat) cos(f_s lon), cos(f_s lat) sin(f_s lon)]."""
     lon, lat = _radians(coords)
     lon_sc, lat_sc = _scaled(lon, freqs), _scaled(lat, freqs)     # (B, F, 2) [sin, cos]
     lat_sin, lat_cos = lat_sc[..., 0], lat_sc[..., 1]
@@ -78,7 +68,6 @@ def sphere_c_plus(coords, freqs):
 
 
 def _mixed_terms(lon, lat, lon_sc, lat_sc):
-    """The four sphereM products of scaled and single-scale (unscaled) angles, each (B, F)."""
     lon_sin1, lon_cos1 = _single(lon)
     _, lat_cos1 = _single(lat)
     lat_cos, lon_sin, lon_cos = lat_sc[..., 1], lon_sc[..., 0], lon_sc[..., 1]
@@ -86,8 +75,8 @@ def _mixed_terms(lon, lat, lon_sc, lat_sc):
 
 
 def sphere_m(coords, freqs):
-    """(B, 5F) sphereM: per scale [sin(f lat), cos(f lat) cos lon, cos lat cos(f lon), cos(f lat) sin lon,
-    cos lat sin(f lon)] (lon, lat unscaled in the single-scale factors)."""
+    """(B, 5F) sphereM: per scale [sin(f lat), cos(f lat) cos lon, cos lat cos(f lon), cos(f lat) sin lon, cos lat sin(f
+    lon)]."""
     lon, lat = _radians(coords)
     lon_sc, lat_sc = _scaled(lon, freqs), _scaled(lat, freqs)
     return torch.stack((lat_sc[..., 0], *_mixed_terms(lon, lat, lon_sc, lat_sc)), -1).flatten(1)
@@ -102,9 +91,8 @@ def sphere_m_plus(coords, freqs):
 
 
 def dfs(coords, freqs):
-    """(B, 4F^2 + 4F) the double Fourier sphere basis (Sphere2Vec "dfs", code `dft`): the outer product
-    u v^T of u = [sin(f_s lon) for s, cos(f_s lon) for s] and v = [sin(f_s lat) for s, cos(f_s lat) for s],
-    row-major, then per scale [sin(f lat), cos(f lat), sin(f lon), cos(f lon)]."""
+    """(B, 4F^2 + 4F) double Fourier sphere: u v^T row-major, u = [sin(f_s lon), cos(f_s lon)] over s, v the same of
+    lat, then per scale [sin(f lat), cos(f lat), sin(f lon), cos(f lon)]."""
     lon, lat = _radians(coords)
     lon_sc, lat_sc = _scaled(lon, freqs), _scaled(lat, freqs)
     u = lon_sc.transpose(1, 2).flatten(1)                          # (B, 2F): sines then cosines
@@ -116,7 +104,7 @@ def dfs(coords, freqs):
 
 def tile_index(coords, extent, cell_size, columns, rows):
     """(B,) int64 index row * columns + column of the `cell_size`-degree cell of `extent` (xmin, xmax, ymin, ymax)
-    that holds each point; points outside the extent go to the nearest border cell (TorchSpatial `tile_ffn`)."""
+    holding each point; points outside go to the nearest border cell."""
     xmin, _, ymin, _ = extent
     column = torch.floor((coords[:, 0].double() - xmin) / cell_size).clamp(0, columns - 1)
     row = torch.floor((coords[:, 1].double() - ymin) / cell_size).clamp(0, rows - 1)
@@ -124,8 +112,8 @@ def tile_index(coords, extent, cell_size, columns, rows):
 
 
 def legendre_tables(degrees):
-    """float64 (L, L) recurrence factors a_lm = sqrt((4l^2 - 1) / (l^2 - m^2)) and
-    b_lm = sqrt(((l-1)^2 - m^2) / (4(l-1)^2 - 1)) for m <= l - 2 (zero elsewhere)."""
+    """float64 (L, L) recurrence factors, for m <= l - 2 (zero elsewhere):
+    a_lm = sqrt((4l^2 - 1) / (l^2 - m^2)), b_lm = sqrt(((l-1)^2 - m^2) / (4(l-1)^2 - 1))."""
     l = torch.arange(degrees, dtype=torch.float64).unsqueeze(1)
     m = torch.arange(degrees, dtype=torch.float64).unsqueeze(0)
     valid = m <= l - 2
@@ -135,16 +123,13 @@ def legendre_tables(degrees):
 
 
 def spherical_harmonics(coords, degrees):
-    """(B, L^2) the real orthonormal spherical harmonics Y_lm of degrees l = 0..L-1, m = -l..l (in that order), at
-    colatitude theta = 90 deg - lat and azimuth phi = lon:
+    """(B, L^2) real orthonormal spherical harmonics Y_lm, l = 0..L-1, m = -l..l, at colatitude θ = 90° - lat and
+    azimuth φ = lon:
 
-        Y_l0 = N_l0 P_l^0(cos theta),  Y_lm = sqrt(2) N_lm P_l^m(cos theta) cos(m phi),
-        Y_l-m = sqrt(2) N_lm P_l^m(cos theta) sin(m phi)  (m > 0),  N_lm = sqrt((2l+1)/(4 pi) (l-m)!/(l+m)!),
+        Y_l0 = N_l0 P_l^0(cos θ),  Y_lm = √2 N_lm P_l^m(cos θ) cos(m φ),  Y_l-m = √2 N_lm P_l^m(cos θ) sin(m φ),
+        N_lm = sqrt((2l+1)/(4π) (l-m)!/(l+m)!), P_l^m with the Condon-Shortley phase,
 
-    P_l^m with the Condon-Shortley phase (-1)^m, as scipy.special and Rußwurm et al.'s closed form. The normalised
-    N_lm P_l^m come from the stable three-term recurrence in l (float64), never from factorials or symbolic tables,
-    so high degrees stay finite and exact (checked against scipy.special up to L = 40 in the tests).
-    """
+    N_lm P_l^m by the stable three-term recurrence in l (float64)."""
     lon, lat = _radians(coords)
     x, sin_theta = torch.sin(lat), torch.cos(lat)                 # cos and sin of the colatitude, (B, 1)
     a, b = (t.to(coords.device) for t in legendre_tables(degrees))

@@ -1,15 +1,9 @@
-"""Synthetic data in the exact on-disk layout of the CSP bundle, at any scale, for tests, CI and benchmarks.
+"""Synthetic data in the on-disk layout of the CSP bundle, at any scale, for tests and benchmarks.
 
-    python synthetic_data.py --dataset fmow --out DIR --num_train 2000 --num_val 500
-    python synthetic_data.py --dataset inat_2018 --out /work/synth_inat --num_train 437513 --num_val 24426
+    python synthetic_data.py --dataset inat_2018 --out DIR --num_train 437513 --num_val 24426
 
-writes `DIR/<dataset>/` with the same file names as the bundle; point the loaders at it with `CSP_DATA_DIR=DIR`.
-
-The world: every class has a home on the sphere and a spread (3 to 25 degrees); locations scatter around the home.
-Image features are the class prototype plus a coarse location signal plus noise. The image classifier confuses
-each class with a few look-alike classes that live elsewhere, so its predictions are informative but imperfect
-(top-1 about 65 %, few-shot about 40 %) and a location prior really helps. A fraction of the entries has no location
-(null lon/lat) or no user (null user_id), as in the real files.
+Each class has a home on the sphere; image features mix its prototype, a coarse location signal and noise; the
+classifier confuses look-alike classes that live elsewhere, so a location prior helps. Use `CSP_DATA_DIR=DIR`.
 """
 import argparse
 import json
@@ -36,7 +30,6 @@ CHUNK_ROWS = 16384
 
 
 class _World:
-    """Per-class homes, spreads, look-alikes and feature prototypes."""
 
     def __init__(self, num_classes, feat_dim, rng):
         self.num_classes = num_classes
@@ -51,7 +44,7 @@ class _World:
         self.loc_weights = LOCATION_SIGNAL * rng.standard_normal((3, feat_dim), dtype=np.float32)
 
     def draw_classes(self, num, rng, long_tailed):
-        """Class of each entry: long-tailed (train) or even (evaluation); every class appears once if num allows."""
+        """Class of each entry: long-tailed (train) or even (evaluation); every class once if num allows."""
         if not long_tailed:
             return rng.permutation(np.arange(num) % self.num_classes)
         base = np.arange(min(num, self.num_classes))
@@ -64,7 +57,7 @@ class _World:
         return xyz / np.linalg.norm(xyz, axis=1, keepdims=True)
 
     def predictions(self, classes, delta, rng):
-        """Classifier probabilities over each entry's look-alike set: (column ids, probabilities), (N, k) each."""
+        """(column ids, probabilities), (N, k) each: the classifier over each entry's look-alike set."""
         cols = self.lookalikes[classes]
         logits = rng.gumbel(size=cols.shape)
         logits[:, 0] += delta
@@ -91,7 +84,7 @@ def _write_json(path, data):
 
 
 def _write_features(path, world, classes, xyz, rng):
-    """(N, F) float32 `.npy` written chunk by chunk (never held whole in memory)."""
+    """(N, F) float32 `.npy` written chunk by chunk."""
     path.parent.mkdir(parents=True, exist_ok=True)
     num, dim = len(classes), world.prototypes.shape[1]
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
@@ -110,7 +103,6 @@ def _write_features(path, world, classes, xyz, rng):
 
 
 def _write_predictions(path, world, classes, delta, rng):
-    """Class probabilities: scipy-sparse `.npz` (non-zero only on the look-alike set) or dense `.npy`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     cols, probs = world.predictions(classes, delta, rng)
     num, k = cols.shape
@@ -127,7 +119,7 @@ def _write_predictions(path, world, classes, delta, rng):
 
 
 def _link(root, target, name):
-    """`name` as a relative symlink to `target` (both relative to root): one file serves several flags."""
+    """`name` as a relative symlink to `target` (both relative to `root`)."""
     link = root / name
     link.parent.mkdir(parents=True, exist_ok=True)
     if link.is_symlink() or link.exists():
@@ -174,7 +166,7 @@ def _inat_style_files(dataset, root, split_name, split, first_id, rng):
 
 
 def _bird_entries(split, rng):
-    """Entries of a bird split; returns (entries, mask of entries with valid_image)."""
+    """(entries, mask of entries with valid_image) of a bird split."""
     num = len(split.classes)
     valid_image = rng.random(num) >= 0.03
     orig_no_loc = split.no_loc | (rng.random(num) < 0.5)
@@ -193,12 +185,8 @@ def _bird_entries(split, rng):
 def write_synthetic_dataset(dataset, out_dir, num_train=2000, num_val=500, num_test=None, num_classes=None,
                             feat_dim=2048, seed=0, invalid_frac=0.02, fewshot_ratios=(0.05,),
                             cnn_model="inception_v3"):
-    """Write `out_dir/<dataset>/` in the bundle's layout; returns that folder. Use `CSP_DATA_DIR=out_dir`.
-
-    num_test: size of the test split (default num_val; 0 = none; fmow has none). num_classes: default the real
-    count (8142 for inat_2018, ...). invalid_frac: share of entries without location (half as many without user
-    and without date). fewshot_ratios: ratios of the few-shot prediction files (inat_2018 and fmow).
-    """
+    """Write `out_dir/<dataset>/` in the bundle's layout; returns that folder. num_test defaults to num_val (fmow has
+    none); invalid_frac: share of entries without a location."""
     if dataset not in datasets.DATASET_INFO:
         raise ValueError(f"--dataset must be one of {', '.join(datasets.DATASET_INFO)}, got {dataset!r}")
     num_classes = num_classes or datasets.DATASET_INFO[dataset][0]

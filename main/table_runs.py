@@ -1,7 +1,7 @@
-"""The runs behind a table: the preset flags, one cell's run and results file, the checks before anything runs.
+"""The runs behind a table: the presets, one cell's run and results file, and the checks made before anything runs.
 
-A run is recognised by the flags its results file records (all but `run_flags.NOT_RUN_FLAGS`); a results file or
-checkpoint made with other flags stops the table before anything runs, naming the file and the flags.
+A run counts as a cell's when the flags its results file records equal the cell's (all but `run_flags.NOT_RUN_FLAGS`); a
+results file or checkpoint made with other flags stops the table, naming both.
 """
 import logging
 from dataclasses import dataclass
@@ -50,7 +50,7 @@ COLLECT_FIX = "collect with the flags those runs had (after --), or from another
 
 @dataclass
 class Run:
-    """One (row, ratio) cell of a table: the flags of its run, their params, its results file and what it holds."""
+    """One cell of a table: its run's flags and params, its results file and what that holds now."""
     row: str
     ratio: float
     argv: list
@@ -60,28 +60,26 @@ class Run:
 
 
 def results_path(argv):
-    """(where the run with these flags writes its results file, its params)."""
+    """(the results file that the run with these flags writes, its params)."""
     params = default_params(argv)
     return Path(output_file_names(checkpoints.model_file_names(params)[1])[1]), params
 
 
 def final_top1(results, method):
-    """Top-1 (%) of the final evaluation (`epoch` null) of `method` ("location_prior", "no_prior"), over all its
-    splits (count-weighted), or None."""
+    """Top-1 (%) of the final evaluation (`epoch` null) of `method`, count-weighted over its splits, or None."""
     blocks = [block for block in results["evaluations"] if block["method"] == method and block["epoch"] is None]
     return overall_top1(blocks[-1]) if blocks else None
 
 
 def is_finished(results, num_epochs):
-    """A finished run: its final image × prior evaluation is there after all `num_epochs` fine-tuning epochs."""
+    """True when the final image × prior evaluation is there after all `num_epochs` fine-tuning epochs."""
     return (results is not None and final_top1(results, "location_prior") is not None
             and results["phases"]["fine-tuning"]["epochs_done"] >= num_epochs)
 
 
 def mean_spread(values, kind):
-    """(mean, spread, n) of the numbers in `values` that are not None; spread = the sample standard deviation
-    (ddof 1, `kind` "std") or the standard error std/√n ("se"), None for fewer than two values; (None, None, 0)
-    for none."""
+    """(mean, spread, n) of the values that are not None; spread: sample standard deviation (`kind` "std") or standard
+    error std/√n ("se"), None below two values."""
     values = [value for value in values if value is not None]
     if not values:
         return None, None, 0
@@ -93,7 +91,7 @@ def mean_spread(values, kind):
 
 
 def seed_dir(model_dir, seed):
-    """The folder of the runs with `--seed seed` when a table or `seeds.py` runs several seeds."""
+    """The folder of the runs with `--seed seed` when a command runs several seeds."""
     return Path(model_dir) / f"seed{seed}"
 
 
@@ -103,13 +101,13 @@ def flag_names(words):
 
 
 def preset_description(preset, dataset, overrides=()):
-    """The preset's flag values, less those that `overrides` (the flags given after `--`) set."""
+    """The preset's flag values, less those that `overrides` set."""
     flags, replaced = PRESETS[(preset, dataset)], flag_names(overrides)
     return ", ".join(f"{flags[i][2:]} {flags[i + 1]}" for i in range(0, len(flags), 2) if flags[i] not in replaced)
 
 
 def check_seeds(seeds):
-    """ValueError unless the --seeds values (a list of int, or None) are valid --seed values, each given once."""
+    """ValueError unless the --seeds values are valid --seed values, each given once."""
     if not seeds:
         return
     words = " ".join(map(str, seeds))
@@ -120,14 +118,12 @@ def check_seeds(seeds):
 
 
 def mismatch_lines(mismatched):
-    """One line per {path: differences} entry: the file and each flag's value here and in the file."""
     return "\n".join(f"  {path}: {describe(differences)}" for path, differences in mismatched.items())
 
 
 def flag_mismatches(runs, to_run):
-    """{path: flag differences} of the results files of `runs`, and of the checkpoints that `to_run` would resume
-    from or write, that were made with other flags (a pre-trained checkpoint: other flags but those of fine-tuning,
-    as it serves every ratio)."""
+    """{path: flag differences} of the results files and the checkpoints to resume from that were made with other flags
+    (a pre-trained one: all but the fine-tuning flags)."""
     mismatched = {run.path: flag_differences(run.params, run.results.get("params", {}))
                   for run in runs if run.results is not None}
     for run in to_run:
@@ -140,8 +136,8 @@ def flag_mismatches(runs, to_run):
 
 
 def check_other_results(runs, model_dir, fix):
-    """For --collect_only: ValueError when no cell has a finished run but `model_dir` holds results of this
-    dataset's runs with other flags (so that a table of "–" does not replace one made from them)."""
+    """--collect_only: ValueError when no cell has a finished run but `model_dir` holds this dataset's results made with
+    other flags."""
     if any(is_finished(run.results, run.params["num_epochs"]) for run in runs):
         return
     ours = {run.path for run in runs}
@@ -158,8 +154,8 @@ def check_other_results(runs, model_dir, fix):
 
 
 def check_input_files(dataset, runs):
-    """FileNotFoundError listing every image-prediction (and, for pre-training, image-feature) file that `runs`
-    need and the data folder lacks, with the fixes."""
+    """FileNotFoundError listing every prediction (and pre-training feature) file that `runs` need and the data folder
+    lacks, with the fixes."""
     key = f"{dataset}_data_dir"
     data_dir = paths.get_paths(key)
     needed = {}
@@ -187,7 +183,7 @@ def check_input_files(dataset, runs):
 
 
 def write_markdown_and_csv(out_dir, stem, markdown, frame):
-    """Write `{stem}.md` and `{stem}.csv` into `out_dir` (created if missing); returns their paths."""
+    """Write `{stem}.md` and `{stem}.csv` into `out_dir`; returns their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{stem}.md").write_text(markdown)
@@ -196,8 +192,7 @@ def write_markdown_and_csv(out_dir, stem, markdown, frame):
 
 
 def log_to_console(log):
-    """The messages of the logger `log` on the console; not through the root logger, which echoes the runs' own
-    lines."""
+    """The logger `log`'s messages on the console, not through the root logger (which echoes the runs')."""
     if not log.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s"))

@@ -1,43 +1,13 @@
-"""The paper's tables: run (or collect) the rows and label ratios, then write them beside the published numbers.
+"""The paper's tables: run (or collect) each row at each label ratio, then write them beside the published numbers.
 
-    python tables.py comparison --dataset inat_2018    # Table 1 (iNat2018)
-    python tables.py comparison --dataset fmow         # Table 5 (fMoW)
-    python tables.py ablation --dataset inat_2018      # Table 2 (CSP-MC loss terms)
-    python tables.py comparison --dataset fmow --seeds 0 1 2 3 4    # every cell 5 times: mean (spread)
+    python tables.py comparison --dataset inat_2018    # Table 1 (--dataset fmow: Table 5)
+    python tables.py ablation --dataset inat_2018      # Table 2, the CSP-MC loss terms
+    python tables.py comparison --dataset fmow --seeds 0 1 2 3 4    # every cell per seed: mean (spread)
     python tables.py encoders --dataset fmow           # every location encoder (encoder_table.py)
 
-Each (row, ratio) is one `train_unsuper.py` run, started in this process with the flags of the chosen preset, the
-row's flags, `--train_sample_ratio`, and any flags given after the table's own (they win, e.g.
-`-- --num_epochs 2 --num_epochs_unsuper 1`). The table always has all the paper's rows and ratios (plus any other
-`--ratios`), filled from the finished runs in the model folder; `--rows` and `--ratios` choose what is run, and with
-`--collect_only` nothing runs and missing results show as "–". Pre-training does not depend on the ratio, so a CSP
-row pre-trains once and its other ratios fine-tune the saved pre-trained checkpoint (`--load_unsuper_model T`).
-
-A run's file names do not encode every flag (`--cnn_pred_type`, the epoch counts, `--seed`, ...), so a run is
-recognised by the flags its results file (`….results.json` next to its log, written by the trainer) records in
-`params`: they must equal the flags the table would run it with, all but `run_flags.NOT_RUN_FLAGS` (the device and
-folder, logging, evaluation and snapshot frequencies, resuming, and the flags kept for compatibility only) and, for a
-row without pre-training, `run_flags.PRETRAINING_FLAGS`. A results file with equal flags and a final evaluation after
-all fine-tuning epochs is used and not run again; one with equal flags but unfinished is resumed. Before anything runs,
-the table stops with an error that names the file and the differing flags when a results file of one of its cells
-(also one it only collects), or a checkpoint that a run would resume from (a pre-trained one: all but
-`FINETUNING_FLAGS`), was made with other flags; and when an image-prediction or -feature file that a run needs is
-missing. `--collect_only` also stops, without writing the table, when no cell has a finished run with these flags
-but the folder holds results of runs of the dataset with other flags.
-
-Our number is the top-1 of the final image × location-prior evaluation ("location_prior"); "Img. Only" is the
-top-1 of the "No prior" block of any finished run at that ratio. With `--seeds S1 S2 …` every cell is run once per
-seed (`--seed S`, in the model folder's `seed{S}/`, so that each seed's runs resume and are collected apart) and
-shows the mean over the seeds' finished runs with their spread in brackets, of the kind the paper gives beside it
-(standard deviation, Tables 1 and 2; standard error, Table 5), and the number of runs where some are missing.
-The image predictions are the few-shot classifier's at a ratio below 1 (`--cnn_pred_type fewshot`) and the fully
-supervised one's at 1.
-
-Presets (`--preset`), paper-results §1.9: `released` = the run scripts' values, for fMoW those of the released
-checkpoint (SimCSE weight 0.1, temperatures 1/1/1, where the script says 1 and 20); `paper` = appendix A.4
-(iNat: lr 5e-4, unsuper_lr 2e-4, r_min 0.01, temperatures 1; fMoW: unsuper_lr 1e-3, r_min 0.01, SimCSE weight 1;
-both: negatives uniform on the sphere). Both use d = 256.
-Outputs: `{out_dir}/table{N}_{dataset}_{preset}.md` and `.csv` (default out_dir = the model folder).
+Each (row, ratio) is one `train_unsuper.py` run with the preset's flags, the row's, the ratio and any flags given after
+`--` (they win); finished runs are collected, unfinished ones resumed (`table_runs`). Writes
+`table{N}_{dataset}_{preset}.md` and `.csv` into --out_dir (default: the model folder).
 """
 import argparse
 import logging
@@ -118,7 +88,7 @@ def paper_results(table, dataset):
 
 
 def other_paper_rows(table, dataset):
-    """{label: {ratio: (top1, spread)}} of paper rows that we do not run (e.g. Img. Only (Tile2Vec))."""
+    """{label: {ratio: (top1, spread)}} of the paper's rows that we do not run (Img. Only of other image models)."""
     frame = pd.read_csv(PAPER_RESULTS)
     frame = frame[(frame["table"] == table) & (frame["dataset"] == dataset) & (frame["model"] == "Img. Only")
                   & (frame["setting"] != OUR_IMAGE_MODEL[dataset])]
@@ -149,7 +119,6 @@ def _pretrains(row):
 
 
 def run_argv(dataset, preset, row, ratio, model_dir, device, overrides):
-    """The train_unsuper.py flags of one (row, ratio) run."""
     image = ["--cnn_pred_type", "fewshot" if ratio < 1 else "full"]
     if _pretrains(row):
         image += ["--load_cnn_features_train", "T"]
@@ -165,7 +134,7 @@ def run_argv(dataset, preset, row, ratio, model_dir, device, overrides):
 
 
 def table_ratios(ratios):
-    """The table's ratio columns: the paper's and the requested ones (3 decimals, as in the run files' names)."""
+    """The ratio columns: the paper's and the requested ones, rounded to 3 decimals as in the run files' names."""
     return sorted(set(PAPER_RATIOS) | {round(ratio, 3) for ratio in ratios})
 
 
@@ -176,9 +145,8 @@ def table_ratios(ratios):
 
 
 def collect(kind, dataset, preset, rows, ratios, model_dir, device="auto", overrides=(), collect_only=False):
-    """{(row, ratio): finished results document or None} for every run row of the table at every ratio column;
-    the runs of `rows` × `ratios` that have not finished are run first (unless `collect_only`). Stops before
-    running anything when a results file or checkpoint was made with other flags, or an input file is missing."""
+    """{(row, ratio): finished results or None} of every cell, after running the unfinished ones of `rows` × `ratios`
+    (unless `collect_only`)."""
     requested = {round(ratio, 3): ratio for ratio in ratios}
     runs = []
     for row in TABLES[(kind, dataset)][2]:
@@ -224,7 +192,6 @@ def _ratio_label(ratio):
 
 
 def _our_top1(found, row, ratio):
-    """Our top-1 of one cell from one seed's `found`, or None."""
     if row == "img_only":
         tops = [final_top1(res, "no_prior") for (_, r), res in found.items() if r == ratio and res]
         return next((top for top in tops if top is not None), None)
@@ -233,10 +200,8 @@ def _our_top1(found, row, ratio):
 
 
 def assemble(kind, dataset, preset, founds, ratios, overrides=()):
-    """The table as a DataFrame in the paper's layout: one line per paper row, per ratio our top-1 (the mean over
-    `founds`, one `collect` result per seed), its spread (of the paper's kind for this table; none for one seed)
-    and number of runs, the paper's top-1 and its spread; the "preset" and "flags after --" columns say which flags
-    our numbers used."""
+    """The table as a DataFrame in the paper's layout: per row and ratio our top-1 (mean over `founds`, one per seed),
+    spread and runs, beside the paper's."""
     table, _, rows = TABLES[(kind, dataset)]
     paper = paper_results(table, dataset)
     columns = table_ratios(ratios)
@@ -273,8 +238,7 @@ def _format_ours(row, ratio, num_seeds):
 
 
 def to_markdown(frame, kind, dataset, preset, overrides=(), seeds=None):
-    """The table as markdown: per ratio "ours" and "paper" (each with its spread) side by side, and the notes; the
-    caption gives the preset's values, the flags given after `--` (which replace the preset's) and the seeds."""
+    """The table as markdown, "ours" beside "paper" per ratio, with the preset's values and the notes."""
     table, title, _ = TABLES[(kind, dataset)]
     ratios = [column[:-len(" ours")] for column in frame.columns if column.endswith(" ours")]
     header = ["Model", "Preset"] + [f"{ratio} {who}" for ratio in ratios for who in ("ours", "paper")]
@@ -307,8 +271,7 @@ def _value(value):
 
 
 def write_table(kind, dataset, preset, founds, ratios, out_dir, overrides=(), seeds=None):
-    """Write `table{N}_{dataset}_{preset}.md` and `.csv` into `out_dir` from `founds` (one `collect` result per seed
-    of `seeds`, or one); returns (markdown path, csv path, markdown text)."""
+    """Write `table{N}_{dataset}_{preset}.md` and `.csv` into `out_dir`; returns (md path, csv path, markdown)."""
     frame = assemble(kind, dataset, preset, founds, ratios, overrides)
     table = TABLES[(kind, dataset)][0]
     markdown = to_markdown(frame, kind, dataset, preset, overrides, seeds)
