@@ -1,12 +1,9 @@
-"""The bad-input probe (issue 9): bad flags, data files, checkpoints and folders, each run through the command line
-and through the Python API. The rule: exit status 2 with the error as one line (the last line of stderr, after the
-run's own log lines if it had started) and no traceback; from Python a ValueError or OSError with a one-line message;
-and in both cases no results file, checkpoint or data file changed.
+"""Bad flags, data files, checkpoints and folders, each through the command line and through the Python API.
 
-59 bad inputs: 33 flag values, 15 data files, 7 checkpoints or reloads, 2 folders and a full disk, each through
-both, and a missing data folder as a real subprocess. The command line runs in this process (`arguments.run_command(train_unsuper.main)` with `sys.argv` set, exactly what
-`python train_unsuper.py …` runs after the interpreter starts), so that the probe stays fast; a few cases also run
-as real subprocesses from the repository root.
+The rule: exit status 2 with the error as one line (the last line of stderr) and no traceback; from Python a
+ValueError or OSError with a one-line message; in both cases no results file, checkpoint or data file changed. The
+command line runs in this process (`arguments.run_command(train_unsuper.main)` with `sys.argv` set); a few cases
+also run as real subprocesses from the repository root.
 """
 import json
 import os

@@ -1,4 +1,4 @@
-"""One run at a time in a --model_dir (issue 9: two runs there overwrote each other's files)."""
+"""One run at a time in a --model_dir: a second run there would overwrite the first's files."""
 import os
 import subprocess
 import sys
