@@ -220,7 +220,7 @@ class TheoryDiagEncoder(nn.Module):
         self.register_buffer("freqs", encoder_frequencies(params), persistent=False)
         self.post_mat = nn.Parameter(torch.empty(frequency_num, 6, dim // frequency_num))
         nn.init.xavier_uniform_(self.post_mat)
-        self.register_parameter("spa_postmat", self.post_mat)
+        self.register_parameter("spa_postmat", self.post_mat)  # the same tensor under its second state_dict name
         self.dropout = Dropout(p=params["dropout"])
         self.use_post_mat = params["spa_enc_use_postmat"]
         if self.use_post_mat:
