@@ -31,7 +31,7 @@ import pandas as pd
 from . import own_data
 from . import tables
 from . import train_unsuper
-from .trainer import read_results
+from .results import read_results
 
 logger = logging.getLogger(__name__)
 

@@ -22,6 +22,43 @@ logger = logging.getLogger(__name__)
 
 INTERVAL_ENV = "CSP_PROGRESS_INTERVAL"
 DEFAULT_INTERVAL_S = 60.0
+LOG_FORMAT = "%(asctime)s - %(levelname)s - %(message)s"
+
+
+class _ConsoleHandler(logging.Handler):
+    """Log records on stderr through tqdm, so that progress bars and log lines do not overwrite each other."""
+
+    def emit(self, record):
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # logging's rule: a handler never raises
+            self.handleError(record)
+
+
+def start_logging(log_file, console, main=True):
+    """Send the log lines to `log_file` (appended) and, with `console`, to stderr; on ranks other than 0 (`main`
+    False) only errors, to the console. Returns what `stop_logging` takes."""
+    handlers = []
+    if main:
+        handlers = [logging.FileHandler(log_file, mode="a")] + ([_ConsoleHandler()] if console else [])
+    root = logging.getLogger()
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.setLevel(logging.INFO)
+        root.addHandler(handler)
+    level = root.level
+    root.setLevel(logging.INFO if main else logging.ERROR)
+    return handlers, level
+
+
+def stop_logging(started):
+    """Detach and close the handlers of `start_logging`; the root logger gets its level back."""
+    handlers, level = started
+    root = logging.getLogger()
+    for handler in handlers:
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(level)
 
 
 def progress_interval():

@@ -59,7 +59,7 @@ from . import train_unsuper
 from .arguments import default_params, run_command
 from .run_flags import FINETUNING_FLAGS, describe, flag_differences
 from .evaluation import overall_top1
-from .trainer import output_file_names, read_results
+from .results import output_file_names, read_results
 
 logger = logging.getLogger(__name__)
 

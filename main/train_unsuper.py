@@ -13,6 +13,7 @@ import sys
 if not __package__:  # run as a script (`python train_unsuper.py`): its folder is imported as the package csp
     __package__ = __import__("as_package").PACKAGE
 from . import arguments
+from . import results
 from .trainer import Trainer, check_params
 
 
@@ -26,7 +27,7 @@ def main(argv=None, console=True, progress=None):
         trainer.run_train()
         trainer.run_eval_final()
         trainer.run_eval_spa_enc_only("LocEnc ", load_model=True)
-        trainer.log_summary()
+        results.log_summary(trainer.evaluations, params["eval_split"])
         return trainer.results
 
 

@@ -31,7 +31,6 @@ Files (next to the checkpoints in `--model_dir`, named after the fine-tuned chec
 ranks of the final evaluation, see `write_ranks`).
 """
 import contextlib
-import json
 import logging
 import math
 import os
@@ -52,25 +51,21 @@ from . import feature_store
 from . import losses
 from . import models
 from . import position_encodings
+from . import results
 from . import run_flags
 from . import sampling
 from .arguments import default_params, resolve_device
 from .encoders import ACTIVATIONS, SPATIAL_ENCODERS
-from .paths import atomic_write, remove_stale_temporaries
-from .progress import PhaseProgress
+from .paths import remove_stale_temporaries
+from .progress import PhaseProgress, start_logging, stop_logging
 from .run_lock import RunLock
 
 logger = logging.getLogger(__name__)
 
-LOG_FORMAT = "%(asctime)s - %(levelname)s - %(message)s"
 PRETRAINING, FINETUNING = "pre-training", "fine-tuning"
 PHASE_SEEDS = {PRETRAINING: 1, FINETUNING: 2}
 CHECKPOINT_PHASE_KEY = "checkpoint_phase"
 CHECKPOINT_INTERVAL_S = 60.0
-RESULTS_FORMAT = "csp-results/1"
-# params that say where and on what a run happened, not what it computed (kept out of the results' "params")
-MACHINE_PARAMS = ("device", "model_dir", "unsuper_model_file_name", "model_file_name", "log_file_name", "op_dir",
-                  "train_sample_idx_file", "feature_storage", "compile")
 # float flags that must be finite and >= 0, or finite and > 0
 NONNEGATIVE_FLOATS = ("lr", "unsuper_lr", "weight_decay", "rand_sample_weight", "simcse_weight")
 POSITIVE_FLOATS = ("lr_decay", "min_radius", "max_radius", "rbf_kernal_size", "unsuper_temp_inbatch",
@@ -141,38 +136,6 @@ def is_baseline(params):
     return params["spa_enc_type"] in baselines.BASELINE_NAMES
 
 
-def output_file_names(model_file_name):
-    """(log, results JSON, ranks npz) of a run whose fine-tuned checkpoint is `model_file_name`."""
-    stem = checkpoints.log_file_name(model_file_name)[:-len(".log")]
-    return stem + ".log", stem + ".results.json", stem + ".ranks.npz"
-
-
-class _ConsoleHandler(logging.Handler):
-    """Log records on stderr through tqdm, so that progress bars and log lines do not overwrite each other."""
-
-    def emit(self, record):
-        try:
-            tqdm.write(self.format(record), file=sys.stderr)
-        except Exception:  # logging's rule: a handler never raises
-            self.handleError(record)
-
-
-def read_results(path):
-    """The results document a run wrote at `path` (format csp-results/1; see `Trainer.write_results`), or None if
-    there is none, or (with a warning) if it is not a readable one."""
-    try:
-        with open(path) as handle:
-            results = json.load(handle)
-        if not all({"method", "epoch"} <= entry.keys() for entry in results["evaluations"]):
-            raise ValueError("an evaluation without its method or epoch")
-        return results
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        logger.warning("%s is not a readable results file (%s); treated as missing", path, err)
-        return None
-
-
 class Trainer:
     """One CSP run. `params`: the dict of `arguments.default_params(argv)`; the derived keys are added to it.
 
@@ -197,15 +160,15 @@ class Trainer:
         self.generator = torch.Generator(device=self.device)
 
         params["unsuper_model_file_name"], params["model_file_name"] = checkpoints.model_file_names(params)
-        log_file, self.results_file, self.ranks_file = output_file_names(params["model_file_name"])
+        log_file, self.results_file, self.ranks_file = results.output_file_names(params["model_file_name"])
         params["log_file_name"] = log_file
         params["op_dir"] = f"image/ims_{params['dataset']}_{params['spa_enc_type']}/"
-        self._logging = [], logging.getLogger().level
+        self._logging = None
         self._lock = RunLock(params["model_dir"]).acquire() if distributed.is_main() else None
         new_log = not os.path.exists(log_file) and distributed.is_main()
         try:
             removed = remove_stale_temporaries(params["model_dir"]) if distributed.is_main() else []
-            self._logging = self._start_logging(log_file, console)
+            self._logging = start_logging(log_file, console, distributed.is_main())
             for path in removed:
                 logger.info("Removed %s, a temporary file left by a run that was killed while writing", path)
             self._setup()
@@ -219,31 +182,11 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------------------
     # set-up
 
-    @staticmethod
-    def _start_logging(log_file, console):
-        """Log to `log_file` (and the console); on ranks other than 0 only errors, to the console."""
-        formatter = logging.Formatter(LOG_FORMAT)
-        handlers = []
-        if distributed.is_main():
-            handlers = [logging.FileHandler(log_file, mode="a")] + ([_ConsoleHandler()] if console else [])
-        root = logging.getLogger()
-        for handler in handlers:
-            handler.setFormatter(formatter)
-            handler.setLevel(logging.INFO)
-            root.addHandler(handler)
-        level = root.level
-        root.setLevel(logging.INFO if distributed.is_main() else logging.ERROR)
-        return handlers, level
-
     def close(self):
-        """Detach and close the log handlers (the root logger gets its level back) and release --model_dir."""
-        root = logging.getLogger()
-        handlers, level = self._logging
-        for handler in handlers:
-            root.removeHandler(handler)
-            handler.close()
-        root.setLevel(level)
-        self._logging = [], level
+        """Detach the log handlers and release --model_dir."""
+        if self._logging is not None:
+            stop_logging(self._logging)
+            self._logging = None
         if self._lock is not None:
             self._lock.release()
 
@@ -461,10 +404,10 @@ class Trainer:
     def _earlier_evaluations(self):
         """The results file's evaluations of the fine-tuning epochs before the loaded checkpoint (kept when a run
         resumes, so that its results file ends up as an uninterrupted run's)."""
-        results = read_results(self.results_file)
+        found = results.read_results(self.results_file)
         done = self.epochs_done[FINETUNING]
-        return [] if results is None else [entry for entry in results["evaluations"]
-                                           if entry["epoch"] is not None and entry["epoch"] < done]
+        return [] if found is None else [entry for entry in found["evaluations"]
+                                         if entry["epoch"] is not None and entry["epoch"] < done]
 
     def _cnn_feat_dim(self, checkpoint):
         """Width of the image features: from the loaded features, a checkpoint to load, or the feature file."""
@@ -761,15 +704,15 @@ class Trainer:
         fitted = []
         if is_baseline(self.params) and self.params["spa_enc_type"] != "no_prior":
             fitted.append(self._fit_baseline())
-        results, ranks = evaluation.run_final_evaluation(
+        found, ranks = evaluation.run_final_evaluation(
             self.eval_preds, self.eval_classes, self.eval_split_ids, self.eval_locs, model=self.model,
             baselines=fitted, flag=flag)
-        for result in results.values():
+        for result in found.values():
             self._record(result, epoch, f"{self.eval_split_name} (all entries)")
         if epoch is None:
             self.final_ranks = ranks
-            self.write_ranks()
-        return results
+            self._write_ranks()
+        return found
 
     def _fit_baseline(self):
         """The --spa_enc_type baseline fitted on the fine-tuning rows of the training split (the few-shot subset,
@@ -810,80 +753,24 @@ class Trainer:
         self._record(result, epoch, "val (entries without location or user removed)")
         if epoch is None:
             self.locenc_ranks = ranks
-            self.write_ranks()
+            self._write_ranks()
         return result
-
-    def log_summary(self):
-        """One closing line with the final evaluations' overall Top-1 (%): image × prior (the paper's number),
-        image alone, location encoder alone; returns it (None when there is no final evaluation)."""
-        final = {entry["method"]: entry for entry in self.evaluations if entry["epoch"] is None}
-        labels = {"no_prior": "image alone", "location_only": "location encoder alone (LocEnc)",
-                  "location_prior": "image x location encoder prior"}
-        order = [m for m in final if m not in ("no_prior", "location_only")] + ["no_prior", "location_only"]
-        parts = [f"{labels.get(method, f'image x {method} prior')} {evaluation.overall_top1(final[method]):.2f}"
-                 for method in order if method in final and evaluation.overall_top1(final[method]) is not None]
-        if not parts:
-            return None
-        line = f"Summary: Top-1 (%) on {self.eval_split_name}: " + ", ".join(parts)
-        logger.info(line)
-        return line
 
     def _record(self, result, epoch, eval_set):
         self.evaluations.append({**result, "epoch": epoch, "eval_set": eval_set})
-        self.write_results()
-
-    # ------------------------------------------------------------------------------------------------------------
-    # output files
+        results.write_results(self.results)
 
     @property
     def results(self):
-        """The results document (what `write_results` writes)."""
-        params = {key: value for key, value in self.params.items() if key not in MACHINE_PARAMS}
-        files = {key: self.params.get(key) for key in ("unsuper_model_file_name", "model_file_name",
-                                                       "log_file_name", "train_sample_idx_file")}
-        files.update(results=self.results_file, ranks=self.ranks_file)
-        return {
-            "format": RESULTS_FORMAT,
-            "params": checkpoints.plain_value(params),
-            "device": str(self.device),
-            "files": files,
-            "phases": {phase: {"epochs_done": self.epochs_done[phase], "epochs_run": self.epochs_run[phase]}
-                       for phase in (PRETRAINING, FINETUNING)},
-            "evaluations": self.evaluations,
-        }
+        """The results document (`results.results_document`)."""
+        phases = {phase: {"epochs_done": self.epochs_done[phase], "epochs_run": self.epochs_run[phase]}
+                  for phase in (PRETRAINING, FINETUNING)}
+        return results.results_document(self.params, self.device, phases, self.evaluations)
 
     @distributed.main_only
-    def write_results(self):
-        """Write `results` as JSON (atomically) to `….results.json` next to the log.
-
-        Schema: {format: "csp-results/1", params: {flag or derived key: value} (all but the machine-specific
-        ones), device, files: {checkpoint, log, results and ranks paths}, phases: {"pre-training" |
-        "fine-tuning": {epochs_done, epochs_run (in this invocation)}}, evaluations: [{method ("no_prior",
-        "location_prior", a baseline name or "location_only"), flag (as in the log line), epoch (null for the
-        final evaluation), eval_set, num_rows, num_scored, splits: [{id, name, count, top1, top3, top5, top10,
-        mrr}]}] in the order they ran}. Top-k values are percentages rounded to 2 decimals, as logged.
-        """
-        text = json.dumps(self.results, indent=1).encode()
-        atomic_write(self.results_file, lambda handle: handle.write(text))
-
-    @distributed.main_only
-    def write_ranks(self):
-        """Write the per-sample ranks of the final evaluation to `….ranks.npz` (atomically).
-
-        Keys: `locs` (N, 2) (lon, lat) degrees of the evaluation split (NaN where unknown), `labels`, `split_ids`,
-        `ranks_{method}` (N,) 1-based rank of the true class for each method of the image × prior evaluation
-        ("no_prior", "location_prior" or the baseline); for the location-only evaluation on the val split
-        without invalid entries: `locenc_locs`, `locenc_labels`, `locenc_split_ids`, `ranks_location_only`
-        (0 = not scored). `analysis.compare_models(a["locs"], a["ranks_location_prior"],
-        b["ranks_location_prior"])` compares two runs.
-        """
-        arrays = {}
-        final, locenc = self.final_ranks, self.locenc_ranks
-        if final is not None:
-            arrays.update(locs=self.eval_locs[:, :2].cpu().numpy(), labels=self.eval_classes.cpu().numpy(),
-                          split_ids=np.asarray(self.eval_split_ids))
-            arrays.update({f"ranks_{name}": ranks.cpu().numpy() for name, ranks in final.items()})
-        if locenc is not None:
-            arrays.update(locenc_locs=self.val_locs[:, :2].cpu().numpy(), locenc_labels=self.val_classes.cpu().numpy(),
-                          locenc_split_ids=np.asarray(self.val_split_ids), ranks_location_only=locenc.cpu().numpy())
-        atomic_write(self.ranks_file, lambda handle: np.savez(handle, **arrays))
+    def _write_ranks(self):
+        final = ((self.eval_locs, self.eval_classes, self.eval_split_ids, self.final_ranks)
+                 if self.final_ranks is not None else None)
+        location_only = ((self.val_locs, self.val_classes, self.val_split_ids, self.locenc_ranks)
+                         if self.locenc_ranks is not None else None)
+        results.write_ranks(self.ranks_file, final, location_only)
