@@ -21,6 +21,9 @@ except ImportError:  # numpy < 2
 
 CHECKPOINT_KEYS = ("epoch", "state_dict", "optimizer", "params")
 CLASS_NAMES_KEY = "class_names"
+# the phase a checkpoint of this project belongs to: params[CHECKPOINT_PHASE_KEY] is one of the two phases
+CHECKPOINT_PHASE_KEY = "checkpoint_phase"
+PRETRAINING, FINETUNING = "pre-training", "fine-tuning"
 SUFFIX = ".pth.tar"
 PRETRAINING_LOSSES = ("l2regress", "imgcontloss", "imgcontlossnolocneg", "imgcontlosssimcse", "contsoftmax",
                       "contsoftmaxsym")

@@ -52,9 +52,10 @@ from . import losses
 from . import models
 from . import position_encodings
 from . import results
-from . import run_flags
+from . import resume
 from . import sampling
-from .arguments import default_params, resolve_device
+from .arguments import resolve_device
+from .checkpoints import CHECKPOINT_PHASE_KEY, FINETUNING, PRETRAINING
 from .encoders import ACTIVATIONS, SPATIAL_ENCODERS
 from .paths import remove_stale_temporaries
 from .progress import PhaseProgress, start_logging, stop_logging
@@ -62,9 +63,7 @@ from .run_lock import RunLock
 
 logger = logging.getLogger(__name__)
 
-PRETRAINING, FINETUNING = "pre-training", "fine-tuning"
 PHASE_SEEDS = {PRETRAINING: 1, FINETUNING: 2}
-CHECKPOINT_PHASE_KEY = "checkpoint_phase"
 CHECKPOINT_INTERVAL_S = 60.0
 # float flags that must be finite and >= 0, or finite and > 0
 NONNEGATIVE_FLOATS = ("lr", "unsuper_lr", "weight_decay", "rand_sample_weight", "simcse_weight")
@@ -233,7 +232,7 @@ class Trainer:
         if not is_baseline(params):
             self._build_model()
         if self.loaded_finetuned:
-            self.evaluations = self._earlier_evaluations()
+            self.evaluations = resume.earlier_evaluations(self.results_file, self.epochs_done[FINETUNING])
         self._log_status()
 
     def _training_rows(self):
@@ -290,26 +289,28 @@ class Trainer:
         else:
             width = 2
         params["num_loc_feats"] = params["num_feats"] = width
-        pretrained, finetuned = self._checkpoints_to_load()
+        pretrained, finetuned = resume.checkpoints_to_load(params, self.device)
+        loaded, phase = (finetuned, FINETUNING) if finetuned else (pretrained, PRETRAINING)
         anchors = None
         params["rbf_anchor_pt_ids"] = None
         if params["spa_enc_type"] == "rbf":
-            params["rbf_anchor_pt_ids"], rows = self._rbf_anchor_ids(finetuned or pretrained)
+            params["rbf_anchor_pt_ids"], rows = resume.rbf_anchors(loaded, self.data.train,
+                                                                    params["num_rbf_anchor_pts"], self.rng)
             anchors = torch.from_numpy(self.data.train.locs[rows])
         cnn_feat_dim = None
         if params["unsuper_loss"] != "none":
-            cnn_feat_dim = self._cnn_feat_dim(finetuned or pretrained)
+            cnn_feat_dim = (self.train_feats.shape[1] if self.train_feats is not None
+                            else resume.image_feature_width(loaded, params, self.data.data_dir))
             params["cnn_feat_dim"] = cnn_feat_dim
         self.model = models.build_model(params, params["num_classes"], params["num_users"], cnn_feat_dim,
                                         anchors).to(self.device)
         impl = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=params["lr"],
                                           weight_decay=params["weight_decay"], **impl)
-        if finetuned is not None:
-            self._load(finetuned, FINETUNING)
-            self.loaded_finetuned = True
-        elif pretrained is not None:
-            self._load(pretrained, PRETRAINING)
+        if loaded is not None:
+            self.epochs_done.update(resume.load(loaded, phase, self.model, self.optimizer, params))
+            self.loaded_from[phase] = loaded[0]
+            self.loaded_finetuned = phase == FINETUNING
         self.step = self.build_step()
 
     def build_step(self):
@@ -317,154 +318,6 @@ class Trainer:
         under torchrun (`distributed.parallel`), compiled with `--compile T`."""
         step = distributed.parallel(self.model)
         return torch.compile(step) if self.params["compile"] else step
-
-    def _rbf_anchor_ids(self, checkpoint):
-        """(ids, rows): the rbf anchors (their locations are the model's anchors, which are not in the state_dict)
-        as positions in the original code's training arrays (`params['rbf_anchor_pt_ids']`, as the original
-        stores them; see `datasets.Split.original_rows`) and as this project's training rows. Those of the
-        checkpoint to load, else `--num_rbf_anchor_pts` rows drawn with the run's seed."""
-        train = self.data.train
-        stored = checkpoint[1]["params"].get("rbf_anchor_pt_ids") if checkpoint is not None else None
-        if stored is not None:
-            try:
-                rows = train.from_original(stored)
-            except ValueError as err:
-                raise ValueError(f"{checkpoint[0]}: its rbf anchors do not fit this training set ({err}); it was "
-                                 f"trained on other data") from None
-            if (rows < 0).any():
-                raise ValueError(f"{checkpoint[0]}: its rbf anchor at training row {stored[np.argmax(rows < 0)]} "
-                                 f"(of the original code's rows) is a row this project drops for NaN or out-of-range "
-                                 f"coordinates, so the anchor's location is unknown; fix that row's coordinates")
-            return [int(i) for i in stored], rows
-        num = len(train)
-        count = self.params["num_rbf_anchor_pts"]
-        if not 1 <= count <= num:
-            raise ValueError(f"--num_rbf_anchor_pts must be between 1 and the {num} training samples, got {count}")
-        rows = np.sort(self.rng.choice(num, count, replace=False))
-        return train.to_original(rows).tolist(), rows
-
-    def _checkpoints_to_load(self):
-        """(pre-training checkpoint, fine-tuned checkpoint) to load, as (path, dict) or None each; the
-        pre-training one is only read when there is no fine-tuned one to load."""
-        finetuned = self._find("load_super_model", self.params["model_file_name"])
-        pretrained = None if finetuned else self._find("load_unsuper_model", self.params["unsuper_model_file_name"])
-        return pretrained, finetuned
-
-    def _find(self, flag, path):
-        if not self.params[flag] or path is None:
-            return None
-        existing = checkpoints.find_checkpoint(path)
-        if existing is None:
-            self._log_no_checkpoint(flag, path)
-            return None
-        checkpoint = checkpoints.load_checkpoint(existing, self.device)
-        self._check_checkpoint_flags(existing, checkpoint["params"], flag)
-        return existing, checkpoint
-
-    def _check_checkpoint_flags(self, path, recorded, flag):
-        """ValueError naming the differing flags when the checkpoint at `path` was made with other flags that
-        change results (`run_flags.flag_differences`; the epoch counts and phase switches may differ, a
-        pre-trained checkpoint also in the fine-tuning flags). A checkpoint of the original code (no
-        `checkpoint_phase`) is compared in the flags it records, with a warning only: the original's files record
-        the flags of the run that wrote them, not always those of the data it was trained on (a released file is
-        evaluated with its own run script's flags)."""
-        ignore = (run_flags.RESUME_FLAGS + ("baseline_full_train",)  # a model's checkpoint: no baseline
-                  + (run_flags.FINETUNING_FLAGS if flag == "load_unsuper_model" else ()))
-        defaults = default_params()
-        ours = {name: self.params[name] for name in defaults}
-        original = CHECKPOINT_PHASE_KEY not in recorded
-        # a flag the file does not record is newer than the file: it matches when this run leaves it at its default
-        ignore += tuple(name for name in ours if name not in recorded and (original or ours[name] == defaults[name]))
-        differences = run_flags.flag_differences(ours, recorded, ignore)
-        if differences and original:
-            logger.warning("%s (a checkpoint of the original code) records other flags: %s", path,
-                           run_flags.describe(differences))
-        elif differences:
-            raise ValueError(f"{path} was made with other flags ({run_flags.describe(differences)}); it is neither "
-                             f"resumed nor evaluated under these: run with the flags it was made with, give this run "
-                             f"another --model_dir, or --{flag} F to train anew (its files are then overwritten)")
-
-    def _log_no_checkpoint(self, flag, path):
-        """Say what a missing checkpoint of `--{flag} T` means for this run (the original logged "Cannot load model
-        since it not exist - {path}" for both, alarming on every fresh run): nothing to resume when its phase runs,
-        a warning when it does not."""
-        finetuned = flag == "load_super_model"
-        what = "fine-tuned" if finetuned else "pre-trained"
-        runs = self.params["do_super_train" if finetuned else "do_unsuper_train"]
-        if runs:
-            start = "fine-tuning" if finetuned else "pre-training"
-            logger.info("No %s checkpoint to resume from yet (%s): %s starts at epoch 0", what, path, start)
-        elif finetuned:
-            logger.warning("--load_super_model T but %s does not exist and --do_super_train F: the evaluation "
-                           "uses a model that was not fine-tuned", path)
-        else:
-            logger.warning("--load_unsuper_model T but %s does not exist and --do_unsuper_train F: fine-tuning "
-                           "starts from an encoder that was not pre-trained", path)
-
-    def _earlier_evaluations(self):
-        """The results file's evaluations of the fine-tuning epochs before the loaded checkpoint (kept when a run
-        resumes, so that its results file ends up as an uninterrupted run's)."""
-        found = results.read_results(self.results_file)
-        done = self.epochs_done[FINETUNING]
-        return [] if found is None else [entry for entry in found["evaluations"]
-                                         if entry["epoch"] is not None and entry["epoch"] < done]
-
-    def _cnn_feat_dim(self, checkpoint):
-        """Width of the image features: from the loaded features, a checkpoint to load, or the feature file."""
-        if self.train_feats is not None:
-            return self.train_feats.shape[1]
-        if checkpoint is not None:
-            state = checkpoint[1]["state_dict"]
-            if "img_dec.weight" in state:
-                return state["img_dec.weight"].shape[1]
-            if "loc_dec.weight" in state:
-                return state["loc_dec.weight"].shape[0]
-        params = self.params
-        if params["dataset"] == "custom":
-            path = Path(params["features"] or "(no --features given)")
-        else:
-            path = self.data.data_dir / datasets.feature_file(params["dataset"], "train",
-                                                              params["inat2018_resolution"], params["cnn_model"])
-        if not path.is_file():
-            raise FileNotFoundError(f"--unsuper_loss {params['unsuper_loss']}: the model's image head needs the "
-                                    f"width of the training image features, but {path} does not exist")
-        return np.load(path, mmap_mode="r").shape[1]
-
-    def _load(self, checkpoint, phase):
-        """Load weights and optimiser state of `checkpoint` = (path, dict) and note the completed epochs."""
-        path, ckpt = checkpoint
-        logger.info("\n%s", self.params["spa_enc_type"])
-        logger.info(" Model :\t%s", os.path.basename(path))
-        checkpoints.load_state(self.model, ckpt["state_dict"], source=path)
-        if ckpt["optimizer"] is not None:
-            self._load_optimizer(ckpt["optimizer"], path)
-        ours = ckpt["params"].get(CHECKPOINT_PHASE_KEY) == phase
-        flag = "num_epochs_unsuper" if phase == PRETRAINING else "num_epochs"
-        if ours and ckpt["epoch"] > self.params[flag]:
-            raise ValueError(f"{path} holds {ckpt['epoch']} completed {phase} epochs, more than --{flag} "
-                             f"{self.params[flag]}; its results would be those of {ckpt['epoch']} epochs: run with "
-                             f"--{flag} {ckpt['epoch']} (or more), or give this run another --model_dir")
-        if phase == PRETRAINING:
-            done = ckpt["epoch"] if ours else self.params["num_epochs_unsuper"]
-        else:
-            done = ckpt["epoch"] if ours else max(ckpt["epoch"] - 1, 0)
-            self.epochs_done[PRETRAINING] = self.params["num_epochs_unsuper"]
-        self.epochs_done[phase] = done
-        self.loaded_from[phase] = path
-
-    def _load_optimizer(self, state, path):
-        """Adam state of a checkpoint, keeping this run's implementation flags (fused / foreach)."""
-        groups = self.optimizer.param_groups
-        saved = state["param_groups"]
-        sizes = [len(group["params"]) for group in saved]
-        if sizes != [len(group["params"]) for group in groups]:
-            raise ValueError(f"{path}: the optimiser state holds {sizes} parameters, the model has "
-                             f"{[len(group['params']) for group in groups]}; it was written for another model")
-        keep = ("fused", "foreach", "capturable", "differentiable")
-        state = {"state": state["state"],
-                 "param_groups": [{**old, **{key: new[key] for key in keep if key in new}}
-                                  for old, new in zip(saved, groups)]}
-        self.optimizer.load_state_dict(state)
 
     def _log_status(self):
         params = self.params
