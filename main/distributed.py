@@ -32,12 +32,37 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 
+def resolve_device(name):
+    """torch.device for a --device value; 'auto' picks the first GPU when there is one, else the CPU. ValueError
+    for a name that is not a CPU or an available CUDA device."""
+    if name == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"--device {name!r} is not a torch device (try cpu, cuda:0 or auto): {err}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name}: this project runs on the CPU or a CUDA GPU only; use --device cpu, "
+                         f"cuda:0 or auto")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA GPU is available here; use --device cpu or --device auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) here; "
+                         f"use --device cuda:0 or --device auto")
+    return device
+
+
+def requested_world_size():
+    """The number of processes torchrun started (WORLD_SIZE; 1 without torchrun), before they join their group."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def setup(device):
     """Join torchrun's process group (once per process) when WORLD_SIZE > 1; returns this process's device:
     cuda:LOCAL_RANK for a CUDA `device` under torchrun, else `device` (a torch.device).
 
     Raises ValueError when torchrun's variables are incomplete or a node has fewer GPUs than processes."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if requested_world_size() <= 1:
         return device
     missing = [name for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
     if missing:

@@ -131,12 +131,14 @@ def training_features(source, device, storage="auto"):
     `features[rows]` (rows: an int64 tensor) with a (len(rows), F) float32 tensor on `device`, and `.shape`.
 
     Raises ValueError for an unknown `storage`."""
-    if storage not in STORAGES:
-        raise ValueError(f"--feature_storage {storage!r} is unknown; use one of {', '.join(STORAGES)}")
     if source is None:
         return None
     if storage == "auto" and device.type == "cpu":
         storage = "mapped" if isinstance(source, FileRows) else "device"
     elif storage == "auto":
         storage = "device" if fits(4 * source.shape[0] * source.shape[1], device) else "mapped"
-    return _to_device(source, device) if storage == "device" else MappedFeatures(source, device)
+    if storage == "device":
+        return _to_device(source, device)
+    if storage == "mapped":
+        return MappedFeatures(source, device)
+    raise ValueError(f"--feature_storage {storage!r} is unknown; use one of {', '.join(STORAGES)}")

@@ -32,6 +32,9 @@ BCE_EPS = 1e-5
 NEG_RAND_TYPES = ("spherical", "sphericalold", "uniform")
 UNSUPER_LOSSES = ("l2regress", "imgcontloss", "imgcontlossnolocneg", "imgcontlosssimcse", "contsoftmax",
                   "contsoftmaxsym")
+# the pre-training losses with a random-location term and with a SimCSE (second dropout view) term
+RANDOM_LOCATION_LOSSES = ("imgcontloss", "imgcontlosssimcse", "contsoftmax", "contsoftmaxsym")
+SIMCSE_LOSSES = ("imgcontlosssimcse", "contsoftmax", "contsoftmaxsym")
 TRAIN_LOSSES = ("full_loss", "full_loss_user")
 # On the CPU the dense bce terms over (rows, classes) are computed in row blocks of at most this many elements:
 # each temporary then stays below glibc's mmap threshold, so its memory is reused instead of page-faulted anew
@@ -50,8 +53,6 @@ def rand_samples(n, device, neg_rand_type, use_date_feats=False, generator=None)
       lon ∈ [0, 180), lat ∈ [0, 90));
     * `uniform` — uniform in the lon/lat rectangle: (180·u₀, 90·u₁).
     """
-    if neg_rand_type not in NEG_RAND_TYPES:
-        raise ValueError(f"--neg_rand_type {neg_rand_type!r} is unknown; use one of {', '.join(NEG_RAND_TYPES)}")
     u = torch.rand(n, 3, device=device, generator=generator) * 2 - 1
     if neg_rand_type == "sphericalold":
         theta = ((u[:, 1] + 1) / 2.0) * (2 * math.pi)
@@ -59,8 +60,10 @@ def rand_samples(n, device, neg_rand_type, use_date_feats=False, generator=None)
         lon, lat = radius * torch.cos(theta) * 180, radius * torch.sin(theta) * 90
     elif neg_rand_type == "spherical":
         lon, lat = u[:, 0] * 180, torch.rad2deg(torch.asin(u[:, 1]))
-    else:
+    elif neg_rand_type == "uniform":
         lon, lat = u[:, 0] * 180, u[:, 1] * 90
+    else:
+        raise ValueError(f"--neg_rand_type {neg_rand_type!r} is unknown; use one of {', '.join(NEG_RAND_TYPES)}")
     columns = [lon, lat, (u[:, 2] + 1) / 2] if use_date_feats else [lon, lat]
     return torch.stack(columns, dim=1)
 
@@ -170,12 +173,6 @@ def _nce(m_emb, m_weight):
     return rows.mean() / (batch - 1)
 
 
-def _check_temperatures(params, name):
-    for key in ("unsuper_temp_inbatch", "unsuper_temp_negloc", "unsuper_temp_simcse"):
-        if not params[key] > 0:
-            raise ValueError(f"--{key} must be > 0 for --unsuper_loss {name}, got {params[key]}")
-
-
 def unsuper_loss(model, locs, img_feats, params, neg_locs=None):
     """Pre-training loss `params['unsuper_loss']` of one batch (scalar tensor).
 
@@ -186,24 +183,12 @@ def unsuper_loss(model, locs, img_feats, params, neg_locs=None):
     every term but l2regress is that of the global batch (`distributed.gather`), the same on every rank.
     """
     name = params["unsuper_loss"]
-    if name not in UNSUPER_LOSSES:
-        raise ValueError(f"--unsuper_loss {name!r} is unknown; use one of {', '.join(UNSUPER_LOSSES)}")
     if name == "l2regress":
-        if not hasattr(model, "loc_dec"):
-            raise ValueError("--unsuper_loss l2regress needs a model with `loc_dec` (build it with that loss)")
         return F.mse_loss(model.loc_dec(model(locs, return_feats=True)), img_feats)
-    if not hasattr(model, "img_dec"):
-        raise ValueError(f"--unsuper_loss {name} needs a model with `img_dec` (build it with that loss)")
-    if name.startswith("contsoftmax"):
-        _check_temperatures(params, name)
     batch = locs.shape[0]
-    if name.startswith("imgcontloss") and batch * distributed.world_size() < 2:
-        raise ValueError(f"--unsuper_loss {name} needs batches of at least 2 samples, got {batch}")
-    w_rand = params["rand_sample_weight"] if name != "imgcontlossnolocneg" else 0.0
-    w_simcse = params["simcse_weight"] if name in ("imgcontlosssimcse", "contsoftmax", "contsoftmaxsym") else 0.0
+    w_rand = params["rand_sample_weight"] if name in RANDOM_LOCATION_LOSSES else 0.0
+    w_simcse = params["simcse_weight"] if name in SIMCSE_LOSSES else 0.0
     num_neg = params["num_neg_rand_loc"]
-    if w_rand != 0 and num_neg < 1:
-        raise ValueError(f"--num_neg_rand_loc must be >= 1 for --unsuper_loss {name}, got {num_neg}")
     negs = _negatives(locs, num_neg * batch, params["neg_rand_type"], neg_locs) if w_rand != 0 else None
     a, r, a2 = _embed_views(model, locs, negs, simcse=w_simcse != 0)
     g = F.normalize(model.img_dec(img_feats), dim=-1)
@@ -253,8 +238,6 @@ def embedding_loss(model, locs, classes, users, params, neg_locs=None):
     user terms of Mac Aodha et al. (2019), eq. 8-9 (rand_sample_weight is not used there, as in the original).
     """
     name = params["train_loss"]
-    if name not in TRAIN_LOSSES:
-        raise ValueError(f"--train_loss {name!r} is unknown; use one of {', '.join(TRAIN_LOSSES)}")
     batch = locs.shape[0]
     negs = _negatives(locs, batch, params["neg_rand_type"], neg_locs)
     emb = model(torch.cat([locs, negs]), return_feats=True)

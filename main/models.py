@@ -17,7 +17,7 @@ from torch import nn
 from . import checkpoints
 from . import peer_checkpoints
 from . import position_encodings as pe
-from .arguments import resolve_device
+from .distributed import resolve_device
 from .encoders import Dropout, build_spatial_encoder
 
 logger = logging.getLogger(__name__)
@@ -149,9 +149,6 @@ class LocationImageEncoder(nn.Module):
 
     def __init__(self, loc_enc, unsuper_loss, cnn_feat_dim=2048):
         super().__init__()
-        if unsuper_loss not in checkpoints.PRETRAINING_LOSSES:
-            raise ValueError(f"--unsuper_loss must be one of {', '.join(checkpoints.PRETRAINING_LOSSES)} for the "
-                             f"CSP wrapper, got {unsuper_loss!r}")
         self.loc_enc = loc_enc
         self.spa_enc = loc_enc if isinstance(loc_enc, FCNet) else loc_enc.spa_enc
         self.inc_bias = loc_enc.inc_bias

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import datasets
+from . import data_arrays
 from . import extract_features
 from . import linear_probe
 from . import sampling
@@ -271,8 +271,8 @@ class FeatureFile:
             order = np.argsort(file_rows)
             feats = self.read(table_rows[order], what)
             return feats[np.argsort(order)]
-        return datasets._read_rows(DATASET, self.path, file_rows, self.num_rows, None,
-                                   Path(extract_features.side_files(self.path)["rows"]), what, storage)
+        return data_arrays.read_rows(DATASET, self.path, file_rows, self.num_rows, None,
+                                     Path(extract_features.side_files(self.path)["rows"]), what, storage)
 
 
 def _predictions(path, obs, num_classes):
@@ -333,16 +333,16 @@ def load_own_dataset(params, eval_split, train_remove_invalid, eval_remove_inval
             raise ValueError(f"{obs.path}: no usable {split} rows (column 'split'); --eval_split {eval_split} "
                              f"needs labelled rows with split {eval_split!r}" if split != "train" else
                              f"{obs.path}: no usable train rows (with a location and a readable image)")
-        part = datasets.Split(split, obs.locs[rows], obs.classes[rows], obs.users[rows], obs.dates[rows], rows,
-                              np.ones(len(rows), np.int64), obs.ids[rows] if params["load_img"] else None)
+        part = data_arrays.Split(split, obs.locs[rows], obs.classes[rows], obs.users[rows], obs.dates[rows], rows,
+                                 np.ones(len(rows), np.int64), obs.ids[rows] if params["load_img"] else None)
         if want_feats:
             part.feats = feature_file.read(rows, f"{split} image features", params.get("feature_storage", "auto"))
         if load_cnn_predictions and split == eval_split:
             part.preds = (np.asarray(_predictions(user_preds, obs, num_classes)[rows], np.float32) if user_preds
                           else _probe_predictions(params, feature_file, splits[0], rows, num_classes))
         splits.append(part)
-    return datasets.CSPData(DATASET, obs.path.parent, splits[0], splits[1], num_classes,
-                            dict(enumerate(obs.class_names)), 0)
+    return data_arrays.CSPData(DATASET, obs.path.parent, splits[0], splits[1], num_classes,
+                               dict(enumerate(obs.class_names)), 0)
 
 
 def _probe_predictions(params, feature_file, train, eval_rows, num_classes):

@@ -14,7 +14,7 @@ import numpy as np
 from . import checkpoints
 from . import datasets
 from . import run_flags
-from .arguments import default_params
+from .arguments import FINETUNING_FLAGS, RESUME_FLAGS, default_params
 from .checkpoints import CHECKPOINT_PHASE_KEY, FINETUNING, PRETRAINING
 from .results import read_results
 
@@ -48,8 +48,8 @@ def check_flags(params, path, recorded, flag):
     a pre-trained checkpoint also in the fine-tuning flags. A flag the file does not record is newer than the file:
     it matches at its default. A checkpoint of the original code is compared with a warning only: its files record
     the flags of the run that wrote them, not always those it was trained with."""
-    ignore = (run_flags.RESUME_FLAGS + ("baseline_full_train",)  # a model's checkpoint: no baseline
-              + (run_flags.FINETUNING_FLAGS if flag == "load_unsuper_model" else ()))
+    ignore = (RESUME_FLAGS + ("baseline_full_train",)  # a model's checkpoint: no baseline
+              + (FINETUNING_FLAGS if flag == "load_unsuper_model" else ()))
     defaults = default_params()
     ours = {name: params[name] for name in defaults}
     original = CHECKPOINT_PHASE_KEY not in recorded

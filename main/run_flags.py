@@ -10,19 +10,8 @@ only when they equal the run's (`flag_differences`), all but:
 * `PRETRAINING_FLAGS` — for a run without a pre-training loss.
 """
 
-NOT_RUN_FLAGS = ("device", "model_dir", "log_frequency", "eval_frequency", "unsuper_save_frequency", "do_epoch_save",
-                 "load_unsuper_model", "load_super_model", "unsuper_dataset", "unsuper_meta_type",
-                 "unsuper_eval_frequency", "load_val_op", "load_cnn_predictions", "load_cnn_features",
-                 "load_cnn_features_train", "load_img", "feature_storage", "compile")
-# flags that only fine-tuning and the evaluations read: a pre-trained checkpoint serves runs that differ in them
-FINETUNING_FLAGS = ("num_epochs", "lr", "lr_decay", "train_sample_ratio", "train_sample_method", "cnn_pred_type",
-                    "eval_split", "train_loss", "do_super_train")
-# flags that only pre-training reads: they do not change a run with --unsuper_loss none
-PRETRAINING_FLAGS = ("num_epochs_unsuper", "unsuper_lr", "unsuper_temp_inbatch", "unsuper_temp_negloc",
-                     "unsuper_temp_simcse", "simcse_weight", "num_neg_rand_loc", "do_unsuper_train")
-# flags under which a checkpoint may be resumed or evaluated with other values: the epoch counts (a run continues to
-# more epochs; the checkpoint records those done) and which phases run
-RESUME_FLAGS = ("num_epochs", "num_epochs_unsuper", "do_unsuper_train", "do_super_train")
+from .arguments import NOT_RUN_FLAGS, PRETRAINING_FLAGS
+
 NOT_RECORDED = "(not recorded)"
 
 

@@ -252,9 +252,6 @@ def train_sample_indices(params, train_classes, original_rows=None):
     original's). The caller stores the path as `params['train_sample_idx_file']`, as the original did.
     """
     ratio, method = params["train_sample_ratio"], params["train_sample_method"]
-    if method not in METHODS:
-        raise ValueError(f"--train_sample_method must be one of {', '.join(METHODS)}, got {method!r}")
-    _check_ratio(ratio)
     train_classes = np.asarray(train_classes)
     num = len(train_classes)
     own = written_index_file(params)
@@ -287,8 +284,6 @@ def balanced_epoch_indices(classes, max_per_class, generator):
     classes: 1-D integer tensor (any device); generator: a torch.Generator (its device draws the random numbers).
     Returns an int64 tensor on the device of `classes`.
     """
-    if max_per_class < 1:
-        raise ValueError(f"--max_num_exs_per_class must be at least 1, got {max_per_class}")
     device = classes.device
     num = classes.numel()
     keys = torch.rand(num, generator=generator, device=generator.device).to(device)

@@ -56,8 +56,8 @@ from . import checkpoints
 from . import datasets
 from . import paths
 from . import train_unsuper
-from .arguments import default_params, run_command
-from .run_flags import FINETUNING_FLAGS, describe, flag_differences
+from .arguments import FINETUNING_FLAGS, default_params, run_command
+from .run_flags import describe, flag_differences
 from .evaluation import overall_top1
 from .results import output_file_names, read_results
 
@@ -532,8 +532,7 @@ def main(argv=None):
     check_seeds(args.seeds)
     for row in rows:
         if ROWS[row][1] is not None:
-            train_unsuper.check_argv(run_argv(args.dataset, args.preset, row, args.ratios[0], model_dir, args.device,
-                                              overrides))
+            default_params(run_argv(args.dataset, args.preset, row, args.ratios[0], model_dir, args.device, overrides))
     founds = {}
     for seed in args.seeds or [None]:
         if seed is not None:

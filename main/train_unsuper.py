@@ -6,7 +6,6 @@ fine-tuning) → `run_eval_final()` (image × location prior on the evaluation s
 Top-1s). The run scripts at the repository's top level
 (`run-inat_2018-contsoftmax.sh`, `run-fmow-contsoftmax.sh`) call it with the paper's flags.
 """
-import argparse
 import shlex
 import sys
 
@@ -14,7 +13,7 @@ if not __package__:  # run as a script (`python train_unsuper.py`): its folder i
     __package__ = __import__("as_package").PACKAGE
 from . import arguments
 from . import results
-from .trainer import Trainer, check_params
+from .trainer import Trainer
 
 
 def main(argv=None, console=True, progress=None):
@@ -29,23 +28,6 @@ def main(argv=None, console=True, progress=None):
         trainer.run_eval_spa_enc_only("LocEnc ", load_model=True)
         results.log_summary(trainer.evaluations, params["eval_split"])
         return trainer.results
-
-
-def check_argv(argv):
-    """ValueError naming the flag for run flags `argv` (a list of str) that train_unsuper.py does not know or would
-    refuse, checked without reading data or writing anything (for commands that start runs: the demo, the tables)."""
-    parser = arguments.make_args_parser()
-    parser.exit_on_error = False
-    try:
-        _, unknown = parser.parse_known_args(argv)
-    except argparse.ArgumentError as err:
-        raise ValueError(f"{err} (a flag of the runs; python main/train_unsuper.py --help lists them)") from None
-    if unknown:
-        raise ValueError(f"{' '.join(unknown)}: not a flag of train_unsuper.py (flags for the runs go after --; "
-                         f"python main/train_unsuper.py --help lists them)")
-    params = arguments.default_params(argv)
-    check_params(params)
-    arguments.resolve_device(params["device"])
 
 
 def script_argv(path):

@@ -36,7 +36,6 @@ import math
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -50,13 +49,11 @@ from . import evaluation
 from . import feature_store
 from . import losses
 from . import models
-from . import position_encodings
 from . import results
 from . import resume
 from . import sampling
-from .arguments import resolve_device
+from .arguments import is_baseline, resolve_device
 from .checkpoints import CHECKPOINT_PHASE_KEY, FINETUNING, PRETRAINING
-from .encoders import ACTIVATIONS, SPATIAL_ENCODERS
 from .paths import remove_stale_temporaries
 from .progress import PhaseProgress, start_logging, stop_logging
 from .run_lock import RunLock
@@ -65,76 +62,6 @@ logger = logging.getLogger(__name__)
 
 PHASE_SEEDS = {PRETRAINING: 1, FINETUNING: 2}
 CHECKPOINT_INTERVAL_S = 60.0
-# float flags that must be finite and >= 0, or finite and > 0
-NONNEGATIVE_FLOATS = ("lr", "unsuper_lr", "weight_decay", "rand_sample_weight", "simcse_weight")
-POSITIVE_FLOATS = ("lr_decay", "min_radius", "max_radius", "rbf_kernal_size", "unsuper_temp_inbatch",
-                   "unsuper_temp_negloc", "unsuper_temp_simcse")
-
-
-def _choices(flag, value, valid):
-    if value not in valid:
-        raise ValueError(f"--{flag} {value!r} is unknown; valid values: {', '.join(valid)}")
-
-
-def check_params(params):
-    """ValueError naming the flag and its valid values for every flag value the run cannot use (checked before
-    anything is read or written: no data is loaded, no folder or log file created)."""
-    _choices("dataset", params["dataset"], datasets.DATASET_NAMES)
-    _choices("spa_enc_type", params["spa_enc_type"],
-             tuple(SPATIAL_ENCODERS) + ("geo_net",) + baselines.BASELINE_NAMES)
-    _choices("unsuper_loss", params["unsuper_loss"], ("none",) + losses.UNSUPER_LOSSES)
-    _choices("train_loss", params["train_loss"], losses.TRAIN_LOSSES)
-    _choices("neg_rand_type", params["neg_rand_type"], losses.NEG_RAND_TYPES)
-    _choices("cnn_pred_type", params["cnn_pred_type"], datasets.PRED_TYPES)
-    _choices("inat2018_resolution", params["inat2018_resolution"], datasets.RESOLUTIONS)
-    _choices("train_sample_method", params["train_sample_method"], sampling.METHODS)
-    _choices("feature_storage", params["feature_storage"], feature_store.STORAGES)
-    _choices("freq_init", params["freq_init"], position_encodings.FREQ_INITS)
-    _choices("spa_f_act", params["spa_f_act"], tuple(ACTIVATIONS))
-    _choices("loc_encode", params["loc_encode"], tuple(models.LOC_ENCODE_DIMS))
-    _choices("date_encode", params["date_encode"], tuple(models.DATE_ENCODE_DIMS))
-    if not 0 < params["train_sample_ratio"] <= 1:
-        raise ValueError(f"--train_sample_ratio must be in (0, 1] (1 = all training data), "
-                         f"got {params['train_sample_ratio']}")
-    for flag, least in (("batch_size", 1), ("num_epochs", 0), ("num_epochs_unsuper", 0), ("eval_frequency", 1),
-                        ("log_frequency", 1), ("unsuper_save_frequency", 1), ("max_num_exs_per_class", 1)):
-        if params[flag] < least:
-            raise ValueError(f"--{flag} must be at least {least}, got {params[flag]}")
-    for flag in ("num_filts", "hidden_dim", "frequency_num", "num_rbf_anchor_pts"):
-        if params[flag] < 1:
-            raise ValueError(f"--{flag} must be at least 1, got {params[flag]}")
-    for flag in ("num_hidden_layer", "num_neg_rand_loc"):
-        if params[flag] < 0:
-            raise ValueError(f"--{flag} must be at least 0, got {params[flag]}")
-    if not 0 <= params["seed"] < 2 ** 63:
-        raise ValueError(f"--seed must be in [0, 2**63), got {params['seed']}")
-    for flag in NONNEGATIVE_FLOATS:
-        if not (math.isfinite(params[flag]) and params[flag] >= 0):
-            raise ValueError(f"--{flag} must be a finite number >= 0, got {params[flag]}")
-    for flag in POSITIVE_FLOATS:
-        if not (math.isfinite(params[flag]) and params[flag] > 0):
-            raise ValueError(f"--{flag} must be a finite number > 0, got {params[flag]}")
-    if not params["min_radius"] < params["max_radius"]:
-        raise ValueError(f"--min_radius ({params['min_radius']}) must be smaller than --max_radius "
-                         f"({params['max_radius']}): they are the smallest and largest scales of the encoding")
-    if not 0 <= params["dropout"] < 1:
-        raise ValueError(f"--dropout must be in [0, 1), got {params['dropout']}")
-    extent = params["map_range"]
-    if not all(math.isfinite(value) for value in extent):
-        raise ValueError(f"--map_range needs finite values (degrees), got {extent}")
-    if len(extent) != 4:
-        raise ValueError(f"--map_range needs 4 values, xmin xmax ymin ymax in degrees, got {extent}")
-    if not (extent[0] < extent[1] and extent[2] < extent[3]):
-        raise ValueError(f"--map_range xmin xmax ymin ymax needs xmin < xmax and ymin < ymax, got {extent}")
-    if not is_baseline(params):
-        models.check_model_flags(params)
-
-
-def is_baseline(params):
-    """True for the non-neural priors of baselines.py given as --spa_enc_type (no model, no training)."""
-    return params["spa_enc_type"] in baselines.BASELINE_NAMES
-
-
 class Trainer:
     """One CSP run. `params`: the dict of `arguments.default_params(argv)`; the derived keys are added to it.
 
@@ -147,7 +74,6 @@ class Trainer:
     """
 
     def __init__(self, params, console=True, progress=None):
-        check_params(params)
         self.params = params
         self.device = distributed.setup(resolve_device(params["device"]))
         wanted = (console if progress is None else progress) and distributed.is_main()
@@ -198,6 +124,7 @@ class Trainer:
     def _setup(self):
         params = self.params
         pretrain = params["unsuper_loss"] != "none" and params["do_unsuper_train"] and not is_baseline(params)
+        params.update(datasets.flags_from_data(params))
         data = datasets.load_dataset(params, "val", True, True, load_cnn_features_train=pretrain)
         final = datasets.load_dataset(params, params["eval_split"], True, False, load_cnn_predictions=True)
         self.data = data
@@ -295,7 +222,7 @@ class Trainer:
         params["rbf_anchor_pt_ids"] = None
         if params["spa_enc_type"] == "rbf":
             params["rbf_anchor_pt_ids"], rows = resume.rbf_anchors(loaded, self.data.train,
-                                                                    params["num_rbf_anchor_pts"], self.rng)
+                                                                   params["num_rbf_anchor_pts"], self.rng)
             anchors = torch.from_numpy(self.data.train.locs[rows])
         cnn_feat_dim = None
         if params["unsuper_loss"] != "none":
