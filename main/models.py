@@ -28,6 +28,18 @@ DATE_ENCODE_DIMS = {"encode_cos_sin": 2, "encode_none": 1}
 MAX_ROWS_SHOWN = 5
 
 
+def input_width(params):
+    """Width of a model's input features (the original's `params['num_feats']`): FCNet's encoded location [and
+    date], 2 ((lon, lat)) for the spatial encoders."""
+    if params["spa_enc_type"] != "geo_net":
+        return 2
+    return _fcnet_width(params["loc_encode"], params["use_date_feats"], params["date_encode"])
+
+
+def _fcnet_width(loc_encode, use_date_feats, date_encode):
+    return LOC_ENCODE_DIMS[loc_encode] + (DATE_ENCODE_DIMS[date_encode] if use_date_feats else 0)
+
+
 def _check_width(coords, width, what):
     if coords.dim() != 2 or coords.shape[1] != width:
         raise ValueError(f"{what} expects a (B, {width}) tensor, got shape {tuple(coords.shape)}")
@@ -107,7 +119,7 @@ class FCNet(ClassPriorHead):
         self.loc_encode = loc_encode
         self.use_date_feats = use_date_feats
         self.date_encode = date_encode
-        num_inputs = LOC_ENCODE_DIMS[loc_encode] + (DATE_ENCODE_DIMS[date_encode] if use_date_feats else 0)
+        num_inputs = _fcnet_width(loc_encode, use_date_feats, date_encode)
         self.add_class_and_user_embeddings(num_classes, num_filts, num_users)
         self.feats = nn.Sequential(nn.Linear(num_inputs, num_filts), nn.ReLU(inplace=True),
                                    *(ResLayer(num_filts) for _ in range(4)))

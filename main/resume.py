@@ -126,9 +126,7 @@ def load(checkpoint, phase, model, optimizer, params):
     completed epochs it stands for, {phase: count} (a fine-tuned one: pre-training done too). ValueError when it
     holds more epochs than the run's flag asks for."""
     path, ckpt = checkpoint
-    logger.info("\n%s", params["spa_enc_type"])
-    logger.info(" Model :\t%s", os.path.basename(path))
-    checkpoints.load_state(model, ckpt["state_dict"], source=path)
+    _load_weights(model, path, ckpt["state_dict"], params["spa_enc_type"])
     if ckpt["optimizer"] is not None:
         load_optimizer(optimizer, ckpt["optimizer"], path)
     ours = ckpt["params"].get(CHECKPOINT_PHASE_KEY) == phase
@@ -162,3 +160,20 @@ def earlier_evaluations(results_file, epochs_done):
     results = read_results(results_file)
     return [] if results is None else [entry for entry in results["evaluations"]
                                        if entry["epoch"] is not None and entry["epoch"] < epochs_done]
+
+
+def reload_finetuned(model, params, device):
+    """Load the fine-tuned checkpoint's weights into `model` (before the final location-only evaluation, as the
+    original); a warning and the model in memory when the file is gone."""
+    path = checkpoints.find_checkpoint(params["model_file_name"])
+    if path is None:
+        logger.warning("Cannot load model since it not exist - %s (removed during the run?); evaluating "
+                       "the model in memory", params["model_file_name"])
+    else:
+        _load_weights(model, path, checkpoints.load_checkpoint(path, device)["state_dict"], params["spa_enc_type"])
+
+
+def _load_weights(model, path, state_dict, spa_enc_type):
+    logger.info("\n%s", spa_enc_type)
+    logger.info(" Model :\t%s", os.path.basename(path))
+    checkpoints.load_state(model, state_dict, source=path)

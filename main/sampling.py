@@ -278,6 +278,27 @@ def train_sample_indices(params, train_classes, original_rows=None):
     return indices, str(own)
 
 
+def training_rows(params, train, usable, full_baseline=False):
+    """(pre-training rows, fine-tuning rows, few-shot index file or None) of the training split `train`, rows as
+    int64 arrays or None for all: pre-training takes the `usable` rows (a mask), fine-tuning (and a baseline's fit)
+    the usable labelled ones, of them the few-shot subset at --train_sample_ratio < 1 unless `full_baseline`."""
+    if not usable.all():
+        logger.warning("%d training samples have no date: with --use_date_feats T they are not trained on",
+                       (~usable).sum())
+    labelled = np.flatnonzero(train.classes >= 0)  # --dataset custom: class -1 = unlabelled, pre-training only
+    everything = len(labelled) == len(train) and usable.all()
+    index_file = None
+    if params["train_sample_ratio"] < 1 and full_baseline:
+        logger.info("--baseline_full_train T: the %s baseline is fitted on all %d training samples with a label, "
+                    "not on the few-shot subset of --train_sample_ratio %g", params["spa_enc_type"],
+                    len(labelled), params["train_sample_ratio"])
+    elif params["train_sample_ratio"] < 1:
+        subset, index_file = train_sample_indices(params, train.classes[labelled], train.original_rows)
+        labelled, everything = labelled[subset], False
+    return (None if usable.all() else np.flatnonzero(usable), None if everything else labelled[usable[labelled]],
+            index_file)
+
+
 def balanced_epoch_indices(classes, max_per_class, generator):
     """One epoch of the class-balanced sampler: for each class min(n_c, max_per_class) distinct indices, shuffled.
 

@@ -1,34 +1,11 @@
-"""The CSP run: pre-training, fine-tuning, evaluation, checkpoints, the log and the results file.
+"""One CSP run: set-up (data, model, checkpoint to resume), pre-training, fine-tuning, evaluation.
 
-`Trainer(params)` loads the data, builds the model and the shared Adam optimiser, and sets up the log;
-`run_train()` runs the phases the flags ask for (§1.2 of the behaviour spec), `run_eval_final()` ranks the
-evaluation split by image × location prior, `run_eval_spa_enc_only()` by the location encoder alone.
-
-Phases and resuming
-* Pre-training (`--do_unsuper_train T`, a CSP `--unsuper_loss`) runs epochs 0 … num_epochs_unsuper − 1 at the
-  constant learning rate `--unsuper_lr`; fine-tuning (`--do_super_train T`) runs epochs 0 … num_epochs − 1 with
-  lr = `--lr` · lr_decay^epoch. One Adam optimiser serves both phases (its moments carry over).
-* Checkpoints store `epoch` = the number of *completed* epochs of their phase and `params['checkpoint_phase']`
-  ('pre-training' or 'fine-tuning'). The pre-training file is written after an epoch when a minute has passed
-  since the last write, and at the end of the phase; the fine-tuned file likewise and also at every evaluation epoch.
-  Writes are atomic, so a killed run leaves the last complete checkpoint.
-* `--load_super_model T` with an existing fine-tuned file: it is loaded (weights and optimiser) and pre-training
-  is skipped; fine-tuning continues at epoch `epoch` up to `--num_epochs`. Otherwise `--load_unsuper_model T`
-  with an existing pre-training file: it is loaded and pre-training continues up to `--num_epochs_unsuper`.
-  A phase whose epochs are all done is not run again; one continued at epoch k > 0 logs `Resuming {phase} at epoch
-  k of {total} from {checkpoint}`. Checkpoints of the original code (no `checkpoint_phase`)
-  count as finished pre-training, or as `epoch − 1` completed fine-tuning epochs (the original stored last + 2).
-* Every epoch's randomness (batch order, dropout, negative locations) is seeded from (`--seed`, phase, epoch),
-  so a resumed run continues exactly as the uninterrupted run would have.
-
-Several processes (torchrun; distributed.py): every rank loads the data and builds the same model; the epoch's
-order is drawn alike on every rank and each steps through its shard of it (dropout and negatives from a seed that
-also depends on the rank), with DDP averaging the gradients. Rank 0 alone logs, evaluates and writes checkpoints and
-results; a resumed run reads the checkpoint on every rank.
-
-Files (next to the checkpoints in `--model_dir`, named after the fine-tuned checkpoint `….pth.tar`):
-`….log` (appended; the original's lines), `….results.json` (see `write_results`), `….ranks.npz` (per-sample
-ranks of the final evaluation, see `write_ranks`).
+`Trainer(params)` takes the checked params of `arguments.default_params` and adds the derived keys. Pre-training
+runs at the constant `--unsuper_lr`, fine-tuning at `--lr` · lr_decay^epoch, with one Adam optimiser. Every
+epoch's randomness is seeded from (`--seed`, phase, epoch), so a run resumed from its checkpoints (written after an
+epoch at most once a minute, at every evaluation and at the end of a phase; resume.py) continues exactly as the
+uninterrupted run. Under torchrun each rank steps through its shard of the epoch (distributed.py); rank 0 alone
+logs, evaluates and writes files (results.py).
 """
 import contextlib
 import logging
@@ -60,18 +37,16 @@ from .run_lock import RunLock
 
 logger = logging.getLogger(__name__)
 
+PHASES = (PRETRAINING, FINETUNING)
 PHASE_SEEDS = {PRETRAINING: 1, FINETUNING: 2}
 CHECKPOINT_INTERVAL_S = 60.0
-class Trainer:
-    """One CSP run. `params`: the dict of `arguments.default_params(argv)`; the derived keys are added to it.
 
-    Use as a context manager (or call `close()`) so that the log handlers are removed again and `--model_dir` is
-    released for the next run (`run_lock.RunLock`, taken here by rank 0; a second run in the folder meanwhile
-    stops).
-    `console`: the log lines also go to stderr (they always go to the log file); `progress`: tqdm progress bars on
-    stderr when it is a terminal (default: as `console`); when it is not, the training phases log a progress line
-    at an interval instead (see progress.py).
-    """
+
+class Trainer:
+    """A context manager that holds --model_dir (`run_lock.RunLock`) and the log handlers until closed.
+
+    `console`: the log lines also go to stderr; `progress`: progress bars on a terminal stderr, progress lines when
+    it is redirected (default: as `console`)."""
 
     def __init__(self, params, console=True, progress=None):
         self.params = params
@@ -104,11 +79,7 @@ class Trainer:
                     os.remove(log_file)
             raise
 
-    # ------------------------------------------------------------------------------------------------------------
-    # set-up
-
     def close(self):
-        """Detach the log handlers and release --model_dir."""
         if self._logging is not None:
             stop_logging(self._logging)
             self._logging = None
@@ -121,10 +92,13 @@ class Trainer:
     def __exit__(self, *exc):
         self.close()
 
+    # ------------------------------------------------------------------------------------------------------------
+    # set-up
+
     def _setup(self):
         params = self.params
-        pretrain = params["unsuper_loss"] != "none" and params["do_unsuper_train"] and not is_baseline(params)
         params.update(datasets.flags_from_data(params))
+        pretrain = params["unsuper_loss"] != "none" and params["do_unsuper_train"] and not is_baseline(params)
         data = datasets.load_dataset(params, "val", True, True, load_cnn_features_train=pretrain)
         final = datasets.load_dataset(params, params["eval_split"], True, False, load_cnn_predictions=True)
         self.data = data
@@ -147,12 +121,16 @@ class Trainer:
         self.eval_preds, self.eval_split_ids = to(final.val.preds), final.val.split_ids
         self.eval_split_name = params["eval_split"]
 
-        self.phase_rows = self._training_rows()
+        *rows, index_file = sampling.training_rows(params, data.train, self._dated(data.train),
+                                                   is_baseline(params) and params["baseline_full_train"])
+        if index_file is not None:
+            params["train_sample_idx_file"] = index_file
+        self.phase_rows = {phase: None if value is None else to(value) for phase, value in zip(PHASES, rows)}
 
         self.model = self.optimizer = None
-        self.epochs_done = {PRETRAINING: 0, FINETUNING: 0}
-        self.epochs_run = {PRETRAINING: 0, FINETUNING: 0}
-        self.loaded_from = {PRETRAINING: None, FINETUNING: None}
+        self.epochs_done = dict.fromkeys(PHASES, 0)
+        self.epochs_run = dict.fromkeys(PHASES, 0)
+        self.loaded_from = dict.fromkeys(PHASES)
         self.loaded_finetuned = False
         self.evaluations = []
         self.final_ranks = self.locenc_ranks = None
@@ -162,60 +140,28 @@ class Trainer:
             self.evaluations = resume.earlier_evaluations(self.results_file, self.epochs_done[FINETUNING])
         self._log_status()
 
-    def _training_rows(self):
-        """{phase: training rows it draws from (int64 tensor), or None for all}: pre-training uses every row,
-        fine-tuning (and a baseline's fit) the few-shot subset when 0 < train_sample_ratio < 1 (a baseline with
-        --baseline_full_train T: every row, as the original); both only the labelled rows (--dataset custom). Models
-        that take the date leave out rows without one."""
-        params, train = self.params, self.data.train
-        usable = self._dated(train)
-        if not usable.all():
-            logger.warning("%d training samples have no date: with --use_date_feats T they are not trained on",
-                           (~usable).sum())
-        labelled = np.flatnonzero(train.classes >= 0)  # --dataset custom: class -1 = unlabelled, pre-training only
-        everything = len(labelled) == len(train) and usable.all()
-        if params["train_sample_ratio"] < 1 and is_baseline(params) and params["baseline_full_train"]:
-            logger.info("--baseline_full_train T: the %s baseline is fitted on all %d training samples with a label, "
-                        "not on the few-shot subset of --train_sample_ratio %g", params["spa_enc_type"],
-                        len(labelled), params["train_sample_ratio"])
-        elif params["train_sample_ratio"] < 1:
-            subset, params["train_sample_idx_file"] = sampling.train_sample_indices(params, train.classes[labelled],
-                                                                                    train.original_rows)
-            labelled, everything = labelled[subset], False
-        rows = {PRETRAINING: None if usable.all() else np.flatnonzero(usable),
-                FINETUNING: None if everything else labelled[usable[labelled]]}
-        return {phase: None if value is None else self._to_device(value) for phase, value in rows.items()}
-
     def _to_device(self, array):
-        """A numpy array (or memory map) as a tensor on the run's device: no copy on the CPU, one transfer to a GPU."""
+        """A numpy array or memory map as a tensor on the device (float64 as float32), no copy on the CPU."""
         array = np.asarray(array)
         if array.dtype == np.float64:
             array = array.astype(np.float32)
         return torch.from_numpy(array).to(self.device)
 
     def _dated(self, split):
-        """Rows of a split the model can take: those with a date when it takes dates (geo_net, --use_date_feats
-        T; the val loss and location-only evaluation skip the others, the final evaluation treats them as
-        unlocated), else all."""
+        """Mask of the rows of `split` that the model can take: with a date where it takes dates."""
         if self.params["spa_enc_type"] == "geo_net" and self.params["use_date_feats"]:
             return ~np.isnan(split.dates)
         return np.ones(len(split), bool)
 
     def _coords(self, split):
-        """Model input of a split: (N, 2) (lon, lat) degrees, plus the date column for geo_net with dates."""
+        """Model input of `split`: (N, 2) (lon, lat) degrees [+ date as a fraction of the year]."""
         if self.params["spa_enc_type"] == "geo_net" and self.params["use_date_feats"]:
             return np.column_stack([split.locs, split.dates]).astype(np.float32)
         return split.locs
 
     def _build_model(self):
         params = self.params
-        if params["spa_enc_type"] == "geo_net":
-            width = models.LOC_ENCODE_DIMS.get(params["loc_encode"], 2)
-            if params["use_date_feats"]:
-                width += models.DATE_ENCODE_DIMS.get(params["date_encode"], 1)
-        else:
-            width = 2
-        params["num_loc_feats"] = params["num_feats"] = width
+        params["num_loc_feats"] = params["num_feats"] = models.input_width(params)
         pretrained, finetuned = resume.checkpoints_to_load(params, self.device)
         loaded, phase = (finetuned, FINETUNING) if finetuned else (pretrained, PRETRAINING)
         anchors = None
@@ -241,8 +187,7 @@ class Trainer:
         self.step = self.build_step()
 
     def build_step(self):
-        """What the training steps call as `step(loss_fn, *args)` for loss_fn(model, *args): the model inside DDP
-        under torchrun (`distributed.parallel`), compiled with `--compile T`."""
+        """`step(loss_fn, *args)` = loss_fn(model, *args): inside DDP under torchrun, compiled with --compile T."""
         step = distributed.parallel(self.model)
         return torch.compile(step) if self.params["compile"] else step
 
@@ -264,7 +209,7 @@ class Trainer:
     # training
 
     def run_train(self):
-        """Pre-train and fine-tune as the flags ask (nothing for a baseline --spa_enc_type)."""
+        """Pre-train and fine-tune as the flags ask (a baseline has nothing to train)."""
         if self.model is None:
             return
         if self.params["do_unsuper_train"]:
@@ -273,7 +218,7 @@ class Trainer:
             self.run_super_train()
 
     def run_unsuper_train(self):
-        """Pre-training epochs epochs_done … num_epochs_unsuper − 1 (none when unsuper_loss is none)."""
+        """Pre-training epochs epochs_done … num_epochs_unsuper − 1."""
         params = self.params
         total = params["num_epochs_unsuper"]
         if params["unsuper_loss"] == "none" or total == 0:
@@ -302,8 +247,8 @@ class Trainer:
                 last_save = time.monotonic()
 
     def run_super_train(self):
-        """Fine-tuning epochs epochs_done … num_epochs − 1, with the val loss after each epoch and the evaluations
-        (location only, then image × prior) at every epoch e > 0 with e % eval_frequency == 0."""
+        """Fine-tuning epochs epochs_done … num_epochs − 1; the val loss after each, the evaluations after every
+        epoch e > 0 with e % eval_frequency == 0."""
         params = self.params
         total = params["num_epochs"]
         start = self.epochs_done[FINETUNING]
@@ -335,7 +280,6 @@ class Trainer:
         logger.info("Test loss   : %.4f", losses.val_loss(self.model, self.val_locs, self.val_classes))
 
     def _log_resume(self, phase, start, total):
-        """Say that a phase continues from a loaded checkpoint (`start` > 0 completed epochs) rather than starting."""
         if start > 0:
             logger.info("Resuming %s at epoch %d of %d from %s", phase, start, total, self.loaded_from[phase])
 
@@ -349,11 +293,8 @@ class Trainer:
         self.generator.manual_seed(seed)
 
     def epoch_indices(self, phase):
-        """Training rows of one epoch, in batch order (an int64 tensor on the device).
-
-        Drawn from `phase_rows[phase]`: with --balanced_train_loader T at most max_num_exs_per_class rows per
-        class, shuffled; else a permutation.
-        """
+        """Training rows of one epoch of `phase` in batch order (int64 tensor on the device): a permutation, or
+        with --balanced_train_loader T at most --max_num_exs_per_class rows per class, shuffled."""
         rows = self.phase_rows[phase]
         classes = self.train_classes if rows is None else self.train_classes[rows]
         if self.params["balanced_train_loader"]:
@@ -370,16 +311,9 @@ class Trainer:
                          self.train_users[rows], self.params)
 
     def run_epoch(self, phase, epoch, indices=None):
-        """One epoch of optimisation steps over `indices` (default: `epoch_indices(phase)`, drawn with the
-        epoch's seed), logging the running sample-weighted mean loss every log_frequency batches and at the last, as
-        `[samples done/samples of the epoch]` (the original: the first index of the batch / the training set size).
-        A last pre-training batch of one sample is left out for the NCE losses (`imgcontloss*`), whose in-batch term
-        needs two. Under torchrun each process steps through its `distributed.shard` of `indices`, and the logged
-        loss is the mean over processes. Returns that mean (a float).
-
-        A non-finite loss stops the run (ValueError naming the phase, epoch, first such batch and the likely
-        cause) at the next log point at the latest, so before any checkpoint or result of the epoch is written. The
-        batch losses stay on the device until a log point (no synchronisation per batch)."""
+        """Optimisation steps over `indices` (default: `epoch_indices(phase)`); returns the running sample-weighted
+        mean loss (over the ranks), logged every --log_frequency batches and at the last as `[samples done/samples]`.
+        A non-finite loss is a ValueError at the next log point, before anything of the epoch is written."""
         self._seed_epoch(phase, epoch)
         if indices is None:
             indices = self.epoch_indices(phase)
@@ -395,7 +329,7 @@ class Trainer:
         global_batch = batch_size * world
         if (phase == PRETRAINING and params["unsuper_loss"].startswith("imgcontloss")
                 and len(indices) > 1 and len(indices) % global_batch == 1):
-            indices = indices[:-1]  # the NCE in-batch term needs two samples (the original divided by zero)
+            indices = indices[:-1]  # the NCE in-batch term needs two samples
         indices = distributed.shard(indices, batch_size)
         num_batches = -(-len(indices) // batch_size)
         batch_losses = torch.empty(num_batches, device=self.device)
@@ -433,7 +367,6 @@ class Trainer:
         return mean
 
     def _non_finite_message(self, phase, epoch, batch, rows):
-        """The error of a non-finite loss in `batch` (training `rows`) of an epoch, with its likely cause."""
         params = self.params
         inputs = [("locations", self.train_locs)] + ([("image features", self.train_feats)]
                                                      if phase == PRETRAINING else [])
@@ -451,7 +384,6 @@ class Trainer:
                 f"without writing a checkpoint or results of this epoch. Likely cause: {cause}")
 
     def _check_model_finite(self, what):
-        """ValueError when a weight of the model is NaN or infinite (before `what` is written or computed)."""
         bad = models.non_finite_weights(self.model)
         if bad:
             raise ValueError(f"the model has NaN or infinite weights ({', '.join(bad[:3])}); {what} is not "
@@ -476,8 +408,8 @@ class Trainer:
 
     @distributed.main_only
     def run_eval_final(self, flag="", epoch=None):
-        """Rank the evaluation split (invalid entries kept) by the image predictions alone ("No prior"), then by
-        image × prior: the location encoder, or the baseline named by --spa_enc_type. Returns {method: result}."""
+        """Rank the evaluation split (invalid entries kept) by the image alone, then by image × prior (the location
+        encoder or the --spa_enc_type baseline); returns {method: result}."""
         flag = self._fewshot_flag(flag)
         if self.model is not None:
             self._check_model_finite(f"the results file {self.results_file}")
@@ -490,13 +422,12 @@ class Trainer:
         for result in found.values():
             self._record(result, epoch, f"{self.eval_split_name} (all entries)")
         if epoch is None:
-            self.final_ranks = ranks
-            self._write_ranks()
+            self.final_ranks = (self.eval_locs, self.eval_classes, self.eval_split_ids, ranks)
+            results.write_ranks(self.ranks_file, self.final_ranks, self.locenc_ranks)
         return found
 
     def _fit_baseline(self):
-        """The --spa_enc_type baseline fitted on the fine-tuning rows of the training split (the few-shot subset,
-        see `_training_rows`), with the dataset's hyper-parameters (clamped to the size of the data)."""
+        """The --spa_enc_type baseline fitted on the fine-tuning rows, with the dataset's hyper-parameters."""
         params, train = self.params, self.data.train
         rows = self.phase_rows[FINETUNING]
         rows = slice(None) if rows is None else rows.cpu().numpy()
@@ -508,32 +439,22 @@ class Trainer:
 
     @distributed.main_only
     def run_eval_spa_enc_only(self, flag="LocEnc ", load_model=True, epoch=None):
-        """Rank the val split (invalid entries removed) by the location encoder alone; with `load_model` first
-        reload the fine-tuned checkpoint, when this run wrote or loaded it (the original saved the model in memory
-        under that name first, so the reload never changed it; a file of an earlier run is left alone).
-        Returns the result dict (None for a baseline)."""
+        """Rank the val split (invalid entries removed) by the location encoder alone, with `load_model` after
+        reloading the fine-tuned checkpoint that this run wrote or loaded; returns the result (None: a baseline)."""
         if self.model is None:
             return None
-        if load_model and not (self.loaded_finetuned or self.epochs_run[FINETUNING]):
+        if load_model and (self.loaded_finetuned or self.epochs_run[FINETUNING]):
+            resume.reload_finetuned(self.model, self.params, self.device)
+        elif load_model:
             logger.info("Evaluating the model in memory: this run did not write or load %s",
                         self.params["model_file_name"])
-        elif load_model:
-            path = checkpoints.find_checkpoint(self.params["model_file_name"])
-            if path is None:
-                logger.warning("Cannot load model since it not exist - %s (removed during the run?); evaluating "
-                               "the model in memory", self.params["model_file_name"])
-            else:
-                logger.info("\n%s", self.params["spa_enc_type"])
-                logger.info(" Model :\t%s", os.path.basename(path))
-                checkpoints.load_state(self.model, checkpoints.load_checkpoint(path, self.device)["state_dict"],
-                                       source=path)
         self._check_model_finite(f"the results file {self.results_file}")
         result, ranks = evaluation.evaluate_location_only(self.model, self.val_locs, self.val_classes,
                                                           self.val_split_ids, flag)
         self._record(result, epoch, "val (entries without location or user removed)")
         if epoch is None:
-            self.locenc_ranks = ranks
-            self._write_ranks()
+            self.locenc_ranks = (self.val_locs, self.val_classes, self.val_split_ids, ranks)
+            results.write_ranks(self.ranks_file, self.final_ranks, self.locenc_ranks)
         return result
 
     def _record(self, result, epoch, eval_set):
@@ -542,15 +463,7 @@ class Trainer:
 
     @property
     def results(self):
-        """The results document (`results.results_document`)."""
+        """The results document (`results.results_document`), as written so far."""
         phases = {phase: {"epochs_done": self.epochs_done[phase], "epochs_run": self.epochs_run[phase]}
-                  for phase in (PRETRAINING, FINETUNING)}
+                  for phase in PHASES}
         return results.results_document(self.params, self.device, phases, self.evaluations)
-
-    @distributed.main_only
-    def _write_ranks(self):
-        final = ((self.eval_locs, self.eval_classes, self.eval_split_ids, self.final_ranks)
-                 if self.final_ranks is not None else None)
-        location_only = ((self.val_locs, self.val_classes, self.val_split_ids, self.locenc_ranks)
-                         if self.locenc_ranks is not None else None)
-        results.write_ranks(self.ranks_file, final, location_only)
