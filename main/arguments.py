@@ -1,8 +1,6 @@
-"""The flags of a CSP run: the parser, which flags define what a run computes, and `default_params`, which
-parses, converts and checks them once.
-
-Every flag of the original `make_args_parser` keeps its name, type, default and meaning; yes/no flags are the
-strings 'T' and 'F' on the command line and booleans in params. Flags added by this project are marked "(new)".
+"""The flags of a run, known here only: the parser (the original's flags, and those marked "(new)"), which flags
+define what a run computes, and `default_params`, which parses, converts ('T'/'F' to bool) and checks them once;
+`run_command` turns bad input into one line and exit status 2.
 """
 import argparse
 import errno
@@ -289,7 +287,6 @@ def check_params(params):
 
 
 def _check_pretraining(params):
-    """The pre-training loss's own needs: random negative locations, and (sigmoid losses) two samples a batch."""
     loss = params["unsuper_loss"]
     if loss in losses.RANDOM_LOCATION_LOSSES and params["rand_sample_weight"] != 0 and params["num_neg_rand_loc"] < 1:
         raise ValueError(f"--num_neg_rand_loc must be >= 1 for --unsuper_loss {loss}, got {params['num_neg_rand_loc']}")
@@ -299,8 +296,7 @@ def _check_pretraining(params):
 
 
 def describe_error(err):
-    """The one-line message of a bad-input error: a ValueError's own; for an OSError (a file that cannot be read or
-    written, a full disk) what failed on which path, and the fix."""
+    """The one-line message of a bad-input error: a ValueError's own; an OSError's path, cause and fix."""
     if not isinstance(err, OSError) or err.errno is None:
         return str(err)
     where = f" {err.filename}" if err.filename is not None else ""
@@ -321,8 +317,7 @@ ALLOCATION_FAILED = ("not enough memory", "can't allocate memory", "Cannot alloc
 
 
 def is_out_of_memory(err):
-    """True for an allocation that failed: MemoryError, torch.OutOfMemoryError (a GPU), or the CPU allocator's
-    RuntimeError ("... not enough memory ..." / "... can't allocate memory ...")."""
+    """True for a failed allocation: MemoryError, torch.OutOfMemoryError, or the CPU allocator's RuntimeError."""
     return (isinstance(err, (MemoryError, torch.OutOfMemoryError))
             or (isinstance(err, RuntimeError) and any(words in str(err) for words in ALLOCATION_FAILED)))
 
@@ -336,10 +331,8 @@ def describe_out_of_memory(err):
 
 
 def run_command(main):
-    """Run a command-line entry point so that bad input — a ValueError, or an OSError (a file that is missing, cannot
-    be read or written, a full disk), whose messages name the flag, value or file and the fix, or an allocation that
-    failed (`is_out_of_memory`: flags too large for the machine) — ends it with that one-line message and exit
-    status 2 instead of a traceback. CSP_TRACEBACK=1 in the environment shows the traceback."""
+    """Run a command's `main()`; a ValueError, OSError or failed allocation ends it with a one-line message and exit
+    status 2 (CSP_TRACEBACK=1: the traceback)."""
     try:
         main()
     except (ValueError, OSError, MemoryError, RuntimeError) as err:

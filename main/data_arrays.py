@@ -19,25 +19,15 @@ READ_CHUNK_BYTES = 64 << 20
 
 @dataclass
 class Split:
-    """One split; every array has one row per kept entry, in the order of the annotation file.
+    """One split, a row per kept entry in file order.
 
-    locs      (N, 2) float32, (lon, lat) in degrees; NaN where the location is unknown (kept invalid entries)
-    classes   (N,) int64 class ids in [0, num_classes)
-    users     (N,) int64 user ids as in the files (not remapped), -1 where unknown
-    dates     (N,) float32 fraction of the year in [0, 1]; NaN where unknown; 0 for yfcc
-    inds      (N,) int64 positions of the kept entries in the annotation file's image list (bird sets: in the
-              list of entries with `valid_image`), which is the row order of the feature and prediction files
-    split_ids (N,) evaluation groups: int64 ones, except the iNat test split: the original's bool mask of Kaggle
-              'Private' (False = 'Public'), which the evaluation reports as two splits named Public and Private
-    imgs      (N,) str image file names, or None (loaded with --load_img T)
-    feats     (N, F) float32 image features, or None; a read-only-on-disk memory map when no row was dropped, a
-              `feature_store.FileRows` (rows read when indexed) when rows were dropped and they stay in the file
-              (`--feature_storage`)
-    preds     (N, C) float32 image-classifier class probabilities, or None
-    original_rows  (N_orig,) int64, where invalid entries are removed: for each row of the original code's arrays
-              (which drop only invalid entries, not out-of-range or NaN coordinates) its row here, or -1 where this
-              project drops it; the index space of the bundle's few-shot files and of `rbf_anchor_pt_ids`. None
-              where invalid entries are kept.
+    locs (N, 2) float32 (lon, lat) degrees, NaN where unknown; classes (N,) int64 in [0, C) (-1: unlabelled, own
+    data); users (N,) int64, -1 where unknown; dates (N,) float32 fraction of the year, NaN where unknown; inds
+    (N,) int64 rows of the feature and prediction files; split_ids (N,) evaluation groups (the iNat test split:
+    the Kaggle Private mask); imgs (N,) str or None; feats (N, F) float32 (a memory map or `FileRows`) or None;
+    preds (N, C) float32 class probabilities or None; original_rows (N_orig,) int64: the row here of each row of
+    the original code's arrays, which keep NaN or out-of-range coordinates (-1: dropped here; None where invalid
+    entries are kept).
     """
     name: str
     locs: np.ndarray
@@ -55,8 +45,7 @@ class Split:
         return len(self.classes)
 
     def from_original(self, positions):
-        """Rows of this split (int64; -1 where this project dropped the row) of positions in the original code's
-        arrays (`original_rows`); ValueError for a position outside them."""
+        """Rows here (-1: dropped) of positions in the original code's arrays; ValueError outside them."""
         positions = np.asarray(positions, dtype=np.int64)
         table = self.original_rows if self.original_rows is not None else np.arange(len(self), dtype=np.int64)
         outside = (positions < 0) | (positions >= len(table))
@@ -66,7 +55,7 @@ class Split:
         return table[positions]
 
     def to_original(self, rows):
-        """Positions in the original code's arrays (int64) of rows of this split (the inverse of `from_original`)."""
+        """Positions in the original code's arrays of rows here (the inverse of `from_original`)."""
         rows = np.asarray(rows, dtype=np.int64)
         if self.original_rows is None:
             return rows
@@ -75,16 +64,8 @@ class Split:
 
 @dataclass
 class CSPData:
-    """What `load_dataset` returns (the original's `op` dict, as fields).
-
-    dataset            the --dataset name
-    data_dir           the folder the files were read from (`paths.get_paths(f'{dataset}_data_dir')`)
-    train              the training split (`Split`)
-    val                the evaluation split (`Split`; val or test as asked)
-    num_classes        number of classes (entries of the category file; 8142 for the real iNat2018 bundle)
-    classes            dict class id -> class name
-    class_of_interest  the class the original plots (3731 for iNat, 0 fmow/birds, 9 yfcc; 0 if out of range)
-    """
+    """What a loader returns (the original's `op` dict, as fields): the --dataset name, the folder read, the
+    training and evaluation `Split`s, the number of classes, {class id: name} and the class the maps show."""
     dataset: str
     data_dir: Path
     train: Split
@@ -131,12 +112,9 @@ def _check_shape(dataset, path, shape, num_rows, num_cols, source, what):
 
 
 def _read_npy_rows(dataset, path, rows, num_rows, num_cols, source, what, storage="device"):
-    """Rows `rows` (sorted, or None for all) of a (num_rows, ·) `.npy` file as float32.
-
-    All rows, or one consecutive run of rows, of a float32 file: a copy-on-write memory map (no copy in memory). A
-    subset: one array filled chunk by chunk from the file, so that only the result is held; or, where
-    `feature_store.stays_in_file(storage, size)`, a `feature_store.FileRows` that reads rows only when indexed.
-    """
+    """Rows `rows` (sorted, or None for all) of a (num_rows, ·) `.npy` file as float32: a copy-on-write memory
+    map for all or a consecutive run of a float32 file's rows, else read chunk by chunk into one array, or left in
+    the file as `feature_store.FileRows` where `storage` says so."""
     if not path.is_file():
         raise missing(dataset, path, what)
     shape, fortran, dtype, offset = _npy_header(dataset, path)
@@ -189,8 +167,6 @@ def _read_sparse_rows(dataset, path, rows, num_rows, num_cols, source, what):
 
 
 def _check_finite(dataset, path, data, rows, what):
-    """ValueError naming the file and its first rows with NaN or infinite values (read chunk by chunk, so that a
-    memory-mapped file is not held at once). `rows`: the file rows of `data`'s rows (None: the same)."""
     chunk = max(1, READ_CHUNK_BYTES // max(1, data.shape[1] * data.dtype.itemsize))
     bad = []
     for start in range(0, len(data), chunk):
@@ -206,6 +182,9 @@ def _check_finite(dataset, path, data, rows, what):
 
 
 def read_rows(dataset, path, rows, num_rows, num_cols, source, what, storage="device"):
+    """Rows `rows` (sorted, or None for all) of a (num_rows, num_cols or any) feature (`.npy`) or prediction
+    (`.npy`, scipy sparse `.npz`) file as float32, checked finite; errors name the file and the rows, `source`
+    (the file listing the images) and `what` is read."""
     if path.suffix == ".npz":
         data = _read_sparse_rows(dataset, path, rows, num_rows, num_cols, source, what)
     else:

@@ -1,17 +1,9 @@
-"""Loading the CSP data bundle (`geo_prior_data_csp/`) file for file as the original read it.
+"""The CSP data bundle (`geo_prior_data_csp/`), read file for file as the original read it: `load_dataset`
+returns a `CSPData` (data_arrays.py).
 
-`load_dataset(params, ...)` returns a `CSPData`: a training split and an evaluation split (`Split`), each with
-locations as (lon, lat) in degrees, class ids, user ids, dates (fraction of the year), the kept positions `inds` in
-the annotation file's image list, and optionally image features (memory-mapped where the file allows it) and the
-image classifier's class probabilities, aligned with the kept rows.
-
-An entry is invalid when its longitude or its user is missing (bird sets: also a missing date). Invalid entries are
-dropped where the caller asks for it (training always); otherwise they are kept with a NaN location. Out-of-range
-or NaN coordinates that the original did not check are dropped (or, where invalid entries are kept, set to NaN)
-with a warning that counts them.
-
-The file names of every dataset are in `feature_file`, `prediction_file`, `annotation_files` and friends;
-`synthetic_data.py` writes the same names.
+An entry is invalid when its longitude or user is missing (bird sets: also its date); invalid entries are dropped
+where the caller asks (training always), else kept with a NaN location. NaN or out-of-range coordinates are
+dropped likewise, or set to NaN, with a warning that counts them.
 """
 import json
 import logging
@@ -98,11 +90,8 @@ def feature_file(dataset, split, resolution="standard", cnn_model="inception_v3"
 
 
 def prediction_file(dataset, split, pred_type="full", ratio=None, resolution="standard", cnn_model="inception_v3"):
-    """Image-classifier prediction file of a split: `.npz` (scipy sparse) or `.npy` (dense), (N_all, C).
-
-    `pred_type` 'fewshot' (inat_2018 and fmow only) names the predictions of a classifier trained on `ratio` of the
-    training data.
-    """
+    """Image-classifier prediction file of a split, (N_all, C) `.npz` (scipy sparse) or `.npy`; `pred_type`
+    fewshot (inat_2018 and fmow): a classifier trained on `ratio` of the training data."""
     prefix = _file_prefix(dataset)
     if pred_type == "fewshot":
         if dataset not in ("inat_2018", "fmow"):
@@ -124,7 +113,6 @@ def prediction_file(dataset, split, pred_type="full", ratio=None, resolution="st
 # errors
 
 def _missing_fewshot(dataset, path, split, ratio):
-    """The error for a missing few-shot prediction file `path`: the data folder is right, the ratio has none."""
     head, tail = path.name.split(f"ratio{ratio:.3f}")
     pattern = re.compile(re.escape(head) + r"ratio(\d+\.\d+)" + re.escape(tail))
     found = sorted(float(match[1]) for match in map(pattern.fullmatch, (p.name for p in path.parent.glob("*")))
@@ -147,7 +135,6 @@ def _open_json(dataset, path, what):
 
 
 def _column(dataset, path, records, key, dtype):
-    """Field `key` of every dict in `records` as an array (None -> NaN for float dtypes)."""
     try:
         return np.array([r[key] for r in records], dtype=dtype)
     except (KeyError, TypeError, ValueError) as err:
@@ -155,7 +142,6 @@ def _column(dataset, path, records, key, dtype):
 
 
 def _repeated(keys):
-    """The values that occur more than once in `keys` (1-D), sorted."""
     uniq, counts = np.unique(keys, return_counts=True)
     return uniq[counts > 1]
 
@@ -168,8 +154,6 @@ def _check_unique_ids(dataset, path, ids, what):
 
 
 def _check_consistent(dataset, path, ids, columns, what):
-    """ValueError naming the ids that `path` lists more than once with different values (identical repeats are
-    harmless)."""
     table = pd.DataFrame({"id": ids, **columns}).drop_duplicates()
     conflicting = _repeated(table["id"].to_numpy())
     if len(conflicting):
@@ -178,8 +162,7 @@ def _check_consistent(dataset, path, ids, columns, what):
 
 
 def _lookup(dataset, path, keys, wanted, what):
-    """Positions in `keys` of each value of `wanted` (the last one where `keys` repeats a value; callers check
-    that repeats agree)."""
+    """Positions in `keys` of each value of `wanted` (the last where `keys` repeats one)."""
     rev = keys[::-1]
     uniq, first_in_rev = np.unique(rev, return_index=True)
     pos = np.searchsorted(uniq, wanted)
@@ -267,8 +250,8 @@ def _read_birds(dataset, data_dir, split, meta_type, load_img):
 
 
 def _read_csv(dataset, path, what, columns, numeric):
-    """The table at `path` with at least `columns`; those in `numeric` as numbers (ValueError naming the file, the
-    column and the first row that is not one)."""
+    """The table at `path` with at least `columns`, those in `numeric` as numbers; ValueError naming the file,
+    the column and the first bad row."""
     if not path.is_file():
         raise missing(dataset, path, what)
     try:
@@ -314,7 +297,6 @@ def _read_entries(params, data_dir, split):
 
 
 def _read_class_names(dataset, data_dir):
-    """{class id: name} from the category file; ValueError naming the file and what is wrong with it."""
     path = data_dir / category_file(dataset)
     if dataset == "yfcc":
         table = _read_csv(dataset, path, "class-name file", ("id", "name"), ("id",))
@@ -352,8 +334,8 @@ def _bad_coordinates(locs):
 
 
 def _check_not_swapped(dataset, split, entries):
-    """ValueError when the location columns look swapped: at least SWAPPED_MIN_FRACTION of the located entries
-    are out of range as given, and fewer than a tenth as many would be with lon and lat exchanged."""
+    """ValueError when lon and lat look swapped: at least SWAPPED_MIN_FRACTION of the located entries are out of
+    range, and fewer than a tenth as many would be exchanged."""
     located = ~entries.invalid & ~np.isnan(entries.locs).any(axis=1)
     as_given = (_bad_coordinates(entries.locs) & located).sum()
     swapped = (_bad_coordinates(entries.locs[:, ::-1]) & located).sum()
@@ -366,7 +348,6 @@ def _check_not_swapped(dataset, split, entries):
 
 
 def _select(dataset, split, entries, remove_invalid, num_classes):
-    """The kept rows of `entries` as a Split (without features / predictions)."""
     bad_class = (entries.classes < 0) | (entries.classes >= num_classes)
     if bad_class.any():
         raise malformed(dataset, entries.source,
@@ -406,7 +387,6 @@ def _select(dataset, split, entries, remove_invalid, num_classes):
 
 
 def _kaggle_split_ids(dataset, data_dir, split):
-    """True for Kaggle 'Private', False for 'Public', per test image (file rows follow the annotation's image list)."""
     path = data_dir / kaggle_file(dataset)
     if not path.is_file():
         raise missing(dataset, path, "Kaggle solution file (public/private split of --eval_split test)")
@@ -421,17 +401,10 @@ def _kaggle_split_ids(dataset, data_dir, split):
 
 def load_dataset(params, eval_split, train_remove_invalid, eval_remove_invalid, load_cnn_predictions=False,
                  load_cnn_features=False, load_cnn_features_train=False):
-    """Load `params['dataset']` as the original `load_dataset` did; returns a `CSPData`.
-
-    params: the run's params dict; reads `dataset`, `meta_type`, `load_img`, `inat2018_resolution`,
-      `cnn_pred_type`, `cnn_model`, `train_sample_ratio` (few-shot prediction file name), `feature_storage`
-      (default auto: whether a subset of a feature file's rows is read or left in the file); --dataset custom:
-      `own_data.load_own_dataset`.
-    eval_split: 'val' or 'test' (bird sets / yfcc: any split their file has).
-    train_remove_invalid / eval_remove_invalid: drop invalid entries of that split (else keep them, NaN location).
-    load_cnn_predictions: evaluation-split class probabilities (`val.preds`).
-    load_cnn_features / load_cnn_features_train: image features of the evaluation / training split.
-    """
+    """The `CSPData` of `params['dataset']` (--dataset custom: `own_data.load_own_dataset`), as the original's
+    `load_dataset`: the training split and `eval_split` ('val' or 'test'; bird sets and yfcc: any split their file
+    has), each without invalid entries where `*_remove_invalid`, with the evaluation split's class probabilities
+    and either split's image features as asked. Never changes `params`."""
     dataset = params["dataset"]
     if dataset == own_data.DATASET:
         return own_data.load_own_dataset(params, eval_split, train_remove_invalid, eval_remove_invalid,
@@ -477,10 +450,8 @@ def load_dataset(params, eval_split, train_remove_invalid, eval_remove_invalid, 
 
 
 def flags_from_data(params):
-    """{flag: value} that a run takes from its data rather than from its command line (logged; its checkpoints and
-    results record them): yfcc has no users or dates, so `use_date_feats` and `balanced_train_loader` are False
-    (as the original set them); a table of your own with unlabelled rows has `balanced_train_loader` False
-    (`own_data.loader_flags`)."""
+    """{flag: value} that a run takes from its data, logged: yfcc has no users or dates (use_date_feats and
+    balanced_train_loader F, as the original); a table with unlabelled rows has balanced_train_loader F."""
     if params["dataset"] == "yfcc":
         logger.info("yfcc has no users or dates: use_date_feats and balanced_train_loader set to False")
         return {"use_date_feats": False, "balanced_train_loader": False}

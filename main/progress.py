@@ -1,14 +1,7 @@
-"""Progress lines of a training phase for runs whose stderr is not a terminal (cluster jobs, `nohup`, CI).
-
-On a terminal the trainer shows tqdm bars; with stderr redirected they are off, and a phase of many minutes would
-print nothing between its epoch lines. `PhaseProgress` then logs one line at most every `CSP_PROGRESS_INTERVAL`
-seconds (default 60; 0 = every batch) while the phase trains:
+"""What a run reports while it runs: the log's handlers (file and console) and, with stderr redirected, a
+progress line at most every CSP_PROGRESS_INTERVAL seconds (default 60) instead of tqdm bars:
 
     Progress: pre-training epoch 4/30 (batch 120/415), 5,123 samples/s, about 12 min left in this phase
-
-`samples/s` counts the training samples of this process's part of the phase over its wall time (evaluations and
-checkpoints included, so that the time left is what the clock will show); the time left extrapolates the fraction of
-the phase's remaining epochs done so far.
 """
 import io
 import logging
@@ -26,7 +19,7 @@ LOG_FORMAT = "%(asctime)s - %(levelname)s - %(message)s"
 
 
 class _ConsoleHandler(logging.Handler):
-    """Log records on stderr through tqdm, so that progress bars and log lines do not overwrite each other."""
+    """Log records on stderr through tqdm, so that they do not break its bars."""
 
     def emit(self, record):
         try:
@@ -62,7 +55,7 @@ def stop_logging(started):
 
 
 def progress_interval():
-    """Seconds between progress lines: CSP_PROGRESS_INTERVAL (a number >= 0) or 60. ValueError names a bad value."""
+    """Seconds between progress lines: CSP_PROGRESS_INTERVAL (a number >= 0) or 60; ValueError for a bad value."""
     value = os.environ.get(INTERVAL_ENV, "")
     if not value:
         return DEFAULT_INTERVAL_S
@@ -88,8 +81,8 @@ def format_duration(seconds):
 
 
 class PhaseProgress:
-    """Progress of one phase's epochs `start` … `total` − 1; `update` after every batch logs a line when enabled
-    and the interval has passed. `clock`: seconds (time.monotonic; tests give their own)."""
+    """Progress of a phase's epochs `start` … `total` − 1: `update` after each batch logs a line when enabled and
+    the interval has passed; samples/s over the wall time, time left extrapolated. `clock`: seconds."""
 
     def __init__(self, phase, start, total, enabled, interval=None, clock=time.monotonic):
         self.phase, self.start, self.total = phase, start, total
@@ -127,9 +120,8 @@ class PhaseProgress:
 
 
 class LoggedBar(tqdm):
-    """A tqdm progress bar on a terminal; with stderr redirected, a log line instead at most every
-    CSP_PROGRESS_INTERVAL seconds (and at the start and end), e.g. `Progress: image features: 400/1000 [00:10<00:15,
-    40.00img/s]` — no `\\r`-drawn bar in a log file. Takes tqdm's arguments."""
+    """tqdm's bar on a terminal; with stderr redirected a log line at most every CSP_PROGRESS_INTERVAL seconds,
+    e.g. `Progress: image features: 400/1000 [00:10<00:15, 40.00img/s]`."""
 
     def __init__(self, *args, **kwargs):
         self.logged = not sys.stderr.isatty() and not kwargs.get("disable")

@@ -1,7 +1,5 @@
-"""What a run writes besides its checkpoints: the results document, the per-sample ranks and the Summary line.
-
-The files lie beside the fine-tuned checkpoint `….pth.tar`: `….log`, `….results.json`, `….ranks.npz`
-(`output_file_names`); both are written atomically.
+"""What a run writes besides its checkpoints and log: the results document (JSON), the per-sample ranks (npz)
+and the closing Summary line.
 """
 import json
 import logging
@@ -28,12 +26,9 @@ def output_file_names(model_file_name):
 
 
 def results_document(params, device, phases, evaluations):
-    """The results document of a run: {format: "csp-results/1", params: {flag or derived key: value} (all but
-    MACHINE_PARAMS), device, files: {checkpoint, log, results and ranks paths}, phases: {"pre-training" |
-    "fine-tuning": {epochs_done, epochs_run (in this invocation)}}, evaluations: [{method ("no_prior",
-    "location_prior", a baseline name or "location_only"), flag (as in the log line), epoch (null for the final
-    evaluation), eval_set, num_rows, num_scored, splits: [{id, name, count, top1, top3, top5, top10, mrr}]}] in
-    the order they ran}. Top-k values are percentages rounded to 2 decimals, as logged."""
+    """{format: "csp-results/1", params (all but MACHINE_PARAMS), device, files: {checkpoint, log, results and
+    ranks paths}, phases: {phase: {epochs_done, epochs_run}}, evaluations: [{method, flag, epoch (null: final),
+    eval_set, num_rows, num_scored, splits: [{id, name, count, top1, top3, top5, top10, mrr}]}]}, top-k in %."""
     _, results_file, ranks_file = output_file_names(params["model_file_name"])
     files = {key: params.get(key) for key in FILE_PARAMS}
     files.update(results=results_file, ranks=ranks_file)
@@ -48,7 +43,7 @@ def results_document(params, device, phases, evaluations):
 
 
 def write_results(document):
-    """Write `document` (`results_document`) as JSON to its results file."""
+    """Write `document` (`results_document`) as JSON to its results file, atomically."""
     text = json.dumps(document, indent=1).encode()
     atomic_write(document["files"]["results"], lambda handle: handle.write(text))
 
@@ -69,13 +64,9 @@ def read_results(path):
 
 
 def write_ranks(path, final=None, location_only=None):
-    """Write the per-sample ranks of the final evaluations to `path` (npz).
-
-    final: (locs, labels, split_ids, {method: ranks}) of the image × prior evaluation, stored as `locs` (N, 2)
-    (lon, lat) degrees (NaN where unknown), `labels`, `split_ids`, `ranks_{method}` (N,) 1-based rank of the true
-    class; location_only: (locs, labels, split_ids, ranks) of the location-only evaluation on the val split without
-    invalid entries, stored as `locenc_locs`, `locenc_labels`, `locenc_split_ids`, `ranks_location_only` (0 = not
-    scored). Tensors or arrays."""
+    """Write the ranks of the final evaluations to `path` (npz, atomically). final: (locs, labels, split_ids,
+    {method: ranks}) as `locs` (N, 2) lon/lat degrees, `labels`, `split_ids`, `ranks_{method}` (1 = best);
+    location_only: (locs, labels, split_ids, ranks) as `locenc_*` and `ranks_location_only` (0: not scored)."""
     arrays = {}
     if final is not None:
         locs, labels, split_ids, ranks = final
@@ -93,8 +84,7 @@ def _numpy(values):
 
 
 def log_summary(evaluations, eval_split):
-    """Log and return one line with the final evaluations' overall Top-1 (%): image × prior (the paper's number),
-    image alone, location encoder alone; None when there is no final evaluation."""
+    """Log and return the line of the final Top-1s (%): image × prior, image alone, location encoder alone."""
     final = {entry["method"]: entry for entry in evaluations if entry["epoch"] is None}
     labels = {"no_prior": "image alone", "location_only": "location encoder alone (LocEnc)",
               "location_prior": "image x location encoder prior"}

@@ -1,9 +1,7 @@
-"""Resuming a run from its checkpoints: which one it loads, whether that one was made with the run's flags, and
-what it brings (weights, optimiser state, completed epochs, rbf anchors, earlier evaluations).
-
-A checkpoint stores `epoch` = the completed epochs of its phase and `params['checkpoint_phase']`. Checkpoints of
-the original code (no phase) count as finished pre-training, or as `epoch − 1` completed fine-tuning epochs (the
-original stored the last epoch + 2).
+"""Resuming a run: which checkpoint it loads (--load_super_model T: the fine-tuned one, which skips pre-training;
+else --load_unsuper_model T: the pre-trained one), whether its flags fit, and what it brings. A checkpoint's
+`epoch` counts the completed epochs of its phase; one of the original code (no `checkpoint_phase`) counts as
+finished pre-training, or as `epoch − 1` fine-tuning epochs (the original stored the last epoch + 2).
 """
 import logging
 import os
@@ -22,9 +20,8 @@ logger = logging.getLogger(__name__)
 
 
 def checkpoints_to_load(params, device):
-    """(pre-training checkpoint, fine-tuned checkpoint) that the run's --load_* flags ask for, as (path, dict) or
-    None each; the pre-training one is only read when there is no fine-tuned one. ValueError when one was made
-    with other flags (`check_flags`)."""
+    """(pre-training, fine-tuned) checkpoint to load, (path, dict) or None each; the pre-training one only without
+    a fine-tuned one. ValueError for one made with other flags (`check_flags`)."""
     finetuned = _find(params, "load_super_model", params["model_file_name"], device)
     pretrained = None if finetuned else _find(params, "load_unsuper_model", params["unsuper_model_file_name"], device)
     return pretrained, finetuned
@@ -43,11 +40,9 @@ def _find(params, flag, path, device):
 
 
 def check_flags(params, path, recorded, flag):
-    """ValueError naming the differing flags when the checkpoint at `path` (loaded for `--{flag} T`) was made with
-    other flags that change results (`run_flags.flag_differences`); the epoch counts and phase switches may differ,
-    a pre-trained checkpoint also in the fine-tuning flags. A flag the file does not record is newer than the file:
-    it matches at its default. A checkpoint of the original code is compared with a warning only: its files record
-    the flags of the run that wrote them, not always those it was trained with."""
+    """ValueError naming the flags that change results in which the checkpoint at `path` (for `--{flag} T`)
+    differs from the run (epoch counts and phases may; a pre-trained one also in the fine-tuning flags; a flag it
+    does not record matches at its default). The original's checkpoints only get a warning."""
     ignore = (RESUME_FLAGS + ("baseline_full_train",)  # a model's checkpoint: no baseline
               + (FINETUNING_FLAGS if flag == "load_unsuper_model" else ()))
     defaults = default_params()
@@ -65,7 +60,6 @@ def check_flags(params, path, recorded, flag):
 
 
 def _log_no_checkpoint(params, flag, path):
-    """What a missing checkpoint of `--{flag} T` means: nothing to resume when its phase runs, else a warning."""
     finetuned = flag == "load_super_model"
     what = "fine-tuned" if finetuned else "pre-trained"
     if params["do_super_train" if finetuned else "do_unsuper_train"]:
@@ -80,9 +74,8 @@ def _log_no_checkpoint(params, flag, path):
 
 
 def rbf_anchors(checkpoint, train, count, rng):
-    """(ids, rows) of the rbf anchors: as positions in the original code's training arrays (stored as
-    `params['rbf_anchor_pt_ids']`; see `datasets.Split.original_rows`) and as rows of `train`. Those of
-    `checkpoint` ((path, dict) or None), else `count` rows drawn with `rng`."""
+    """(ids in the original code's training rows, as `params['rbf_anchor_pt_ids']` stores them; rows of `train`)
+    of the rbf anchors: those of `checkpoint` ((path, dict) or None), else `count` rows drawn with `rng`."""
     stored = checkpoint[1]["params"].get("rbf_anchor_pt_ids") if checkpoint is not None else None
     if stored is not None:
         try:
@@ -102,8 +95,7 @@ def rbf_anchors(checkpoint, train, count, rng):
 
 
 def image_feature_width(checkpoint, params, data_dir):
-    """Width of the training image features when they are not loaded: from `checkpoint` ((path, dict) or None)
-    or from the feature file's header."""
+    """Width of the training image features when they are not loaded: from `checkpoint`, else the file's header."""
     if checkpoint is not None:
         state = checkpoint[1]["state_dict"]
         if "img_dec.weight" in state:
@@ -122,9 +114,8 @@ def image_feature_width(checkpoint, params, data_dir):
 
 
 def load(checkpoint, phase, model, optimizer, params):
-    """Load the weights and optimiser state of `checkpoint` = (path, dict), a checkpoint of `phase`; returns the
-    completed epochs it stands for, {phase: count} (a fine-tuned one: pre-training done too). ValueError when it
-    holds more epochs than the run's flag asks for."""
+    """Load the weights and optimiser state of `checkpoint` = (path, dict) of `phase`; returns {phase: completed
+    epochs} (a fine-tuned one: pre-training done). ValueError when it holds more epochs than the flags ask."""
     path, ckpt = checkpoint
     _load_weights(model, path, ckpt["state_dict"], params["spa_enc_type"])
     if ckpt["optimizer"] is not None:
@@ -141,7 +132,7 @@ def load(checkpoint, phase, model, optimizer, params):
 
 
 def load_optimizer(optimizer, state, path):
-    """Adam state of a checkpoint, keeping this run's implementation flags (fused / foreach)."""
+    """Load a checkpoint's Adam `state`, keeping this run's implementation flags (fused / foreach)."""
     groups = optimizer.param_groups
     saved = state["param_groups"]
     sizes = [len(group["params"]) for group in saved]
@@ -155,16 +146,14 @@ def load_optimizer(optimizer, state, path):
 
 
 def earlier_evaluations(results_file, epochs_done):
-    """The evaluations in `results_file` of fine-tuning epochs before `epochs_done` (a resumed run keeps them, so
-    that its results file ends up as an uninterrupted run's)."""
+    """The evaluations in `results_file` of fine-tuning epochs before `epochs_done`, which a resumed run keeps."""
     results = read_results(results_file)
     return [] if results is None else [entry for entry in results["evaluations"]
                                        if entry["epoch"] is not None and entry["epoch"] < epochs_done]
 
 
 def reload_finetuned(model, params, device):
-    """Load the fine-tuned checkpoint's weights into `model` (before the final location-only evaluation, as the
-    original); a warning and the model in memory when the file is gone."""
+    """Load the fine-tuned checkpoint's weights into `model` (a warning when the file is gone)."""
     path = checkpoints.find_checkpoint(params["model_file_name"])
     if path is None:
         logger.warning("Cannot load model since it not exist - %s (removed during the run?); evaluating "

@@ -1,10 +1,4 @@
-"""Train and evaluate a CSP location encoder: `python train_unsuper.py --flag value …` (run from inside `main/`).
-
-The flow of the original entry point: parse the flags → `Trainer` → `run_train()` (pre-training and/or
-fine-tuning) → `run_eval_final()` (image × location prior on the evaluation split) → `run_eval_spa_enc_only()`
-(location encoder alone, after reloading the fine-tuned checkpoint) → `log_summary()` (one line with the final
-Top-1s). The run scripts at the repository's top level
-(`run-inat_2018-contsoftmax.sh`, `run-fmow-contsoftmax.sh`) call it with the paper's flags.
+"""Train and evaluate a CSP location encoder: `python train_unsuper.py --flag value …` (`--help` lists the flags).
 """
 import shlex
 import sys
@@ -17,10 +11,8 @@ from .trainer import Trainer
 
 
 def main(argv=None, console=True, progress=None):
-    """Run with the command-line flags `argv` (default: sys.argv[1:]); returns the results document
-    (`Trainer.results`: params, phases and every evaluation block), which is also written next to the log.
-    `console=False` keeps the log lines off the console (they still go to the log file); `progress` shows the
-    progress bars on a terminal (default: as `console`)."""
+    """Run with the flags `argv` (default: sys.argv[1:]) and return the results document, which is also written;
+    `console=False` keeps the log lines off the console, `progress`: as `Trainer`."""
     params = arguments.default_params(sys.argv[1:] if argv is None else argv)
     with Trainer(params, console, progress) as trainer:
         trainer.run_train()

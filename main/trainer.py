@@ -427,7 +427,6 @@ class Trainer:
         return found
 
     def _fit_baseline(self):
-        """The --spa_enc_type baseline fitted on the fine-tuning rows, with the dataset's hyper-parameters."""
         params, train = self.params, self.data.train
         rows = self.phase_rows[FINETUNING]
         rows = slice(None) if rows is None else rows.cpu().numpy()

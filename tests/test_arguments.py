@@ -35,7 +35,7 @@ def test_bad_t_f_value_names_the_flag():
     (["--lr", "abc"], "^argument --lr: invalid float value: 'abc'"),
     (["--dataset", "custom"], "^--dataset custom needs --data_table"),
     (["--unsuper_loss", "imgcontloss", "--batch_size", "1"], "^--unsuper_loss imgcontloss needs batches of at least 2"),
-    (["--unsuper_loss", "contsoftmax", "--num_neg_rand_loc", "0"], "^--num_neg_rand_loc must be >= 1 for --unsuper_loss"),
+    (["--unsuper_loss", "contsoftmax", "--num_neg_rand_loc", "0"], "^--num_neg_rand_loc must be >= 1 for --unsuper"),
     (["--device", "mps"], "^--device mps: this project runs on the CPU or a CUDA GPU only"),
     (["--frequency_num", "100000000", "--spa_enc_type", "sphere"], "the location encoder has .* weights"),
 ])
