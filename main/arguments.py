@@ -1,16 +1,25 @@
-"""Command-line flags of CSP training and evaluation.
-
-Every flag of the original `make_args_parser` keeps its name, type, default and meaning; yes/no flags are the
-strings 'T' and 'F', turned into booleans by `update_params`. Flags added by this project are marked "(new)".
+"""The flags of a run, known here only: the parser (the original's flags, and those marked "(new)"), which flags
+define what a run computes, and `default_params`, which parses, converts ('T'/'F' to bool) and checks them once;
+`run_command` turns bad input into one line and exit status 2.
 """
 import argparse
 import errno
+import math
 import os
 import sys
 
 import torch
 
-from .paths import MAIN_DIR
+from . import baselines
+from . import distributed
+from . import feature_store
+from . import losses
+from . import models
+from . import position_encodings
+from . import sampling
+from .distributed import resolve_device
+from .encoders import ACTIVATIONS, SPATIAL_ENCODERS
+from .paths import DATASETS, MAIN_DIR
 
 DEFAULT_MODEL_DIR = "../models/"
 BOOL_FLAGS = (
@@ -19,6 +28,34 @@ BOOL_FLAGS = (
     "do_unsuper_train", "load_unsuper_model", "do_super_train", "load_super_model", "load_img", "do_epoch_save",
     "baseline_full_train", "compile", "bf16",
 )
+DATASET_NAMES = DATASETS + ("custom",)  # the bundle's datasets and your own table (own_data.py)
+PRED_TYPES = ("full", "fewshot")
+RESOLUTIONS = ("standard", "high_res", "pretrain")
+
+# Which flags define what a run computes (a results file or checkpoint is reused only under equal ones):
+# all but NOT_RUN_FLAGS: where a run happens, where its features are kept, whether its step is compiled, how often
+# it logs, evaluates along the way or saves snapshots, whether it resumes, and the flags kept for compatibility only
+NOT_RUN_FLAGS = ("device", "model_dir", "log_frequency", "eval_frequency", "unsuper_save_frequency", "do_epoch_save",
+                 "load_unsuper_model", "load_super_model", "unsuper_dataset", "unsuper_meta_type",
+                 "unsuper_eval_frequency", "load_val_op", "load_cnn_predictions", "load_cnn_features",
+                 "load_cnn_features_train", "load_img", "feature_storage", "compile")
+# flags that only fine-tuning and the evaluations read: a pre-trained checkpoint serves runs that differ in them
+FINETUNING_FLAGS = ("num_epochs", "lr", "lr_decay", "train_sample_ratio", "train_sample_method", "cnn_pred_type",
+                    "eval_split", "train_loss", "do_super_train")
+# flags that only pre-training reads: they do not change a run with --unsuper_loss none
+PRETRAINING_FLAGS = ("num_epochs_unsuper", "unsuper_lr", "unsuper_temp_inbatch", "unsuper_temp_negloc",
+                     "unsuper_temp_simcse", "simcse_weight", "num_neg_rand_loc", "do_unsuper_train")
+# flags under which a checkpoint may be resumed or evaluated with other values: the epoch counts (a run continues to
+# more epochs; the checkpoint records those done) and which phases run
+RESUME_FLAGS = ("num_epochs", "num_epochs_unsuper", "do_unsuper_train", "do_super_train")
+# float flags that must be finite and >= 0, or finite and > 0
+NONNEGATIVE_FLOATS = ("lr", "unsuper_lr", "weight_decay", "rand_sample_weight", "simcse_weight")
+POSITIVE_FLOATS = ("lr_decay", "min_radius", "max_radius", "rbf_kernal_size", "unsuper_temp_inbatch",
+                   "unsuper_temp_negloc", "unsuper_temp_simcse")
+# integer flags and their least value
+LEAST_INTS = {"batch_size": 1, "num_epochs": 0, "num_epochs_unsuper": 0, "eval_frequency": 1, "log_frequency": 1,
+              "unsuper_save_frequency": 1, "max_num_exs_per_class": 1, "num_filts": 1, "hidden_dim": 1,
+              "frequency_num": 1, "num_rbf_anchor_pts": 1, "num_hidden_layer": 0, "num_neg_rand_loc": 0}
 
 
 def make_args_parser():
@@ -153,54 +190,113 @@ def make_args_parser():
     return p
 
 
-def update_params(params):
-    """Turn the 'T'/'F' strings into booleans (in place) and clear `meta_type` where it has no meaning."""
-    if params["dataset"] not in ("birdsnap", "nabirds"):
-        params["meta_type"] = ""
-    for name in BOOL_FLAGS:
-        value = params[name]
-        if isinstance(value, bool):
-            continue
-        if value not in ("T", "F"):
-            raise ValueError(f"--{name} must be T or F, got {value!r}")
-        params[name] = value == "T"
+def default_params(argv=()):
+    """The params dict of a run with command line `argv` (a list of str), parsed and converted (`parse_flags`) and
+    checked (`check_params`): ValueError naming the flag for an unknown flag, a value that does not parse, or one
+    the run cannot use. Nothing is read or written."""
+    params = parse_flags(argv)
+    check_params(params)
     return params
 
 
-def default_params(argv=()):
-    """The params dict of a run with command line `argv` (a list of strings), after `update_params`. Without
-    --model_dir, the default `../models/` is taken relative to main/ (where the original ran), wherever the command
-    starts; a --model_dir given is taken as given (relative to the current directory)."""
+def parse_flags(argv=()):
+    """The params of command line `argv`, not checked: 'T'/'F' as booleans, `meta_type` cleared where it has no
+    meaning. Without --model_dir, the default `../models/` is taken relative to main/ (where the original ran),
+    wherever the command starts; a --model_dir given is taken as given."""
+    argv = list(argv)
     parser = make_args_parser()
-    params = vars(parser.parse_args(list(argv)))
-    parser.set_defaults(model_dir=None)
-    if parser.parse_args(list(argv)).model_dir is None:
-        params["model_dir"] = os.path.join(os.path.normpath(MAIN_DIR / DEFAULT_MODEL_DIR), "")
-    return update_params(params)
-
-
-def resolve_device(name):
-    """torch.device for a --device value; 'auto' picks the first GPU when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    parser.exit_on_error = False
     try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"--device {name!r} is not a torch device (try cpu, cuda:0 or auto): {err}") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device {name}: this project runs on the CPU or a CUDA GPU only; use --device cpu, "
-                         f"cuda:0 or auto")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA GPU is available here; use --device cpu or --device auto")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) here; "
-                         f"use --device cuda:0 or --device auto")
-    return device
+        params, unknown = parser.parse_known_args(argv)
+    except argparse.ArgumentError as err:
+        raise ValueError(f"{err} (python main/train_unsuper.py --help lists the flags)") from None
+    if unknown:
+        raise ValueError(f"{' '.join(unknown)}: not a flag of train_unsuper.py (python main/train_unsuper.py --help "
+                         f"lists them)")
+    params = vars(params)
+    parser.set_defaults(model_dir=None)
+    if parser.parse_known_args(argv)[0].model_dir is None:
+        params["model_dir"] = os.path.join(os.path.normpath(MAIN_DIR / DEFAULT_MODEL_DIR), "")
+    if params["dataset"] not in ("birdsnap", "nabirds"):
+        params["meta_type"] = ""
+    for name in BOOL_FLAGS:
+        if params[name] not in ("T", "F"):
+            raise ValueError(f"--{name} must be T or F, got {params[name]!r}")
+        params[name] = params[name] == "T"
+    return params
+
+
+def is_baseline(params):
+    """True for the non-neural priors of baselines.py given as --spa_enc_type (no model, no training)."""
+    return params["spa_enc_type"] in baselines.BASELINE_NAMES
+
+
+def _choices(flag, value, valid):
+    if value not in valid:
+        raise ValueError(f"--{flag} {value!r} is unknown; valid values: {', '.join(valid)}")
+
+
+def check_params(params):
+    """ValueError naming the flag and its valid values for every flag value a run cannot use, including flags that
+    build no location encoder (`models.check_model_flags`) and a --device this machine lacks."""
+    _choices("dataset", params["dataset"], DATASET_NAMES)
+    _choices("spa_enc_type", params["spa_enc_type"], tuple(SPATIAL_ENCODERS) + ("geo_net",) + baselines.BASELINE_NAMES)
+    _choices("unsuper_loss", params["unsuper_loss"], ("none",) + losses.UNSUPER_LOSSES)
+    _choices("train_loss", params["train_loss"], losses.TRAIN_LOSSES)
+    _choices("neg_rand_type", params["neg_rand_type"], losses.NEG_RAND_TYPES)
+    _choices("cnn_pred_type", params["cnn_pred_type"], PRED_TYPES)
+    _choices("inat2018_resolution", params["inat2018_resolution"], RESOLUTIONS)
+    _choices("train_sample_method", params["train_sample_method"], sampling.METHODS)
+    _choices("feature_storage", params["feature_storage"], feature_store.STORAGES)
+    _choices("freq_init", params["freq_init"], position_encodings.FREQ_INITS)
+    _choices("spa_f_act", params["spa_f_act"], tuple(ACTIVATIONS))
+    _choices("loc_encode", params["loc_encode"], tuple(models.LOC_ENCODE_DIMS))
+    _choices("date_encode", params["date_encode"], tuple(models.DATE_ENCODE_DIMS))
+    if params["dataset"] == "custom" and not params["data_table"]:
+        raise ValueError("--dataset custom needs --data_table (a CSV or Parquet table: image, lon, lat, label, ...)")
+    if not 0 < params["train_sample_ratio"] <= 1:
+        raise ValueError(f"--train_sample_ratio must be in (0, 1] (1 = all training data), "
+                         f"got {params['train_sample_ratio']}")
+    for flag, least in LEAST_INTS.items():
+        if params[flag] < least:
+            raise ValueError(f"--{flag} must be at least {least}, got {params[flag]}")
+    if not 0 <= params["seed"] < 2 ** 63:
+        raise ValueError(f"--seed must be in [0, 2**63), got {params['seed']}")
+    for flag in NONNEGATIVE_FLOATS:
+        if not (math.isfinite(params[flag]) and params[flag] >= 0):
+            raise ValueError(f"--{flag} must be a finite number >= 0, got {params[flag]}")
+    for flag in POSITIVE_FLOATS:
+        if not (math.isfinite(params[flag]) and params[flag] > 0):
+            raise ValueError(f"--{flag} must be a finite number > 0, got {params[flag]}")
+    if not params["min_radius"] < params["max_radius"]:
+        raise ValueError(f"--min_radius ({params['min_radius']}) must be smaller than --max_radius "
+                         f"({params['max_radius']}): they are the smallest and largest scales of the encoding")
+    if not 0 <= params["dropout"] < 1:
+        raise ValueError(f"--dropout must be in [0, 1), got {params['dropout']}")
+    extent = params["map_range"]
+    if not all(math.isfinite(value) for value in extent):
+        raise ValueError(f"--map_range needs finite values (degrees), got {extent}")
+    if len(extent) != 4:
+        raise ValueError(f"--map_range needs 4 values, xmin xmax ymin ymax in degrees, got {extent}")
+    if not (extent[0] < extent[1] and extent[2] < extent[3]):
+        raise ValueError(f"--map_range xmin xmax ymin ymax needs xmin < xmax and ymin < ymax, got {extent}")
+    _check_pretraining(params)
+    if not is_baseline(params):
+        models.check_model_flags(params)
+    resolve_device(params["device"])
+
+
+def _check_pretraining(params):
+    loss = params["unsuper_loss"]
+    if loss in losses.RANDOM_LOCATION_LOSSES and params["rand_sample_weight"] != 0 and params["num_neg_rand_loc"] < 1:
+        raise ValueError(f"--num_neg_rand_loc must be >= 1 for --unsuper_loss {loss}, got {params['num_neg_rand_loc']}")
+    if loss.startswith("imgcontloss") and params["batch_size"] * distributed.requested_world_size() < 2:
+        raise ValueError(f"--unsuper_loss {loss} needs batches of at least 2 samples, got --batch_size "
+                         f"{params['batch_size']}")
 
 
 def describe_error(err):
-    """The one-line message of a bad-input error: a ValueError's own; for an OSError (a file that cannot be read or
-    written, a full disk) what failed on which path, and the fix."""
+    """The one-line message of a bad-input error: a ValueError's own; an OSError's path, cause and fix."""
     if not isinstance(err, OSError) or err.errno is None:
         return str(err)
     where = f" {err.filename}" if err.filename is not None else ""
@@ -221,8 +317,7 @@ ALLOCATION_FAILED = ("not enough memory", "can't allocate memory", "Cannot alloc
 
 
 def is_out_of_memory(err):
-    """True for an allocation that failed: MemoryError, torch.OutOfMemoryError (a GPU), or the CPU allocator's
-    RuntimeError ("... not enough memory ..." / "... can't allocate memory ...")."""
+    """True for a failed allocation: MemoryError, torch.OutOfMemoryError, or the CPU allocator's RuntimeError."""
     return (isinstance(err, (MemoryError, torch.OutOfMemoryError))
             or (isinstance(err, RuntimeError) and any(words in str(err) for words in ALLOCATION_FAILED)))
 
@@ -236,10 +331,8 @@ def describe_out_of_memory(err):
 
 
 def run_command(main):
-    """Run a command-line entry point so that bad input — a ValueError, or an OSError (a file that is missing, cannot
-    be read or written, a full disk), whose messages name the flag, value or file and the fix, or an allocation that
-    failed (`is_out_of_memory`: flags too large for the machine) — ends it with that one-line message and exit
-    status 2 instead of a traceback. CSP_TRACEBACK=1 in the environment shows the traceback."""
+    """Run a command's `main()`; a ValueError, OSError or failed allocation ends it with a one-line message and exit
+    status 2 (CSP_TRACEBACK=1: the traceback)."""
     try:
         main()
     except (ValueError, OSError, MemoryError, RuntimeError) as err:

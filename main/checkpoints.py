@@ -1,9 +1,7 @@
-"""Checkpoint files in the original CSP format: their names, atomic saving, safe loading, strict weight loading.
+"""Checkpoint files in the original's format: their names, atomic writes, safe loading, strict weight loading.
 
-A checkpoint is the `torch.save` of {'epoch', 'state_dict', 'optimizer', 'params'} (params: the run's flags and
-derived values, plain Python types only, so every file loads with `torch.load(..., weights_only=True)`). The files
-this project writes add 'class_names' (list of str, index = class id), which the original's loader ignores.
-File names follow the original's `make_model_file_param_args` (see `model_file_names`).
+A checkpoint is the `torch.save` of {'epoch', 'state_dict', 'optimizer', 'params'}, params in plain Python types
+(so `torch.load(..., weights_only=True)` reads it), plus 'class_names' (index = class id) in files written here.
 """
 import os
 from decimal import Decimal
@@ -21,9 +19,10 @@ except ImportError:  # numpy < 2
 
 CHECKPOINT_KEYS = ("epoch", "state_dict", "optimizer", "params")
 CLASS_NAMES_KEY = "class_names"
+# the phase a checkpoint of this project belongs to: params[CHECKPOINT_PHASE_KEY] is one of the two phases
+CHECKPOINT_PHASE_KEY = "checkpoint_phase"
+PRETRAINING, FINETUNING = "pre-training", "fine-tuning"
 SUFFIX = ".pth.tar"
-PRETRAINING_LOSSES = ("l2regress", "imgcontloss", "imgcontlossnolocneg", "imgcontlosssimcse", "contsoftmax",
-                      "contsoftmaxsym")
 # which pre-training losses put which hyper-parameters into the file name
 RAND_SAMPLE_TAG_LOSSES = ("imgcontloss", "imgcontlosssimcse", "contsoftmax", "contsoftmaxsym")
 SIMCSE_TAG_LOSSES = ("imgcontlosssimcse", "contsoftmax", "contsoftmaxsym")
@@ -44,7 +43,6 @@ def _lr_tag(lr):
 
 
 def _encoder_args(params):
-    """The part of the name that describes the encoder and the supervised optimisation."""
     if params["dataset"] == "inat_2018" and params["cnn_model"] == "inception_v3":
         cnn_tag = ""
     else:
@@ -71,7 +69,6 @@ def _encoder_args(params):
 
 
 def _pretraining_args(params):
-    """unsuper_lr and the loss hyper-parameters that the pre-training loss puts into both names."""
     loss = params["unsuper_loss"]
     args = f"_{params['unsuper_lr']:.6f}"
     if loss in RAND_SAMPLE_TAG_LOSSES:
@@ -98,25 +95,16 @@ def _path(params, args):
 
 
 def model_file_names(params):
-    """(pre-training checkpoint path or None, fine-tuned checkpoint path) of a run, named as by the original.
-
-    `{model_dir}/model_{dataset}[_{meta_type}]_{spa_enc_type}_{args}.pth.tar`; the pre-training name is None
-    when `--unsuper_loss none`. For fmow (and every dataset but inat_2018 with inception_v3) the names carry the
-    `inception_v3_` tag, as the original code writes them; `find_checkpoint` also finds the released fMoW files,
-    which lack it. A baseline fitted on all labels at a few-shot ratio (`--baseline_full_train T`) has
-    `_fulltrain` after its ratio tag.
-    """
+    """(pre-training checkpoint or None without a pre-training loss, fine-tuned checkpoint) of a run:
+    `{model_dir}/model_{dataset}[_{meta_type}]_{spa_enc_type}_{args}.pth.tar` as the original's
+    `make_model_file_param_args` names them (`_fulltrain` after the ratio for --baseline_full_train T)."""
     loss, act, ratio = params["unsuper_loss"], params["spa_f_act"], params["train_sample_ratio"]
-    if loss != "none" and loss not in PRETRAINING_LOSSES:
-        raise ValueError(f"--unsuper_loss must be none or one of {', '.join(PRETRAINING_LOSSES)}, got {loss!r}")
     encoder_args = _encoder_args(params)
     if loss == "none":
         if ratio == 1.0:
             tag = "" if act == "relu" else f"_{act}"
-        elif 0.0 < ratio < 1.0:
-            tag = f"_{act}_none_{_ratio_tag(params)}"
         else:
-            raise ValueError(f"--train_sample_ratio must be in (0, 1], got {ratio}")
+            tag = f"_{act}_none_{_ratio_tag(params)}"
         return None, _path(params, encoder_args + tag)
     pretraining = f"{encoder_args}_{act}_UNSUPER-{loss}{_pretraining_args(params)}"
     fine_tuned = f"{encoder_args}_{act}_{loss}_{_ratio_tag(params)}{_pretraining_args(params)}"
@@ -167,13 +155,8 @@ def plain_value(value, key="params"):
 
 
 def save_checkpoint(path, model, optimizer, epoch, params, class_names=None):
-    """Write {'epoch', 'state_dict', 'optimizer', 'params'} to `path` atomically (temporary file + rename).
-
-    `epoch` is stored as given (the original trainer stores the last finished epoch + 1); `optimizer` may be None
-    (then the original trainer could not resume from the file). `class_names` (a sequence of str, index = class
-    id), when given, is stored under 'class_names' so that predictions can be labelled without the data. The folder
-    is created if missing.
-    """
+    """Write the checkpoint of `model` (and `optimizer`, or None) to `path` atomically, its folder created;
+    ValueError for params that are not plain values."""
     state = {"epoch": int(epoch), "state_dict": model.state_dict(),
              "optimizer": None if optimizer is None else optimizer.state_dict(), "params": plain_value(params)}
     if class_names is not None:
@@ -182,11 +165,8 @@ def save_checkpoint(path, model, optimizer, epoch, params, class_names=None):
 
 
 def load_checkpoint(path, device="cpu"):
-    """The checkpoint dict at `path`, tensors on `device`, loaded with weights_only=True; params as plain types.
-
-    Numpy scalars in params (the original's rbf runs) are allowed. Raises FileNotFoundError when `path` is
-    missing and ValueError when it is not a complete checkpoint.
-    """
+    """The checkpoint dict at `path`, tensors on `device`, read with weights_only=True (numpy scalars allowed),
+    params as plain types; FileNotFoundError, or ValueError when it is not a complete checkpoint."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
@@ -208,14 +188,12 @@ def load_checkpoint(path, device="cpu"):
 
 
 def _first_reason(err):
-    """One line of a torch.load error: the unpickler's reason where weights_only names one, else the first line."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     first = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
     return next((line for line in lines if line.startswith("WeightsUnpickler error")), first)
 
 
 def _malformed_part(ckpt):
-    """What is wrong with the parts of a checkpoint dict (None when nothing)."""
     state = ckpt["state_dict"]
     if not isinstance(state, dict):
         return f"its state_dict is a {type(state).__name__}, not a mapping of parameter names to tensors"
@@ -232,8 +210,7 @@ def _malformed_part(ckpt):
 
 
 def _wrapper_prefix(state_keys, expected_keys):
-    """The prefix (e.g. 'module.' of a DataParallel / DistributedDataParallel model) that every key of the
-    checkpoint carries beyond the model's keys, or None."""
+    """The prefix (e.g. DDP's 'module.') that every key carries beyond the model's keys, or None."""
     first = next(iter(state_keys), "")
     prefix = first[:first.index(".") + 1] if "." in first else ""
     if prefix and {key[len(prefix):] if key.startswith(prefix) else None for key in state_keys} == set(expected_keys):
@@ -242,16 +219,13 @@ def _wrapper_prefix(state_keys, expected_keys):
 
 
 def _count_mismatch(key, saved, wanted):
-    """'classes' or 'users' when `key` is a class_emb / user_emb weight that differs in its number of rows only
-    (the data's number of classes / users), else None."""
     kind = {"class_emb.weight": "classes", "user_emb.weight": "users"}.get(".".join(key.split(".")[-2:]))
     same_width = len(saved) == len(wanted) == 2 and saved[1] == wanted[1]
     return kind if kind and same_width else None
 
 
 def load_state(model, state_dict, source="state_dict"):
-    """Strict `model.load_state_dict`, with an error that lists missing, unexpected and mismatched keys; when only
-    the rows of `class_emb` / `user_emb` differ, it says that the checkpoint was trained on other data."""
+    """Strict `model.load_state_dict`; ValueError listing missing, unexpected and mismatched keys."""
     expected = model.state_dict()
     missing = [key for key in expected if key not in state_dict]
     unexpected = [key for key in state_dict if key not in expected]

@@ -1,17 +1,9 @@
-"""Loading the CSP data bundle (`geo_prior_data_csp/`) file for file as the original read it.
+"""The CSP data bundle (`geo_prior_data_csp/`), read file for file as the original read it: `load_dataset`
+returns a `CSPData` (data_arrays.py).
 
-`load_dataset(params, ...)` returns a `CSPData`: a training split and an evaluation split (`Split`), each with
-locations as (lon, lat) in degrees, class ids, user ids, dates (fraction of the year), the kept positions `inds` in
-the annotation file's image list, and optionally image features (memory-mapped where the file allows it) and the
-image classifier's class probabilities, aligned with the kept rows.
-
-An entry is invalid when its longitude or its user is missing (bird sets: also a missing date). Invalid entries are
-dropped where the caller asks for it (training always); otherwise they are kept with a NaN location. Out-of-range
-or NaN coordinates that the original did not check are dropped (or, where invalid entries are kept, set to NaN)
-with a warning that counts them.
-
-The file names of every dataset are in `feature_file`, `prediction_file`, `annotation_files` and friends;
-`synthetic_data.py` writes the same names.
+An entry is invalid when its longitude or user is missing (bird sets: also its date); invalid entries are dropped
+where the caller asks (training always), else kept with a NaN location. NaN or out-of-range coordinates are
+dropped likewise, or set to NaN, with a warning that counts them.
 """
 import json
 import logging
@@ -19,14 +11,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
-from zipfile import BadZipFile
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
 
-from . import feature_store
+from . import own_data
 from . import paths
+from .data_arrays import CSPData, Split, data_dir_key, malformed, missing, read_rows
 
 logger = logging.getLogger(__name__)
 
@@ -36,95 +27,13 @@ DATASET_INFO = {
     "inat_2018": (8142, 3731), "inat_2017": (5089, 3731), "fmow": (62, 0),
     "birdsnap": (500, 0), "nabirds": (555, 0), "yfcc": (100, 9),
 }
-# every --dataset: the bundle's, and "custom" (own_data.py: a table of observations and a feature file)
-DATASET_NAMES = tuple(DATASET_INFO) + ("custom",)
 INAT_STYLE = ("inat_2018", "inat_2017", "fmow")
 BIRD_FILES = {"birdsnap": "birdsnap_with_loc_2019.json", "nabirds": "nabirds_with_loc_2019.json"}
 YFCC_FILE = "train_test_split.csv"
 YFCC_CLASS_FILE = "class_names.csv"
-RESOLUTIONS = ("standard", "high_res", "pretrain")
-PRED_TYPES = ("full", "fewshot")
-READ_CHUNK_BYTES = 64 << 20
 # the share of located entries out of range (with few out of range when lon and lat are exchanged) that says
 # "the columns are swapped" rather than "a few bad rows"
 SWAPPED_MIN_FRACTION = 0.1
-
-
-@dataclass
-class Split:
-    """One split; every array has one row per kept entry, in the order of the annotation file.
-
-    locs      (N, 2) float32, (lon, lat) in degrees; NaN where the location is unknown (kept invalid entries)
-    classes   (N,) int64 class ids in [0, num_classes)
-    users     (N,) int64 user ids as in the files (not remapped), -1 where unknown
-    dates     (N,) float32 fraction of the year in [0, 1]; NaN where unknown; 0 for yfcc
-    inds      (N,) int64 positions of the kept entries in the annotation file's image list (bird sets: in the
-              list of entries with `valid_image`), which is the row order of the feature and prediction files
-    split_ids (N,) evaluation groups: int64 ones, except the iNat test split: the original's bool mask of Kaggle
-              'Private' (False = 'Public'), which the evaluation reports as two splits named Public and Private
-    imgs      (N,) str image file names, or None (loaded with --load_img T)
-    feats     (N, F) float32 image features, or None; a read-only-on-disk memory map when no row was dropped, a
-              `feature_store.FileRows` (rows read when indexed) when rows were dropped and they stay in the file
-              (`--feature_storage`)
-    preds     (N, C) float32 image-classifier class probabilities, or None
-    original_rows  (N_orig,) int64, where invalid entries are removed: for each row of the original code's arrays
-              (which drop only invalid entries, not out-of-range or NaN coordinates) its row here, or -1 where this
-              project drops it; the index space of the bundle's few-shot files and of `rbf_anchor_pt_ids`. None
-              where invalid entries are kept.
-    """
-    name: str
-    locs: np.ndarray
-    classes: np.ndarray
-    users: np.ndarray
-    dates: np.ndarray
-    inds: np.ndarray
-    split_ids: np.ndarray
-    imgs: Optional[np.ndarray] = None
-    feats: Optional[np.ndarray] = None
-    preds: Optional[np.ndarray] = None
-    original_rows: Optional[np.ndarray] = None
-
-    def __len__(self):
-        return len(self.classes)
-
-    def from_original(self, positions):
-        """Rows of this split (int64; -1 where this project dropped the row) of positions in the original code's
-        arrays (`original_rows`); ValueError for a position outside them."""
-        positions = np.asarray(positions, dtype=np.int64)
-        table = self.original_rows if self.original_rows is not None else np.arange(len(self), dtype=np.int64)
-        outside = (positions < 0) | (positions >= len(table))
-        if outside.any():
-            raise ValueError(f"position {positions[outside][0]} is outside the original code's {len(table)} "
-                             f"{self.name} rows")
-        return table[positions]
-
-    def to_original(self, rows):
-        """Positions in the original code's arrays (int64) of rows of this split (the inverse of `from_original`)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        if self.original_rows is None:
-            return rows
-        return np.flatnonzero(self.original_rows >= 0)[rows]
-
-
-@dataclass
-class CSPData:
-    """What `load_dataset` returns (the original's `op` dict, as fields).
-
-    dataset            the --dataset name
-    data_dir           the folder the files were read from (`paths.get_paths(f'{dataset}_data_dir')`)
-    train              the training split (`Split`)
-    val                the evaluation split (`Split`; val or test as asked)
-    num_classes        number of classes (entries of the category file; 8142 for the real iNat2018 bundle)
-    classes            dict class id -> class name
-    class_of_interest  the class the original plots (3731 for iNat, 0 fmow/birds, 9 yfcc; 0 if out of range)
-    """
-    dataset: str
-    data_dir: Path
-    train: Split
-    val: Split
-    num_classes: int
-    classes: dict
-    class_of_interest: int
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -165,8 +74,6 @@ def _file_prefix(dataset):
 
 def feature_file(dataset, split, resolution="standard", cnn_model="inception_v3"):
     """Image-feature file of a split, (N_all, F) `.npy` aligned with the annotation file's image list."""
-    if resolution not in RESOLUTIONS:
-        raise ValueError(f"--inat2018_resolution must be one of {', '.join(RESOLUTIONS)}, got {resolution!r}")
     prefix = _file_prefix(dataset)
     if dataset == "inat_2018" and resolution == "high_res":
         return f"features_inception_hr/{prefix}_{split}_net_feats.npy"
@@ -183,13 +90,8 @@ def feature_file(dataset, split, resolution="standard", cnn_model="inception_v3"
 
 
 def prediction_file(dataset, split, pred_type="full", ratio=None, resolution="standard", cnn_model="inception_v3"):
-    """Image-classifier prediction file of a split: `.npz` (scipy sparse) or `.npy` (dense), (N_all, C).
-
-    `pred_type` 'fewshot' (inat_2018 and fmow only) names the predictions of a classifier trained on `ratio` of the
-    training data.
-    """
-    if pred_type not in PRED_TYPES:
-        raise ValueError(f"--cnn_pred_type must be full or fewshot, got {pred_type!r}")
+    """Image-classifier prediction file of a split, (N_all, C) `.npz` (scipy sparse) or `.npy`; `pred_type`
+    fewshot (inat_2018 and fmow): a classifier trained on `ratio` of the training data."""
     prefix = _file_prefix(dataset)
     if pred_type == "fewshot":
         if dataset not in ("inat_2018", "fmow"):
@@ -210,18 +112,7 @@ def prediction_file(dataset, split, pred_type="full", ratio=None, resolution="st
 # ----------------------------------------------------------------------------------------------------------------
 # errors
 
-def _key(dataset):
-    return f"{dataset}_data_dir"
-
-
-def _missing(dataset, path, what):
-    return FileNotFoundError(f"{dataset}: {what} {path} does not exist; {paths.how_to_set(_key(dataset))}, "
-                             f"or write synthetic data there with `python synthetic_data.py --dataset {dataset} "
-                             f"--out DIR`")
-
-
 def _missing_fewshot(dataset, path, split, ratio):
-    """The error for a missing few-shot prediction file `path`: the data folder is right, the ratio has none."""
     head, tail = path.name.split(f"ratio{ratio:.3f}")
     pattern = re.compile(re.escape(head) + r"ratio(\d+\.\d+)" + re.escape(tail))
     found = sorted(float(match[1]) for match in map(pattern.fullmatch, (p.name for p in path.parent.glob("*")))
@@ -233,31 +124,24 @@ def _missing_fewshot(dataset, path, split, ratio):
                              f"supervised classifier's predictions)" + (" or one of those ratios" if found else ""))
 
 
-def _malformed(dataset, path, problem):
-    return ValueError(f"{dataset}: {path} is malformed: {problem}. If these are the wrong files, "
-                      f"{paths.how_to_set(_key(dataset))}")
-
-
 def _open_json(dataset, path, what):
     if not path.is_file():
-        raise _missing(dataset, path, what)
+        raise missing(dataset, path, what)
     try:
         with open(path) as f:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise _malformed(dataset, path, f"not JSON ({err})") from None
+        raise malformed(dataset, path, f"not JSON ({err})") from None
 
 
 def _column(dataset, path, records, key, dtype):
-    """Field `key` of every dict in `records` as an array (None -> NaN for float dtypes)."""
     try:
         return np.array([r[key] for r in records], dtype=dtype)
     except (KeyError, TypeError, ValueError) as err:
-        raise _malformed(dataset, path, f"an entry lacks '{key}' or it is not a number ({err!r})") from None
+        raise malformed(dataset, path, f"an entry lacks '{key}' or it is not a number ({err!r})") from None
 
 
 def _repeated(keys):
-    """The values that occur more than once in `keys` (1-D), sorted."""
     uniq, counts = np.unique(keys, return_counts=True)
     return uniq[counts > 1]
 
@@ -265,30 +149,27 @@ def _repeated(keys):
 def _check_unique_ids(dataset, path, ids, what):
     repeated = _repeated(ids)
     if len(repeated):
-        raise _malformed(dataset, path, f"{len(repeated)} {what} ids occur more than once, e.g. "
-                                        f"{', '.join(map(str, repeated[:5]))}; each image must be listed once")
+        raise malformed(dataset, path, f"{len(repeated)} {what} ids occur more than once, e.g. "
+                                       f"{', '.join(map(str, repeated[:5]))}; each image must be listed once")
 
 
 def _check_consistent(dataset, path, ids, columns, what):
-    """ValueError naming the ids that `path` lists more than once with different values (identical repeats are
-    harmless)."""
     table = pd.DataFrame({"id": ids, **columns}).drop_duplicates()
     conflicting = _repeated(table["id"].to_numpy())
     if len(conflicting):
-        raise _malformed(dataset, path, f"{len(conflicting)} image ids have conflicting {what} entries, e.g. "
-                                        f"{', '.join(map(str, conflicting[:5]))}; keep one entry per image")
+        raise malformed(dataset, path, f"{len(conflicting)} image ids have conflicting {what} entries, e.g. "
+                                       f"{', '.join(map(str, conflicting[:5]))}; keep one entry per image")
 
 
 def _lookup(dataset, path, keys, wanted, what):
-    """Positions in `keys` of each value of `wanted` (the last one where `keys` repeats a value; callers check
-    that repeats agree)."""
+    """Positions in `keys` of each value of `wanted` (the last where `keys` repeats one)."""
     rev = keys[::-1]
     uniq, first_in_rev = np.unique(rev, return_index=True)
     pos = np.searchsorted(uniq, wanted)
     pos[pos == len(uniq)] = 0
     found = uniq[pos] == wanted if len(uniq) else np.zeros(len(wanted), bool)
     if not found.all():
-        raise _malformed(dataset, path, f"{(~found).sum()} image ids have no {what}, e.g. id {wanted[~found][0]}")
+        raise malformed(dataset, path, f"{(~found).sum()} image ids have no {what}, e.g. id {wanted[~found][0]}")
     return len(keys) - 1 - first_in_rev[pos]
 
 
@@ -314,7 +195,7 @@ def _read_inat_style(dataset, data_dir, split, load_img):
     try:
         images, annotations = ann["images"], ann["annotations"]
     except (KeyError, TypeError):
-        raise _malformed(dataset, ann_path, "expected a dict with 'images' and 'annotations' lists") from None
+        raise malformed(dataset, ann_path, "expected a dict with 'images' and 'annotations' lists") from None
     img_ids = _column(dataset, ann_path, images, "id", np.int64)
     ann_ids = _column(dataset, ann_path, annotations, "image_id", np.int64)
     ann_classes = _column(dataset, ann_path, annotations, "category_id", np.int64)
@@ -326,7 +207,7 @@ def _read_inat_style(dataset, data_dir, split, load_img):
 
     loc = _open_json(dataset, loc_path, "location file")
     if not isinstance(loc, list):
-        raise _malformed(dataset, loc_path, f"expected a list of location entries, got a {type(loc).__name__}")
+        raise malformed(dataset, loc_path, f"expected a list of location entries, got a {type(loc).__name__}")
     loc_ids = _column(dataset, loc_path, loc, "id", np.int64)
     fields = {key: _column(dataset, loc_path, loc, key, np.float64) for key in ("lon", "lat", "user_id", "date_c")}
     del loc
@@ -345,7 +226,7 @@ def _read_birds(dataset, data_dir, split, meta_type, load_img):
     path = data_dir / BIRD_FILES[dataset]
     data = _open_json(dataset, path, "annotation file")
     if not isinstance(data, dict):
-        raise _malformed(dataset, path, f"expected a JSON object with one list per split, got a {type(data).__name__}")
+        raise malformed(dataset, path, f"expected a JSON object with one list per split, got a {type(data).__name__}")
     if split not in data or not isinstance(data[split], list):
         splits = [k for k, v in data.items() if isinstance(v, list) and k != "classes"]
         raise ValueError(f"{dataset}: {path} has no split {split!r}; it has {', '.join(splits)} (--eval_split)")
@@ -369,26 +250,26 @@ def _read_birds(dataset, data_dir, split, meta_type, load_img):
 
 
 def _read_csv(dataset, path, what, columns, numeric):
-    """The table at `path` with at least `columns`; those in `numeric` as numbers (ValueError naming the file, the
-    column and the first row that is not one)."""
+    """The table at `path` with at least `columns`, those in `numeric` as numbers; ValueError naming the file,
+    the column and the first bad row."""
     if not path.is_file():
-        raise _missing(dataset, path, what)
+        raise missing(dataset, path, what)
     try:
         table = pd.read_csv(path)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise _malformed(dataset, path, f"not a CSV table ({err})") from None
-    missing = set(columns) - set(table.columns)
-    if missing:
-        raise _malformed(dataset, path, f"missing columns {sorted(missing)} (it has {list(table.columns)})")
+        raise malformed(dataset, path, f"not a CSV table ({err})") from None
+    absent = set(columns) - set(table.columns)
+    if absent:
+        raise malformed(dataset, path, f"missing columns {sorted(absent)} (it has {list(table.columns)})")
     if len(table) == 0:
-        raise _malformed(dataset, path, "no rows")
+        raise malformed(dataset, path, "no rows")
     for column in numeric:
         values = pd.to_numeric(table[column], errors="coerce")
         wrong = values.isna() & table[column].notna()
         if wrong.any():
             row = int(np.flatnonzero(wrong.to_numpy())[0])
-            raise _malformed(dataset, path, f"column '{column}' holds {wrong.sum()} values that are not numbers, "
-                                            f"e.g. {table[column].iloc[row]!r} in data row {row + 1}")
+            raise malformed(dataset, path, f"column '{column}' holds {wrong.sum()} values that are not numbers, "
+                                           f"e.g. {table[column].iloc[row]!r} in data row {row + 1}")
         table[column] = values
     return table
 
@@ -397,7 +278,7 @@ def _read_yfcc(data_dir, split):
     path = data_dir / YFCC_FILE
     table = _read_csv("yfcc", path, "split file", ("lon", "lat", "class", "split"), ("lon", "lat", "class"))
     if table["class"].isna().any() or (table["class"] % 1 != 0).any():
-        raise _malformed("yfcc", path, "column 'class' must hold an integer class id in every row")
+        raise malformed("yfcc", path, "column 'class' must hold an integer class id in every row")
     table = table[table["split"] == split]
     if len(table) == 0:
         raise ValueError(f"yfcc: {path} has no rows with split == {split!r} (--eval_split)")
@@ -416,7 +297,6 @@ def _read_entries(params, data_dir, split):
 
 
 def _read_class_names(dataset, data_dir):
-    """{class id: name} from the category file; ValueError naming the file and what is wrong with it."""
     path = data_dir / category_file(dataset)
     if dataset == "yfcc":
         table = _read_csv(dataset, path, "class-name file", ("id", "name"), ("id",))
@@ -424,23 +304,23 @@ def _read_class_names(dataset, data_dir):
     else:
         names = _class_names_of(dataset, path, _open_json(dataset, path, "class-name file"))
     if not names:
-        raise _malformed(dataset, path, "it names no classes")
+        raise malformed(dataset, path, "it names no classes")
     return names
 
 
 def _class_names_of(dataset, path, data):
     if dataset == "fmow":
         if not isinstance(data, dict) or not all(isinstance(cid, int) for cid in data.values()):
-            raise _malformed(dataset, path, f"expected a JSON object {{class name: integer id}}, got a "
-                                            f"{type(data).__name__}")
+            raise malformed(dataset, path, f"expected a JSON object {{class name: integer id}}, got a "
+                                           f"{type(data).__name__}")
         return {cid: name for name, cid in data.items()}
     if dataset in BIRD_FILES:
         if not isinstance(data, dict) or not isinstance(data.get("classes"), list):
-            raise _malformed(dataset, path, "expected a JSON object with a 'classes' list of class names")
+            raise malformed(dataset, path, "expected a JSON object with a 'classes' list of class names")
         return dict(enumerate(data["classes"]))
     if not isinstance(data, list) or not all(isinstance(c, dict) and isinstance(c.get("id"), int) and "name" in c
                                              for c in data):
-        raise _malformed(dataset, path, "expected a JSON list of {\"id\": integer, \"name\": ...} entries")
+        raise malformed(dataset, path, "expected a JSON list of {\"id\": integer, \"name\": ...} entries")
     return {c["id"]: c["name"] for c in data}
 
 
@@ -454,27 +334,26 @@ def _bad_coordinates(locs):
 
 
 def _check_not_swapped(dataset, split, entries):
-    """ValueError when the location columns look swapped: at least SWAPPED_MIN_FRACTION of the located entries
-    are out of range as given, and fewer than a tenth as many would be with lon and lat exchanged."""
+    """ValueError when lon and lat look swapped: at least SWAPPED_MIN_FRACTION of the located entries are out of
+    range, and fewer than a tenth as many would be exchanged."""
     located = ~entries.invalid & ~np.isnan(entries.locs).any(axis=1)
     as_given = (_bad_coordinates(entries.locs) & located).sum()
     swapped = (_bad_coordinates(entries.locs[:, ::-1]) & located).sum()
     if as_given >= max(1, SWAPPED_MIN_FRACTION * located.sum()) and swapped * 10 < as_given:
-        raise _malformed(dataset, entries.loc_source,
-                         f"{as_given} of its {located.sum()} {split} locations are out of range (lon outside "
-                         f"[-180, 180] or lat outside [-90, 90]) but only {swapped} would be with the two exchanged: "
-                         f"its 'lon' and 'lat' look swapped (this project reads longitude, latitude in degrees); "
-                         f"exchange them in the file")
+        raise malformed(dataset, entries.loc_source,
+                        f"{as_given} of its {located.sum()} {split} locations are out of range (lon outside "
+                        f"[-180, 180] or lat outside [-90, 90]) but only {swapped} would be with the two exchanged: "
+                        f"its 'lon' and 'lat' look swapped (this project reads longitude, latitude in degrees); "
+                        f"exchange them in the file")
 
 
 def _select(dataset, split, entries, remove_invalid, num_classes):
-    """The kept rows of `entries` as a Split (without features / predictions)."""
     bad_class = (entries.classes < 0) | (entries.classes >= num_classes)
     if bad_class.any():
-        raise _malformed(dataset, entries.source,
-                         f"{bad_class.sum()} {split} entries have class ids outside [0, {num_classes}) "
-                         f"(e.g. {entries.classes[bad_class][0]}); {category_file(dataset)} names {num_classes} "
-                         f"classes")
+        raise malformed(dataset, entries.source,
+                        f"{bad_class.sum()} {split} entries have class ids outside [0, {num_classes}) "
+                        f"(e.g. {entries.classes[bad_class][0]}); {category_file(dataset)} names {num_classes} "
+                        f"classes")
     _check_not_swapped(dataset, split, entries)
     bad_coords = _bad_coordinates(entries.locs) & ~entries.invalid
     locs = entries.locs
@@ -508,157 +387,33 @@ def _select(dataset, split, entries, remove_invalid, num_classes):
 
 
 def _kaggle_split_ids(dataset, data_dir, split):
-    """True for Kaggle 'Private', False for 'Public', per test image (file rows follow the annotation's image list)."""
     path = data_dir / kaggle_file(dataset)
     if not path.is_file():
-        raise _missing(dataset, path, "Kaggle solution file (public/private split of --eval_split test)")
+        raise missing(dataset, path, "Kaggle solution file (public/private split of --eval_split test)")
     table = pd.read_csv(path)
     column = next((c for c in table.columns if c.lower() == "usage"), None)
     if column is None:
-        raise _malformed(dataset, path, "no 'usage' column")
+        raise malformed(dataset, path, "no 'usage' column")
     return table[column].to_numpy() == "Private"
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# features and predictions
-
-def _npy_header(dataset, path):
-    try:
-        with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read(f)
-            offset = f.tell()
-    except ValueError as err:
-        raise _malformed(dataset, path, f"not a .npy array ({err})") from None
-    if dtype.kind not in "fiu":
-        raise _malformed(dataset, path, f"its values have dtype {dtype}; expected numbers (float or integer)")
-    return shape, fortran, dtype, offset
-
-
-def _check_shape(dataset, path, shape, num_rows, num_cols, source, what):
-    if len(shape) != 2 or shape[0] != num_rows or (num_cols is not None and shape[1] != num_cols):
-        cols = num_cols if num_cols is not None else "F"
-        raise _malformed(dataset, path, f"{what} of shape {tuple(shape)}; expected ({num_rows}, {cols}), one row "
-                                        f"per image listed in {source.name}, in that order")
-
-
-def _read_npy_rows(dataset, path, rows, num_rows, num_cols, source, what, storage="device"):
-    """Rows `rows` (sorted, or None for all) of a (num_rows, ·) `.npy` file as float32.
-
-    All rows, or one consecutive run of rows, of a float32 file: a copy-on-write memory map (no copy in memory). A
-    subset: one array filled chunk by chunk from the file, so that only the result is held; or, where
-    `feature_store.stays_in_file(storage, size)`, a `feature_store.FileRows` that reads rows only when indexed.
-    """
-    if not path.is_file():
-        raise _missing(dataset, path, what)
-    shape, fortran, dtype, offset = _npy_header(dataset, path)
-    _check_shape(dataset, path, shape, num_rows, num_cols, source, what)
-    consecutive = rows is not None and len(rows) and np.array_equal(rows, np.arange(rows[0], rows[0] + len(rows)))
-    if rows is None or (consecutive and dtype == np.float32 and not fortran):
-        try:
-            if dtype == np.float32 and not fortran:
-                mapped = np.load(path, mmap_mode="c")
-                return mapped if rows is None else mapped[rows[0]:rows[0] + len(rows)]
-            return np.load(path).astype(np.float32)
-        except ValueError as err:
-            raise _malformed(dataset, path, f"cannot be read ({err}; truncated?)") from None
-    if feature_store.stays_in_file(storage, 4 * len(rows) * shape[1]):
-        return feature_store.FileRows(np.load(path, mmap_mode="r"), rows)
-    if fortran:
-        return np.asarray(np.load(path, mmap_mode="r")[rows], dtype=np.float32)
-    width = shape[1]
-    out = np.empty((len(rows), width), np.float32)
-    chunk_rows = max(1, READ_CHUNK_BYTES // max(1, width * dtype.itemsize))
-    buf = np.empty((chunk_rows, width), dtype)
-    done = 0
-    with open(path, "rb") as f:
-        for start in range(0, num_rows, chunk_rows):
-            stop = min(start + chunk_rows, num_rows)
-            hi = np.searchsorted(rows, stop)
-            if hi == done:
-                continue
-            f.seek(offset + start * width * dtype.itemsize)
-            block = buf[: stop - start]
-            if f.readinto(memoryview(block).cast("B")) != block.nbytes:
-                raise _malformed(dataset, path, f"the file ends before row {stop} of {num_rows} (truncated?)")
-            out[done:hi] = block[rows[done:hi] - start]
-            done = hi
-    return out
-
-
-def _read_sparse_rows(dataset, path, rows, num_rows, num_cols, source, what):
-    if not path.is_file():
-        raise _missing(dataset, path, what)
-    try:
-        matrix = sparse.load_npz(path)
-    except (ValueError, OSError, BadZipFile, KeyError) as err:
-        raise _malformed(dataset, path, f"not a scipy sparse .npz ({err})") from None
-    _check_shape(dataset, path, matrix.shape, num_rows, num_cols, source, what)
-    matrix = matrix.tocsr().astype(np.float32)
-    if rows is not None:
-        matrix = matrix[rows]
-    return matrix.toarray()
-
-
-def _check_finite(dataset, path, data, rows, what):
-    """ValueError naming the file and its first rows with NaN or infinite values (read chunk by chunk, so that a
-    memory-mapped file is not held at once). `rows`: the file rows of `data`'s rows (None: the same)."""
-    chunk = max(1, READ_CHUNK_BYTES // max(1, data.shape[1] * data.dtype.itemsize))
-    bad = []
-    for start in range(0, len(data), chunk):
-        found = np.flatnonzero(~np.isfinite(data[start:start + chunk]).all(axis=1)) + start
-        bad.extend(found.tolist())
-        if len(bad) >= 5:
-            break
-    if bad:
-        file_rows = bad[:5] if rows is None else rows[bad[:5]].tolist()
-        raise _malformed(dataset, path, f"the {what} hold NaN or infinite values, first in file rows "
-                                        f"{', '.join(map(str, file_rows))}; recompute them (a NaN input makes a "
-                                        f"NaN model)")
-
-
-def _read_rows(dataset, path, rows, num_rows, num_cols, source, what, storage="device"):
-    if path.suffix == ".npz":
-        data = _read_sparse_rows(dataset, path, rows, num_rows, num_cols, source, what)
-    else:
-        data = _read_npy_rows(dataset, path, rows, num_rows, num_cols, source, what, storage)
-    _check_finite(dataset, path, data, rows, what)
-    logger.info("%s: loaded %s %s from %s", dataset, what, data.shape, path)
-    return data
 
 
 # ----------------------------------------------------------------------------------------------------------------
 
 def load_dataset(params, eval_split, train_remove_invalid, eval_remove_invalid, load_cnn_predictions=False,
                  load_cnn_features=False, load_cnn_features_train=False):
-    """Load `params['dataset']` as the original `load_dataset` did; returns a `CSPData`.
-
-    params: the run's params dict; reads `dataset`, `meta_type`, `load_img`, `inat2018_resolution`,
-      `cnn_pred_type`, `cnn_model`, `train_sample_ratio` (few-shot prediction file name), `feature_storage`
-      (default auto: whether a subset of a feature file's rows is read or left in the file). For yfcc it sets
-      `use_date_feats` and `balanced_train_loader` to False, as the original did.
-    eval_split: 'val' or 'test' (bird sets / yfcc: any split their file has).
-    train_remove_invalid / eval_remove_invalid: drop invalid entries of that split (else keep them, NaN location).
-    load_cnn_predictions: evaluation-split class probabilities (`val.preds`).
-    load_cnn_features / load_cnn_features_train: image features of the evaluation / training split.
-    """
+    """The `CSPData` of `params['dataset']` (--dataset custom: `own_data.load_own_dataset`), as the original's
+    `load_dataset`: the training split and `eval_split` ('val' or 'test'; bird sets and yfcc: any split their file
+    has), each without invalid entries where `*_remove_invalid`, with the evaluation split's class probabilities
+    and either split's image features as asked. Never changes `params`."""
     dataset = params["dataset"]
-    if dataset == "custom":  # your own table of observations and features (own_data.py imports this module)
-        from . import own_data
+    if dataset == own_data.DATASET:
         return own_data.load_own_dataset(params, eval_split, train_remove_invalid, eval_remove_invalid,
                                          load_cnn_predictions, load_cnn_features, load_cnn_features_train)
-    if dataset not in DATASET_INFO:
-        raise ValueError(f"--dataset must be one of {', '.join(DATASET_NAMES)}, got {dataset!r}")
     if dataset in ("inat_2018", "inat_2017") and eval_split not in ("val", "test"):
         raise ValueError(f"{dataset}: --eval_split must be val or test, got {eval_split!r}")
-    data_dir = paths.get_paths(_key(dataset))
+    data_dir = paths.get_paths(data_dir_key(dataset))
     if not data_dir.is_dir():
-        raise _missing(dataset, data_dir, "data folder")
-    if dataset == "yfcc":
-        logger.info("yfcc has no users or dates: use_date_feats and balanced_train_loader set to False")
-        params["use_date_feats"] = False
-        params["balanced_train_loader"] = False
+        raise missing(dataset, data_dir, "data folder")
 
     classes = _read_class_names(dataset, data_dir)
     num_classes = len(classes)
@@ -672,23 +427,39 @@ def load_dataset(params, eval_split, train_remove_invalid, eval_remove_invalid, 
         if split == "test" and dataset in ("inat_2018", "inat_2017"):
             ids = _kaggle_split_ids(dataset, data_dir, split)
             if len(ids) != num_all:
-                raise _malformed(dataset, data_dir / kaggle_file(dataset),
-                                 f"{len(ids)} rows; expected {num_all}, one per image of {entries.source.name}")
+                raise malformed(dataset, data_dir / kaggle_file(dataset),
+                                f"{len(ids)} rows; expected {num_all}, one per image of {entries.source.name}")
             part.split_ids = ids[part.inds]
         if want_feats:
             name = feature_file(dataset, split, params["inat2018_resolution"], params["cnn_model"])
-            part.feats = _read_rows(dataset, data_dir / name, rows, num_all, None, entries.source,
-                                    f"{split} image features", storage=params.get("feature_storage", "auto"))
+            part.feats = read_rows(dataset, data_dir / name, rows, num_all, None, entries.source,
+                                   f"{split} image features", storage=params.get("feature_storage", "auto"))
         if load_cnn_predictions and split == eval_split:
             name = prediction_file(dataset, split, params["cnn_pred_type"], params["train_sample_ratio"],
                                    params["inat2018_resolution"], params["cnn_model"])
             if params["cnn_pred_type"] == "fewshot" and not (data_dir / name).is_file():
                 raise _missing_fewshot(dataset, data_dir / name, split, params["train_sample_ratio"])
-            part.preds = _read_rows(dataset, data_dir / name, rows, num_all, num_classes, entries.source,
-                                    f"{split} image predictions")
+            part.preds = read_rows(dataset, data_dir / name, rows, num_all, num_classes, entries.source,
+                                   f"{split} image predictions")
         splits.append(part)
         del entries
 
     class_of_interest = DATASET_INFO[dataset][1]
     return CSPData(dataset, data_dir, splits[0], splits[1], num_classes, classes,
                    class_of_interest if class_of_interest < num_classes else 0)
+
+
+def flags_from_data(params):
+    """{flag: value} that a run takes from its data, logged: yfcc has no users or dates (use_date_feats and
+    balanced_train_loader F, as the original); a table with unlabelled rows has balanced_train_loader F."""
+    if params["dataset"] == "yfcc":
+        logger.info("yfcc has no users or dates: use_date_feats and balanced_train_loader set to False")
+        return {"use_date_feats": False, "balanced_train_loader": False}
+    if params["dataset"] == own_data.DATASET:
+        obs = own_data.Observations(params["data_table"], params.get("label_set"))
+        switched = own_data.loader_flags(params, obs)
+        if switched:
+            logger.info("%s: %d unlabelled rows: balanced_train_loader set to False", obs.path,
+                        (obs.classes < 0).sum())
+        return switched
+    return {}

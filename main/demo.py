@@ -214,7 +214,7 @@ def run_demo(out_dir=DEFAULT_OUT_DIR, seed=0, device=None, extra_flags=(), readm
     model_dir = out_dir / "runs" / f"seed{seed}"
     argvs = run_argvs(model_dir, seed, device, extra_flags, data_dir)
     for argv in argvs.values():
-        train_unsuper.check_argv(argv)
+        default_params(argv)
     seconds = {}
     start = time.monotonic()
     ensure_dataset(data_dir, build_args)

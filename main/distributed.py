@@ -1,25 +1,9 @@
-"""Several processes under `torchrun`: the process group, each rank's shard of an epoch, the global-batch gather of the
-pre-training losses and DistributedDataParallel (DDP) around the model.
+"""The run's device and its processes under torchrun: the process group, each rank's shard of an epoch, the
+global-batch gather of the contrastive losses and DDP around the model.
 
-    torchrun --standalone --nproc_per_node 2 train_unsuper.py <flags>               # one node, two processes
-    torchrun --nnodes 2 --node_rank R --nproc_per_node 4 --rdzv_backend c10d \\
-             --rdzv_endpoint HOST:29500 train_unsuper.py <flags>                      # two nodes (R = 0 and 1)
-
-torchrun gives each process RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT in its environment; `setup`
-joins the process group from them (nccl for CUDA devices, gloo on the CPU). Without WORLD_SIZE > 1 (a plain `python
-train_unsuper.py`) nothing here communicates: rank 0 of 1, the model called directly, every function an identity,
-so a single process computes exactly what it did before this module existed.
-
-The global batch (open_clip's scheme for contrastive losses). `--batch_size` b is per process; N processes take
-global batches of N·b rows from one epoch order that every rank draws alike from (seed, phase, epoch); rank r takes
-positions [r·b, (r+1)·b) of each (`shard`). The pre-training losses `gather` the embeddings of all ranks, so that
-their in-batch terms contrast each location with the N·b images (and N·b locations) of the global batch, and compute
-the loss of the global batch on every rank. Gradients flow into the local slice only; as every rank computes the
-same loss, the ranks' slices together carry its whole gradient, and `gather` multiplies the local slice's gradient
-by N to cancel the mean that DDP takes over ranks. Losses that are means over samples (l2regress, fine-tuning) are
-not gathered: DDP's mean of the ranks' equal-sized means is the global mean. Either way N processes at batch b step
-as one process at batch N·b (random negative locations and dropout masks aside, which each rank draws from its own
-seed, `rank_seed`).
+`--batch_size` b is per process: N processes step through global batches of N·b rows of one epoch order, rank r
+taking positions [r·b, (r+1)·b) of each, so they step as one process at batch N·b (dropout and negatives aside,
+drawn per rank). Without WORLD_SIZE > 1 every function here is the identity (rank 0 of 1).
 """
 import atexit
 import functools
@@ -32,17 +16,39 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 
-def setup(device):
-    """Join torchrun's process group (once per process) when WORLD_SIZE > 1; returns this process's device:
-    cuda:LOCAL_RANK for a CUDA `device` under torchrun, else `device` (a torch.device).
+def resolve_device(name):
+    """torch.device of a --device value ('auto': the first GPU, else the CPU); ValueError for another kind."""
+    if name == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"--device {name!r} is not a torch device (try cpu, cuda:0 or auto): {err}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name}: this project runs on the CPU or a CUDA GPU only; use --device cpu, "
+                         f"cuda:0 or auto")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA GPU is available here; use --device cpu or --device auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) here; "
+                         f"use --device cuda:0 or --device auto")
+    return device
 
-    Raises ValueError when torchrun's variables are incomplete or a node has fewer GPUs than processes."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+
+def requested_world_size():
+    """WORLD_SIZE, the processes torchrun started (1 without), known before they join their group."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def setup(device):
+    """Join torchrun's process group (nccl on CUDA, gloo on the CPU) when WORLD_SIZE > 1; returns this process's
+    device (cuda:LOCAL_RANK under torchrun). ValueError for incomplete torchrun variables or too few GPUs."""
+    if requested_world_size() <= 1:
         return device
     missing = [name for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
     if missing:
         raise ValueError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {', '.join(missing)} not set: start several "
-                         f"processes with torchrun (see README, 'Scaling out'), or unset WORLD_SIZE")
+                         f"processes with torchrun (see docs/scaling.md), or unset WORLD_SIZE")
     if device.type == "cuda":
         local_rank = int(os.environ["LOCAL_RANK"])
         if local_rank >= torch.cuda.device_count():
@@ -63,23 +69,20 @@ def _leave():
 
 
 def world_size():
-    """Number of processes (1 without a process group)."""
     return dist.get_world_size() if dist.is_initialized() else 1
 
 
 def rank():
-    """This process's rank in [0, world_size())."""
     return dist.get_rank() if dist.is_initialized() else 0
 
 
 def is_main():
-    """True on rank 0, the process that writes checkpoints, logs and results and runs the evaluations."""
+    """True on rank 0, which logs, evaluates and writes the files."""
     return rank() == 0
 
 
 def main_only(method):
-    """Decorator: run `method` on rank 0 only; other ranks get None. For what writes files or evaluates (no
-    collective calls inside)."""
+    """Decorator: `method` runs on rank 0 only (no collective calls inside); other ranks get None."""
     @functools.wraps(method)
     def wrapper(*args, **kwargs):
         return method(*args, **kwargs) if is_main() else None
@@ -87,19 +90,15 @@ def main_only(method):
 
 
 def rank_seed(seed):
-    """Seed of this rank's own random draws (dropout masks, random negative locations) from the shared `seed`
-    (int): `seed` itself on rank 0, so that a single process draws as before; one derived from (seed, rank) by
-    numpy's SeedSequence on the others."""
+    """Seed of this rank's dropout and negatives: `seed` on rank 0, SeedSequence([seed, rank]) on the others."""
     if rank() == 0:
         return seed
     return int(np.random.SeedSequence([seed, rank()]).generate_state(1)[0])
 
 
 def shard(indices, batch_size):
-    """This rank's rows of an epoch: `indices` (1-D tensor, the same order on every rank) taken as global batches
-    of world_size()·batch_size, of which rank r gets positions [r·b, (r+1)·b); a last, shorter global batch of t
-    rows gives every rank t // world_size() rows (the t mod world_size() rows left over are not trained on this
-    epoch). Shards are equally long, so every rank runs the same number of steps. One process: `indices`."""
+    """This rank's rows of `indices` (1-D, the same on every rank): positions [r·b, (r+1)·b) of each global batch;
+    of a last, shorter one t // world_size() rows each. Every rank gets as many rows."""
     world = world_size()
     if world == 1:
         return indices
@@ -111,7 +110,7 @@ def shard(indices, batch_size):
 
 
 class _Gather(torch.autograd.Function):
-    """All ranks' `tensor`s concatenated along `dim` in rank order; backward: the local slice's gradient × N."""
+    """All ranks' tensors concatenated along `dim`; backward: the local slice's gradient × N."""
 
     @staticmethod
     def forward(ctx, tensor, dim):
@@ -128,18 +127,14 @@ class _Gather(torch.autograd.Function):
 
 
 def gather(tensor, dim=0):
-    """The global batch of a per-rank tensor: every rank's `tensor` (equal shapes) concatenated along `dim` in rank
-    order, so with `shard`'s layout row i of the result is row i of the global batch. For a loss that every rank
-    computes alike from gathered tensors: the gradient reaching the local slice is multiplied by world_size(), which
-    DDP's mean over ranks divides out again (the sum over ranks of the slices' gradients is the loss's gradient).
-    One process: `tensor` itself."""
+    """The global batch of a per-rank tensor (every rank's, concatenated along `dim`), for a loss every rank
+    computes alike: the local slice's gradient is multiplied by world_size(), which DDP's mean divides out."""
     if world_size() == 1:
         return tensor
     return _Gather.apply(tensor, dim)
 
 
 def mean_over_ranks(value):
-    """A tensor's mean over the ranks (e.g. a logged loss); one process: `value` itself."""
     if world_size() == 1:
         return value
     value = value.clone()
@@ -148,8 +143,7 @@ def mean_over_ranks(value):
 
 
 class _LossOf(nn.Module):
-    """`forward(loss_fn, *args)` = loss_fn(model, *args): the losses use the model's heads (img_dec, class_emb,
-    user_emb) besides its forward, and DDP synchronises the gradients of what its wrapped module's forward uses."""
+    """`forward(loss_fn, *args)` = loss_fn(model, *args), so that DDP sees the heads the losses use."""
 
     def __init__(self, model):
         super().__init__()
@@ -160,9 +154,8 @@ class _LossOf(nn.Module):
 
 
 def parallel(model):
-    """A module called as `step(loss_fn, *args)` that returns loss_fn(model, *args): the model itself in one process;
-    with several, inside DDP (which first gives every rank rank 0's weights, then averages the gradients over ranks
-    in backward; parameters a phase does not use keep no gradient, as in one process)."""
+    """`step(loss_fn, *args)` = loss_fn(model, *args); with several processes inside DDP (rank 0's weights,
+    gradients averaged over the ranks)."""
     step = _LossOf(model)
     if world_size() == 1:
         return step

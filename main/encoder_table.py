@@ -19,7 +19,8 @@ import pandas as pd
 from . import own_data
 from . import table_runs
 from . import train_unsuper
-from .trainer import read_results
+from .arguments import default_params
+from .results import read_results
 
 logger = logging.getLogger(__name__)
 
@@ -274,8 +275,8 @@ def main(argv=None):
     model_dir = Path(args.model_dir or table_runs.DEFAULT_MODEL_ROOT / f"encoders_{args.dataset}" / args.preset)
     for encoder in args.encoders:
         for method in args.methods:
-            train_unsuper.check_argv(run_argv(args.dataset, args.preset, encoder, method, args.ratios[0],
-                                              args.seeds[0], model_dir, args.device, overrides))
+            default_params(run_argv(args.dataset, args.preset, encoder, method, args.ratios[0],
+                                    args.seeds[0], model_dir, args.device, overrides))
     runs = plan(args.dataset, args.preset, args.encoders, args.methods, args.ratios, args.seeds, model_dir,
                 args.device, overrides)
     collect(runs, args.dataset, args.collect_only)

@@ -1,25 +1,7 @@
-"""Batched evaluation: rank of the true class, top-k accuracy and MRR, with the original's log lines.
+"""Batched evaluation in row chunks on the device, logged as the original's lines: per split of equal
+`split_ids`, top-k = 100 · #(rank ≤ k) / N rounded to 2 decimals and MRR = mean of 1/rank (0: not scored).
 
-Methods (each returns a machine-readable result and the per-sample ranks):
-* `evaluate_image_only` — the image classifier alone ("No prior");
-* `evaluate_with_prior` — image probabilities × a location prior, pred_c = p_img,c · prior_c (not renormalised),
-  the product in float64; the prior is a location encoder (σ(e(x)·W_c); rows whose location is NaN keep the
-  image prediction and stay in the denominator), a baseline's `prior`, a per-row matrix or a per-class vector;
-* `evaluate_location_only` — the location encoder alone ("LocEnc"), NaN-location rows dropped from the numerator
-  but kept in the denominator.
-Rows are processed in chunks on the device, so 24 426 × 8 142 scores fit in memory on CPU and GPU.
-
-Rank rule: rank = 1 + #(classes scoring higher) + #(classes scoring equal with a higher class index), i.e. among
-equal scores the higher class index ranks first — the order of a stable ascending sort, reversed. A NaN score
-ranks below every number: it never counts as higher, and a NaN true-class score gets the worst rank, C (so a
-diverged model scores 0 %, not 100 %). The original
-reversed numpy's (unstable) ascending argsort: this rule gives its result wherever its order is the identity, the
-common case of an all-zero row (the last class ranks first); numpy's introsort order of other ties is
-implementation-defined and cannot be reproduced in general.
-Top-k accuracy (k = 1, 3, 5, 10) = 100 · #(rank ≤ k) / N_split rounded to 2 decimals (numpy rounding, as the
-original); MRR = mean over the split of 1/rank (0 for rows not scored). Splits: blocks of equal `split_ids` in
-sorted order, numbered 0, 1, …; for the iNat test set the ids are the Kaggle Private mask, so ID 0 = Public,
-ID 1 = Private.
+Rank = 1 + #(classes scoring higher) + #(equal scores of a higher class index); a NaN true-class score ranks last.
 """
 import logging
 import sys
@@ -41,8 +23,7 @@ LOCATION_ONLY_HEADER = "\nLocation encoder alone (LocEnc)"
 
 
 def label_ranks(scores, labels):
-    """(N,) int64 rank (1 = best) of class labels[i] in scores[i] (N, C), ties and NaN by the rule of the module
-    doc."""
+    """(N,) int64 rank (1 = best) of class labels[i] in scores[i] (N, C), by the module's rule."""
     labels = labels.to(device=scores.device, dtype=torch.long).view(-1, 1)
     true_score = scores.gather(1, labels)
     later_class = torch.arange(scores.shape[1], device=scores.device) > labels
@@ -55,20 +36,16 @@ _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.lon
 
 
 def _as_tensor(array, device, dtype):
-    """`array` (a tensor, or an array-like such as a read-only memory map, which is copied) as `dtype` on `device`."""
     if torch.is_tensor(array):
         return array.to(device=device, dtype=dtype)
     return torch.from_numpy(np.array(array, dtype=_NUMPY_DTYPES[dtype])).to(device)
 
 
 def _chunk_rows(device, num_classes):
-    """Rows per chunk: about 2 M scores on the CPU (temporaries small enough for the allocator to reuse their
-    memory), about 32 M on a GPU."""
     return max(1, (2 ** 21 if device.type == "cpu" else 2 ** 25) // max(1, num_classes))
 
 
 def _split_blocks(split_ids):
-    """[(block ID, split value, row indices)] for the distinct split values in sorted order."""
     split_ids = np.asarray(split_ids.cpu() if torch.is_tensor(split_ids) else split_ids).reshape(-1)
     values = np.unique(split_ids)
     names = {False: "Public", True: "Private"} if split_ids.dtype == bool else {}
@@ -76,7 +53,7 @@ def _split_blocks(split_ids):
 
 
 def summarize(ranks, split_ids, method, flag="", num_scored=None):
-    """Log the top-k block of each split (` Split ID: {i}`, ` Top {k}\\t{flag}acc (%):   {value}`) and return
+    """Log the top-k lines of each split (` Split ID: {i}`, ` Top {k}\\t{flag}acc (%):   {value}`) and return
     {method, flag, num_rows, num_scored, splits: [{id, name, count, top1, top3, top5, top10, mrr}]}.
 
     ranks: (N,) int64, 0 for rows that were not scored (they count as misses)."""
@@ -100,16 +77,14 @@ def summarize(ranks, split_ids, method, flag="", num_scored=None):
 
 
 def overall_top1(result):
-    """Top-1 (%) of a `summarize` result over all its splits (weighted by their counts), 2 decimals; None when it
-    has no rows."""
+    """Top-1 (%) of a `summarize` result over all its splits, 2 decimals; None without rows."""
     total = sum(split["count"] for split in result["splits"])
     return round(sum(split["top1"] * split["count"] for split in result["splits"]) / total, 2) if total else None
 
 
 def _ranks_in_chunks(classes, num_classes, scores_of, chunk_rows, device, desc):
-    """Ranks (N,) int64 on the CPU. `scores_of(start, stop)` gives (scores, rows): the scores of the chunk's rows
-    `rows` (device indices; None = all rows of the chunk). Rows never scored keep rank 0. A progress bar `desc`
-    is shown when stderr is a terminal and there is more than one chunk."""
+    """Ranks (N,) int64 on the CPU (0: never scored); `scores_of(start, stop)` gives (scores, rows or None for all
+    rows of the chunk)."""
     ranks = torch.zeros(len(classes), dtype=torch.long)
     chunk_rows = chunk_rows or _chunk_rows(device, num_classes)
     starts = range(0, len(classes), chunk_rows)
@@ -125,13 +100,11 @@ def _ranks_in_chunks(classes, num_classes, scores_of, chunk_rows, device, desc):
 
 
 def _valid_rows(locs, start, stop):
-    """Indices in [start, stop) of the rows of `locs` without NaN, or None when all rows are valid."""
     valid = ~torch.isnan(locs[start:stop]).any(dim=1)
     return None if bool(valid.all()) else valid.nonzero().squeeze(1) + start
 
 
 def _device_of(*candidates):
-    """The device of the first location encoder or tensor among `candidates`, else the CPU."""
     for candidate in candidates:
         if isinstance(candidate, torch.nn.Module):
             return next(candidate.parameters()).device
@@ -141,8 +114,7 @@ def _device_of(*candidates):
 
 
 def evaluate_image_only(preds, classes, split_ids, flag="", chunk_rows=None, device=None):
-    """"No prior": rank by the image classifier's probabilities preds (N, C). Logs `\\nNo prior`, `({N},)` and
-    the split blocks. Returns (result dict of `summarize`, ranks (N,) int64)."""
+    """"No prior": rank by the image probabilities preds (N, C); returns (`summarize` result, ranks (N,))."""
     device = device or _device_of(preds)
     classes = _as_tensor(classes, device, torch.long)
     logger.info("\nNo prior")
@@ -157,19 +129,11 @@ def evaluate_image_only(preds, classes, split_ids, flag="", chunk_rows=None, dev
 
 def evaluate_with_prior(preds, classes, split_ids, prior, locs=None, method="location_prior", header=None,
                         flag="", chunk_rows=None, device=None):
-    """Image probabilities × a prior, pred_c = p_img,c · prior_c (not renormalised), ranked in float64 per chunk.
+    """Rank by pred_c = p_img,c · prior_c (float64, not renormalised); returns (`summarize` result, ranks (N,)).
 
-    preds (N, C) image probabilities; classes (N,); split_ids (N,); locs (N, 2|3) lon/lat degrees [+ date], NaN
-    where unknown. prior is one of
-    * a location encoder (`torch.nn.Module`): σ(e(x)·Wᵀ) in eval mode; rows with a NaN location keep the image
-      prediction (as the original; they stay in the denominator);
-    * a callable mapping a (n, 2|3) chunk of `locs` on `device` (NaN rows included) to (n, C) prior values, e.g.
-      a fitted baseline's `prior`; it decides what rows without a location get;
-    * a tensor/array (N, C) of prior values at the eval locations, or (C,) for a location-independent prior (then
-      `locs` may be None).
-    `header` is logged first, verbatim, when given (e.g. "\\nDiscrete grid prior"); no `({N},)` line, as in the
-    original. Returns (result dict of `summarize`, ranks (N,) int64).
-    """
+    preds (N, C); locs (N, 2|3) lon/lat degrees [+ date], NaN where unknown. prior: a location encoder (rows
+    without a location keep the image prediction), a callable of a (n, 2|3) chunk of `locs` giving (n, C), an
+    (N, C) array, or a (C,) location-independent vector (`locs` may be None). `header` is logged first."""
     device = device or _device_of(prior, preds, locs)
     classes = _as_tensor(classes, device, torch.long)
     encoder = isinstance(prior, torch.nn.Module)
@@ -203,10 +167,8 @@ def evaluate_with_prior(preds, classes, split_ids, prior, locs=None, method="loc
 
 
 def evaluate_location_only(model, locs, classes, split_ids, flag="LocEnc ", chunk_rows=None):
-    """"LocEnc": rank by the location encoder's σ(e(x)·Wᵀ) alone (eval mode). Rows with a NaN location are not
-    scored (rank 0) but stay in the denominator. Logs LOCATION_ONLY_HEADER (the original had none),
-    `({n_scored},)` and the split blocks.
-    Returns (result dict, ranks (N,) int64)."""
+    """"LocEnc": rank by σ(e(x)·Wᵀ) alone; rows without a location get rank 0 and stay in the denominator.
+    Returns (`summarize` result, ranks (N,))."""
     device = _device_of(model)
     locs = _as_tensor(locs, device, torch.float32)
     classes = _as_tensor(classes, device, torch.long)
@@ -228,11 +190,8 @@ def evaluate_location_only(model, locs, classes, split_ids, flag="LocEnc ", chun
 
 def run_final_evaluation(preds, classes, split_ids, locs, model=None, baselines=(), method="location_prior",
                          flag="", chunk_rows=None):
-    """The original's final evaluation: "No prior", then image × each fitted baseline of `baselines`, in the
-    given order (the original's: train_freq, grid, nn_knn, nn_dist, kde; objects with `name`, `log_header` and
-    `prior(locs, device=, dtype=)`, as `baselines.make_baseline` returns), then image × the location encoder
-    `model` under the heading LOCATION_PRIOR_HEADER (the original had none). Returns ({method: result dict},
-    {method: ranks})."""
+    """The final evaluation: "No prior", image × each fitted baseline (`baselines.make_baseline`) in order, then
+    image × the location encoder `model`; returns ({method: result}, {method: ranks})."""
     results, ranks = {}, {}
     results["no_prior"], ranks["no_prior"] = evaluate_image_only(preds, classes, split_ids, flag, chunk_rows)
     device = _device_of(preds, locs)

@@ -1,15 +1,5 @@
 """Training image features on the device, or left in their memory-mapped file and read batch by batch
-(`--feature_storage`), so that feature files larger than the memory train.
-
-* `device`: the whole (N, F) array is one tensor on the run's device (on the CPU a memory map of the file itself when
-  no row was dropped, no copy; to a GPU it is sent in chunks of `CHUNK_BYTES`).
-* `mapped`: the features stay in the file (`np.load(mmap_mode='r')`); each batch's rows are read by index, in file
-  order, and on a GPU copied through pinned host memory with a non-blocking copy.
-* `auto`: `device` when the array takes at most `FIT_FRACTION` of the device's free memory (a GPU's free memory, or
-  the host's available memory for the CPU), else `mapped`.
-
-`datasets.load_dataset` leaves a subset of a feature file's rows (the file has entries the training split drops)
-in the file as `FileRows` when it would not fit in the host's memory this way, or when `--feature_storage mapped`.
+(`--feature_storage` device / mapped / auto: device when they take at most FIT_FRACTION of its free memory).
 """
 import os
 
@@ -22,7 +12,7 @@ CHUNK_BYTES = 256 << 20
 
 
 def available_memory(device):
-    """Bytes free on `device` (torch.device): a GPU's free memory, or the host's MemAvailable for the CPU."""
+    """Bytes free on `device`: a GPU's free memory, or the host's MemAvailable."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     try:
@@ -36,20 +26,17 @@ def available_memory(device):
 
 
 def fits(nbytes, device):
-    """True when `nbytes` take at most FIT_FRACTION of what `device` (a torch.device) has free."""
+    """True when `nbytes` take at most FIT_FRACTION of what `device` has free."""
     return nbytes <= FIT_FRACTION * available_memory(device)
 
 
 def stays_in_file(storage, nbytes):
-    """Whether a loader leaves features of `nbytes` (as float32) in their file: `--feature_storage` mapped, or auto
-    when they do not fit in the host's memory."""
+    """Whether a loader leaves `nbytes` of features in their file (mapped, or auto when they do not fit)."""
     return storage == "mapped" or (storage == "auto" and not fits(nbytes, torch.device("cpu")))
 
 
 class FileRows:
-    """Rows `rows` of a memory-mapped (M, F) feature array, read only when indexed: an (N, F) float32 array-like.
-
-    array: the memory map (any float dtype); rows: (N,) int64 positions in it, ascending."""
+    """An (N, F) float32 array-like of rows `rows` (ascending) of a memory-mapped (M, F) array, read when indexed."""
 
     def __init__(self, array, rows):
         self.array, self.rows = array, np.asarray(rows, dtype=np.int64)
@@ -59,7 +46,6 @@ class FileRows:
         return self.shape[0]
 
     def __getitem__(self, index):
-        """Rows `index` (int array, or a slice) as an float32 array, read from the file."""
         return np.asarray(self.array[self.rows[index]], dtype=np.float32)
 
     def __array__(self, dtype=None, copy=None):
@@ -71,12 +57,8 @@ class FileRows:
 
 
 class MappedFeatures:
-    """Features left in host memory or in their file, gathered per batch: `features[rows]` with `rows` an int64
-    tensor (any device) gives the (len(rows), F) float32 tensor on `device`.
-
-    source: an (N, F) numpy array, memory map or `FileRows`. The rows are read in ascending order (sequential reads
-    of the file) into a pinned buffer when `device` is a GPU, two of them used in turn, and copied without blocking;
-    a buffer is reused only after its copy finished."""
+    """`features[rows]` (rows: int64 tensor) = the (len(rows), F) float32 tensor on `device` of an (N, F) array,
+    memory map or `FileRows`, read in file order; to a GPU through two pinned buffers used in turn."""
 
     def __init__(self, source, device):
         self.source, self.device, self.shape = source, device, tuple(source.shape)
@@ -87,7 +69,6 @@ class MappedFeatures:
         return self.shape[0]
 
     def _host(self, count):
-        """A (count, F) float32 host tensor to read into: pinned (taking turns) on a GPU run."""
         if not self.pinned:
             return torch.empty((count, self.shape[1]), dtype=torch.float32)
         turn = self._turn = 1 - self._turn
@@ -112,8 +93,6 @@ class MappedFeatures:
 
 
 def _to_device(source, device):
-    """The whole (N, F) source as one float32 tensor on `device`: no copy for a float32 array on the CPU; to a GPU
-    chunk by chunk, so that a memory map or `FileRows` is never held whole in host memory."""
     if device.type == "cpu":
         array = np.asarray(source)
         return torch.from_numpy(array if array.dtype == np.float32 else array.astype(np.float32))
@@ -126,17 +105,16 @@ def _to_device(source, device):
 
 
 def training_features(source, device, storage="auto"):
-    """The training features as `--feature_storage` asks: None for None, a tensor on `device` (`device`) or a
-    `MappedFeatures` (`mapped`); `auto` chooses `device` when they fit (see the module's docstring). Both answer
-    `features[rows]` (rows: an int64 tensor) with a (len(rows), F) float32 tensor on `device`, and `.shape`.
-
-    Raises ValueError for an unknown `storage`."""
-    if storage not in STORAGES:
-        raise ValueError(f"--feature_storage {storage!r} is unknown; use one of {', '.join(STORAGES)}")
+    """The training features (None for None) as a tensor on `device` or a `MappedFeatures`, as `storage` asks;
+    both answer `features[rows]` with a (len(rows), F) float32 tensor on `device`."""
     if source is None:
         return None
     if storage == "auto" and device.type == "cpu":
         storage = "mapped" if isinstance(source, FileRows) else "device"
     elif storage == "auto":
         storage = "device" if fits(4 * source.shape[0] * source.shape[1], device) else "mapped"
-    return _to_device(source, device) if storage == "device" else MappedFeatures(source, device)
+    if storage == "device":
+        return _to_device(source, device)
+    if storage == "mapped":
+        return MappedFeatures(source, device)
+    raise ValueError(f"--feature_storage {storage!r} is unknown; use one of {', '.join(STORAGES)}")

@@ -1,24 +1,8 @@
-"""Training losses of CSP: random negative locations, the pre-training losses and the presence-only loss.
+"""The training losses: CSP's pre-training losses (Mai et al. 2023; contsoftmax = CSP-MC-BLD, imgcontlossnolocneg
+/ imgcontloss / imgcontlosssimcse = CSP-NCE-B / -BL / -BLD) and the presence-only loss (Mac Aodha et al. 2019).
 
-Every location tensor is (lon, lat) in degrees, float32, on the model's device, as the models take it; with
-`--use_date_feats` (geo_net) a third column holds the date as a fraction of the year in [0, 1].
-
-Pre-training (`--unsuper_loss`, paper names in brackets; B = in-batch images, L = random locations, D = dropout
-positives):
-* `contsoftmax` (CSP-MC-BLD) / `contsoftmaxsym` (its symmetric, CLIP-style variant): softmax cross-entropy terms
-  on L2-normalised embeddings, each with its own temperature;
-* `imgcontlossnolocneg` / `imgcontloss` / `imgcontlosssimcse` (CSP-NCE-B / -BL / -BLD): binary sigmoid terms on
-  cosine similarities;
-* `l2regress` (MSE): regress the image features from the location embedding.
-Fine-tuning (`--train_loss`): `full_loss` and `full_loss_user`, the presence-only loss of Mac Aodha et al. (2019).
-
-Under torchrun (distributed.py) the in-batch terms of the CSP losses contrast against the global batch: the
-normalised location, image, negative and second-view embeddings of all processes are gathered before the terms are
-computed, so N processes at batch b compute the loss of one process at batch N·b.
-
-In train mode the location encoder runs once on the concatenation of every location batch a loss needs (the
-locations, the random negatives, the second SimCSE view); dropout draws a separate mask per row, so this is the
-same computation as separate passes, in one set of kernels. A term whose weight is 0 is not computed.
+Locations are (B, 2) float32 (lon, lat) degrees [+ a date in [0, 1] for geo_net] on the model's device. Under
+torchrun the in-batch terms use the global batch (`distributed.gather`).
 """
 import math
 
@@ -32,26 +16,19 @@ BCE_EPS = 1e-5
 NEG_RAND_TYPES = ("spherical", "sphericalold", "uniform")
 UNSUPER_LOSSES = ("l2regress", "imgcontloss", "imgcontlossnolocneg", "imgcontlosssimcse", "contsoftmax",
                   "contsoftmaxsym")
+# the pre-training losses with a random-location term and with a SimCSE (second dropout view) term
+RANDOM_LOCATION_LOSSES = ("imgcontloss", "imgcontlosssimcse", "contsoftmax", "contsoftmaxsym")
+SIMCSE_LOSSES = ("imgcontlosssimcse", "contsoftmax", "contsoftmaxsym")
 TRAIN_LOSSES = ("full_loss", "full_loss_user")
-# On the CPU the dense bce terms over (rows, classes) are computed in row blocks of at most this many elements:
-# each temporary then stays below glibc's mmap threshold, so its memory is reused instead of page-faulted anew
+# CPU row blocks of the dense (rows, classes) terms: temporaries stay below glibc's mmap threshold
 CPU_BLOCK_ELEMENTS = 4 * 2 ** 20
 
 
 def rand_samples(n, device, neg_rand_type, use_date_feats=False, generator=None):
-    """`n` random locations: (n, 2) float32 (lon, lat) in degrees on `device`, or (n, 3) with a random date
-    (fraction of the year in [0, 1)) as third column when `use_date_feats`.
-
-    All types make one (n, 3) draw u = 2·U[0, 1) − 1 from `generator` (default: torch's generator of `device`):
-    * `sphericalold` — the original's sampler, same arithmetic: θ = π(u₁ + 1), r = √(1 − u₀²),
-      (lon, lat) = (180·r·cos θ, 90·r·sin θ): a point uniform on the sphere projected on the equatorial disk,
-      so not uniform on the sphere (denser towards the rim of the lon/lat ellipse);
-    * `spherical` — uniform on the sphere: lon = 180·u₀, lat = asin(u₁) (the original's `spherical` drew only
-      lon ∈ [0, 180), lat ∈ [0, 90));
-    * `uniform` — uniform in the lon/lat rectangle: (180·u₀, 90·u₁).
-    """
-    if neg_rand_type not in NEG_RAND_TYPES:
-        raise ValueError(f"--neg_rand_type {neg_rand_type!r} is unknown; use one of {', '.join(NEG_RAND_TYPES)}")
+    """`n` random locations, (n, 2) float32 (lon, lat) degrees on `device` [+ a date in [0, 1) when
+    `use_date_feats`], from one (n, 3) draw u = 2·U[0, 1) − 1: `sphericalold` (the original's sampler)
+    (180·r·cos θ, 90·r·sin θ) with θ = π(u₁ + 1), r = √(1 − u₀²); `spherical` uniform on the sphere, (180·u₀,
+    asin u₁); `uniform` (180·u₀, 90·u₁)."""
     u = torch.rand(n, 3, device=device, generator=generator) * 2 - 1
     if neg_rand_type == "sphericalold":
         theta = ((u[:, 1] + 1) / 2.0) * (2 * math.pi)
@@ -59,25 +36,22 @@ def rand_samples(n, device, neg_rand_type, use_date_feats=False, generator=None)
         lon, lat = radius * torch.cos(theta) * 180, radius * torch.sin(theta) * 90
     elif neg_rand_type == "spherical":
         lon, lat = u[:, 0] * 180, torch.rad2deg(torch.asin(u[:, 1]))
-    else:
+    elif neg_rand_type == "uniform":
         lon, lat = u[:, 0] * 180, u[:, 1] * 90
+    else:
+        raise ValueError(f"--neg_rand_type {neg_rand_type!r} is unknown; use one of {', '.join(NEG_RAND_TYPES)}")
     columns = [lon, lat, (u[:, 2] + 1) / 2] if use_date_feats else [lon, lat]
     return torch.stack(columns, dim=1)
 
 
 def _bce(p):
-    """The original's `bce_loss`: −log(p + 1e-5), the epsilon inside the log."""
+    """−log(p + 1e-5), the epsilon inside the log (the original's `bce_loss`)."""
     return -torch.log(p + BCE_EPS)
 
 
 class _NegativeBCERowSums(torch.autograd.Function):
-    """s_i = Σ_c bce(1 − σ(E_i·W_c)) for E (N, D), W (C, D): the "absent" terms of the sigmoid losses.
-
-    Same arithmetic as the original's bce(1.0 − σ(z)) elementwise. Only σ is kept (per row block); backward
-    forms the gradient σ(1 − σ)/(1 − σ + ε) = σ − ε·σ/(1 − σ + ε) from it, instead of autograd keeping the
-    logits, 1 − p and the log as separate (N, C) tensors. Computed in float32 (or float64) also under bf16
-    autocast: ε = 1e-5 is below bfloat16's resolution near 1.
-    """
+    """s_i = Σ_c bce(1 − σ(E_i·W_c)) for E (N, D), W (C, D), keeping only σ for the backward pass (gradient
+    σ − ε·σ/(1 − σ + ε)); float32 also under bf16 autocast, where ε = 1e-5 would vanish."""
 
     @staticmethod
     def forward(ctx, emb, weight):
@@ -121,23 +95,20 @@ class _NegativeBCERowSums(torch.autograd.Function):
 
 
 def _one_minus_plus_eps(s, work):
-    """(1 − s) + 1e-5 rounded as the original (two float32 steps), written into `work` (reused between row
-    blocks: a fresh large CPU tensor costs more in page faults than the arithmetic) or a new tensor."""
+    """(1 − s) + 1e-5 in two float32 steps (as the original rounds it), into `work` when it is large enough."""
     work = torch.empty_like(s) if work is None or work.shape[0] < s.shape[0] else work[:s.shape[0]]
     return torch.neg(s, out=work).add_(1.0).add_(BCE_EPS)
 
 
 def _presence_sum(emb, weight, labels, pos_weight, negative_sums):
     """Σ over (B, C) of bce(1 − σ(e·Wᵀ)) with entry (i, y_i) replaced by pos_weight · bce(σ(e_i·W_{y_i}));
-    `negative_sums` (B,) = the row sums of the unreplaced matrix. The B replaced entries are recomputed from
-    row dot products (no dense mask, no gather into the (B, C) matrix)."""
+    `negative_sums` (B,): the row sums without the replacement."""
     z = (emb * weight[labels]).sum(dim=1)
     p = torch.sigmoid(z)
     return negative_sums.sum() + (pos_weight * _bce(p) - _bce(1.0 - p)).sum()
 
 
 def _negatives(locs, count, neg_rand_type, neg_locs):
-    """`count` negative locations for `locs`: the given `neg_locs`, or fresh draws of type `neg_rand_type`."""
     if neg_locs is None:
         return rand_samples(count, locs.device, neg_rand_type, use_date_feats=locs.shape[1] == 3)
     if neg_locs.shape != (count, locs.shape[1]):
@@ -147,9 +118,8 @@ def _negatives(locs, count, neg_rand_type, neg_locs):
 
 
 def _embed_views(model, locs, neg_locs, simcse):
-    """L2-normalised location embeddings of x, of the negatives (or None) and of a second dropout view of x (or
-    None), from one forward pass and one normalisation over their concatenation. In eval mode the second view is
-    the first one."""
+    """L2-normalised embeddings (x, negatives or None, second dropout view of x or None) from one forward pass;
+    in eval mode the second view is the first."""
     second_view = simcse and model.training
     parts = [locs] + ([neg_locs] if neg_locs is not None else []) + ([locs] if second_view else [])
     emb = F.normalize(model(torch.cat(parts) if len(parts) > 1 else locs, return_feats=True), dim=-1)
@@ -161,8 +131,8 @@ def _embed_views(model, locs, neg_locs, simcse):
 
 
 def _nce(m_emb, m_weight):
-    """The original's binary in-batch term for M = E·Wᵀ (B, B): mean_i [(B−1)·bce(σ(M_ii)) +
-    Σ_{j≠i} bce(1 − σ(M_ij))] / (B − 1)."""
+    """Binary in-batch term of M = E·Wᵀ (B, B), B ≥ 2: mean_i [(B−1)·bce(σ(M_ii)) + Σ_{j≠i} bce(1 − σ(M_ij))]
+    / (B − 1)."""
     batch = m_emb.shape[0]
     diag = (m_emb * m_weight).sum(dim=1)
     p = torch.sigmoid(diag)
@@ -170,40 +140,18 @@ def _nce(m_emb, m_weight):
     return rows.mean() / (batch - 1)
 
 
-def _check_temperatures(params, name):
-    for key in ("unsuper_temp_inbatch", "unsuper_temp_negloc", "unsuper_temp_simcse"):
-        if not params[key] > 0:
-            raise ValueError(f"--{key} must be > 0 for --unsuper_loss {name}, got {params[key]}")
-
-
 def unsuper_loss(model, locs, img_feats, params, neg_locs=None):
-    """Pre-training loss `params['unsuper_loss']` of one batch (scalar tensor).
+    """Pre-training loss `params['unsuper_loss']` of one batch (scalar tensor) for a model built with that loss.
 
-    locs (B, 2|3) lon/lat degrees [+ date]; img_feats (B, cnn_feat_dim) frozen image features; params: the run's
-    params (`unsuper_loss`, `num_neg_rand_loc` K, `rand_sample_weight`, `simcse_weight`, `neg_rand_type`,
-    `unsuper_temp_inbatch`, `unsuper_temp_negloc`, `unsuper_temp_simcse`). neg_locs: optional (K·B, 2|3) negative
-    locations, row k·B + i = negative k of sample i; drawn with `rand_samples` when None. Under several processes
-    every term but l2regress is that of the global batch (`distributed.gather`), the same on every rank.
-    """
+    locs (B, 2|3); img_feats (B, cnn_feat_dim) frozen image features; neg_locs: (K·B, 2|3) negatives, row k·B + i
+    for sample i (default: drawn, K = num_neg_rand_loc); the temperatures, weights and sampler from `params`."""
     name = params["unsuper_loss"]
-    if name not in UNSUPER_LOSSES:
-        raise ValueError(f"--unsuper_loss {name!r} is unknown; use one of {', '.join(UNSUPER_LOSSES)}")
     if name == "l2regress":
-        if not hasattr(model, "loc_dec"):
-            raise ValueError("--unsuper_loss l2regress needs a model with `loc_dec` (build it with that loss)")
         return F.mse_loss(model.loc_dec(model(locs, return_feats=True)), img_feats)
-    if not hasattr(model, "img_dec"):
-        raise ValueError(f"--unsuper_loss {name} needs a model with `img_dec` (build it with that loss)")
-    if name.startswith("contsoftmax"):
-        _check_temperatures(params, name)
     batch = locs.shape[0]
-    if name.startswith("imgcontloss") and batch * distributed.world_size() < 2:
-        raise ValueError(f"--unsuper_loss {name} needs batches of at least 2 samples, got {batch}")
-    w_rand = params["rand_sample_weight"] if name != "imgcontlossnolocneg" else 0.0
-    w_simcse = params["simcse_weight"] if name in ("imgcontlosssimcse", "contsoftmax", "contsoftmaxsym") else 0.0
+    w_rand = params["rand_sample_weight"] if name in RANDOM_LOCATION_LOSSES else 0.0
+    w_simcse = params["simcse_weight"] if name in SIMCSE_LOSSES else 0.0
     num_neg = params["num_neg_rand_loc"]
-    if w_rand != 0 and num_neg < 1:
-        raise ValueError(f"--num_neg_rand_loc must be >= 1 for --unsuper_loss {name}, got {num_neg}")
     negs = _negatives(locs, num_neg * batch, params["neg_rand_type"], neg_locs) if w_rand != 0 else None
     a, r, a2 = _embed_views(model, locs, negs, simcse=w_simcse != 0)
     g = F.normalize(model.img_dec(img_feats), dim=-1)
@@ -217,8 +165,7 @@ def unsuper_loss(model, locs, img_feats, params, neg_locs=None):
 
 def _softmax_terms(name, a, g, r, a2, w_rand, w_simcse, params):
     """contsoftmax(sym) on normalised embeddings: a (B, D) locations, g (B, D) images, r (K, B, D) negatives or
-    None, a2 (B, D) second view or None. The in-batch logits divide one (B, D) factor by the temperature before
-    the product, not the (B, B) product after it."""
+    None, a2 (B, D) second view or None; cross-entropies of the similarities divided by their temperatures."""
     labels = torch.arange(a.shape[0], device=a.device)
     sims = a @ (g / params["unsuper_temp_inbatch"]).t()
     loss = F.cross_entropy(sims, labels)
@@ -243,18 +190,13 @@ def _sigmoid_terms(a, g, r, a2, w_rand, w_simcse):
 
 
 def embedding_loss(model, locs, classes, users, params, neg_locs=None):
-    """Presence-only fine-tuning loss `params['train_loss']` (`full_loss` or `full_loss_user`) of one batch.
+    """Presence-only fine-tuning loss `params['train_loss']` of one batch (scalar tensor).
 
-    locs (B, 2|3) lon/lat degrees [+ date]; classes (B,) and users (B,) int64 on the model's device; params:
-    `train_loss`, `num_classes` (the positive weight), `rand_sample_weight`, `neg_rand_type`. One random location
-    per sample (`neg_locs` (B, 2|3) when given). With p = σ(e·Wᵀ), bce(p) = −log(p + 1e-5):
-    L_pos = mean over (B, C) of bce(1 − p) with (i, y_i) replaced by C·bce(p_{i,y_i}); L_bg = the same without
-    replacement at the random locations. `full_loss` = L_pos + rand_sample_weight·L_bg; `full_loss_user` adds the
-    user terms of Mac Aodha et al. (2019), eq. 8-9 (rand_sample_weight is not used there, as in the original).
-    """
+    locs (B, 2|3), classes (B,), users (B,) int64; one random location per sample (`neg_locs` (B, 2|3) if given).
+    With p = σ(e·Wᵀ): L_pos = mean over (B, C) of bce(1 − p) with (i, y_i) replaced by C·bce(p_{i,y_i}), L_bg the
+    same at the random locations without replacement. full_loss = L_pos + rand_sample_weight·L_bg; full_loss_user
+    = L_pos + L_bg + the user terms of Mac Aodha et al. (2019)."""
     name = params["train_loss"]
-    if name not in TRAIN_LOSSES:
-        raise ValueError(f"--train_loss {name!r} is unknown; use one of {', '.join(TRAIN_LOSSES)}")
     batch = locs.shape[0]
     negs = _negatives(locs, batch, params["neg_rand_type"], neg_locs)
     emb = model(torch.cat([locs, negs]), return_feats=True)
@@ -279,9 +221,8 @@ def embedding_loss(model, locs, classes, users, params, neg_locs=None):
 
 
 def val_loss(model, locs, classes, batch_size=4096):
-    """The original's "Test loss": mean over samples of bce(σ(e_i·W_{y_i})), in eval mode (a float).
-
-    locs (N, 2|3) lon/lat degrees [+ date], classes (N,) int64, both on the model's device."""
+    """The "Test loss" line's value: mean over samples of bce(σ(e_i·W_{y_i})) in eval mode (float); locs (N, 2|3),
+    classes (N,) int64 on the model's device."""
     if len(locs) == 0:
         raise ValueError("val_loss needs at least one validation sample")
     weight = model.class_emb.weight

@@ -1,11 +1,9 @@
-"""Location-encoder models of CSP: the class-prior network around a spatial encoder, the CSP pre-training wrapper,
-the `geo_net` FCNet, `build_model` and `load_location_encoder`.
+"""The location-encoder models: a spatial encoder with class and user heads, geo_net's FCNet, the pre-training
+wrapper, `build_model` and `load_location_encoder`.
 
-Every model is called as `model(coords, class_of_interest=None, return_feats=False)` with `coords` a float32
-tensor (B, 2) of (lon, lat) in degrees on the model's device ((B, 3) for `geo_net` with `--use_date_feats T`, the
-third column the date as a fraction of the year in [0, 1]). It returns the (B, D) location embedding e when
-`return_feats`, else the class prior sigmoid(e W_class^T) (B, C), or (B,) for one `class_of_interest`.
-Module trees and parameter names are those of the original code, so state_dicts load either way.
+`model(coords, class_of_interest=None, return_feats=False)`: coords (B, 2) float32 (lon, lat) degrees [+ a date
+column in [0, 1] for geo_net with --use_date_feats T]; returns the embedding e (B, D) with `return_feats`, else
+the class prior σ(e·W_classᵀ) (B, C), or (B,) for one class. Parameter names are the original's.
 """
 import logging
 from contextlib import contextmanager
@@ -17,7 +15,7 @@ from torch import nn
 from . import checkpoints
 from . import peer_checkpoints
 from . import position_encodings as pe
-from .arguments import resolve_device
+from .distributed import resolve_device
 from .encoders import Dropout, build_spatial_encoder
 
 logger = logging.getLogger(__name__)
@@ -28,13 +26,24 @@ DATE_ENCODE_DIMS = {"encode_cos_sin": 2, "encode_none": 1}
 MAX_ROWS_SHOWN = 5
 
 
+def input_width(params):
+    """Width of a model's input (`params['num_feats']`): FCNet's encoded location [and date], else 2."""
+    if params["spa_enc_type"] != "geo_net":
+        return 2
+    return _fcnet_width(params["loc_encode"], params["use_date_feats"], params["date_encode"])
+
+
+def _fcnet_width(loc_encode, use_date_feats, date_encode):
+    return LOC_ENCODE_DIMS[loc_encode] + (DATE_ENCODE_DIMS[date_encode] if use_date_feats else 0)
+
+
 def _check_width(coords, width, what):
     if coords.dim() != 2 or coords.shape[1] != width:
         raise ValueError(f"{what} expects a (B, {width}) tensor, got shape {tuple(coords.shape)}")
 
 
 class ClassPriorHead(nn.Module):
-    """Shared forward of the models: embedding -> sigmoid(e W_class^T); subclasses define `embedding(coords)`."""
+    """The forward of the models around `embedding(coords)`, which subclasses define."""
 
     def forward(self, coords, class_of_interest=None, return_feats=False):
         emb = self.embedding(coords)
@@ -45,11 +54,9 @@ class ClassPriorHead(nn.Module):
         return torch.sigmoid(self.eval_single_class(emb, class_of_interest))
 
     def eval_single_class(self, emb, class_of_interest):
-        """(B,) logits of one class: e . W_class[c]."""
         return torch.matmul(emb, self.class_emb.weight[class_of_interest, :])
 
     def add_class_and_user_embeddings(self, num_classes, num_filts, num_users):
-        """Create `class_emb` (D -> C) and then `user_emb` (D -> U), both linear without bias."""
         self.inc_bias = False
         self.num_filts = num_filts
         self.num_classes = num_classes
@@ -59,7 +66,7 @@ class ClassPriorHead(nn.Module):
 
 
 class LocationEncoder(ClassPriorHead):
-    """`spa_enc` (a spatial encoder of encoders.py) with the class and user embeddings `class_emb`, `user_emb`."""
+    """A spatial encoder `spa_enc` of encoders.py with the class and user heads."""
 
     def __init__(self, spa_enc, num_classes, num_filts, num_users=1):
         super().__init__()
@@ -72,7 +79,6 @@ class LocationEncoder(ClassPriorHead):
 
 
 class ResLayer(nn.Module):
-    """out = x + ReLU(w2(Dropout(0.5)(ReLU(w1 x))))."""
 
     def __init__(self, linear_size):
         super().__init__()
@@ -89,13 +95,9 @@ class ResLayer(nn.Module):
 
 
 class FCNet(ClassPriorHead):
-    """`geo_net` (Mac Aodha et al. 2019, "wrap"): input features -> Linear -> ReLU -> 4 ResLayers.
-
-    The input features are computed here from (lon, lat) degrees: `--loc_encode` encode_cos_sin (wrap,
-    [sin pi x, sin pi y, cos pi x, cos pi y] of x = lon/180, y = lat/90), encode_3D (point on the sphere) or
-    encode_none (x, y); with `--use_date_feats T` the date d in [0, 1] (third input column) adds
-    [sin pi(2d-1), cos pi(2d-1)] (`--date_encode encode_cos_sin`) or 2d-1 (encode_none).
-    """
+    """`geo_net` (Mac Aodha et al. 2019): input features -> Linear -> ReLU -> 4 ResLayers. The features of x =
+    lon/180, y = lat/90: `--loc_encode` encode_cos_sin [sin πx, sin πy, cos πx, cos πy], encode_3D (the point on
+    the sphere) or encode_none (x, y); a date d adds [sin π(2d−1), cos π(2d−1)] or 2d − 1 (`--date_encode`)."""
 
     def __init__(self, num_classes, num_filts, num_users=1, loc_encode="encode_cos_sin", use_date_feats=False,
                  date_encode="encode_cos_sin"):
@@ -107,7 +109,7 @@ class FCNet(ClassPriorHead):
         self.loc_encode = loc_encode
         self.use_date_feats = use_date_feats
         self.date_encode = date_encode
-        num_inputs = LOC_ENCODE_DIMS[loc_encode] + (DATE_ENCODE_DIMS[date_encode] if use_date_feats else 0)
+        num_inputs = _fcnet_width(loc_encode, use_date_feats, date_encode)
         self.add_class_and_user_embeddings(num_classes, num_filts, num_users)
         self.feats = nn.Sequential(nn.Linear(num_inputs, num_filts), nn.ReLU(inplace=True),
                                    *(ResLayer(num_filts) for _ in range(4)))
@@ -118,7 +120,6 @@ class FCNet(ClassPriorHead):
                    params["date_encode"])
 
     def input_features(self, coords):
-        """(B, num_inputs) network input from (lon, lat[, date]) columns."""
         _check_width(coords, 3 if self.use_date_feats else 2,
                      "geo_net: (lon, lat" + (", date)" if self.use_date_feats else ")") + " in degrees")
         lonlat = coords[:, :2]
@@ -140,18 +141,12 @@ class FCNet(ClassPriorHead):
 
 
 class LocationImageEncoder(nn.Module):
-    """CSP wrapper: the location model `loc_enc` plus the image-side head used by the pre-training losses.
-
-    `spa_enc`, `class_emb` and `user_emb` are the inner model's modules registered a second time (as in the
-    original, so its state_dict lists them twice); for geo_net `spa_enc` is the FCNet itself. `img_dec`
-    = Linear(cnn_feat_dim -> D) for the contrastive losses, `loc_dec` = Linear(D -> cnn_feat_dim) for l2regress.
-    """
+    """The pre-training model: `loc_enc` with `img_dec` = Linear(cnn_feat_dim -> D) (contrastive losses) or
+    `loc_dec` = Linear(D -> cnn_feat_dim) (l2regress). `spa_enc`, `class_emb`, `user_emb` are `loc_enc`'s modules
+    registered twice, so the state_dict has the original's keys."""
 
     def __init__(self, loc_enc, unsuper_loss, cnn_feat_dim=2048):
         super().__init__()
-        if unsuper_loss not in checkpoints.PRETRAINING_LOSSES:
-            raise ValueError(f"--unsuper_loss must be one of {', '.join(checkpoints.PRETRAINING_LOSSES)} for the "
-                             f"CSP wrapper, got {unsuper_loss!r}")
         self.loc_enc = loc_enc
         self.spa_enc = loc_enc if isinstance(loc_enc, FCNet) else loc_enc.spa_enc
         self.inc_bias = loc_enc.inc_bias
@@ -172,12 +167,9 @@ class LocationImageEncoder(nn.Module):
 
 
 def build_model(params, num_classes, num_users, cnn_feat_dim=None, anchors=None):
-    """The model of a run's flags, on the CPU, initialised in the original's order (seed torch first).
-
-    `LocationImageEncoder` when `params['unsuper_loss'] != 'none'` (needs `cnn_feat_dim`, or
-    `params['cnn_feat_dim']`), else `LocationEncoder`, or `FCNet` for `--spa_enc_type geo_net`.
-    `anchors`: (K, 2) (lon, lat) degrees of the rbf anchor points (rbf only).
-    """
+    """The model of `params` on the CPU, initialised in the original's order (seed torch first): a
+    `LocationImageEncoder` with a pre-training loss (needs `cnn_feat_dim` or `params['cnn_feat_dim']`), else
+    `LocationEncoder` or `FCNet`. `anchors`: rbf's (K, 2) (lon, lat) degrees."""
     if params["spa_enc_type"] == "geo_net":
         if params.get("spa_enc_net", "ffn") != "ffn":
             raise ValueError(f"--spa_enc_net {params['spa_enc_net']}: geo_net has its own network (FCNet); use "
@@ -198,10 +190,8 @@ MAX_ENCODER_PARAMETERS = 2 ** 30   # 4 GiB of float32 weights, before the optimi
 
 
 def check_model_flags(params):
-    """ValueError for flags that no location encoder can be built from (`--spa_enc_net`, `--legendre_poly_num`,
-    tile cells, theorydiag's widths, ...) or that make one of more than `MAX_ENCODER_PARAMETERS` weights (a huge
-    `--frequency_num`, `--legendre_poly_num`, `--hidden_dim`, `--num_filts`), checked without allocating: the model
-    is built on torch's meta device (one class and one user; rbf anchors at (0, 0)). Baselines have no model."""
+    """ValueError for flags that build no location encoder, or one of more than MAX_ENCODER_PARAMETERS weights;
+    the model is built on the meta device (nothing allocated)."""
     anchors = np.zeros((params["num_rbf_anchor_pts"], 2), np.float32) if params["spa_enc_type"] == "rbf" else None
     try:
         with torch.device("meta"):
@@ -228,8 +218,6 @@ def _describe_rows(values, bad):
 
 
 def _as_float64(values, shape_ok, expected):
-    """`values` (array, tensor or nested list) as a float64 tensor; ValueError saying `expected` if not numeric
-    or if `shape_ok(shape)` is false."""
     try:
         tensor = values if torch.is_tensor(values) else torch.as_tensor(np.asarray(values))
     except (TypeError, ValueError) as err:
@@ -240,11 +228,8 @@ def _as_float64(values, shape_ok, expected):
 
 
 def check_lonlat(coords):
-    """Validate (N, 2) (lon, lat) degrees (numpy array, tensor or nested list) and return them as float32 tensor.
-
-    Raises ValueError naming the offending rows (first few, and their count) for NaN or infinite values, lon
-    outside [-180, 180] or lat outside [-90, 90], and for any shape other than (N, 2).
-    """
+    """(N, 2) (lon, lat) degrees (array, tensor or nested list) as a float32 tensor; ValueError naming the first
+    rows that are not finite or outside [-180, 180] × [-90, 90], or for another shape."""
     values = _as_float64(coords, lambda shape: len(shape) == 2 and shape[1] == 2,
                          "an (N, 2) array of (lon, lat) in degrees")
     lon, lat = values[:, 0], values[:, 1]
@@ -256,7 +241,7 @@ def check_lonlat(coords):
 
 
 def check_dates(dates, count):
-    """Validate (N,) dates as fractions of the year in [0, 1]; return them as a float32 tensor."""
+    """(N,) dates, fractions of the year in [0, 1], as a float32 tensor; ValueError naming the first bad rows."""
     values = _as_float64(dates, lambda shape: shape == (count,), f"({count},) dates (fractions of the year)")
     bad = torch.isnan(values) | (values < 0.0) | (values > 1.0)
     if bad.any():
@@ -267,7 +252,7 @@ def check_dates(dates, count):
 
 @contextmanager
 def eval_mode(model):
-    """Evaluate `model` without dropout and without gradients; its train/eval mode is restored afterwards."""
+    """`model` in eval mode without gradients; its mode is restored afterwards."""
     was_training = model.training
     model.eval()
     try:
@@ -278,23 +263,17 @@ def eval_mode(model):
 
 
 def run_batched(model, coords, batch_size, **kwargs):
-    """`model(batch, **kwargs)` over the rows of `coords` (on the model's device) in batches of `batch_size`, in
-    eval mode without gradients; the outputs concatenated. An empty input still makes one (empty) batch, so that
-    the result has the right width."""
+    """`model(batch, **kwargs)` over `coords` in batches of `batch_size` (eval mode, no gradients), concatenated;
+    an empty input gives an empty result of the right width."""
     with eval_mode(model):
         return torch.cat([model(coords[start:start + batch_size], **kwargs)
                           for start in range(0, max(len(coords), 1), batch_size)])
 
 
 class PretrainedLocationEncoder:
-    """A trained location encoder for inference: `embed` and `class_probabilities` of (lon, lat) degrees.
-
-    Inputs may be numpy arrays, tensors or lists of shape (N, 2); they are checked (`check_lonlat`), run in
-    batches of `batch_size` in eval mode without gradients, and the result is a float32 tensor on `device`.
-    Models with `--use_date_feats T` (geo_net) also need `dates`, (N,) fractions of the year in [0, 1].
-    `class_names`: list of C str (index = class id) from checkpoints this project wrote, else None (the original's
-    checkpoints do not store them).
-    """
+    """A trained location encoder for inference. `embed` and `class_probabilities` take (N, 2) (lon, lat) degrees
+    (array, tensor or list; checked) [and, for geo_net with dates, `dates` (N,) in [0, 1]] and return float32
+    tensors on `device`. `class_names`: C names (index = class id) where the checkpoint stores them, else None."""
 
     def __init__(self, model, params, device, batch_size=65536, class_names=None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -314,21 +293,15 @@ class PretrainedLocationEncoder:
         return run_batched(self.model, coords.to(self.device), self.batch_size, return_feats=return_feats)
 
     def embed(self, lonlat, dates=None):
-        """(N, 2) (lon, lat) degrees -> (N, D) float32 location embeddings e(x), D = `--num_filts` (256 in the
-        paper): the encoder's output as the class head takes it, NOT L2-normalised (the pre-training losses
-        normalise it; use `torch.nn.functional.normalize(e, dim=1)` for cosine similarities)."""
+        """(N, D) embeddings e(x), D = --num_filts, as the class head takes them: not L2-normalised."""
         return self._run(lonlat, dates, return_feats=True)
 
     def class_probabilities(self, lonlat, dates=None):
-        """(N, 2) (lon, lat) degrees -> (N, C) float32 class prior P(y = c | x) = sigmoid(e(x) . W_c): one
-        independent sigmoid per class (the presence-only loss of Mac Aodha et al. 2019 trains each class as present
-        or absent), so a row does NOT sum to 1 and is not a distribution over classes; divide by the row sum, or
-        multiply with image probabilities and rank (as the evaluation does), where one is needed."""
+        """(N, C) class prior σ(e(x)·W_c): an independent sigmoid per class, so a row does not sum to 1."""
         return self._run(lonlat, dates, return_feats=False)
 
 
 def _state_rows(state_dict, suffix, axis):
-    """Size along `axis` of the first state_dict entry whose key ends with `suffix`, or None."""
     for key, value in state_dict.items():
         if key == suffix or key.endswith("." + suffix):
             return value.shape[axis]
@@ -336,15 +309,9 @@ def _state_rows(state_dict, suffix, axis):
 
 
 def load_location_encoder(path, device="cpu", anchors=None, batch_size=65536):
-    """Load a checkpoint in the original CSP format and return a `PretrainedLocationEncoder` on `device`.
-
-    `device` ("cpu", "cuda:0", "auto", or a torch.device) replaces the device stored in the checkpoint's params.
-    num_classes, num_users and cnn_feat_dim come from params, or from the state_dict shapes where params lack them.
-    rbf models need `anchors`, the (K, 2) training locations at `params['rbf_anchor_pt_ids']`.
-    The released fMoW checkpoints, named without the `inception_v3_` tag, are found too (`find_checkpoint`), and
-    so are TorchSpatial's checkpoints (`peer_checkpoints`): their encodings are rebuilt as TorchSpatial computed them.
-    The result's `class_names` are those the checkpoint stores (files written by this project), else None.
-    """
+    """The `PretrainedLocationEncoder` of a checkpoint (this project's, the original's, the released fMoW names,
+    TorchSpatial's) on `device` ("cpu", "cuda:0", "auto" or a torch.device). rbf models need `anchors`, the (K, 2)
+    training locations at `params['rbf_anchor_pt_ids']`. FileNotFoundError or ValueError naming the file."""
     device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     found = checkpoints.find_checkpoint(path)
     if found is None:
@@ -366,7 +333,7 @@ def load_location_encoder(path, device="cpu", anchors=None, batch_size=65536):
 
 
 def non_finite_weights(model):
-    """Names of the floating-point state_dict entries of `model` that hold a NaN or an infinite value."""
+    """Names of the state_dict entries of `model` holding a NaN or an infinite value."""
     return [name for name, value in model.state_dict().items()
             if value.is_floating_point() and not torch.isfinite(value).all()]
 

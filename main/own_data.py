@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import datasets
+from . import data_arrays
 from . import extract_features
 from . import linear_probe
 from . import sampling
@@ -243,8 +243,8 @@ class FeatureFile:
             order = np.argsort(file_rows)
             feats = self.read(table_rows[order], what)
             return feats[np.argsort(order)]
-        return datasets._read_rows(DATASET, self.path, file_rows, self.num_rows, None,
-                                   Path(extract_features.side_files(self.path)["rows"]), what, storage)
+        return data_arrays.read_rows(DATASET, self.path, file_rows, self.num_rows, None,
+                                     Path(extract_features.side_files(self.path)["rows"]), what, storage)
 
 
 def _predictions(path, obs, num_classes):
@@ -269,17 +269,13 @@ def loader_flags(params, obs=None):
 def load_own_dataset(params, eval_split, train_remove_invalid, eval_remove_invalid, load_cnn_predictions=False,
                      load_cnn_features=False, load_cnn_features_train=False):
     """`datasets.load_dataset` for `--dataset custom`: a `datasets.CSPData` whose splits index the table's rows; P(y |
-    I) from `--image_predictions` or a linear probe. May set `balanced_train_loader` to False."""
+    I) from `--image_predictions` or a linear probe."""
     if not params.get("data_table"):
         raise ValueError("--dataset custom needs --data_table (a CSV or Parquet table: image, lon, lat, label, ...)")
     if eval_split not in ("val", "test"):
         raise ValueError(f"--dataset custom: --eval_split must be val or test, got {eval_split!r}")
     obs = Observations(params["data_table"], params.get("label_set"))
     draw_splits(obs, params["seed"], params["model_dir"])
-    switched = loader_flags(params, obs)
-    if switched:
-        logger.info("%s: %d unlabelled rows: balanced_train_loader set to False", obs.path, (obs.classes < 0).sum())
-        params.update(switched)
     feature_file = FeatureFile(params["features"], obs) if params.get("features") else None
     user_preds = params.get("image_predictions")
     need_features = load_cnn_features_train or load_cnn_features or (load_cnn_predictions and not user_preds)
@@ -302,16 +298,16 @@ def load_own_dataset(params, eval_split, train_remove_invalid, eval_remove_inval
             raise ValueError(f"{obs.path}: no usable {split} rows (column 'split'); --eval_split {eval_split} "
                              f"needs labelled rows with split {eval_split!r}" if split != "train" else
                              f"{obs.path}: no usable train rows (with a location and a readable image)")
-        part = datasets.Split(split, obs.locs[rows], obs.classes[rows], obs.users[rows], obs.dates[rows], rows,
-                              np.ones(len(rows), np.int64), obs.ids[rows] if params["load_img"] else None)
+        part = data_arrays.Split(split, obs.locs[rows], obs.classes[rows], obs.users[rows], obs.dates[rows], rows,
+                                 np.ones(len(rows), np.int64), obs.ids[rows] if params["load_img"] else None)
         if want_feats:
             part.feats = feature_file.read(rows, f"{split} image features", params.get("feature_storage", "auto"))
         if load_cnn_predictions and split == eval_split:
             part.preds = (np.asarray(_predictions(user_preds, obs, num_classes)[rows], np.float32) if user_preds
                           else _probe_predictions(params, feature_file, splits[0], rows, num_classes))
         splits.append(part)
-    return datasets.CSPData(DATASET, obs.path.parent, splits[0], splits[1], num_classes,
-                            dict(enumerate(obs.class_names)), 0)
+    return data_arrays.CSPData(DATASET, obs.path.parent, splits[0], splits[1], num_classes,
+                               dict(enumerate(obs.class_names)), 0)
 
 
 def _probe_predictions(params, feature_file, train, eval_rows, num_classes):

@@ -105,7 +105,7 @@ def package_file(package, *parts, install=None):
         spec = None
     if spec is None or not spec.submodule_search_locations:
         how = f"install it: {install}" if install else "install the project's requirements"
-        raise FileNotFoundError(f"the package providing {package} is not installed; {how} (README, 'Set up')")
+        raise FileNotFoundError(f"the package providing {package} is not installed; {how} (README, 'Install')")
     path = Path(list(spec.submodule_search_locations)[0], *parts)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: reinstall the package that provides {package}")

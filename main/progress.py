@@ -1,14 +1,7 @@
-"""Progress lines of a training phase for runs whose stderr is not a terminal (cluster jobs, `nohup`, CI).
-
-On a terminal the trainer shows tqdm bars; with stderr redirected they are off, and a phase of many minutes would
-print nothing between its epoch lines. `PhaseProgress` then logs one line at most every `CSP_PROGRESS_INTERVAL`
-seconds (default 60; 0 = every batch) while the phase trains:
+"""What a run reports while it runs: the log's handlers (file and console) and, with stderr redirected, a
+progress line at most every CSP_PROGRESS_INTERVAL seconds (default 60) instead of tqdm bars:
 
     Progress: pre-training epoch 4/30 (batch 120/415), 5,123 samples/s, about 12 min left in this phase
-
-`samples/s` counts the training samples of this process's part of the phase over its wall time (evaluations and
-checkpoints included, so that the time left is what the clock will show); the time left extrapolates the fraction of
-the phase's remaining epochs done so far.
 """
 import io
 import logging
@@ -22,10 +15,47 @@ logger = logging.getLogger(__name__)
 
 INTERVAL_ENV = "CSP_PROGRESS_INTERVAL"
 DEFAULT_INTERVAL_S = 60.0
+LOG_FORMAT = "%(asctime)s - %(levelname)s - %(message)s"
+
+
+class _ConsoleHandler(logging.Handler):
+    """Log records on stderr through tqdm, so that they do not break its bars."""
+
+    def emit(self, record):
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # logging's rule: a handler never raises
+            self.handleError(record)
+
+
+def start_logging(log_file, console, main=True):
+    """Send the log lines to `log_file` (appended) and, with `console`, to stderr; on ranks other than 0 (`main`
+    False) only errors, to the console. Returns what `stop_logging` takes."""
+    handlers = []
+    if main:
+        handlers = [logging.FileHandler(log_file, mode="a")] + ([_ConsoleHandler()] if console else [])
+    root = logging.getLogger()
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.setLevel(logging.INFO)
+        root.addHandler(handler)
+    level = root.level
+    root.setLevel(logging.INFO if main else logging.ERROR)
+    return handlers, level
+
+
+def stop_logging(started):
+    """Detach and close the handlers of `start_logging`; the root logger gets its level back."""
+    handlers, level = started
+    root = logging.getLogger()
+    for handler in handlers:
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(level)
 
 
 def progress_interval():
-    """Seconds between progress lines: CSP_PROGRESS_INTERVAL (a number >= 0) or 60. ValueError names a bad value."""
+    """Seconds between progress lines: CSP_PROGRESS_INTERVAL (a number >= 0) or 60; ValueError for a bad value."""
     value = os.environ.get(INTERVAL_ENV, "")
     if not value:
         return DEFAULT_INTERVAL_S
@@ -51,8 +81,8 @@ def format_duration(seconds):
 
 
 class PhaseProgress:
-    """Progress of one phase's epochs `start` … `total` − 1; `update` after every batch logs a line when enabled
-    and the interval has passed. `clock`: seconds (time.monotonic; tests give their own)."""
+    """Progress of a phase's epochs `start` … `total` − 1: `update` after each batch logs a line when enabled and
+    the interval has passed; samples/s over the wall time, time left extrapolated. `clock`: seconds."""
 
     def __init__(self, phase, start, total, enabled, interval=None, clock=time.monotonic):
         self.phase, self.start, self.total = phase, start, total
@@ -90,9 +120,8 @@ class PhaseProgress:
 
 
 class LoggedBar(tqdm):
-    """A tqdm progress bar on a terminal; with stderr redirected, a log line instead at most every
-    CSP_PROGRESS_INTERVAL seconds (and at the start and end), e.g. `Progress: image features: 400/1000 [00:10<00:15,
-    40.00img/s]` — no `\\r`-drawn bar in a log file. Takes tqdm's arguments."""
+    """tqdm's bar on a terminal; with stderr redirected a log line at most every CSP_PROGRESS_INTERVAL seconds,
+    e.g. `Progress: image features: 400/1000 [00:10<00:15, 40.00img/s]`."""
 
     def __init__(self, *args, **kwargs):
         self.logged = not sys.stderr.isatty() and not kwargs.get("disable")

@@ -1,26 +1,11 @@
-"""Few-shot training subsets (`--train_sample_ratio`, `--train_sample_method`) and the class-balanced epoch sampler.
+"""The training rows of each phase: few-shot subsets (`--train_sample_ratio`, `--train_sample_method`
+{stratified|random}-{fix|random}) and the class-balanced epoch sampler.
 
-Few-shot subsets. `--train_sample_method` is `{stratified|random}-{fix|random}`:
-* `stratified`: from each class with n_c training samples, round-half-even(n_c * ratio) samples, at least 1 (the
-  original's rule); `random`: round(N * ratio) samples (at least 1) drawn uniformly from all N.
-* `-fix` reuses a saved subset: first the bundle's own file (`{data_dir}/sample_idx/train_sample_{tag}.npy`,
-  birdsnap in a `{meta_type}/` sub-folder), then one this project wrote before. `-random` draws anew.
-New subsets are drawn with `--seed` and written to `{model_dir}/sample_idx/{dataset}/[{meta_type}/]
-train_sample_{tag}.npy` (never into the data folder), with tag `ratio{r:.3f}` for stratified-fix and
-`ratio{r:.3f}-{method}` otherwise. Indices address the invalid-removed training arrays: a subset this project
-writes, this project's (`datasets.Split`); the bundle's, the original code's, which drop a row only when its
-longitude or user is missing. Published positions are translated to this project's rows (`Split.original_rows`);
-members that this project drops (NaN or out-of-range coordinates) are left out, and the log counts them.
-
-Files are written as real `.npy` (int64, read back with `allow_pickle=False`); the original's files, which are
-pickles despite the name, are read with an unpickler that only accepts numpy arrays.
-
-Beside each subset it writes, this project records what it was drawn from in a JSON file of the same name
-(`train_sample_{tag}.json`): `num_train` (training rows), `num_classes` (distinct training classes),
-`classes_fingerprint` (of the training rows' class ids, in order), `ratio`, `method`, `seed`, `num_selected`.
-A subset with a record is reused only for the same training data (else a ValueError names the file, what differs
-and the fix); one without (the bundle's, or one of an earlier version) must index the training rows, and a warning
-says when its size (or its count per class) is not what the method's rule gives for this data.
+stratified takes round-half-even(n_c · ratio), at least 1, of each class (the original's rule); random takes
+round(N · ratio). -fix reuses the bundle's `sample_idx/train_sample_{tag}.npy` (its positions are the original
+code's rows, translated by `Split.original_rows`), else one written before; new subsets are drawn with --seed and
+written to `{model_dir}/sample_idx/`, with a JSON record of the training data they were drawn from, and are reused
+only for that data.
 """
 import codecs
 import hashlib
@@ -41,7 +26,7 @@ NPY_MAGIC = b"\x93NUMPY"
 
 
 def sample_counts(class_counts, ratio):
-    """How many samples the stratified subset takes per class: round-half-even(n_c * ratio), at least 1."""
+    """Samples the stratified subset takes per class: round-half-even(n_c · ratio), at least 1."""
     counts = np.asarray(class_counts, dtype=np.int64)
     return np.maximum(1, np.rint(counts * float(ratio))).astype(np.int64)
 
@@ -74,12 +59,11 @@ def random_sample_indices(num, ratio, rng):
 
 
 def sample_tag(ratio, method):
-    """The original's file-name tag of a subset."""
     return f"ratio{ratio:.3f}" if method == "stratified-fix" else f"ratio{ratio:.3f}-{method}"
 
 
 def published_index_file(dataset, meta_type, ratio, method):
-    """Where the data bundle keeps a subset: `{data_dir}/sample_idx/[{meta_type}/ for birdsnap]train_sample_...`."""
+    """The bundle's subset file: `{data_dir}/sample_idx/[{meta_type}/ for birdsnap]train_sample_{tag}.npy`."""
     folder = paths.get_paths(f"{dataset}_data_dir") / "sample_idx"
     if dataset == "birdsnap":
         folder = folder / meta_type
@@ -87,7 +71,7 @@ def published_index_file(dataset, meta_type, ratio, method):
 
 
 def written_index_file(params):
-    """Where this project writes a subset: `{model_dir}/sample_idx/{dataset}/[{meta_type}/]train_sample_...`."""
+    """Where a drawn subset goes: `{model_dir}/sample_idx/{dataset}/[{meta_type}/]train_sample_{tag}.npy`."""
     folder = Path(params["model_dir"]) / "sample_idx" / params["dataset"]
     if params["meta_type"]:
         folder = folder / params["meta_type"]
@@ -117,8 +101,7 @@ PUBLISHED_FIX = ("it is the data bundle's published subset: point CSP_DATA_DIR a
 
 
 def read_index_file(path, fix=OWN_FIX):
-    """An index file as int64: a real `.npy`, or the original's pickle (read without running foreign code).
-    `fix`: what the error messages advise (OWN_FIX, or PUBLISHED_FIX for the bundle's files)."""
+    """An index file as int64: a `.npy`, or the original's pickle (numpy arrays only); ValueError advising `fix`."""
     with open(path, "rb") as f:
         if f.read(len(NPY_MAGIC)) == NPY_MAGIC:
             f.seek(0)
@@ -136,9 +119,7 @@ def read_index_file(path, fix=OWN_FIX):
 
 
 def write_index_file(path, indices, record=None):
-    """Write `indices` as an int64 `.npy` (atomically; folders are created), and `record` (a dict saying what the
-    subset was drawn from) to `record_file(path)` before it, so that a killed run cannot leave a new subset without
-    its record."""
+    """Write `indices` as an int64 `.npy` (atomically), after `record` (what it was drawn from) beside it."""
     if record is not None:
         text = (json.dumps(record, indent=1) + "\n").encode()
         paths.atomic_write(record_file(path), lambda handle: handle.write(text))
@@ -146,7 +127,6 @@ def write_index_file(path, indices, record=None):
 
 
 def record_file(index_file):
-    """The JSON record of what an index file `….npy` was drawn from: `….json` beside it."""
     return Path(index_file).with_suffix(".json")
 
 
@@ -156,7 +136,6 @@ def classes_fingerprint(classes):
 
 
 def _record(train_classes, ratio, method):
-    """What a subset is drawn from (the record's keys that must match for it to be reused)."""
     return {"num_train": len(train_classes), "num_classes": len(np.unique(train_classes)),
             "classes_fingerprint": classes_fingerprint(train_classes), "ratio": float(ratio), "method": method}
 
@@ -171,7 +150,6 @@ def _read_record(path, index_path):
 
 
 def _check_record(index_path, record, expected):
-    """ValueError naming what differs when the subset at `index_path` was drawn from other training data."""
     differs = []
     if record["num_train"] != expected["num_train"]:
         differs.append(f"it was drawn from {record['num_train']} training rows, this run has "
@@ -197,8 +175,6 @@ def _check_indices(indices, num, path, fix=OWN_FIX):
 
 
 def _check_counts(indices, train_classes, ratio, method, path, fix=OWN_FIX):
-    """Warn when a subset without a record does not have the size (stratified: the count per class) that the
-    method's rule gives for this training data."""
     if method.startswith("stratified"):
         labels, counts = np.unique(train_classes, return_counts=True)
         taken = np.bincount(np.searchsorted(labels, train_classes[indices]), minlength=len(labels))
@@ -216,7 +192,6 @@ def _check_counts(indices, train_classes, ratio, method, path, fix=OWN_FIX):
 
 
 def _reuse(path, train_classes, expected):
-    """The indices of an index file this project wrote, checked against this training data (see the module doc)."""
     indices = read_index_file(path)
     record = record_file(path)
     recorded = record.is_file()
@@ -229,9 +204,8 @@ def _reuse(path, train_classes, expected):
 
 
 def _reuse_published(path, train_classes, original_rows, ratio, method):
-    """The rows of this project's training arrays that the bundle's index file at `path` names: its positions in the
-    original code's arrays translated through `original_rows` (see `datasets.Split`), without those this project
-    drops (counted in the log)."""
+    """The training rows that the bundle's index file at `path` names (positions in the original code's arrays,
+    translated through `original_rows`), without those dropped here (counted in the log)."""
     indices = read_index_file(path, PUBLISHED_FIX)
     _check_indices(indices, len(original_rows), path, PUBLISHED_FIX)
     rows = np.sort(original_rows[indices])
@@ -245,16 +219,9 @@ def _reuse_published(path, train_classes, original_rows, ratio, method):
 
 
 def train_sample_indices(params, train_classes, original_rows=None):
-    """The few-shot subset of the (invalid-removed) training set: (int64 indices, path of its index file).
-
-    Reads `dataset`, `meta_type`, `model_dir`, `seed`, `train_sample_ratio`, `train_sample_method` from `params`.
-    `original_rows`: the training split's `datasets.Split.original_rows` (default: this project's rows are the
-    original's). The caller stores the path as `params['train_sample_idx_file']`, as the original did.
-    """
+    """(int64 indices, index file path) of the few-shot subset of the training classes `train_classes` (1-D), for
+    0 < --train_sample_ratio < 1; `original_rows`: the split's (default: the original's rows are these)."""
     ratio, method = params["train_sample_ratio"], params["train_sample_method"]
-    if method not in METHODS:
-        raise ValueError(f"--train_sample_method must be one of {', '.join(METHODS)}, got {method!r}")
-    _check_ratio(ratio)
     train_classes = np.asarray(train_classes)
     num = len(train_classes)
     own = written_index_file(params)
@@ -281,14 +248,30 @@ def train_sample_indices(params, train_classes, original_rows=None):
     return indices, str(own)
 
 
-def balanced_epoch_indices(classes, max_per_class, generator):
-    """One epoch of the class-balanced sampler: for each class min(n_c, max_per_class) distinct indices, shuffled.
+def training_rows(params, train, usable, full_baseline=False):
+    """(pre-training rows, fine-tuning rows, few-shot index file or None) of the training split `train`, rows as
+    int64 arrays or None for all: pre-training takes the `usable` rows (a mask), fine-tuning (and a baseline's fit)
+    the usable labelled ones, of them the few-shot subset at --train_sample_ratio < 1 unless `full_baseline`."""
+    if not usable.all():
+        logger.warning("%d training samples have no date: with --use_date_feats T they are not trained on",
+                       (~usable).sum())
+    labelled = np.flatnonzero(train.classes >= 0)  # --dataset custom: class -1 = unlabelled, pre-training only
+    everything = len(labelled) == len(train) and usable.all()
+    index_file = None
+    if params["train_sample_ratio"] < 1 and full_baseline:
+        logger.info("--baseline_full_train T: the %s baseline is fitted on all %d training samples with a label, "
+                    "not on the few-shot subset of --train_sample_ratio %g", params["spa_enc_type"],
+                    len(labelled), params["train_sample_ratio"])
+    elif params["train_sample_ratio"] < 1:
+        subset, index_file = train_sample_indices(params, train.classes[labelled], train.original_rows)
+        labelled, everything = labelled[subset], False
+    return (None if usable.all() else np.flatnonzero(usable), None if everything else labelled[usable[labelled]],
+            index_file)
 
-    classes: 1-D integer tensor (any device); generator: a torch.Generator (its device draws the random numbers).
-    Returns an int64 tensor on the device of `classes`.
-    """
-    if max_per_class < 1:
-        raise ValueError(f"--max_num_exs_per_class must be at least 1, got {max_per_class}")
+
+def balanced_epoch_indices(classes, max_per_class, generator):
+    """One epoch of the class-balanced sampler: min(n_c, max_per_class) distinct indices per class of `classes`
+    (1-D tensor), shuffled; an int64 tensor on its device, drawn with `generator`."""
     device = classes.device
     num = classes.numel()
     keys = torch.rand(num, generator=generator, device=generator.device).to(device)

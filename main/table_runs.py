@@ -1,6 +1,6 @@
 """The runs behind a table: the presets, one cell's run and results file, and the checks made before anything runs.
 
-A run counts as a cell's when the flags its results file records equal the cell's (all but `run_flags.NOT_RUN_FLAGS`); a
+A run counts as a cell's when the flags its results file records equal the cell's (all but `arguments.NOT_RUN_FLAGS`); a
 results file or checkpoint made with other flags stops the table, naming both.
 """
 import logging
@@ -13,10 +13,10 @@ import pandas as pd
 from . import checkpoints
 from . import datasets
 from . import paths
-from .arguments import default_params
+from .arguments import FINETUNING_FLAGS, default_params
 from .evaluation import overall_top1
-from .run_flags import FINETUNING_FLAGS, describe, flag_differences
-from .trainer import output_file_names, read_results
+from .run_flags import describe, flag_differences
+from .results import output_file_names, read_results
 
 DEFAULT_MODEL_ROOT = paths.MAIN_DIR.parent / "model_dir" / "tables"
 MISSING = "–"

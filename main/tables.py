@@ -22,12 +22,12 @@ if not __package__:  # run as a script (`python tables.py`): its folder is impor
     __package__ = __import__("as_package").PACKAGE
 from . import encoder_table
 from . import train_unsuper
-from .arguments import run_command
+from .arguments import default_params, run_command
 from .table_runs import (COLLECT_FIX, COMMON, DEFAULT_MODEL_ROOT, MISSING, OWN_FLAGS, PRESET_NAMES, PRESETS, RUN_FIX,
                          Run, check_input_files, check_other_results, check_seeds, final_top1, flag_mismatches,
                          flag_names, is_finished, log_to_console, mean_spread, mismatch_lines, preset_description,
                          results_path, seed_dir, write_markdown_and_csv)
-from .trainer import read_results
+from .results import read_results
 
 logger = logging.getLogger(__name__)
 
@@ -338,8 +338,7 @@ def main(argv=None):
     check_seeds(args.seeds)
     for row in rows:
         if ROWS[row][1] is not None:
-            train_unsuper.check_argv(run_argv(args.dataset, args.preset, row, args.ratios[0], model_dir, args.device,
-                                              overrides))
+            default_params(run_argv(args.dataset, args.preset, row, args.ratios[0], model_dir, args.device, overrides))
     founds = {}
     for seed in args.seeds or [None]:
         if seed is not None:

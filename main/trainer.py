@@ -1,43 +1,18 @@
-"""The CSP run: pre-training, fine-tuning, evaluation, checkpoints, the log and the results file.
+"""One CSP run: set-up (data, model, checkpoint to resume), pre-training, fine-tuning, evaluation.
 
-`Trainer(params)` loads the data, builds the model and the shared Adam optimiser, and sets up the log;
-`run_train()` runs the phases the flags ask for (§1.2 of the behaviour spec), `run_eval_final()` ranks the
-evaluation split by image × location prior, `run_eval_spa_enc_only()` by the location encoder alone.
-
-Phases and resuming
-* Pre-training (`--do_unsuper_train T`, a CSP `--unsuper_loss`) runs epochs 0 … num_epochs_unsuper − 1 at the
-  constant learning rate `--unsuper_lr`; fine-tuning (`--do_super_train T`) runs epochs 0 … num_epochs − 1 with
-  lr = `--lr` · lr_decay^epoch. One Adam optimiser serves both phases (its moments carry over).
-* Checkpoints store `epoch` = the number of *completed* epochs of their phase and `params['checkpoint_phase']`
-  ('pre-training' or 'fine-tuning'). The pre-training file is written after an epoch when a minute has passed
-  since the last write, and at the end of the phase; the fine-tuned file likewise and also at every evaluation epoch.
-  Writes are atomic, so a killed run leaves the last complete checkpoint.
-* `--load_super_model T` with an existing fine-tuned file: it is loaded (weights and optimiser) and pre-training
-  is skipped; fine-tuning continues at epoch `epoch` up to `--num_epochs`. Otherwise `--load_unsuper_model T`
-  with an existing pre-training file: it is loaded and pre-training continues up to `--num_epochs_unsuper`.
-  A phase whose epochs are all done is not run again; one continued at epoch k > 0 logs `Resuming {phase} at epoch
-  k of {total} from {checkpoint}`. Checkpoints of the original code (no `checkpoint_phase`)
-  count as finished pre-training, or as `epoch − 1` completed fine-tuning epochs (the original stored last + 2).
-* Every epoch's randomness (batch order, dropout, negative locations) is seeded from (`--seed`, phase, epoch),
-  so a resumed run continues exactly as the uninterrupted run would have.
-
-Several processes (torchrun; distributed.py): every rank loads the data and builds the same model; the epoch's
-order is drawn alike on every rank and each steps through its shard of it (dropout and negatives from a seed that
-also depends on the rank), with DDP averaging the gradients. Rank 0 alone logs, evaluates and writes checkpoints and
-results; a resumed run reads the checkpoint on every rank.
-
-Files (next to the checkpoints in `--model_dir`, named after the fine-tuned checkpoint `….pth.tar`):
-`….log` (appended; the original's lines), `….results.json` (see `write_results`), `….ranks.npz` (per-sample
-ranks of the final evaluation, see `write_ranks`).
+`Trainer(params)` takes the checked params of `arguments.default_params` and adds the derived keys. Pre-training
+runs at the constant `--unsuper_lr`, fine-tuning at `--lr` · lr_decay^epoch, with one Adam optimiser. Every
+epoch's randomness is seeded from (`--seed`, phase, epoch), so a run resumed from its checkpoints (written after an
+epoch at most once a minute, at every evaluation and at the end of a phase; resume.py) continues exactly as the
+uninterrupted run. Under torchrun each rank steps through its shard of the epoch (distributed.py); rank 0 alone
+logs, evaluates and writes files (results.py).
 """
 import contextlib
-import json
 import logging
 import math
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -51,141 +26,29 @@ from . import evaluation
 from . import feature_store
 from . import losses
 from . import models
-from . import position_encodings
-from . import run_flags
+from . import results
+from . import resume
 from . import sampling
-from .arguments import default_params, resolve_device
-from .encoders import ACTIVATIONS, SPATIAL_ENCODERS
-from .paths import atomic_write, remove_stale_temporaries
-from .progress import PhaseProgress
+from .arguments import is_baseline, resolve_device
+from .checkpoints import CHECKPOINT_PHASE_KEY, FINETUNING, PRETRAINING
+from .paths import remove_stale_temporaries
+from .progress import PhaseProgress, start_logging, stop_logging
 from .run_lock import RunLock
 
 logger = logging.getLogger(__name__)
 
-LOG_FORMAT = "%(asctime)s - %(levelname)s - %(message)s"
-PRETRAINING, FINETUNING = "pre-training", "fine-tuning"
+PHASES = (PRETRAINING, FINETUNING)
 PHASE_SEEDS = {PRETRAINING: 1, FINETUNING: 2}
-CHECKPOINT_PHASE_KEY = "checkpoint_phase"
 CHECKPOINT_INTERVAL_S = 60.0
-RESULTS_FORMAT = "csp-results/1"
-# params that say where and on what a run happened, not what it computed (kept out of the results' "params")
-MACHINE_PARAMS = ("device", "model_dir", "unsuper_model_file_name", "model_file_name", "log_file_name", "op_dir",
-                  "train_sample_idx_file", "feature_storage", "compile")
-# float flags that must be finite and >= 0, or finite and > 0
-NONNEGATIVE_FLOATS = ("lr", "unsuper_lr", "weight_decay", "rand_sample_weight", "simcse_weight")
-POSITIVE_FLOATS = ("lr_decay", "min_radius", "max_radius", "rbf_kernal_size", "unsuper_temp_inbatch",
-                   "unsuper_temp_negloc", "unsuper_temp_simcse")
-
-
-def _choices(flag, value, valid):
-    if value not in valid:
-        raise ValueError(f"--{flag} {value!r} is unknown; valid values: {', '.join(valid)}")
-
-
-def check_params(params):
-    """ValueError naming the flag and its valid values for every flag value the run cannot use (checked before
-    anything is read or written: no data is loaded, no folder or log file created)."""
-    _choices("dataset", params["dataset"], datasets.DATASET_NAMES)
-    _choices("spa_enc_type", params["spa_enc_type"],
-             tuple(SPATIAL_ENCODERS) + ("geo_net",) + baselines.BASELINE_NAMES)
-    _choices("unsuper_loss", params["unsuper_loss"], ("none",) + losses.UNSUPER_LOSSES)
-    _choices("train_loss", params["train_loss"], losses.TRAIN_LOSSES)
-    _choices("neg_rand_type", params["neg_rand_type"], losses.NEG_RAND_TYPES)
-    _choices("cnn_pred_type", params["cnn_pred_type"], datasets.PRED_TYPES)
-    _choices("inat2018_resolution", params["inat2018_resolution"], datasets.RESOLUTIONS)
-    _choices("train_sample_method", params["train_sample_method"], sampling.METHODS)
-    _choices("feature_storage", params["feature_storage"], feature_store.STORAGES)
-    _choices("freq_init", params["freq_init"], position_encodings.FREQ_INITS)
-    _choices("spa_f_act", params["spa_f_act"], tuple(ACTIVATIONS))
-    _choices("loc_encode", params["loc_encode"], tuple(models.LOC_ENCODE_DIMS))
-    _choices("date_encode", params["date_encode"], tuple(models.DATE_ENCODE_DIMS))
-    if not 0 < params["train_sample_ratio"] <= 1:
-        raise ValueError(f"--train_sample_ratio must be in (0, 1] (1 = all training data), "
-                         f"got {params['train_sample_ratio']}")
-    for flag, least in (("batch_size", 1), ("num_epochs", 0), ("num_epochs_unsuper", 0), ("eval_frequency", 1),
-                        ("log_frequency", 1), ("unsuper_save_frequency", 1), ("max_num_exs_per_class", 1)):
-        if params[flag] < least:
-            raise ValueError(f"--{flag} must be at least {least}, got {params[flag]}")
-    for flag in ("num_filts", "hidden_dim", "frequency_num", "num_rbf_anchor_pts"):
-        if params[flag] < 1:
-            raise ValueError(f"--{flag} must be at least 1, got {params[flag]}")
-    for flag in ("num_hidden_layer", "num_neg_rand_loc"):
-        if params[flag] < 0:
-            raise ValueError(f"--{flag} must be at least 0, got {params[flag]}")
-    if not 0 <= params["seed"] < 2 ** 63:
-        raise ValueError(f"--seed must be in [0, 2**63), got {params['seed']}")
-    for flag in NONNEGATIVE_FLOATS:
-        if not (math.isfinite(params[flag]) and params[flag] >= 0):
-            raise ValueError(f"--{flag} must be a finite number >= 0, got {params[flag]}")
-    for flag in POSITIVE_FLOATS:
-        if not (math.isfinite(params[flag]) and params[flag] > 0):
-            raise ValueError(f"--{flag} must be a finite number > 0, got {params[flag]}")
-    if not params["min_radius"] < params["max_radius"]:
-        raise ValueError(f"--min_radius ({params['min_radius']}) must be smaller than --max_radius "
-                         f"({params['max_radius']}): they are the smallest and largest scales of the encoding")
-    if not 0 <= params["dropout"] < 1:
-        raise ValueError(f"--dropout must be in [0, 1), got {params['dropout']}")
-    extent = params["map_range"]
-    if not all(math.isfinite(value) for value in extent):
-        raise ValueError(f"--map_range needs finite values (degrees), got {extent}")
-    if len(extent) != 4:
-        raise ValueError(f"--map_range needs 4 values, xmin xmax ymin ymax in degrees, got {extent}")
-    if not (extent[0] < extent[1] and extent[2] < extent[3]):
-        raise ValueError(f"--map_range xmin xmax ymin ymax needs xmin < xmax and ymin < ymax, got {extent}")
-    if not is_baseline(params):
-        models.check_model_flags(params)
-
-
-def is_baseline(params):
-    """True for the non-neural priors of baselines.py given as --spa_enc_type (no model, no training)."""
-    return params["spa_enc_type"] in baselines.BASELINE_NAMES
-
-
-def output_file_names(model_file_name):
-    """(log, results JSON, ranks npz) of a run whose fine-tuned checkpoint is `model_file_name`."""
-    stem = checkpoints.log_file_name(model_file_name)[:-len(".log")]
-    return stem + ".log", stem + ".results.json", stem + ".ranks.npz"
-
-
-class _ConsoleHandler(logging.Handler):
-    """Log records on stderr through tqdm, so that progress bars and log lines do not overwrite each other."""
-
-    def emit(self, record):
-        try:
-            tqdm.write(self.format(record), file=sys.stderr)
-        except Exception:  # logging's rule: a handler never raises
-            self.handleError(record)
-
-
-def read_results(path):
-    """The results document a run wrote at `path` (format csp-results/1; see `Trainer.write_results`), or None if
-    there is none, or (with a warning) if it is not a readable one."""
-    try:
-        with open(path) as handle:
-            results = json.load(handle)
-        if not all({"method", "epoch"} <= entry.keys() for entry in results["evaluations"]):
-            raise ValueError("an evaluation without its method or epoch")
-        return results
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        logger.warning("%s is not a readable results file (%s); treated as missing", path, err)
-        return None
 
 
 class Trainer:
-    """One CSP run. `params`: the dict of `arguments.default_params(argv)`; the derived keys are added to it.
+    """A context manager that holds --model_dir (`run_lock.RunLock`) and the log handlers until closed.
 
-    Use as a context manager (or call `close()`) so that the log handlers are removed again and `--model_dir` is
-    released for the next run (`run_lock.RunLock`, taken here by rank 0; a second run in the folder meanwhile
-    stops).
-    `console`: the log lines also go to stderr (they always go to the log file); `progress`: tqdm progress bars on
-    stderr when it is a terminal (default: as `console`); when it is not, the training phases log a progress line
-    at an interval instead (see progress.py).
-    """
+    `console`: the log lines also go to stderr; `progress`: progress bars on a terminal stderr, progress lines when
+    it is redirected (default: as `console`)."""
 
     def __init__(self, params, console=True, progress=None):
-        check_params(params)
         self.params = params
         self.device = distributed.setup(resolve_device(params["device"]))
         wanted = (console if progress is None else progress) and distributed.is_main()
@@ -197,15 +60,15 @@ class Trainer:
         self.generator = torch.Generator(device=self.device)
 
         params["unsuper_model_file_name"], params["model_file_name"] = checkpoints.model_file_names(params)
-        log_file, self.results_file, self.ranks_file = output_file_names(params["model_file_name"])
+        log_file, self.results_file, self.ranks_file = results.output_file_names(params["model_file_name"])
         params["log_file_name"] = log_file
         params["op_dir"] = f"image/ims_{params['dataset']}_{params['spa_enc_type']}/"
-        self._logging = [], logging.getLogger().level
+        self._logging = None
         self._lock = RunLock(params["model_dir"]).acquire() if distributed.is_main() else None
         new_log = not os.path.exists(log_file) and distributed.is_main()
         try:
             removed = remove_stale_temporaries(params["model_dir"]) if distributed.is_main() else []
-            self._logging = self._start_logging(log_file, console)
+            self._logging = start_logging(log_file, console, distributed.is_main())
             for path in removed:
                 logger.info("Removed %s, a temporary file left by a run that was killed while writing", path)
             self._setup()
@@ -216,34 +79,10 @@ class Trainer:
                     os.remove(log_file)
             raise
 
-    # ------------------------------------------------------------------------------------------------------------
-    # set-up
-
-    @staticmethod
-    def _start_logging(log_file, console):
-        """Log to `log_file` (and the console); on ranks other than 0 only errors, to the console."""
-        formatter = logging.Formatter(LOG_FORMAT)
-        handlers = []
-        if distributed.is_main():
-            handlers = [logging.FileHandler(log_file, mode="a")] + ([_ConsoleHandler()] if console else [])
-        root = logging.getLogger()
-        for handler in handlers:
-            handler.setFormatter(formatter)
-            handler.setLevel(logging.INFO)
-            root.addHandler(handler)
-        level = root.level
-        root.setLevel(logging.INFO if distributed.is_main() else logging.ERROR)
-        return handlers, level
-
     def close(self):
-        """Detach and close the log handlers (the root logger gets its level back) and release --model_dir."""
-        root = logging.getLogger()
-        handlers, level = self._logging
-        for handler in handlers:
-            root.removeHandler(handler)
-            handler.close()
-        root.setLevel(level)
-        self._logging = [], level
+        if self._logging is not None:
+            stop_logging(self._logging)
+            self._logging = None
         if self._lock is not None:
             self._lock.release()
 
@@ -253,8 +92,12 @@ class Trainer:
     def __exit__(self, *exc):
         self.close()
 
+    # ------------------------------------------------------------------------------------------------------------
+    # set-up
+
     def _setup(self):
         params = self.params
+        params.update(datasets.flags_from_data(params))
         pretrain = params["unsuper_loss"] != "none" and params["do_unsuper_train"] and not is_baseline(params)
         data = datasets.load_dataset(params, "val", True, True, load_cnn_features_train=pretrain)
         final = datasets.load_dataset(params, params["eval_split"], True, False, load_cnn_predictions=True)
@@ -278,250 +121,75 @@ class Trainer:
         self.eval_preds, self.eval_split_ids = to(final.val.preds), final.val.split_ids
         self.eval_split_name = params["eval_split"]
 
-        self.phase_rows = self._training_rows()
+        *rows, index_file = sampling.training_rows(params, data.train, self._dated(data.train),
+                                                   is_baseline(params) and params["baseline_full_train"])
+        if index_file is not None:
+            params["train_sample_idx_file"] = index_file
+        self.phase_rows = {phase: None if value is None else to(value) for phase, value in zip(PHASES, rows)}
 
         self.model = self.optimizer = None
-        self.epochs_done = {PRETRAINING: 0, FINETUNING: 0}
-        self.epochs_run = {PRETRAINING: 0, FINETUNING: 0}
-        self.loaded_from = {PRETRAINING: None, FINETUNING: None}
+        self.epochs_done = dict.fromkeys(PHASES, 0)
+        self.epochs_run = dict.fromkeys(PHASES, 0)
+        self.loaded_from = dict.fromkeys(PHASES)
         self.loaded_finetuned = False
         self.evaluations = []
         self.final_ranks = self.locenc_ranks = None
         if not is_baseline(params):
             self._build_model()
         if self.loaded_finetuned:
-            self.evaluations = self._earlier_evaluations()
+            self.evaluations = resume.earlier_evaluations(self.results_file, self.epochs_done[FINETUNING])
         self._log_status()
 
-    def _training_rows(self):
-        """{phase: training rows it draws from (int64 tensor), or None for all}: pre-training uses every row,
-        fine-tuning (and a baseline's fit) the few-shot subset when 0 < train_sample_ratio < 1 (a baseline with
-        --baseline_full_train T: every row, as the original); both only the labelled rows (--dataset custom). Models
-        that take the date leave out rows without one."""
-        params, train = self.params, self.data.train
-        usable = self._dated(train)
-        if not usable.all():
-            logger.warning("%d training samples have no date: with --use_date_feats T they are not trained on",
-                           (~usable).sum())
-        labelled = np.flatnonzero(train.classes >= 0)  # --dataset custom: class -1 = unlabelled, pre-training only
-        everything = len(labelled) == len(train) and usable.all()
-        if params["train_sample_ratio"] < 1 and is_baseline(params) and params["baseline_full_train"]:
-            logger.info("--baseline_full_train T: the %s baseline is fitted on all %d training samples with a label, "
-                        "not on the few-shot subset of --train_sample_ratio %g", params["spa_enc_type"],
-                        len(labelled), params["train_sample_ratio"])
-        elif params["train_sample_ratio"] < 1:
-            subset, params["train_sample_idx_file"] = sampling.train_sample_indices(params, train.classes[labelled],
-                                                                                    train.original_rows)
-            labelled, everything = labelled[subset], False
-        rows = {PRETRAINING: None if usable.all() else np.flatnonzero(usable),
-                FINETUNING: None if everything else labelled[usable[labelled]]}
-        return {phase: None if value is None else self._to_device(value) for phase, value in rows.items()}
-
     def _to_device(self, array):
-        """A numpy array (or memory map) as a tensor on the run's device: no copy on the CPU, one transfer to a GPU."""
+        """A numpy array or memory map as a tensor on the device (float64 as float32), no copy on the CPU."""
         array = np.asarray(array)
         if array.dtype == np.float64:
             array = array.astype(np.float32)
         return torch.from_numpy(array).to(self.device)
 
     def _dated(self, split):
-        """Rows of a split the model can take: those with a date when it takes dates (geo_net, --use_date_feats
-        T; the val loss and location-only evaluation skip the others, the final evaluation treats them as
-        unlocated), else all."""
+        """Mask of the rows of `split` that the model can take: with a date where it takes dates."""
         if self.params["spa_enc_type"] == "geo_net" and self.params["use_date_feats"]:
             return ~np.isnan(split.dates)
         return np.ones(len(split), bool)
 
     def _coords(self, split):
-        """Model input of a split: (N, 2) (lon, lat) degrees, plus the date column for geo_net with dates."""
+        """Model input of `split`: (N, 2) (lon, lat) degrees [+ date as a fraction of the year]."""
         if self.params["spa_enc_type"] == "geo_net" and self.params["use_date_feats"]:
             return np.column_stack([split.locs, split.dates]).astype(np.float32)
         return split.locs
 
     def _build_model(self):
         params = self.params
-        if params["spa_enc_type"] == "geo_net":
-            width = models.LOC_ENCODE_DIMS.get(params["loc_encode"], 2)
-            if params["use_date_feats"]:
-                width += models.DATE_ENCODE_DIMS.get(params["date_encode"], 1)
-        else:
-            width = 2
-        params["num_loc_feats"] = params["num_feats"] = width
-        pretrained, finetuned = self._checkpoints_to_load()
+        params["num_loc_feats"] = params["num_feats"] = models.input_width(params)
+        pretrained, finetuned = resume.checkpoints_to_load(params, self.device)
+        loaded, phase = (finetuned, FINETUNING) if finetuned else (pretrained, PRETRAINING)
         anchors = None
         params["rbf_anchor_pt_ids"] = None
         if params["spa_enc_type"] == "rbf":
-            params["rbf_anchor_pt_ids"], rows = self._rbf_anchor_ids(finetuned or pretrained)
+            params["rbf_anchor_pt_ids"], rows = resume.rbf_anchors(loaded, self.data.train,
+                                                                   params["num_rbf_anchor_pts"], self.rng)
             anchors = torch.from_numpy(self.data.train.locs[rows])
         cnn_feat_dim = None
         if params["unsuper_loss"] != "none":
-            cnn_feat_dim = self._cnn_feat_dim(finetuned or pretrained)
+            cnn_feat_dim = (self.train_feats.shape[1] if self.train_feats is not None
+                            else resume.image_feature_width(loaded, params, self.data.data_dir))
             params["cnn_feat_dim"] = cnn_feat_dim
         self.model = models.build_model(params, params["num_classes"], params["num_users"], cnn_feat_dim,
                                         anchors).to(self.device)
         impl = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=params["lr"],
                                           weight_decay=params["weight_decay"], **impl)
-        if finetuned is not None:
-            self._load(finetuned, FINETUNING)
-            self.loaded_finetuned = True
-        elif pretrained is not None:
-            self._load(pretrained, PRETRAINING)
+        if loaded is not None:
+            self.epochs_done.update(resume.load(loaded, phase, self.model, self.optimizer, params))
+            self.loaded_from[phase] = loaded[0]
+            self.loaded_finetuned = phase == FINETUNING
         self.step = self.build_step()
 
     def build_step(self):
-        """What the training steps call as `step(loss_fn, *args)` for loss_fn(model, *args): the model inside DDP
-        under torchrun (`distributed.parallel`), compiled with `--compile T`."""
+        """`step(loss_fn, *args)` = loss_fn(model, *args): inside DDP under torchrun, compiled with --compile T."""
         step = distributed.parallel(self.model)
         return torch.compile(step) if self.params["compile"] else step
-
-    def _rbf_anchor_ids(self, checkpoint):
-        """(ids, rows): the rbf anchors (their locations are the model's anchors, which are not in the state_dict)
-        as positions in the original code's training arrays (`params['rbf_anchor_pt_ids']`, as the original
-        stores them; see `datasets.Split.original_rows`) and as this project's training rows. Those of the
-        checkpoint to load, else `--num_rbf_anchor_pts` rows drawn with the run's seed."""
-        train = self.data.train
-        stored = checkpoint[1]["params"].get("rbf_anchor_pt_ids") if checkpoint is not None else None
-        if stored is not None:
-            try:
-                rows = train.from_original(stored)
-            except ValueError as err:
-                raise ValueError(f"{checkpoint[0]}: its rbf anchors do not fit this training set ({err}); it was "
-                                 f"trained on other data") from None
-            if (rows < 0).any():
-                raise ValueError(f"{checkpoint[0]}: its rbf anchor at training row {stored[np.argmax(rows < 0)]} "
-                                 f"(of the original code's rows) is a row this project drops for NaN or out-of-range "
-                                 f"coordinates, so the anchor's location is unknown; fix that row's coordinates")
-            return [int(i) for i in stored], rows
-        num = len(train)
-        count = self.params["num_rbf_anchor_pts"]
-        if not 1 <= count <= num:
-            raise ValueError(f"--num_rbf_anchor_pts must be between 1 and the {num} training samples, got {count}")
-        rows = np.sort(self.rng.choice(num, count, replace=False))
-        return train.to_original(rows).tolist(), rows
-
-    def _checkpoints_to_load(self):
-        """(pre-training checkpoint, fine-tuned checkpoint) to load, as (path, dict) or None each; the
-        pre-training one is only read when there is no fine-tuned one to load."""
-        finetuned = self._find("load_super_model", self.params["model_file_name"])
-        pretrained = None if finetuned else self._find("load_unsuper_model", self.params["unsuper_model_file_name"])
-        return pretrained, finetuned
-
-    def _find(self, flag, path):
-        if not self.params[flag] or path is None:
-            return None
-        existing = checkpoints.find_checkpoint(path)
-        if existing is None:
-            self._log_no_checkpoint(flag, path)
-            return None
-        checkpoint = checkpoints.load_checkpoint(existing, self.device)
-        self._check_checkpoint_flags(existing, checkpoint["params"], flag)
-        return existing, checkpoint
-
-    def _check_checkpoint_flags(self, path, recorded, flag):
-        """ValueError naming the differing flags when the checkpoint at `path` was made with other flags that
-        change results (`run_flags.flag_differences`; the epoch counts and phase switches may differ, a
-        pre-trained checkpoint also in the fine-tuning flags). A checkpoint of the original code (no
-        `checkpoint_phase`) is compared in the flags it records, with a warning only: the original's files record
-        the flags of the run that wrote them, not always those of the data it was trained on (a released file is
-        evaluated with its own run script's flags)."""
-        ignore = (run_flags.RESUME_FLAGS + ("baseline_full_train",)  # a model's checkpoint: no baseline
-                  + (run_flags.FINETUNING_FLAGS if flag == "load_unsuper_model" else ()))
-        defaults = default_params()
-        ours = {name: self.params[name] for name in defaults}
-        original = CHECKPOINT_PHASE_KEY not in recorded
-        # a flag the file does not record is newer than the file: it matches when this run leaves it at its default
-        ignore += tuple(name for name in ours if name not in recorded and (original or ours[name] == defaults[name]))
-        differences = run_flags.flag_differences(ours, recorded, ignore)
-        if differences and original:
-            logger.warning("%s (a checkpoint of the original code) records other flags: %s", path,
-                           run_flags.describe(differences))
-        elif differences:
-            raise ValueError(f"{path} was made with other flags ({run_flags.describe(differences)}); it is neither "
-                             f"resumed nor evaluated under these: run with the flags it was made with, give this run "
-                             f"another --model_dir, or --{flag} F to train anew (its files are then overwritten)")
-
-    def _log_no_checkpoint(self, flag, path):
-        """Say what a missing checkpoint of `--{flag} T` means for this run (the original logged "Cannot load model
-        since it not exist - {path}" for both, alarming on every fresh run): nothing to resume when its phase runs,
-        a warning when it does not."""
-        finetuned = flag == "load_super_model"
-        what = "fine-tuned" if finetuned else "pre-trained"
-        runs = self.params["do_super_train" if finetuned else "do_unsuper_train"]
-        if runs:
-            start = "fine-tuning" if finetuned else "pre-training"
-            logger.info("No %s checkpoint to resume from yet (%s): %s starts at epoch 0", what, path, start)
-        elif finetuned:
-            logger.warning("--load_super_model T but %s does not exist and --do_super_train F: the evaluation "
-                           "uses a model that was not fine-tuned", path)
-        else:
-            logger.warning("--load_unsuper_model T but %s does not exist and --do_unsuper_train F: fine-tuning "
-                           "starts from an encoder that was not pre-trained", path)
-
-    def _earlier_evaluations(self):
-        """The results file's evaluations of the fine-tuning epochs before the loaded checkpoint (kept when a run
-        resumes, so that its results file ends up as an uninterrupted run's)."""
-        results = read_results(self.results_file)
-        done = self.epochs_done[FINETUNING]
-        return [] if results is None else [entry for entry in results["evaluations"]
-                                           if entry["epoch"] is not None and entry["epoch"] < done]
-
-    def _cnn_feat_dim(self, checkpoint):
-        """Width of the image features: from the loaded features, a checkpoint to load, or the feature file."""
-        if self.train_feats is not None:
-            return self.train_feats.shape[1]
-        if checkpoint is not None:
-            state = checkpoint[1]["state_dict"]
-            if "img_dec.weight" in state:
-                return state["img_dec.weight"].shape[1]
-            if "loc_dec.weight" in state:
-                return state["loc_dec.weight"].shape[0]
-        params = self.params
-        if params["dataset"] == "custom":
-            path = Path(params["features"] or "(no --features given)")
-        else:
-            path = self.data.data_dir / datasets.feature_file(params["dataset"], "train",
-                                                              params["inat2018_resolution"], params["cnn_model"])
-        if not path.is_file():
-            raise FileNotFoundError(f"--unsuper_loss {params['unsuper_loss']}: the model's image head needs the "
-                                    f"width of the training image features, but {path} does not exist")
-        return np.load(path, mmap_mode="r").shape[1]
-
-    def _load(self, checkpoint, phase):
-        """Load weights and optimiser state of `checkpoint` = (path, dict) and note the completed epochs."""
-        path, ckpt = checkpoint
-        logger.info("\n%s", self.params["spa_enc_type"])
-        logger.info(" Model :\t%s", os.path.basename(path))
-        checkpoints.load_state(self.model, ckpt["state_dict"], source=path)
-        if ckpt["optimizer"] is not None:
-            self._load_optimizer(ckpt["optimizer"], path)
-        ours = ckpt["params"].get(CHECKPOINT_PHASE_KEY) == phase
-        flag = "num_epochs_unsuper" if phase == PRETRAINING else "num_epochs"
-        if ours and ckpt["epoch"] > self.params[flag]:
-            raise ValueError(f"{path} holds {ckpt['epoch']} completed {phase} epochs, more than --{flag} "
-                             f"{self.params[flag]}; its results would be those of {ckpt['epoch']} epochs: run with "
-                             f"--{flag} {ckpt['epoch']} (or more), or give this run another --model_dir")
-        if phase == PRETRAINING:
-            done = ckpt["epoch"] if ours else self.params["num_epochs_unsuper"]
-        else:
-            done = ckpt["epoch"] if ours else max(ckpt["epoch"] - 1, 0)
-            self.epochs_done[PRETRAINING] = self.params["num_epochs_unsuper"]
-        self.epochs_done[phase] = done
-        self.loaded_from[phase] = path
-
-    def _load_optimizer(self, state, path):
-        """Adam state of a checkpoint, keeping this run's implementation flags (fused / foreach)."""
-        groups = self.optimizer.param_groups
-        saved = state["param_groups"]
-        sizes = [len(group["params"]) for group in saved]
-        if sizes != [len(group["params"]) for group in groups]:
-            raise ValueError(f"{path}: the optimiser state holds {sizes} parameters, the model has "
-                             f"{[len(group['params']) for group in groups]}; it was written for another model")
-        keep = ("fused", "foreach", "capturable", "differentiable")
-        state = {"state": state["state"],
-                 "param_groups": [{**old, **{key: new[key] for key in keep if key in new}}
-                                  for old, new in zip(saved, groups)]}
-        self.optimizer.load_state_dict(state)
 
     def _log_status(self):
         params = self.params
@@ -541,7 +209,7 @@ class Trainer:
     # training
 
     def run_train(self):
-        """Pre-train and fine-tune as the flags ask (nothing for a baseline --spa_enc_type)."""
+        """Pre-train and fine-tune as the flags ask (a baseline has nothing to train)."""
         if self.model is None:
             return
         if self.params["do_unsuper_train"]:
@@ -550,7 +218,7 @@ class Trainer:
             self.run_super_train()
 
     def run_unsuper_train(self):
-        """Pre-training epochs epochs_done … num_epochs_unsuper − 1 (none when unsuper_loss is none)."""
+        """Pre-training epochs epochs_done … num_epochs_unsuper − 1."""
         params = self.params
         total = params["num_epochs_unsuper"]
         if params["unsuper_loss"] == "none" or total == 0:
@@ -579,8 +247,8 @@ class Trainer:
                 last_save = time.monotonic()
 
     def run_super_train(self):
-        """Fine-tuning epochs epochs_done … num_epochs − 1, with the val loss after each epoch and the evaluations
-        (location only, then image × prior) at every epoch e > 0 with e % eval_frequency == 0."""
+        """Fine-tuning epochs epochs_done … num_epochs − 1; the val loss after each, the evaluations after every
+        epoch e > 0 with e % eval_frequency == 0."""
         params = self.params
         total = params["num_epochs"]
         start = self.epochs_done[FINETUNING]
@@ -612,7 +280,6 @@ class Trainer:
         logger.info("Test loss   : %.4f", losses.val_loss(self.model, self.val_locs, self.val_classes))
 
     def _log_resume(self, phase, start, total):
-        """Say that a phase continues from a loaded checkpoint (`start` > 0 completed epochs) rather than starting."""
         if start > 0:
             logger.info("Resuming %s at epoch %d of %d from %s", phase, start, total, self.loaded_from[phase])
 
@@ -626,11 +293,8 @@ class Trainer:
         self.generator.manual_seed(seed)
 
     def epoch_indices(self, phase):
-        """Training rows of one epoch, in batch order (an int64 tensor on the device).
-
-        Drawn from `phase_rows[phase]`: with --balanced_train_loader T at most max_num_exs_per_class rows per
-        class, shuffled; else a permutation.
-        """
+        """Training rows of one epoch of `phase` in batch order (int64 tensor on the device): a permutation, or
+        with --balanced_train_loader T at most --max_num_exs_per_class rows per class, shuffled."""
         rows = self.phase_rows[phase]
         classes = self.train_classes if rows is None else self.train_classes[rows]
         if self.params["balanced_train_loader"]:
@@ -647,16 +311,9 @@ class Trainer:
                          self.train_users[rows], self.params)
 
     def run_epoch(self, phase, epoch, indices=None):
-        """One epoch of optimisation steps over `indices` (default: `epoch_indices(phase)`, drawn with the
-        epoch's seed), logging the running sample-weighted mean loss every log_frequency batches and at the last, as
-        `[samples done/samples of the epoch]` (the original: the first index of the batch / the training set size).
-        A last pre-training batch of one sample is left out for the NCE losses (`imgcontloss*`), whose in-batch term
-        needs two. Under torchrun each process steps through its `distributed.shard` of `indices`, and the logged
-        loss is the mean over processes. Returns that mean (a float).
-
-        A non-finite loss stops the run (ValueError naming the phase, epoch, first such batch and the likely
-        cause) at the next log point at the latest, so before any checkpoint or result of the epoch is written. The
-        batch losses stay on the device until a log point (no synchronisation per batch)."""
+        """Optimisation steps over `indices` (default: `epoch_indices(phase)`); returns the running sample-weighted
+        mean loss (over the ranks), logged every --log_frequency batches and at the last as `[samples done/samples]`.
+        A non-finite loss is a ValueError at the next log point, before anything of the epoch is written."""
         self._seed_epoch(phase, epoch)
         if indices is None:
             indices = self.epoch_indices(phase)
@@ -672,7 +329,7 @@ class Trainer:
         global_batch = batch_size * world
         if (phase == PRETRAINING and params["unsuper_loss"].startswith("imgcontloss")
                 and len(indices) > 1 and len(indices) % global_batch == 1):
-            indices = indices[:-1]  # the NCE in-batch term needs two samples (the original divided by zero)
+            indices = indices[:-1]  # the NCE in-batch term needs two samples
         indices = distributed.shard(indices, batch_size)
         num_batches = -(-len(indices) // batch_size)
         batch_losses = torch.empty(num_batches, device=self.device)
@@ -710,7 +367,6 @@ class Trainer:
         return mean
 
     def _non_finite_message(self, phase, epoch, batch, rows):
-        """The error of a non-finite loss in `batch` (training `rows`) of an epoch, with its likely cause."""
         params = self.params
         inputs = [("locations", self.train_locs)] + ([("image features", self.train_feats)]
                                                      if phase == PRETRAINING else [])
@@ -728,7 +384,6 @@ class Trainer:
                 f"without writing a checkpoint or results of this epoch. Likely cause: {cause}")
 
     def _check_model_finite(self, what):
-        """ValueError when a weight of the model is NaN or infinite (before `what` is written or computed)."""
         bad = models.non_finite_weights(self.model)
         if bad:
             raise ValueError(f"the model has NaN or infinite weights ({', '.join(bad[:3])}); {what} is not "
@@ -753,27 +408,25 @@ class Trainer:
 
     @distributed.main_only
     def run_eval_final(self, flag="", epoch=None):
-        """Rank the evaluation split (invalid entries kept) by the image predictions alone ("No prior"), then by
-        image × prior: the location encoder, or the baseline named by --spa_enc_type. Returns {method: result}."""
+        """Rank the evaluation split (invalid entries kept) by the image alone, then by image × prior (the location
+        encoder or the --spa_enc_type baseline); returns {method: result}."""
         flag = self._fewshot_flag(flag)
         if self.model is not None:
             self._check_model_finite(f"the results file {self.results_file}")
         fitted = []
         if is_baseline(self.params) and self.params["spa_enc_type"] != "no_prior":
             fitted.append(self._fit_baseline())
-        results, ranks = evaluation.run_final_evaluation(
+        found, ranks = evaluation.run_final_evaluation(
             self.eval_preds, self.eval_classes, self.eval_split_ids, self.eval_locs, model=self.model,
             baselines=fitted, flag=flag)
-        for result in results.values():
+        for result in found.values():
             self._record(result, epoch, f"{self.eval_split_name} (all entries)")
         if epoch is None:
-            self.final_ranks = ranks
-            self.write_ranks()
-        return results
+            self.final_ranks = (self.eval_locs, self.eval_classes, self.eval_split_ids, ranks)
+            results.write_ranks(self.ranks_file, self.final_ranks, self.locenc_ranks)
+        return found
 
     def _fit_baseline(self):
-        """The --spa_enc_type baseline fitted on the fine-tuning rows of the training split (the few-shot subset,
-        see `_training_rows`), with the dataset's hyper-parameters (clamped to the size of the data)."""
         params, train = self.params, self.data.train
         rows = self.phase_rows[FINETUNING]
         rows = slice(None) if rows is None else rows.cpu().numpy()
@@ -785,105 +438,31 @@ class Trainer:
 
     @distributed.main_only
     def run_eval_spa_enc_only(self, flag="LocEnc ", load_model=True, epoch=None):
-        """Rank the val split (invalid entries removed) by the location encoder alone; with `load_model` first
-        reload the fine-tuned checkpoint, when this run wrote or loaded it (the original saved the model in memory
-        under that name first, so the reload never changed it; a file of an earlier run is left alone).
-        Returns the result dict (None for a baseline)."""
+        """Rank the val split (invalid entries removed) by the location encoder alone, with `load_model` after
+        reloading the fine-tuned checkpoint that this run wrote or loaded; returns the result (None: a baseline)."""
         if self.model is None:
             return None
-        if load_model and not (self.loaded_finetuned or self.epochs_run[FINETUNING]):
+        if load_model and (self.loaded_finetuned or self.epochs_run[FINETUNING]):
+            resume.reload_finetuned(self.model, self.params, self.device)
+        elif load_model:
             logger.info("Evaluating the model in memory: this run did not write or load %s",
                         self.params["model_file_name"])
-        elif load_model:
-            path = checkpoints.find_checkpoint(self.params["model_file_name"])
-            if path is None:
-                logger.warning("Cannot load model since it not exist - %s (removed during the run?); evaluating "
-                               "the model in memory", self.params["model_file_name"])
-            else:
-                logger.info("\n%s", self.params["spa_enc_type"])
-                logger.info(" Model :\t%s", os.path.basename(path))
-                checkpoints.load_state(self.model, checkpoints.load_checkpoint(path, self.device)["state_dict"],
-                                       source=path)
         self._check_model_finite(f"the results file {self.results_file}")
         result, ranks = evaluation.evaluate_location_only(self.model, self.val_locs, self.val_classes,
                                                           self.val_split_ids, flag)
         self._record(result, epoch, "val (entries without location or user removed)")
         if epoch is None:
-            self.locenc_ranks = ranks
-            self.write_ranks()
+            self.locenc_ranks = (self.val_locs, self.val_classes, self.val_split_ids, ranks)
+            results.write_ranks(self.ranks_file, self.final_ranks, self.locenc_ranks)
         return result
-
-    def log_summary(self):
-        """One closing line with the final evaluations' overall Top-1 (%): image × prior (the paper's number),
-        image alone, location encoder alone; returns it (None when there is no final evaluation)."""
-        final = {entry["method"]: entry for entry in self.evaluations if entry["epoch"] is None}
-        labels = {"no_prior": "image alone", "location_only": "location encoder alone (LocEnc)",
-                  "location_prior": "image x location encoder prior"}
-        order = [m for m in final if m not in ("no_prior", "location_only")] + ["no_prior", "location_only"]
-        parts = [f"{labels.get(method, f'image x {method} prior')} {evaluation.overall_top1(final[method]):.2f}"
-                 for method in order if method in final and evaluation.overall_top1(final[method]) is not None]
-        if not parts:
-            return None
-        line = f"Summary: Top-1 (%) on {self.eval_split_name}: " + ", ".join(parts)
-        logger.info(line)
-        return line
 
     def _record(self, result, epoch, eval_set):
         self.evaluations.append({**result, "epoch": epoch, "eval_set": eval_set})
-        self.write_results()
-
-    # ------------------------------------------------------------------------------------------------------------
-    # output files
+        results.write_results(self.results)
 
     @property
     def results(self):
-        """The results document (what `write_results` writes)."""
-        params = {key: value for key, value in self.params.items() if key not in MACHINE_PARAMS}
-        files = {key: self.params.get(key) for key in ("unsuper_model_file_name", "model_file_name",
-                                                       "log_file_name", "train_sample_idx_file")}
-        files.update(results=self.results_file, ranks=self.ranks_file)
-        return {
-            "format": RESULTS_FORMAT,
-            "params": checkpoints.plain_value(params),
-            "device": str(self.device),
-            "files": files,
-            "phases": {phase: {"epochs_done": self.epochs_done[phase], "epochs_run": self.epochs_run[phase]}
-                       for phase in (PRETRAINING, FINETUNING)},
-            "evaluations": self.evaluations,
-        }
-
-    @distributed.main_only
-    def write_results(self):
-        """Write `results` as JSON (atomically) to `….results.json` next to the log.
-
-        Schema: {format: "csp-results/1", params: {flag or derived key: value} (all but the machine-specific
-        ones), device, files: {checkpoint, log, results and ranks paths}, phases: {"pre-training" |
-        "fine-tuning": {epochs_done, epochs_run (in this invocation)}}, evaluations: [{method ("no_prior",
-        "location_prior", a baseline name or "location_only"), flag (as in the log line), epoch (null for the
-        final evaluation), eval_set, num_rows, num_scored, splits: [{id, name, count, top1, top3, top5, top10,
-        mrr}]}] in the order they ran}. Top-k values are percentages rounded to 2 decimals, as logged.
-        """
-        text = json.dumps(self.results, indent=1).encode()
-        atomic_write(self.results_file, lambda handle: handle.write(text))
-
-    @distributed.main_only
-    def write_ranks(self):
-        """Write the per-sample ranks of the final evaluation to `….ranks.npz` (atomically).
-
-        Keys: `locs` (N, 2) (lon, lat) degrees of the evaluation split (NaN where unknown), `labels`, `split_ids`,
-        `ranks_{method}` (N,) 1-based rank of the true class for each method of the image × prior evaluation
-        ("no_prior", "location_prior" or the baseline); for the location-only evaluation on the val split
-        without invalid entries: `locenc_locs`, `locenc_labels`, `locenc_split_ids`, `ranks_location_only`
-        (0 = not scored). `analysis.compare_models(a["locs"], a["ranks_location_prior"],
-        b["ranks_location_prior"])` compares two runs.
-        """
-        arrays = {}
-        final, locenc = self.final_ranks, self.locenc_ranks
-        if final is not None:
-            arrays.update(locs=self.eval_locs[:, :2].cpu().numpy(), labels=self.eval_classes.cpu().numpy(),
-                          split_ids=np.asarray(self.eval_split_ids))
-            arrays.update({f"ranks_{name}": ranks.cpu().numpy() for name, ranks in final.items()})
-        if locenc is not None:
-            arrays.update(locenc_locs=self.val_locs[:, :2].cpu().numpy(), locenc_labels=self.val_classes.cpu().numpy(),
-                          locenc_split_ids=np.asarray(self.val_split_ids), ranks_location_only=locenc.cpu().numpy())
-        atomic_write(self.ranks_file, lambda handle: np.savez(handle, **arrays))
+        """The results document (`results.results_document`), as written so far."""
+        phases = {phase: {"epochs_done": self.epochs_done[phase], "epochs_run": self.epochs_run[phase]}
+                  for phase in PHASES}
+        return results.results_document(self.params, self.device, phases, self.evaluations)

@@ -3,7 +3,8 @@ import importlib
 
 import pytest
 
-from csp.arguments import BOOL_FLAGS, default_params, describe_error, make_args_parser, resolve_device, run_command
+from csp.arguments import (BOOL_FLAGS, default_params, describe_error, make_args_parser, parse_flags, resolve_device,
+                           run_command)
 from csp.paths import MAIN_DIR
 
 
@@ -27,6 +28,34 @@ def test_update_params_turns_t_f_into_booleans_and_clears_meta_type():
 def test_bad_t_f_value_names_the_flag():
     with pytest.raises(ValueError, match="--use_layn must be T or F, got 'true'"):
         default_params(["--use_layn", "true"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lrr", "1"], r"^--lrr 1: not a flag of train_unsuper.py \(python main/train_unsuper.py --help lists them\)$"),
+    (["--lr", "abc"], "^argument --lr: invalid float value: 'abc'"),
+    (["--dataset", "custom"], "^--dataset custom needs --data_table"),
+    (["--unsuper_loss", "imgcontloss", "--batch_size", "1"], "^--unsuper_loss imgcontloss needs batches of at least 2"),
+    (["--unsuper_loss", "contsoftmax", "--num_neg_rand_loc", "0"], "^--num_neg_rand_loc must be >= 1 for --unsuper"),
+    (["--device", "mps"], "^--device mps: this project runs on the CPU or a CUDA GPU only"),
+    (["--frequency_num", "100000000", "--spa_enc_type", "sphere"], "the location encoder has .* weights"),
+])
+def test_flags_are_parsed_converted_and_checked_in_one_call(argv, message):
+    """Every flag error comes from `default_params`, before anything is read; the training step checks nothing."""
+    with pytest.raises(ValueError, match=message):
+        default_params(argv)
+
+
+def test_imgcontloss_batches_of_one_are_fine_with_several_processes(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert default_params(["--unsuper_loss", "imgcontloss", "--batch_size", "1"])["batch_size"] == 1
+
+
+def test_parse_flags_converts_without_checking():
+    """For code that builds one part from flags a run could not use (the encoders' own errors are tested so)."""
+    params = parse_flags(["--lr", "nan", "--use_layn", "F"])
+    assert params["lr"] != params["lr"] and params["use_layn"] is False
+    with pytest.raises(ValueError, match="--lr must be a finite number"):
+        default_params(["--lr", "nan"])
 
 
 def test_device_auto_and_clear_errors():

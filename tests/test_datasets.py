@@ -9,6 +9,7 @@ import pytest
 from scipy import sparse
 
 from csp import arguments
+from csp import data_arrays
 from csp import datasets
 from csp import evaluation
 
@@ -103,7 +104,7 @@ def test_image_names_follow_the_kept_rows(fmow_root):
 
 
 def test_feature_subset_is_read_in_chunks(fmow_root, monkeypatch):
-    monkeypatch.setattr(datasets, "READ_CHUNK_BYTES", 8)  # one row per chunk
+    monkeypatch.setattr(data_arrays, "READ_CHUNK_BYTES", 8)  # one row per chunk
     train = datasets.load_dataset(params_for("fmow"), "val", True, True, load_cnn_features_train=True).train
     np.testing.assert_array_equal(train.feats, np.float32([[0, 0], [3, 30], [4, 40]]))
 
@@ -260,8 +261,9 @@ def test_bird_meta_type_picks_the_metadata(synth_root, monkeypatch, meta_type):
 def test_yfcc_turns_off_dates_and_balanced_loader(synth_root, monkeypatch):
     monkeypatch.setenv("CSP_DATA_DIR", str(synth_root))
     params = params_for("yfcc")
+    assert datasets.flags_from_data(params) == {"balanced_train_loader": False, "use_date_feats": False}
     data = datasets.load_dataset(params, "test", True, True, load_cnn_features_train=True)
-    assert params["balanced_train_loader"] is False and params["use_date_feats"] is False
+    assert params == params_for("yfcc")  # the loader leaves the flags alone
     assert (data.train.users == -1).all() and (data.train.dates == 0).all() and data.class_of_interest == 9
     assert isinstance(data.train.feats, np.memmap)  # nothing dropped: no copy
 
@@ -383,14 +385,14 @@ def test_image_without_location_entry(tmp_path, monkeypatch):
                                                      "pretrain"),
     ("inat_2017", ["--inat2018_resolution", "high_res"], "standard or pretrain"),
     ("birdsnap", ["--cnn_pred_type", "fewshot"], "exist only for inat_2018 and fmow"),
-    ("inat_2018", ["--cnn_pred_type", "half"], "--cnn_pred_type must be full or fewshot"),
-    ("inat_2018", ["--inat2018_resolution", "low"], "--inat2018_resolution must be one of"),
+    ("inat_2018", ["--cnn_pred_type", "half"], "--cnn_pred_type 'half' is unknown; valid values: full, fewshot"),
+    ("inat_2018", ["--inat2018_resolution", "low"], "--inat2018_resolution 'low' is unknown; valid values"),
 ])
 def test_flag_combinations_without_files(synth_root, monkeypatch, dataset, flags, message):
     monkeypatch.setenv("CSP_DATA_DIR", str(synth_root))
-    params = arguments.default_params(["--dataset", dataset, *flags])
     with pytest.raises(ValueError, match=message):
-        datasets.load_dataset(params, "val", True, True, True, True, True)
+        datasets.load_dataset(arguments.default_params(["--dataset", dataset, *flags]), "val", True, True, True, True,
+                              True)
 
 
 def test_unknown_splits_and_datasets(synth_root, monkeypatch):
@@ -399,7 +401,7 @@ def test_unknown_splits_and_datasets(synth_root, monkeypatch):
         datasets.load_dataset(params_for("fmow"), "test", True, True)
     with pytest.raises(ValueError, match=r"birdsnap: .* has no split 'valid'; it has train, val, test"):
         datasets.load_dataset(params_for("birdsnap"), "valid", True, True)
-    with pytest.raises(ValueError, match="--dataset must be one of"):
+    with pytest.raises(ValueError, match="--dataset 'syntconsband' is unknown; valid values"):
         datasets.load_dataset(arguments.default_params(["--dataset", "syntconsband"]), "val", True, True)
 
 

@@ -8,7 +8,6 @@ import faulthandler
 import os
 import socket
 
-import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp

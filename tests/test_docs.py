@@ -23,7 +23,7 @@ import pytest
 
 from conftest import ROOT
 from csp import checkpoints
-from csp.arguments import default_params, make_args_parser
+from csp.arguments import default_params, make_args_parser, parse_flags
 from csp.train_unsuper import script_argv
 
 README = ROOT / "README.md"
@@ -289,10 +289,10 @@ def _written_names():
     and the released fMoW names (without the `inception_v3_` tag)."""
     inat, fmow = (script_argv(ROOT / f"run-{name}-contsoftmax.sh") for name in ("inat_2018", "fmow"))
     runs = [inat, fmow, fmow + ["--dataset", "custom"], fmow + ["--dataset", "custom", "--unsuper_lr", "0.001"]]
-    names = {Path(name).name for argv in runs for name in checkpoints.model_file_names(default_params(argv))}
+    names = {Path(name).name for argv in runs for name in checkpoints.model_file_names(parse_flags(argv))}
     released = fmow + ["--simcse_weight", "0.1", "--unsuper_temp_inbatch", "1"]
     names |= {Path(name).name.replace("inception_v3_", "")
-              for name in checkpoints.model_file_names(default_params(released))}
+              for name in checkpoints.model_file_names(parse_flags(released))}
     return names
 
 

@@ -6,7 +6,7 @@ from csp import encoder_table
 from csp import table_runs
 from csp import tables
 from csp.synthetic_data import write_synthetic_dataset
-from csp.trainer import read_results
+from csp.results import read_results
 from test_own_data import NUM_IMAGES, draw_images
 from test_tables import _no_runs
 

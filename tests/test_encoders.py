@@ -6,7 +6,7 @@ import torch
 
 from csp import encoders
 from csp import position_encodings as pe
-from csp.arguments import default_params
+from csp.arguments import parse_flags
 from csp.encoders import SPATIAL_ENCODERS, build_spatial_encoder
 from csp.models import build_model
 
@@ -17,7 +17,7 @@ EXTRA_FLAGS = {"tile_ffn": ["--min_radius", "10"]}   # cells of 10 degrees
 
 
 def _params(*flags):
-    return default_params(list(flags))
+    return parse_flags(list(flags))
 
 
 def _inat_encoder(name):

@@ -8,7 +8,7 @@ import torch
 
 from csp import position_encodings as pe
 from csp import sphere_encodings as se
-from csp.arguments import default_params
+from csp.arguments import default_params, parse_flags
 from csp.models import build_model, load_location_encoder
 
 POINTS = np.array([[0.0, 0.0], [-100.0, 40.0], [170.0, -30.0], [-75.3, 38.9], [12.5, 55.1]])
@@ -17,8 +17,8 @@ POINTS = np.array([[0.0, 0.0], [-100.0, 40.0], [170.0, -30.0], [-75.3, 38.9], [1
 def _torchspatial_file(tmp_path, name, our_name, state_from=None, **changes):
     """A checkpoint as TorchSpatial writes it: its names, `rbf_kernel_size`, numpy scalars, `position_encoder.`
     keys. The weights are those of our model of `our_name` built with `state_from` flags (default: the params)."""
-    params = default_params(["--spa_enc_type", our_name, "--num_filts", "8", "--hidden_dim", "16",
-                             "--num_rbf_anchor_pts", "3", "--frequency_num", "4"])
+    params = parse_flags(["--spa_enc_type", our_name, "--num_filts", "8", "--hidden_dim", "16",
+                          "--num_rbf_anchor_pts", "3", "--frequency_num", "4"])
     params.update(changes)
     torch.manual_seed(0)
     model = build_model({**params, **(state_from or {})}, num_classes=3, num_users=1,

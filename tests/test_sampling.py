@@ -233,7 +233,7 @@ def test_a_random_subset_without_a_record_is_checked_against_the_random_size(run
 
 
 def test_unknown_method_is_refused(run_params):
-    with pytest.raises(ValueError, match="--train_sample_method must be one of stratified-fix"):
+    with pytest.raises(ValueError, match="--train_sample_method 'stratified' is unknown; valid values: stratified-fix"):
         sampling.train_sample_indices(run_params("--train_sample_method", "stratified"), TRAIN_CLASSES)
 
 
@@ -258,7 +258,7 @@ def test_balanced_epoch_is_reproducible_and_varies_by_epoch():
 
 def test_balanced_epoch_rejects_a_zero_cap():
     with pytest.raises(ValueError, match="--max_num_exs_per_class must be at least 1"):
-        sampling.balanced_epoch_indices(torch.zeros(3, dtype=torch.int64), 0, torch.Generator())
+        arguments.default_params(["--max_num_exs_per_class", "0"])
 
 
 def test_published_positions_are_translated_through_the_original_rows(run_params, tmp_path, caplog):

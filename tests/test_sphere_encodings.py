@@ -9,7 +9,7 @@ from scipy.special import sph_harm_y
 
 from csp import position_encodings as pe
 from csp import sphere_encodings as se
-from csp.arguments import default_params
+from csp.arguments import parse_flags
 from csp.encoders import build_spatial_encoder
 
 ORIGIN, NORTH, SOUTH, EAST, DATELINE = [0.0, 0.0], [0.0, 90.0], [0.0, -90.0], [90.0, 0.0], [180.0, 0.0]
@@ -156,7 +156,7 @@ def test_tile_index_cells_and_clamping():
 
 
 def _encoder(*flags):
-    return build_spatial_encoder(default_params(["--num_filts", "8", "--hidden_dim", "8", *flags])).eval()
+    return build_spatial_encoder(parse_flags(["--num_filts", "8", "--hidden_dim", "8", *flags])).eval()
 
 
 def test_peer_fault_tile_ffn_gets_its_cell_size():

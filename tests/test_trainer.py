@@ -423,3 +423,17 @@ def test_a_run_that_stops_in_set_up_leaves_no_log_of_its_own(tmp_path, monkeypat
     with pytest.raises(FileNotFoundError, match="data folder"):
         Trainer(arguments.default_params(FLAGS + ["--model_dir", str(tmp_path)]))
     assert log.read_text().startswith("an earlier run\n")
+
+
+def test_yfcc_takes_its_loader_flags_from_the_data_and_records_them(tmp_path, monkeypatch):
+    """yfcc has no users or dates: the run logs and records use_date_feats and balanced_train_loader F (as the
+    original), which the loaders report, never set."""
+    write_synthetic_dataset("yfcc", tmp_path / "data", num_train=200, num_val=40, num_test=40, num_classes=5,
+                            feat_dim=8)
+    monkeypatch.setenv("CSP_DATA_DIR", str(tmp_path / "data"))
+    results = train_unsuper.main(["--dataset", "yfcc", "--device", "cpu", "--model_dir", str(tmp_path / "m"),
+                                  "--num_epochs", "1", "--hidden_dim", "16", "--num_filts", "8", "--frequency_num",
+                                  "4", "--use_date_feats", "T"])
+    assert not results["params"]["use_date_feats"] and not results["params"]["balanced_train_loader"]
+    assert log_text(results).count("yfcc has no users or dates: use_date_feats and balanced_train_loader set to "
+                                   "False\n") == 1

@@ -1,0 +1,168 @@
+"""Resuming a run: which checkpoint it loads (--load_super_model T: the fine-tuned one, which skips pre-training;
+else --load_unsuper_model T: the pre-trained one), whether its flags fit, and what it brings. A checkpoint's
+`epoch` counts the completed epochs of its phase; one of the original code (no `checkpoint_phase`) counts as
+finished pre-training, or as `epoch − 1` fine-tuning epochs (the original stored the last epoch + 2).
+"""
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import checkpoints
+from . import datasets
+from . import run_flags
+from .arguments import FINETUNING_FLAGS, RESUME_FLAGS, default_params
+from .checkpoints import CHECKPOINT_PHASE_KEY, FINETUNING, PRETRAINING
+from .results import read_results
+
+logger = logging.getLogger(__name__)
+
+
+def checkpoints_to_load(params, device):
+    """(pre-training, fine-tuned) checkpoint to load, (path, dict) or None each; the pre-training one only without
+    a fine-tuned one. ValueError for one made with other flags (`check_flags`)."""
+    finetuned = _find(params, "load_super_model", params["model_file_name"], device)
+    pretrained = None if finetuned else _find(params, "load_unsuper_model", params["unsuper_model_file_name"], device)
+    return pretrained, finetuned
+
+
+def _find(params, flag, path, device):
+    if not params[flag] or path is None:
+        return None
+    existing = checkpoints.find_checkpoint(path)
+    if existing is None:
+        _log_no_checkpoint(params, flag, path)
+        return None
+    checkpoint = checkpoints.load_checkpoint(existing, device)
+    check_flags(params, existing, checkpoint["params"], flag)
+    return existing, checkpoint
+
+
+def check_flags(params, path, recorded, flag):
+    """ValueError naming the flags that change results in which the checkpoint at `path` (for `--{flag} T`)
+    differs from the run (epoch counts and phases may; a pre-trained one also in the fine-tuning flags; a flag it
+    does not record matches at its default). The original's checkpoints only get a warning."""
+    ignore = (RESUME_FLAGS + ("baseline_full_train",)  # a model's checkpoint: no baseline
+              + (FINETUNING_FLAGS if flag == "load_unsuper_model" else ()))
+    defaults = default_params()
+    ours = {name: params[name] for name in defaults}
+    original = CHECKPOINT_PHASE_KEY not in recorded
+    ignore += tuple(name for name in ours if name not in recorded and (original or ours[name] == defaults[name]))
+    differences = run_flags.flag_differences(ours, recorded, ignore)
+    if differences and original:
+        logger.warning("%s (a checkpoint of the original code) records other flags: %s", path,
+                       run_flags.describe(differences))
+    elif differences:
+        raise ValueError(f"{path} was made with other flags ({run_flags.describe(differences)}); it is neither "
+                         f"resumed nor evaluated under these: run with the flags it was made with, give this run "
+                         f"another --model_dir, or --{flag} F to train anew (its files are then overwritten)")
+
+
+def _log_no_checkpoint(params, flag, path):
+    finetuned = flag == "load_super_model"
+    what = "fine-tuned" if finetuned else "pre-trained"
+    if params["do_super_train" if finetuned else "do_unsuper_train"]:
+        logger.info("No %s checkpoint to resume from yet (%s): %s starts at epoch 0", what, path,
+                    FINETUNING if finetuned else PRETRAINING)
+    elif finetuned:
+        logger.warning("--load_super_model T but %s does not exist and --do_super_train F: the evaluation "
+                       "uses a model that was not fine-tuned", path)
+    else:
+        logger.warning("--load_unsuper_model T but %s does not exist and --do_unsuper_train F: fine-tuning "
+                       "starts from an encoder that was not pre-trained", path)
+
+
+def rbf_anchors(checkpoint, train, count, rng):
+    """(ids in the original code's training rows, as `params['rbf_anchor_pt_ids']` stores them; rows of `train`)
+    of the rbf anchors: those of `checkpoint` ((path, dict) or None), else `count` rows drawn with `rng`."""
+    stored = checkpoint[1]["params"].get("rbf_anchor_pt_ids") if checkpoint is not None else None
+    if stored is not None:
+        try:
+            rows = train.from_original(stored)
+        except ValueError as err:
+            raise ValueError(f"{checkpoint[0]}: its rbf anchors do not fit this training set ({err}); it was "
+                             f"trained on other data") from None
+        if (rows < 0).any():
+            raise ValueError(f"{checkpoint[0]}: its rbf anchor at training row {stored[np.argmax(rows < 0)]} "
+                             f"(of the original code's rows) is a row this project drops for NaN or out-of-range "
+                             f"coordinates, so the anchor's location is unknown; fix that row's coordinates")
+        return [int(i) for i in stored], rows
+    if not 1 <= count <= len(train):
+        raise ValueError(f"--num_rbf_anchor_pts must be between 1 and the {len(train)} training samples, got {count}")
+    rows = np.sort(rng.choice(len(train), count, replace=False))
+    return train.to_original(rows).tolist(), rows
+
+
+def image_feature_width(checkpoint, params, data_dir):
+    """Width of the training image features when they are not loaded: from `checkpoint`, else the file's header."""
+    if checkpoint is not None:
+        state = checkpoint[1]["state_dict"]
+        if "img_dec.weight" in state:
+            return state["img_dec.weight"].shape[1]
+        if "loc_dec.weight" in state:
+            return state["loc_dec.weight"].shape[0]
+    if params["dataset"] == "custom":
+        path = Path(params["features"] or "(no --features given)")
+    else:
+        path = data_dir / datasets.feature_file(params["dataset"], "train", params["inat2018_resolution"],
+                                                params["cnn_model"])
+    if not path.is_file():
+        raise FileNotFoundError(f"--unsuper_loss {params['unsuper_loss']}: the model's image head needs the "
+                                f"width of the training image features, but {path} does not exist")
+    return np.load(path, mmap_mode="r").shape[1]
+
+
+def load(checkpoint, phase, model, optimizer, params):
+    """Load the weights and optimiser state of `checkpoint` = (path, dict) of `phase`; returns {phase: completed
+    epochs} (a fine-tuned one: pre-training done). ValueError when it holds more epochs than the flags ask."""
+    path, ckpt = checkpoint
+    _load_weights(model, path, ckpt["state_dict"], params["spa_enc_type"])
+    if ckpt["optimizer"] is not None:
+        load_optimizer(optimizer, ckpt["optimizer"], path)
+    ours = ckpt["params"].get(CHECKPOINT_PHASE_KEY) == phase
+    flag = "num_epochs_unsuper" if phase == PRETRAINING else "num_epochs"
+    if ours and ckpt["epoch"] > params[flag]:
+        raise ValueError(f"{path} holds {ckpt['epoch']} completed {phase} epochs, more than --{flag} "
+                         f"{params[flag]}; its results would be those of {ckpt['epoch']} epochs: run with "
+                         f"--{flag} {ckpt['epoch']} (or more), or give this run another --model_dir")
+    if phase == PRETRAINING:
+        return {PRETRAINING: ckpt["epoch"] if ours else params["num_epochs_unsuper"]}
+    return {PRETRAINING: params["num_epochs_unsuper"], FINETUNING: ckpt["epoch"] if ours else max(ckpt["epoch"] - 1, 0)}
+
+
+def load_optimizer(optimizer, state, path):
+    """Load a checkpoint's Adam `state`, keeping this run's implementation flags (fused / foreach)."""
+    groups = optimizer.param_groups
+    saved = state["param_groups"]
+    sizes = [len(group["params"]) for group in saved]
+    if sizes != [len(group["params"]) for group in groups]:
+        raise ValueError(f"{path}: the optimiser state holds {sizes} parameters, the model has "
+                         f"{[len(group['params']) for group in groups]}; it was written for another model")
+    keep = ("fused", "foreach", "capturable", "differentiable")
+    optimizer.load_state_dict({"state": state["state"],
+                               "param_groups": [{**old, **{key: new[key] for key in keep if key in new}}
+                                                for old, new in zip(saved, groups)]})
+
+
+def earlier_evaluations(results_file, epochs_done):
+    """The evaluations in `results_file` of fine-tuning epochs before `epochs_done`, which a resumed run keeps."""
+    results = read_results(results_file)
+    return [] if results is None else [entry for entry in results["evaluations"]
+                                       if entry["epoch"] is not None and entry["epoch"] < epochs_done]
+
+
+def reload_finetuned(model, params, device):
+    """Load the fine-tuned checkpoint's weights into `model` (a warning when the file is gone)."""
+    path = checkpoints.find_checkpoint(params["model_file_name"])
+    if path is None:
+        logger.warning("Cannot load model since it not exist - %s (removed during the run?); evaluating "
+                       "the model in memory", params["model_file_name"])
+    else:
+        _load_weights(model, path, checkpoints.load_checkpoint(path, device)["state_dict"], params["spa_enc_type"])
+
+
+def _load_weights(model, path, state_dict, spa_enc_type):
+    logger.info("\n%s", spa_enc_type)
+    logger.info(" Model :\t%s", os.path.basename(path))
+    checkpoints.load_state(model, state_dict, source=path)
