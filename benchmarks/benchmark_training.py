@@ -3,11 +3,14 @@
     python benchmarks/benchmark_training.py --data_dir DIR        # reuse DIR/inat_2018/, or write it there
     python benchmarks/benchmark_training.py --device cuda:0 --variants eager bf16 compile compile+bf16
 
-Times `Trainer.run_epoch` and the final evaluation on iNat2018-sized synthetic data (437 513 training rows, 8 142
-classes, 2 048-d features): pre-training samples/s at batch 1 024 and 8 192, fine-tuning at 1 024, and the evaluation's
-seconds, as median [min–max] over `--repeats`, the variants taking turns.
+On iNat2018-sized synthetic data (437 513 training rows, 8 142 classes, 2 048-d features; written and synced to the
+disk first when missing): the set-up's seconds and the pre-training samples/s at batch 1 024 of trainers started
+with the data's pages evicted from the page cache (cold) and cached (warm), taking turns; then, in one trainer,
+`Trainer.run_epoch` and the final evaluation: pre-training samples/s at batch 1 024 and 8 192, fine-tuning at
+1 024, the evaluation's seconds. Median [min–max] over `--repeats`, the variants taking turns.
 """
 import argparse
+import gc
 import os
 import statistics
 import tempfile
@@ -16,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-import checkout  # noqa: F401  (this checkout's main/ as the package csp)
+import checkout  # (this checkout's main/ as the package csp)
+import page_cache
 from csp import arguments
 from csp import train_unsuper
 from csp.synthetic_data import write_synthetic_dataset
@@ -48,7 +52,7 @@ def evaluation_seconds(trainer):
     return time.perf_counter() - start
 
 
-def _summary(values, unit, digits=0):
+def summary(values, unit, digits=0):
     return (f"{statistics.median(values):9.{digits}f} [{min(values):.{digits}f}–{max(values):.{digits}f}] {unit} "
             f"({len(values)} runs)")
 
@@ -97,6 +101,28 @@ def _run_variants(trainer, args):
     return figures
 
 
+def _start_ups(argv, folder, args):
+    """{(cache, figure): [values]}: set-up seconds and pre-training samples/s at batch 1 024 of trainers built with
+    the pages of `folder` evicted (cold) or as they are (warm), `args.caches` taking turns `args.repeats` times."""
+    figures = {}
+    for _ in range(args.repeats):
+        for cache in args.caches:
+            if cache == "cold":
+                page_cache.evict(folder)
+            cached = page_cache.resident(folder)
+            start = time.perf_counter()
+            with Trainer(arguments.default_params(argv), console=False) as trainer:
+                setup = time.perf_counter() - start
+                speed = steps_per_second(trainer, PRETRAINING, 1024, args.num_batches)
+            del trainer
+            gc.collect()  # its memory maps closed: the next eviction drops every page
+            print(f"  {cache}: {100 * cached:.0f} % of the data cached, set-up {setup:.1f} s, pre-training "
+                  f"{speed:.0f} samples/s", flush=True)
+            for name, value in (("set-up", setup), ("pre-training, batch 1024", speed)):
+                figures.setdefault((cache, name), []).append(value)
+    return figures
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_dir", help="folder holding inat_2018/ (written there if missing); "
@@ -111,30 +137,40 @@ def main(argv=None):
     parser.add_argument("--num_train", type=int, default=INAT_SIZES["num_train"],
                         help="training rows of generated data")
     parser.add_argument("--num_val", type=int, default=INAT_SIZES["num_val"], help="validation rows of generated data")
+    parser.add_argument("--feature_dtype", default="float32", help="dtype of generated feature files (float16)")
+    parser.add_argument("--caches", nargs="*", default=["cold", "warm"], choices=["cold", "warm"],
+                        help="start-ups to time: with the data's pages evicted (cold) and cached (warm)")
     args = parser.parse_args(argv)
+    print(checkout.context(), flush=True)
     with tempfile.TemporaryDirectory() as scratch:
         data_dir = Path(args.data_dir or scratch)
-        if not (data_dir / "inat_2018").is_dir():
+        folder = data_dir / "inat_2018"
+        if not folder.is_dir():
             print(f"writing synthetic iNat2018-style data ({args.num_train} training rows) to {data_dir} …",
                   flush=True)
             write_synthetic_dataset("inat_2018", data_dir, num_train=args.num_train, num_val=args.num_val,
-                                    num_test=0)
+                                    num_test=0, feature_dtype=args.feature_dtype)
+            page_cache.sync(folder)  # no write-back left to slow the timed steps down
         os.environ["CSP_DATA_DIR"] = str(data_dir)
         argv = train_unsuper.script_argv(SCRIPT) + ["--device", args.device, "--model_dir", f"{scratch}/models",
                                                     "--feature_storage", args.feature_storage]
-        start = time.perf_counter()
+        start_ups = _start_ups(argv, folder, args)
         with Trainer(arguments.default_params(argv), console=False) as trainer:
-            setup = time.perf_counter() - start
             where = torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else \
                 f"{torch.get_num_threads()} threads"
             print(f"device {trainer.device} ({where}), torch {torch.__version__}; {len(trainer.train_classes)} "
                   f"training rows, {trainer.params['num_classes']} classes, {trainer.train_feats.shape[1]}-d "
-                  f"features ({type(trainer.train_feats).__name__}), {len(trainer.eval_classes)} evaluation rows; "
-                  f"set-up {setup:.1f} s", flush=True)
-            for (variant, name), (values, peak) in _run_variants(trainer, args).items():
-                unit, digits = ("s", 2) if name == "final evaluation" else ("samples/s", 0)
-                print(f"{variant + ': ' + name:36s} {_summary(values, unit, digits)}"
-                      + (f", peak GPU memory {peak:.2f} GiB" if peak is not None else ""), flush=True)
+                  f"features ({type(trainer.train_feats).__name__}), {len(trainer.eval_classes)} evaluation rows",
+                  flush=True)
+            variants = _run_variants(trainer, args)
+        for (cache, name), values in start_ups.items():
+            unit, digits = ("s", 1) if name == "set-up" else ("samples/s", 0)
+            print(f"{cache + ' start: ' + name:36s} {summary(values, unit, digits)}", flush=True)
+        for (variant, name), (values, peak) in variants.items():
+            unit, digits = ("s", 2) if name == "final evaluation" else ("samples/s", 0)
+            print(f"{variant + ': ' + name:36s} {summary(values, unit, digits)}"
+                  + (f", peak GPU memory {peak:.2f} GiB" if peak is not None else ""), flush=True)
+        print(checkout.context(), flush=True)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ class Split:
     locs (N, 2) float32 (lon, lat) degrees, NaN where unknown; classes (N,) int64 in [0, C) (-1: unlabelled, own
     data); users (N,) int64, -1 where unknown; dates (N,) float32 fraction of the year, NaN where unknown; inds
     (N,) int64 rows of the feature and prediction files; split_ids (N,) evaluation groups (the iNat test split:
-    the Kaggle Private mask); imgs (N,) str or None; feats (N, F) float32 (a memory map or `FileRows`) or None;
+    the Kaggle Private mask); imgs (N,) str or None; feats (N, F) float32 (a memory map or `feature_store.FeatureFile`) or None;
     preds (N, C) float32 class probabilities or None; original_rows (N_orig,) int64: the row here of each row of
     the original code's arrays, which keep NaN or out-of-range coordinates (-1: dropped here; None where invalid
     entries are kept).
@@ -111,14 +111,27 @@ def _check_shape(dataset, path, shape, num_rows, num_cols, source, what):
                                        f"per image listed in {source.name}, in that order")
 
 
+def _check_size(dataset, path, shape, dtype, offset):
+    expected = offset + int(np.prod(shape)) * dtype.itemsize
+    size = path.stat().st_size
+    if size < expected:
+        raise malformed(dataset, path, f"the file holds {size} bytes, but its header announces a {tuple(shape)} "
+                                       f"{dtype} array, {expected} bytes with the header (truncated, or written to "
+                                       f"a full disk?); write it again")
+
+
 def _read_npy_rows(dataset, path, rows, num_rows, num_cols, source, what, storage="device"):
-    """Rows `rows` (sorted, or None for all) of a (num_rows, ·) `.npy` file as float32: a copy-on-write memory
-    map for all or a consecutive run of a float32 file's rows, else read chunk by chunk into one array, or left in
-    the file as `feature_store.FileRows` where `storage` says so."""
+    """Rows `rows` (sorted, or None for all) of a (num_rows, ·) `.npy` file as float32: left in the file as a
+    `feature_store.FeatureFile` where `storage` says so, else a copy-on-write memory map for all or a consecutive
+    run of a float32 file's rows, else read chunk by chunk into one array."""
     if not path.is_file():
         raise missing(dataset, path, what)
     shape, fortran, dtype, offset = _npy_header(dataset, path)
     _check_shape(dataset, path, shape, num_rows, num_cols, source, what)
+    _check_size(dataset, path, shape, dtype, offset)
+    kept = num_rows if rows is None else len(rows)
+    if not fortran and feature_store.stays_in_file(storage, 4 * kept * shape[1]):
+        return feature_store.FeatureFile(path, offset, dtype, shape, rows)
     consecutive = rows is not None and len(rows) and np.array_equal(rows, np.arange(rows[0], rows[0] + len(rows)))
     if rows is None or (consecutive and dtype == np.float32 and not fortran):
         try:
@@ -128,8 +141,6 @@ def _read_npy_rows(dataset, path, rows, num_rows, num_cols, source, what, storag
             return np.load(path).astype(np.float32)
         except ValueError as err:
             raise malformed(dataset, path, f"cannot be read ({err}; truncated?)") from None
-    if feature_store.stays_in_file(storage, 4 * len(rows) * shape[1]):
-        return feature_store.FileRows(np.load(path, mmap_mode="r"), rows)
     if fortran:
         return np.asarray(np.load(path, mmap_mode="r")[rows], dtype=np.float32)
     width = shape[1]

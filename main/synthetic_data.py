@@ -27,6 +27,7 @@ LOOKALIKES = 5
 FULL_DELTA, FEWSHOT_DELTA = 2.0, 1.0
 FEATURE_NOISE, LOCATION_SIGNAL = 2.0, 0.5
 CHUNK_ROWS = 16384
+FEATURE_DTYPES = ("float32", "float16")
 
 
 class _World:
@@ -83,12 +84,11 @@ def _write_json(path, data):
         f.write(json.dumps(data))
 
 
-def _write_features(path, world, classes, xyz, rng):
-    """(N, F) float32 `.npy` written chunk by chunk."""
+def _write_features(path, world, classes, xyz, rng, dtype):
+    """(N, F) `.npy` of `dtype` written chunk by chunk (drawn in float32)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     num, dim = len(classes), world.prototypes.shape[1]
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
-              "shape": (num, dim)}
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": (num, dim)}
     buf = np.empty((min(CHUNK_ROWS, max(num, 1)), dim), np.float32)
     with open(path, "wb") as f:
         np.lib.format.write_array_header_1_0(f, header)
@@ -99,7 +99,7 @@ def _write_features(path, world, classes, xyz, rng):
             block *= FEATURE_NOISE
             block += world.prototypes[classes[start:stop]]
             block += xyz[start:stop].astype(np.float32) @ world.loc_weights
-            block.tofile(f)
+            block.astype(dtype, copy=False).tofile(f)
 
 
 def _write_predictions(path, world, classes, delta, rng):
@@ -184,14 +184,16 @@ def _bird_entries(split, rng):
 
 def write_synthetic_dataset(dataset, out_dir, num_train=2000, num_val=500, num_test=None, num_classes=None,
                             feat_dim=2048, seed=0, invalid_frac=0.02, fewshot_ratios=(0.05,),
-                            cnn_model="inception_v3"):
+                            cnn_model="inception_v3", feature_dtype="float32"):
     """Write `out_dir/<dataset>/` in the bundle's layout; returns that folder. num_test defaults to num_val (fmow has
-    none); invalid_frac: share of entries without a location."""
+    none); invalid_frac: share of entries without a location; feature_dtype: float32 or float16."""
     if dataset not in datasets.DATASET_INFO:
         raise ValueError(f"--dataset must be one of {', '.join(datasets.DATASET_INFO)}, got {dataset!r}")
     num_classes = num_classes or datasets.DATASET_INFO[dataset][0]
     if num_train < 1 or num_val < 1 or num_classes < 1 or feat_dim < 1:
         raise ValueError("--num_train, --num_val, --num_classes and --feat_dim must be at least 1")
+    if feature_dtype not in FEATURE_DTYPES:
+        raise ValueError(f"--feature_dtype must be one of {', '.join(FEATURE_DTYPES)}, got {feature_dtype!r}")
     num_test = num_val if num_test is None else num_test
     rng = np.random.default_rng(seed)
     world = _World(num_classes, feat_dim, rng)
@@ -232,7 +234,7 @@ def write_synthetic_dataset(dataset, out_dir, num_train=2000, num_val=500, num_t
     for name, split in draws.items():
         keep = rows[name]
         feats = datasets.feature_file(dataset, name, resolution, cnn_model)
-        _write_features(root / feats, world, split.classes[keep], split.xyz[keep], rng)
+        _write_features(root / feats, world, split.classes[keep], split.xyz[keep], rng, feature_dtype)
         if dataset == "inat_2018":
             _link(root, feats, datasets.feature_file(dataset, name, "standard"))
             _link(root, feats, datasets.feature_file(dataset, name, "high_res"))
@@ -269,10 +271,13 @@ def main(argv=None):
     p.add_argument("--fewshot_ratios", type=float, nargs="*", default=[0.05],
                    help="ratios of the few-shot prediction files (inat_2018, fmow)")
     p.add_argument("--cnn_model", default="inception_v3", help="image-model tag in folder names (inat_2018)")
+    p.add_argument("--feature_dtype", default="float32", choices=FEATURE_DTYPES,
+                   help="dtype of the image-feature files (float16: half the bytes, read as float32)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(levelname)s - %(message)s")
     write_synthetic_dataset(args.dataset, args.out, args.num_train, args.num_val, args.num_test, args.num_classes,
-                            args.feat_dim, args.seed, args.invalid_frac, tuple(args.fewshot_ratios), args.cnn_model)
+                            args.feat_dim, args.seed, args.invalid_frac, tuple(args.fewshot_ratios), args.cnn_model,
+                            args.feature_dtype)
 
 
 if __name__ == "__main__":

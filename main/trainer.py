@@ -294,19 +294,24 @@ class Trainer:
 
     def epoch_indices(self, phase):
         """Training rows of one epoch of `phase` in batch order (int64 tensor on the device): a permutation, or
-        with --balanced_train_loader T at most --max_num_exs_per_class rows per class, shuffled."""
+        with --balanced_train_loader T at most --max_num_exs_per_class rows per class, shuffled; when pre-training
+        streams its features, those rows in `feature_store.block_order`."""
         rows = self.phase_rows[phase]
         classes = self.train_classes if rows is None else self.train_classes[rows]
         if self.params["balanced_train_loader"]:
             order = sampling.balanced_epoch_indices(classes, self.params["max_num_exs_per_class"], self.generator)
         else:
             order = torch.randperm(len(classes), generator=self.generator, device=self.device)
-        return order if rows is None else rows[order]
+        order = order if rows is None else rows[order]
+        if phase == PRETRAINING:  # streamed features: the same rows, in blocks of their file
+            order = feature_store.epoch_order(self.train_feats, order, self.generator, self.params["batch_size"],
+                                              distributed.world_size())
+        return order
 
-    def _pretraining_loss(self, rows):
-        return self.step(losses.unsuper_loss, self.train_locs[rows], self.train_feats[rows], self.params)
+    def _pretraining_loss(self, rows, feats):
+        return self.step(losses.unsuper_loss, self.train_locs[rows], feats, self.params)
 
-    def _finetuning_loss(self, rows):
+    def _finetuning_loss(self, rows, _):
         return self.step(losses.embedding_loss, self.train_locs[rows], self.train_classes[rows],
                          self.train_users[rows], self.params)
 
@@ -338,11 +343,12 @@ class Trainer:
         progress = self.phase_progress if self.phase_progress and self.phase_progress.phase == phase else None
         seen, mean = 0, float("nan")
         self.model.train()
-        for batch in tqdm(range(num_batches), desc=f"{phase} epoch {epoch}", leave=False,
-                          disable=not self.progress):
+        features = feature_store.batches(self.train_feats if phase == PRETRAINING else None, indices, batch_size)
+        for batch, feats in zip(tqdm(range(num_batches), desc=f"{phase} epoch {epoch}", leave=False,
+                                     disable=not self.progress), features):
             rows = indices[batch * batch_size:(batch + 1) * batch_size]
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=params["bf16"]):
-                loss = loss_of(rows)
+                loss = loss_of(rows, feats)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

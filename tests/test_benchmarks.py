@@ -1,4 +1,5 @@
 """The benchmarks and drawing helpers of `benchmarks/` run, as scripts from any folder and imported."""
+import os
 import subprocess
 import sys
 
@@ -15,17 +16,27 @@ def _script(name, *argv, cwd):
                           text=True, timeout=300)
 
 
-def test_a_benchmark_runs_as_a_script_from_another_folder(tmp_path):
-    done = _script("benchmark_training.py", "--help", cwd=tmp_path)
-    assert done.returncode == 0 and "usage: benchmark_training.py" in done.stdout, done.stderr
+def test_the_gpu_benchmark_runs_end_to_end_on_the_cpu_at_a_tiny_size(tmp_path):
+    """benchmark_gpu.sh → benchmark_training.py, from another folder: data written, cold and warm start-ups."""
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "benchmark_gpu.sh"), str(tmp_path / "data"),
+                           "--num_train", "300", "--num_val", "50", "--num_batches", "1", "--num_large_batches", "1",
+                           "--repeats", "1", "--variants", "eager"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "DEVICE": "cpu", "PYTHON": sys.executable})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "  cold: 0 % of the data cached" in done.stdout and "device cpu" in done.stdout
+    for figure in ("cold start: set-up", "warm start: pre-training, batch 1024", "eager: final evaluation",
+                   "eager: pre-training, batch 8192"):
+        assert any(line.startswith(figure) for line in lines), figure
+    assert "commit" in lines[0] and "load average" in lines[-1]
 
 
 def test_memory_benchmark_steps_run_in_processes_of_their_own(tmp_path):
     """Each step runs in a spawned process, which must find the package too."""
     done = _script("benchmark_memory.py", "--out", str(tmp_path / "data"), "--num_train", "400", "--feat_dim", "4",
-                   "--num_batches", "1", "--storages", "mapped", cwd=tmp_path)
+                   "--num_batches", "1", "--rounds", "1", "--storages", "mapped", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "train mapped" in done.stdout and "features: MappedFeatures" in done.stdout
+    assert "train mapped" in done.stdout and "features: StreamedFeatures" in done.stdout
     assert not (tmp_path / "data" / "yfcc").exists()
 
 

@@ -334,6 +334,6 @@ def test_feature_storage_mapped_leaves_the_training_features_in_the_file(own, tm
                                        str(own / "out" / "feats.npy"), "--model_dir", str(tmp_path),
                                        "--feature_storage", "mapped"])
     data = own_data.load_own_dataset(params, "val", True, True, load_cnn_features_train=True)
-    assert isinstance(data.train.feats, feature_store.FileRows)
+    assert isinstance(data.train.feats, feature_store.FeatureFile)
     whole = np.load(own / "out" / "feats.npy")
     np.testing.assert_array_equal(data.train.feats[np.arange(5)], whole[data.train.inds[:5]])
