@@ -5,7 +5,8 @@
 
 On iNat2018-sized synthetic data (437 513 training rows, 8 142 classes, 2 048-d features; written and synced to the
 disk first when missing): the set-up's seconds and the pre-training samples/s at batch 1 024 of trainers started
-with the data's pages evicted from the page cache (cold) and cached (warm), taking turns; then, in one trainer,
+with the data's pages evicted from the page cache (cold: before the set-up and again before the timed steps) and
+cached (warm), taking turns; then, in one trainer,
 `Trainer.run_epoch` and the final evaluation: pre-training samples/s at batch 1 024 and 8 192, fine-tuning at
 1 024, the evaluation's seconds. Median [min–max] over `--repeats`, the variants taking turns.
 """
@@ -101,22 +102,36 @@ def _run_variants(trainer, args):
     return figures
 
 
+def _describe(trainer):
+    where = torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else \
+        f"{torch.get_num_threads()} threads"
+    return (f"device {trainer.device} ({where}), torch {torch.__version__}; {len(trainer.train_classes)} training "
+            f"rows, {trainer.params['num_classes']} classes, {trainer.train_feats.shape[1]}-d features "
+            f"({type(trainer.train_feats).__name__}), {len(trainer.eval_classes)} evaluation rows")
+
+
 def _start_ups(argv, folder, args):
     """{(cache, figure): [values]}: set-up seconds and pre-training samples/s at batch 1 024 of trainers built with
-    the pages of `folder` evicted (cold) or as they are (warm), `args.caches` taking turns `args.repeats` times."""
+    the pages of `folder` evicted before the set-up and again before the timed steps (cold: what features that do
+    not fit in memory meet; pages a trainer maps stay) or as they are (warm), `args.caches` taking turns
+    `args.repeats` times."""
     figures = {}
     for _ in range(args.repeats):
         for cache in args.caches:
             if cache == "cold":
                 page_cache.evict(folder)
-            cached = page_cache.resident(folder)
             start = time.perf_counter()
             with Trainer(arguments.default_params(argv), console=False) as trainer:
                 setup = time.perf_counter() - start
+                if not figures:
+                    print(_describe(trainer), flush=True)
+                if cache == "cold":
+                    page_cache.evict(folder)
+                cached = page_cache.resident(folder)
                 speed = steps_per_second(trainer, PRETRAINING, 1024, args.num_batches)
             del trainer
             gc.collect()  # its memory maps closed: the next eviction drops every page
-            print(f"  {cache}: {100 * cached:.0f} % of the data cached, set-up {setup:.1f} s, pre-training "
+            print(f"  {cache}: set-up {setup:.1f} s; {100 * cached:.0f} % of the data cached, pre-training "
                   f"{speed:.0f} samples/s", flush=True)
             for name, value in (("set-up", setup), ("pre-training, batch 1024", speed)):
                 figures.setdefault((cache, name), []).append(value)
@@ -131,8 +146,9 @@ def main(argv=None):
     parser.add_argument("--num_batches", type=int, default=20, help="timed steps at batch 1 024")
     parser.add_argument("--num_large_batches", type=int, default=4, help="timed pre-training steps at batch 8 192")
     parser.add_argument("--repeats", type=int, default=1, help="repeats of every figure (alternated)")
-    parser.add_argument("--variants", nargs="+", default=["eager"], choices=list(VARIANTS),
-                        help="training-step variants: eager (float32), bf16 (autocast), compile, compile+bf16")
+    parser.add_argument("--variants", nargs="*", default=["eager"], choices=list(VARIANTS),
+                        help="training-step variants: eager (float32), bf16 (autocast), compile, compile+bf16; "
+                             "none: the start-ups alone")
     parser.add_argument("--feature_storage", default="auto", help="the run's --feature_storage")
     parser.add_argument("--num_train", type=int, default=INAT_SIZES["num_train"],
                         help="training rows of generated data")
@@ -154,15 +170,12 @@ def main(argv=None):
         os.environ["CSP_DATA_DIR"] = str(data_dir)
         argv = train_unsuper.script_argv(SCRIPT) + ["--device", args.device, "--model_dir", f"{scratch}/models",
                                                     "--feature_storage", args.feature_storage]
-        start_ups = _start_ups(argv, folder, args)
-        with Trainer(arguments.default_params(argv), console=False) as trainer:
-            where = torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else \
-                f"{torch.get_num_threads()} threads"
-            print(f"device {trainer.device} ({where}), torch {torch.__version__}; {len(trainer.train_classes)} "
-                  f"training rows, {trainer.params['num_classes']} classes, {trainer.train_feats.shape[1]}-d "
-                  f"features ({type(trainer.train_feats).__name__}), {len(trainer.eval_classes)} evaluation rows",
-                  flush=True)
-            variants = _run_variants(trainer, args)
+        start_ups, variants = _start_ups(argv, folder, args), {}
+        if args.variants:
+            with Trainer(arguments.default_params(argv), console=False) as trainer:
+                if not start_ups:
+                    print(_describe(trainer), flush=True)
+                variants = _run_variants(trainer, args)
         for (cache, name), values in start_ups.items():
             unit, digits = ("s", 1) if name == "set-up" else ("samples/s", 0)
             print(f"{cache + ' start: ' + name:36s} {summary(values, unit, digits)}", flush=True)

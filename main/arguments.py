@@ -107,9 +107,9 @@ def make_args_parser():
     add("--seed", type=int, default=0,
         help="(new) seed of every random draw: few-shot subsets, samplers, initialisation, dropout, negatives")
     add("--feature_storage", type=str, default="auto",
-        help="(new) training image features: device (one array on --device), mapped (left in the memory-mapped "
-             "file, each batch's rows read by index) or auto (device when they take at most half of the device's "
-             "free memory, else mapped)")
+        help="(new) training image features: device (one array on --device), mapped (left in their file and "
+             "streamed: pre-training batches drawn from shuffled blocks of consecutive rows, see docs/scaling.md) or "
+             "auto (device when they take at most half of the device's free memory, else mapped)")
     add("--compile", type=str, default="F", help="(new) T/F: torch.compile the training step")
     add("--bf16", type=str, default="F",
         help="(new) T/F: bfloat16 autocast in the training steps (the sigmoid loss sums stay float32)")
