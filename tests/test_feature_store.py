@@ -119,8 +119,8 @@ def test_ranks_stream_disjoint_rows_and_read_only_their_own(monkeypatch, feature
     assert len(set(taken.tolist())) == len(taken) == ROWS - ROWS % world
     streamed = StreamedFeatures(_file(feature_path), torch.device("cpu"), block_rows=5, window_rows=10)
     read = []
-    monkeypatch.setattr(streamed.source, "read", lambda positions, read_rows=streamed.source.read:
-                        read.append(positions) or read_rows(positions))
+    monkeypatch.setattr(streamed.source, "read", lambda positions, *args, read_rows=streamed.source.read:
+                        read.append(positions) or read_rows(positions, *args))
     for shard in shards:
         read.clear()
         batches = torch.cat(list(streamed.batches(shard, batch_size)))
