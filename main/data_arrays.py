@@ -24,10 +24,10 @@ class Split:
     locs (N, 2) float32 (lon, lat) degrees, NaN where unknown; classes (N,) int64 in [0, C) (-1: unlabelled, own
     data); users (N,) int64, -1 where unknown; dates (N,) float32 fraction of the year, NaN where unknown; inds
     (N,) int64 rows of the feature and prediction files; split_ids (N,) evaluation groups (the iNat test split:
-    the Kaggle Private mask); imgs (N,) str or None; feats (N, F) float32 (a memory map or `feature_store.FeatureFile`) or None;
-    preds (N, C) float32 class probabilities or None; original_rows (N_orig,) int64: the row here of each row of
-    the original code's arrays, which keep NaN or out-of-range coordinates (-1: dropped here; None where invalid
-    entries are kept).
+    the Kaggle Private mask); imgs (N,) str or None; feats (N, F) float32 (a memory map or
+    `feature_store.FeatureFile`) or None; preds (N, C) float32 class probabilities or None; original_rows (N_orig,)
+    int64: the row here of each row of the original code's arrays, which keep NaN or out-of-range coordinates (-1:
+    dropped here; None where invalid entries are kept).
     """
     name: str
     locs: np.ndarray
