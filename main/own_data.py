@@ -4,7 +4,6 @@ The table (CSV or Parquet) has one row per image: `image` (unique), `lon`, `lat`
 optionally `label`, `user`, `date` (ISO date-time or fraction of the year) and `split` (train / val / test; empty =
 drawn). Bad input raises one ValueError naming the file, the column and the rows (0-based, header not counted).
 """
-import json
 import logging
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from . import data_arrays
-from . import extract_features
+from . import feature_files
 from . import linear_probe
 from . import sampling
 from .paths import atomic_write
@@ -196,25 +195,20 @@ class FeatureFile:
         if not self.path.is_file():
             raise FileNotFoundError(f"--features {self.path} does not exist; write it with `python "
                                     f"extract_features.py --images {obs.path} --out {self.path}`")
-        side = extract_features.side_files(self.path)
-        if side["progress"].is_file():
-            progress = json.loads(side["progress"].read_text())
-            if progress["rows_done"] < progress["num_rows"]:
-                raise ValueError(f"--features {self.path}: the extraction is unfinished ({progress['rows_done']} of "
-                                 f"{progress['num_rows']} rows); run the same extract_features.py command again to "
-                                 f"finish it")
+        side = feature_files.side_files(self.path)
         try:
-            shape = np.load(self.path, mmap_mode="r").shape
+            self.num_rows, self.num_features = feature_files.feature_shape(self.path)
+            if side["progress"].is_file():
+                progress = feature_files.read_progress(side["progress"], self.path)
+                if progress["rows_done"] < progress["num_rows"]:
+                    raise ValueError(f"the extraction is unfinished ({progress['rows_done']} of "
+                                     f"{progress['num_rows']} rows); run the same extract_features.py command again "
+                                     f"to finish it")
         except ValueError as err:
-            raise ValueError(f"--features {self.path} is not a .npy array: {err}") from None
-        if len(shape) != 2:
-            raise ValueError(f"--features {self.path}: shape {shape}; expected (rows, features)")
-        self.num_rows, self.num_features = shape
+            raise ValueError(f"--features {err}" if str(err).startswith(str(self.path)) else
+                             f"--features {self.path}: {err}") from None
         if side["rows"].is_file():
-            ids = pd.read_csv(side["rows"], dtype={"image": str}, keep_default_na=False)["image"]
-            if len(ids) != self.num_rows:
-                raise ValueError(f"--features {self.path}: {self.num_rows} rows, but {side['rows']} maps "
-                                 f"{len(ids)}; the two files do not belong together")
+            ids = feature_files.read_rows(side["rows"], self.num_rows)["image"]
             self.rows = pd.Index(ids).get_indexer(obs.ids).astype(np.int64)
             missing = np.flatnonzero(self.rows < 0)
             if len(missing):
@@ -229,7 +223,7 @@ class FeatureFile:
             self.rows = np.arange(len(obs), dtype=np.int64)
         self.unreadable = np.zeros(len(obs), bool)
         if side["unreadable"].is_file():
-            bad = pd.read_csv(side["unreadable"])["row"].to_numpy(np.int64)
+            bad = feature_files.read_unreadable(side["unreadable"], self.num_rows)["row"].to_numpy(np.int64)
             self.unreadable = np.isin(self.rows, bad)
             if self.unreadable.any():
                 logger.warning("%s: %d images could not be read (%s); their rows are left out", obs.path,
@@ -244,7 +238,7 @@ class FeatureFile:
             feats = self.read(table_rows[order], what)
             return feats[np.argsort(order)]
         return data_arrays.read_rows(DATASET, self.path, file_rows, self.num_rows, None,
-                                     Path(extract_features.side_files(self.path)["rows"]), what, storage)
+                                     feature_files.side_files(self.path)["rows"], what, storage)
 
 
 def _predictions(path, obs, num_classes):

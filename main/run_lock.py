@@ -1,5 +1,6 @@
 """One run at a time in a `--model_dir`: an operating-system file lock on `{folder}/.csp-run.lock`, its holder recorded
-in `.csp-run.owner.json`; released by the OS when the process dies.
+in `.csp-run.owner.json`; released by the OS when the process dies. Other writers (an extraction's `--out`) lock
+their own name in a folder the same way.
 """
 import json
 import os
@@ -15,12 +16,16 @@ OWNER_NAME = ".csp-run.owner.json"
 
 
 class RunLock:
-    """The lock of `folder` (created if missing); `acquire()` / `release()`, or a context manager."""
+    """The lock of `folder` (created if missing); `acquire()` / `release()`, or a context manager. `name`: the lock's
+    files `{name}.lock` and `{name}.owner.json`; `what` and `fix`: the subject and the advice of the in-use error."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, name=None, what=None, fix=None):
         self.folder = Path(folder)
-        self.owner_file = self.folder / OWNER_NAME
-        self._lock = filelock.FileLock(self.folder / LOCK_NAME, timeout=0)
+        self.owner_file = self.folder / (OWNER_NAME if name is None else f"{name}.owner.json")
+        self._lock = filelock.FileLock(self.folder / (LOCK_NAME if name is None else f"{name}.lock"), timeout=0)
+        self.what = what or f"--model_dir {self.folder}"
+        self.fix = fix or ("two runs in one folder would overwrite each other's checkpoints, log and results; wait for "
+                           "it to end, or give this run another --model_dir")
 
     def acquire(self):
         """Take the lock without waiting, or raise ValueError naming the folder and the process that holds it."""
@@ -28,9 +33,7 @@ class RunLock:
         try:
             self._lock.acquire()
         except filelock.Timeout:
-            raise ValueError(f"--model_dir {self.folder} is in use by another run ({self._holder()}): two runs in "
-                             f"one folder would overwrite each other's checkpoints, log and results; wait for it to "
-                             f"end, or give this run another --model_dir") from None
+            raise ValueError(f"{self.what} is in use by another run ({self._holder()}): {self.fix}") from None
         owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                  "command": sys.argv}
         self.owner_file.write_text(json.dumps(owner) + "\n")

@@ -14,6 +14,7 @@ import torchvision
 from PIL import Image
 
 from csp import arguments
+from csp import backbones
 from csp import baselines
 from csp import extract_features
 from csp import feature_store
@@ -163,7 +164,7 @@ def test_a_killed_extraction_resumes_where_it_stopped(own, tmp_path, monkeypatch
     table.loc[30, "image"] = str(bad)
     table.to_csv(tmp_path / "obs.csv", index=False)
     monkeypatch.setattr(extract_features, "SAVE_INTERVAL_S", 0.0)
-    model = extract_features.load_backbone(extract_features.LITE0)
+    model = backbones.load(backbones.LITE0)
 
     class Dying(torch.nn.Module):
         """The backbone, killed at its third call (the width probe, then two batches)."""
@@ -175,7 +176,7 @@ def test_a_killed_extraction_resumes_where_it_stopped(own, tmp_path, monkeypatch
                 raise KeyboardInterrupt
             return model(x)
 
-    monkeypatch.setattr(extract_features, "load_backbone", lambda *a: Dying())
+    monkeypatch.setattr(backbones, "load", lambda *a: Dying())
     with pytest.raises(KeyboardInterrupt):
         extract_features.main(args)
     assert json.loads((tmp_path / "feats.progress.json").read_text())["rows_done"] == 20
@@ -186,7 +187,7 @@ def test_a_killed_extraction_resumes_where_it_stopped(own, tmp_path, monkeypatch
             seen.append(len(x))
             return model(x)
 
-    monkeypatch.setattr(extract_features, "load_backbone", lambda *a: Counting())
+    monkeypatch.setattr(backbones, "load", lambda *a: Counting())
     done = extract_features.main(args)
     assert sum(seen) == 40  # only the rows after the last saved progress
     assert done["unreadable"] == 1
@@ -204,16 +205,16 @@ def test_a_killed_extraction_resumes_where_it_stopped(own, tmp_path, monkeypatch
 def test_torchvision_backbone_with_a_local_state_dict(tmp_path):
     weights = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.get_model("resnet18", weights=None).state_dict(), weights)
-    model = extract_features.load_backbone("resnet18", weights)
+    model = backbones.load("resnet18", weights)
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 512)
-    transform, size = extract_features.preset("resnet50")
-    assert size == 224 and transform(Image.new("RGB", (300, 260))).shape == (3, 224, 224)
+    transform, crop, resize = backbones.transform("resnet50")
+    assert (crop, resize) == (224, 232) and transform(torch.zeros(3, 300, 260, dtype=torch.uint8)).shape == (3, 224, 224)
     with pytest.raises(ValueError, match="needs --weights"):
-        extract_features.load_backbone("resnet18")
+        backbones.load("resnet18")
     with pytest.raises(ValueError, match="does not fit"):
-        extract_features.load_backbone("resnet34", weights)
+        backbones.load("resnet34", weights)
     with pytest.raises(ValueError, match="not a torchvision classification model"):
-        extract_features.load_backbone("no_such_net", weights)
+        backbones.load("no_such_net", weights)
 
 
 def test_an_extraction_that_reads_no_image_is_an_error(own, tmp_path):
