@@ -15,7 +15,7 @@ from . import feature_files
 from . import linear_probe
 from . import sampling
 from .paths import atomic_write
-from .table_reader import duplicated_rows, format_rows, read_table
+from .table_reader import duplicated_rows, format_rows, read_label_set, read_table
 
 logger = logging.getLogger(__name__)
 
@@ -63,12 +63,19 @@ class Observations:
         return ids
 
     def _coordinate(self, table, column, limit):
-        values = pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64)
-        text = table[column].notna().to_numpy()
+        cells = table[column]
+        if not (pd.api.types.is_string_dtype(cells) or pd.api.types.is_object_dtype(cells)
+                or pd.api.types.is_integer_dtype(cells) or pd.api.types.is_float_dtype(cells)) \
+                or pd.api.types.is_bool_dtype(cells):
+            raise self.error(column, np.arange(len(cells)), f"a column of {cells.dtype} values, not real numbers",
+                             "give degrees as decimal numbers")
+        values = pd.to_numeric(cells.astype("string") if not pd.api.types.is_numeric_dtype(cells) else cells,
+                               errors="coerce").to_numpy(np.float64, na_value=np.nan)
+        text = cells.notna().to_numpy()
         bad = np.flatnonzero(text & np.isnan(values))
         if len(bad):
-            raise self.error(column, bad, f"not a number (e.g. {table[column].iloc[bad[0]]!r})",
-                              "give degrees as decimal numbers, or leave the cell empty for an unknown location")
+            raise self.error(column, bad, f"not a number (e.g. {cells.iloc[bad[0]]!r})",
+                             "give degrees as decimal numbers, or leave the cell empty for an unknown location")
         return values.astype(np.float32)
 
     def _check_swapped(self, table):
@@ -98,14 +105,9 @@ class Observations:
             labels = column.astype("string").str.strip().replace("", pd.NA)
         given = labels.dropna().unique().tolist()
         if label_set is not None:
-            if not Path(label_set).is_file():
-                raise FileNotFoundError(f"--label_set {label_set} does not exist")
-            names = [line.strip() for line in Path(label_set).read_text().splitlines() if line.strip()]
-            if len(set(names)) != len(names) or not names:
-                raise ValueError(f"--label_set {label_set}: needs one label per line, each once")
+            names = read_label_set(label_set)
         else:
-            numeric = all(name.lstrip("-").isdigit() for name in given)
-            names = sorted(given, key=int if numeric else str)
+            names = sorted(given, key=int if self._integer_labels(labels) else str)
         if not names:
             raise ValueError(f"{self.path}: column 'label' is empty in every row; fine-tuning needs labels")
         index = pd.Index(names)
@@ -116,29 +118,47 @@ class Observations:
                                                 f"{labels.iloc[unknown[0]]!r})", "add them to the label set")
         return names, classes
 
+    def _integer_labels(self, labels):
+        """True when every label is an integer (the classes are then sorted numerically); ValueError when only some
+        are, since the class order would then be a guess."""
+        integer = labels.str.fullmatch(r"[+-]?[0-9]+").fillna(False).to_numpy(bool)
+        given = labels.notna().to_numpy()
+        if integer[given].all():
+            return True
+        if integer.any():
+            others = np.flatnonzero(given & ~integer)
+            raise self.error("label", others, f"not integers (e.g. {labels.iloc[others[0]]!r}) although the other "
+                                              f"labels are, so the class order (numeric or text) is unclear",
+                             "correct these labels, or give --label_set with the classes in order")
+        return False
+
     def _dates(self, column):
-        numbers = (pd.Series(np.nan, index=column.index) if pd.api.types.is_datetime64_any_dtype(column)
-                   else pd.to_numeric(column, errors="coerce"))
-        if numbers.notna().sum() == column.notna().sum():
-            out = numbers.to_numpy(np.float64)
-            bad = np.flatnonzero((out < 0) | (out > 1))
-            if len(bad):
-                raise self.error("date", bad, "a number outside [0, 1]", "give a date (2021-06-30) or a fraction "
-                                                                          "of the year in [0, 1]")
-            return out.astype(np.float32)
-        when = pd.to_datetime(column, errors="coerce", utc=True, format="mixed")
-        bad = np.flatnonzero(column.notna().to_numpy() & when.isna().to_numpy())
+        if pd.api.types.is_datetime64_any_dtype(column):
+            when, fractions = pd.to_datetime(column, utc=True), pd.Series(np.nan, index=column.index)
+        else:
+            text = column.astype("string").str.strip()
+            fractions = pd.to_numeric(text, errors="coerce")
+            when = pd.to_datetime(text.where(fractions.isna()), errors="coerce", utc=True, format="ISO8601")
+        given = column.notna().to_numpy()
+        bad = np.flatnonzero(given & fractions.isna().to_numpy() & when.isna().to_numpy())
         if len(bad):
             raise self.error("date", bad, f"not a date (e.g. {column.iloc[bad[0]]!r})",
-                              "give ISO dates (2021-06-30 or 2021-06-30T14:05) or fractions of the year")
+                             "give ISO dates (2021-06-30 or 2021-06-30T14:05) or fractions of the year in [0, 1]; "
+                             "the two may be mixed")
+        fractions = fractions.to_numpy(np.float64, na_value=np.nan)
+        outside = np.flatnonzero((fractions < 0) | (fractions > 1))
+        if len(outside):
+            raise self.error("date", outside, f"a number outside [0, 1] (e.g. {column.iloc[outside[0]]!r})",
+                             "give a date (2021-06-30) or a fraction of the year in [0, 1]")
         days = np.where(when.dt.is_leap_year, 366.0, 365.0)
-        fraction = (when.dt.day_of_year - 1 + when.dt.hour / 24 + when.dt.minute / 1440) / days
-        return fraction.to_numpy(np.float64, na_value=np.nan).astype(np.float32)
+        of_date = (when.dt.day_of_year - 1 + when.dt.hour / 24 + when.dt.minute / 1440) / days
+        return np.where(np.isnan(fractions), of_date.to_numpy(np.float64, na_value=np.nan), fractions).astype(
+            np.float32)
 
     def _splits(self, column):
         if column is None:
             return np.full(len(self.ids), "", dtype=object)
-        splits = column.fillna("").astype(str).str.strip().to_numpy(dtype=object)
+        splits = column.astype("string").fillna("").str.strip().to_numpy(dtype=object)
         unknown = np.flatnonzero(~np.isin(splits, SPLITS + ("",)))
         if len(unknown):
             raise self.error("split", unknown, f"unknown split {splits[unknown[0]]!r}",
