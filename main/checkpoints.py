@@ -9,6 +9,7 @@ from decimal import Decimal
 import numpy as np
 import torch
 
+from . import feature_files
 from .baselines import BASELINE_NAMES
 from .paths import atomic_write
 
@@ -42,11 +43,18 @@ def _lr_tag(lr):
     return f"{lr:.{4 if exponent >= -4 else 8}f}"
 
 
-def _encoder_args(params):
+def _cnn_tag(params):
+    """The image-model tag of a file name: none for iNat2018's inception_v3 (the original's names); your own data:
+    the backbone recorded beside --features (else --cnn_model)."""
     if params["dataset"] == "inat_2018" and params["cnn_model"] == "inception_v3":
-        cnn_tag = ""
-    else:
-        cnn_tag = f"{params['cnn_model']}_"
+        return ""
+    recorded = (feature_files.recorded_backbone(params["features"])
+                if params["dataset"] == "custom" and params.get("features") else None)
+    return f"{recorded or params['cnn_model']}_"
+
+
+def _encoder_args(params):
+    cnn_tag = _cnn_tag(params)
     args = (f"{cnn_tag}{_lr_tag(params['lr'])}_{params['frequency_num']:d}_{params['min_radius']:.7f}"
             f"_{params['num_hidden_layer']:d}_{params['hidden_dim']:d}")
     if params["batch_size"] != 1024:

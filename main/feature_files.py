@@ -184,7 +184,7 @@ def feature_shape(path):
 def recorded_backbone(features):
     """The backbone recorded in the progress file beside `features`, or None where there is none."""
     progress = side_files(features)["progress"]
-    if not progress.is_file():
+    if not (progress.is_file() and Path(features).is_file()):
         return None
     backbone = read_progress(progress, features)["settings"].get("backbone")
     return backbone if isinstance(backbone, str) else None
