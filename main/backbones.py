@@ -8,7 +8,6 @@ of the architecture's default weights: resize, crop, interpolation, mean and std
 """
 import hashlib
 import logging
-import pickle
 from collections import OrderedDict
 from pathlib import Path
 
@@ -141,7 +140,9 @@ def read_state_dict(path):
         raise FileNotFoundError(f"--weights {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, UnicodeDecodeError) as err:
+    except OSError:
+        raise
+    except Exception as err:  # noqa: BLE001 (torch.load fails on junk with many exception types)
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if "Weights only load failed" in first:
             raise ValueError(f"--weights {path} holds a pickled model, not a state_dict: load it where it was made "
