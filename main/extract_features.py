@@ -220,35 +220,38 @@ def _width(model, backbone, crop_size, dev):
 
 def _run(model, images, ids, features, files, settings, rows_done, loader_args, dev, channels_last):
     loader = DataLoader(torch.utils.data.Subset(images, range(rows_done, len(ids))), **loader_args)
-    pending, last_save, saved = [], time.monotonic(), rows_done
-    with torch.inference_mode(), LoggedBar(total=len(ids), initial=rows_done, desc="image features",
+    state = {"rows_done": rows_done, "pending": [], "saved": rows_done}
+    try:
+        _batches(model, loader, ids, features, files, settings, state, dev, channels_last)
+    except RuntimeError as err:  # raised wherever the loop is when the loader learns that a worker died
+        if "DataLoader worker" not in str(err):
+            raise
+        _save(features, files, state["pending"], settings, state["rows_done"], len(ids), state["saved"])
+        raise ValueError(f"an image-decoding worker died ({str(err).splitlines()[0]} out of memory?); the "
+                         f"{state['rows_done']} rows before it are saved: run the same command again to resume (or "
+                         f"lower --num_workers, --batch_size or --max_image_pixels)") from None
+
+
+def _batches(model, loader, ids, features, files, settings, state, dev, channels_last):
+    last_save = time.monotonic()
+    with torch.inference_mode(), LoggedBar(total=len(ids), initial=state["rows_done"], desc="image features",
                                            unit="img") as bar:
-        batches = iter(loader)
-        while rows_done < len(ids):
-            try:
-                rows, batch, errors = next(batches)
-            except RuntimeError as err:
-                if "DataLoader worker" not in str(err):
-                    raise
-                _save(features, files, pending, settings, rows_done, len(ids))
-                raise ValueError(f"an image-decoding worker died ({str(err).splitlines()[0]}; out of memory?); the "
-                                 f"{rows_done} rows before it are saved: run the same command again to resume (or "
-                                 f"lower --num_workers, --batch_size or --max_image_pixels)") from None
+        for rows, batch, errors in loader:
             if channels_last:
                 batch = batch.contiguous(memory_format=torch.channels_last)
             feats = model(batch.to(dev, non_blocking=True)).float().cpu().numpy()
             bad = [k for k, e in enumerate(errors) if e]
             feats[bad] = np.nan
             features[int(rows[0]):int(rows[-1]) + 1] = feats
-            pending += [(int(rows[k]), ids[int(rows[k])], errors[k]) for k in bad]
-            rows_done = int(rows[-1]) + 1
+            state["pending"] += [(int(rows[k]), ids[int(rows[k])], errors[k]) for k in bad]
+            state["rows_done"] = int(rows[-1]) + 1
             bar.update(len(rows))
-            if rows_done == len(ids) or time.monotonic() - last_save >= SAVE_INTERVAL_S:
-                _save(features, files, pending, settings, rows_done, len(ids), saved)
-                pending, last_save, saved = [], time.monotonic(), rows_done
+            if state["rows_done"] == len(ids) or time.monotonic() - last_save >= SAVE_INTERVAL_S:
+                _save(features, files, state["pending"], settings, state["rows_done"], len(ids), state["saved"])
+                state["pending"], state["saved"], last_save = [], state["rows_done"], time.monotonic()
 
 
-def _save(features, files, pending, settings, rows_done, num_rows, saved=None):
+def _save(features, files, pending, settings, rows_done, num_rows, saved):
     """Flush the features, append the unreadable rows, then record rows_done (the record is written last)."""
     try:
         features.flush()

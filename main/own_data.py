@@ -217,18 +217,21 @@ class FeatureFile:
                                     f"extract_features.py --images {obs.path} --out {self.path}`")
         side = feature_files.side_files(self.path)
         try:
-            self.num_rows, self.num_features = feature_files.feature_shape(self.path)
-            if side["progress"].is_file():
-                progress = feature_files.read_progress(side["progress"], self.path)
-                if progress["rows_done"] < progress["num_rows"]:
-                    raise ValueError(f"the extraction is unfinished ({progress['rows_done']} of "
-                                     f"{progress['num_rows']} rows); run the same extract_features.py command again "
-                                     f"to finish it")
+            self._read_side_files(side, obs)
         except ValueError as err:
-            raise ValueError(f"--features {err}" if str(err).startswith(str(self.path)) else
-                             f"--features {self.path}: {err}") from None
-        if side["rows"].is_file():
-            ids = feature_files.read_rows(side["rows"], self.num_rows)["image"]
+            raise ValueError(f"--features {self.path}: {err}") from None
+
+    def _read_side_files(self, side, obs):
+        self.num_rows, self.num_features = feature_files.feature_shape(self.path)
+        if side["progress"].is_file():
+            progress = feature_files.read_progress(side["progress"], self.path)
+            if progress["rows_done"] < progress["num_rows"]:
+                raise ValueError(f"the extraction is unfinished ({progress['rows_done']} of {progress['num_rows']} "
+                                 f"rows); run the same extract_features.py command again to finish it")
+        ids = feature_files.read_rows(side["rows"], self.num_rows)["image"] if side["rows"].is_file() else None
+        bad = (feature_files.read_unreadable(side["unreadable"], self.num_rows)["row"].to_numpy(np.int64)
+               if side["unreadable"].is_file() else np.zeros(0, np.int64))
+        if ids is not None:
             self.rows = pd.Index(ids).get_indexer(obs.ids).astype(np.int64)
             missing = np.flatnonzero(self.rows < 0)
             if len(missing):
@@ -236,18 +239,15 @@ class FeatureFile:
                                                    f"{obs.ids[missing[0]]!r})",
                                  f"extract their features (`extract_features.py --images {obs.path}`)")
         elif self.num_rows != len(obs):
-            raise ValueError(f"--features {self.path}: {self.num_rows} rows for the {len(obs)} rows of "
-                             f"{obs.path} (and no {side['rows'].name} to match them by image); extract the "
-                             f"features from the table: `extract_features.py --images {obs.path}`")
+            raise ValueError(f"{self.num_rows} rows for the {len(obs)} rows of {obs.path} (and no "
+                             f"{side['rows'].name} to match them by image); extract the features from the table: "
+                             f"`extract_features.py --images {obs.path}`")
         else:
             self.rows = np.arange(len(obs), dtype=np.int64)
-        self.unreadable = np.zeros(len(obs), bool)
-        if side["unreadable"].is_file():
-            bad = feature_files.read_unreadable(side["unreadable"], self.num_rows)["row"].to_numpy(np.int64)
-            self.unreadable = np.isin(self.rows, bad)
-            if self.unreadable.any():
-                logger.warning("%s: %d images could not be read (%s); their rows are left out", obs.path,
-                               self.unreadable.sum(), side["unreadable"])
+        self.unreadable = np.isin(self.rows, bad)
+        if self.unreadable.any():
+            logger.warning("%s: %d images could not be read (%s); their rows are left out", obs.path,
+                           self.unreadable.sum(), side["unreadable"])
 
     def read(self, table_rows, what, storage="device"):
         """(len(table_rows), F) float32 features of those table rows, as `datasets._read_rows` reads them for `storage`
