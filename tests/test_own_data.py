@@ -338,3 +338,54 @@ def test_feature_storage_mapped_leaves_the_training_features_in_the_file(own, tm
     assert isinstance(data.train.feats, feature_store.FileRows)
     whole = np.load(own / "out" / "feats.npy")
     np.testing.assert_array_equal(data.train.feats[np.arange(5)], whole[data.train.inds[:5]])
+
+
+def test_labels_are_read_as_text_exactly_as_written(tmp_path):
+    obs = own_data.Observations(write(tmp_path, {**GOOD, "label": ["NA", "None", ""]}))
+    assert obs.class_names == ["NA", "None"] and obs.classes.tolist() == [0, 1, -1]
+    obs = own_data.Observations(write(tmp_path, {**GOOD, "label": ["null", "nan", "n/a"]}))
+    assert obs.class_names == ["n/a", "nan", "null"] and (obs.classes >= 0).all()
+
+
+def test_parquet_integer_labels_with_missing_values_stay_integers_in_numeric_order(tmp_path):
+    labels = pd.array([10, None, 1], dtype="Int64")
+    pd.DataFrame({**GOOD, "label": labels}).to_parquet(tmp_path / "obs.parquet")
+    obs = own_data.Observations(tmp_path / "obs.parquet")
+    assert obs.class_names == ["1", "10"] and obs.classes.tolist() == [1, -1, 0]
+    pd.DataFrame({**GOOD, "label": np.array([2, 10, 0], np.int16)}).to_parquet(tmp_path / "obs.parquet")
+    assert own_data.Observations(tmp_path / "obs.parquet").class_names == ["0", "2", "10"]
+
+
+@pytest.mark.parametrize("column", [pd.array([True, False, True], dtype="boolean"),
+                                    pd.to_datetime(["2021-01-01"] * 3)], ids=["boolean", "datetime"])
+def test_coordinates_only_from_real_numbers(tmp_path, column):
+    pd.DataFrame({**GOOD, "lon": column}).to_parquet(tmp_path / "obs.parquet")
+    with pytest.raises(ValueError, match=r"obs.parquet: column 'lon', rows 0, 1, 2: a column of .* not real numbers"):
+        own_data.Observations(tmp_path / "obs.parquet")
+    with pytest.raises(ValueError, match=r"column 'lat', rows 1: not a number \(e.g. '\(1\+2j\)'\)"):
+        own_data.Observations(write(tmp_path, {**GOOD, "lat": ["5", "(1+2j)", "45"]}))
+
+
+def test_text_that_is_not_utf8_is_named_and_a_bom_is_dropped(tmp_path):
+    (tmp_path / "bom.csv").write_bytes("\ufeffimage,lon,lat,label\na.png,1,2,x\n".encode())
+    (tmp_path / "labels.txt").write_bytes("\ufeffx\ny\n".encode())
+    assert own_data.Observations(tmp_path / "bom.csv", tmp_path / "labels.txt").class_names == ["x", "y"]
+    (tmp_path / "latin1.csv").write_bytes("image,lon,lat,label\na.png,1,2,x\nb.png,1,2,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.csv: column 'label', rows 1: not UTF-8 text \(e.g. 'caf\\\\xe9'\)"):
+        own_data.Observations(tmp_path / "latin1.csv")
+    (tmp_path / "labels.txt").write_bytes("x\nvo\xeet\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"--label_set .*labels.txt: lines 2 are not UTF-8 text"):
+        own_data.Observations(tmp_path / "bom.csv", tmp_path / "labels.txt")
+
+
+@pytest.mark.parametrize("labels, rows", [(["1", "--3", "10"], "1"), (["2", "3.0", "x"], "1, 2")])
+def test_labels_mixing_integers_and_text_name_the_rows(tmp_path, labels, rows):
+    with pytest.raises(ValueError, match=rf"obs.csv: column 'label', rows {rows}: not integers .*give --label_set"):
+        own_data.Observations(write(tmp_path, {**GOOD, "label": labels}))
+
+
+def test_a_date_column_may_mix_iso_dates_and_year_fractions(tmp_path):
+    obs = own_data.Observations(write(tmp_path, {**GOOD, "date": ["2021-07-02", "0.25", "2020-01-01T12:00"]}))
+    np.testing.assert_allclose(obs.dates, [182 / 365, 0.25, 0.5 / 366], atol=1e-6)
+    with pytest.raises(ValueError, match="column 'date', rows 1: a number outside"):
+        own_data.Observations(write(tmp_path, {**GOOD, "date": ["2021-07-02", "1.5", ""]}))
