@@ -44,6 +44,7 @@ def transform(backbone, weights=None, image_size=None):
         steps = v2.Compose([v2.Resize(settings["resize_size"], antialias=True), v2.CenterCrop(settings["crop_size"]),
                             v2.ToDtype(torch.float32, scale=True), v2.Normalize(settings["mean"], settings["std"])])
         return steps, settings["crop_size"], settings["resize_size"]
+    _check_name(backbone)
     entry = weights_entry(backbone, weights)
     sizes = {} if image_size is None else {"crop_size": image_size, "resize_size": image_size}
     steps = entry.transforms(**sizes)
@@ -77,15 +78,19 @@ def load(backbone, weights=None):
         model = efficientnet_lite.load_pretrained()
         model._fc = nn.Identity()
         return model
-    if backbone not in torchvision.models.list_models(module=torchvision.models):
-        raise ValueError(f"--backbone {backbone!r} is not a torchvision classification model (e.g. resnet50, "
-                         f"inception_v3, efficientnet_b0, convnext_tiny) nor {LITE0}")
+    _check_name(backbone)
     if weights is None:
         raise ValueError(f"--backbone {backbone} needs --weights PATH, a local state_dict (weights are never "
                          f"downloaded); e.g. save torchvision.models.get_model('{backbone}', weights='DEFAULT')"
                          f".state_dict() on a machine with network")
     state = read_state_dict(weights)
     return from_state_dict(backbone, state, f"--weights {weights}")
+
+
+def _check_name(backbone):
+    if backbone not in torchvision.models.list_models(module=torchvision.models):
+        raise ValueError(f"--backbone {backbone!r} is not a torchvision classification model (e.g. resnet50, "
+                         f"inception_v3, efficientnet_b0, convnext_tiny) nor {LITE0}")
 
 
 def from_state_dict(backbone, state, source="the state_dict"):

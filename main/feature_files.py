@@ -1,5 +1,6 @@
 """The files beside an extracted feature file `x.npy`, written and read (checked) here: `x.rows.csv` (row → image id,
-and the file each row was read from: resolved path, bytes, modification time), `x.unreadable.csv` (rows whose image
+and the file each row was read from: resolved path relative to the feature file's folder, bytes, modification
+time), `x.unreadable.csv` (rows whose image
 could not be decoded, and why) and `x.progress.json` (the settings and the rows done). Readers raise one ValueError
 naming the file, the column or key, the rows and the fix.
 """
@@ -60,9 +61,11 @@ def read_rows(path, num_rows=None):
     return table
 
 
-def sources_table(ids, paths):
-    """The rows file's table of `ids` and their files: resolved path, bytes and modification time (-1 when the
-    file cannot be reached)."""
+def sources_table(ids, paths, out):
+    """The rows file's table of `ids` and their files: path (resolved, relative to the folder of the feature file
+    `out`, so that moving both together keeps it), bytes and modification time (-1 when the file cannot be
+    reached)."""
+    folder = os.path.realpath(Path(out).parent)
     columns = {"row": np.arange(len(ids)), "image": list(ids), "path": [], "bytes": [], "mtime_ns": []}
     for path in paths:
         try:
@@ -70,7 +73,8 @@ def sources_table(ids, paths):
             size, mtime = info.st_size, info.st_mtime_ns
         except OSError:
             size = mtime = -1
-        columns["path"].append(os.fsencode(os.path.abspath(path)).decode("utf-8", "backslashreplace"))
+        relative = os.path.relpath(os.path.realpath(path), folder)
+        columns["path"].append(os.fsencode(relative).decode("utf-8", "backslashreplace"))
         columns["bytes"].append(size)
         columns["mtime_ns"].append(mtime)
     return pd.DataFrame(columns)

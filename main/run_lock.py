@@ -22,7 +22,8 @@ class RunLock:
     def __init__(self, folder, name=None, what=None, fix=None):
         self.folder = Path(folder)
         self.owner_file = self.folder / (OWNER_NAME if name is None else f"{name}.owner.json")
-        self._lock = filelock.FileLock(self.folder / (LOCK_NAME if name is None else f"{name}.lock"), timeout=0)
+        self.lock_file = self.folder / (LOCK_NAME if name is None else f"{name}.lock")
+        self._lock = filelock.FileLock(self.lock_file, timeout=0)
         self.what = what or f"--model_dir {self.folder}"
         self.fix = fix or ("two runs in one folder would overwrite each other's checkpoints, log and results; wait for "
                            "it to end, or give this run another --model_dir")
@@ -50,6 +51,7 @@ class RunLock:
     def release(self):
         if self._lock.is_locked:
             self.owner_file.unlink(missing_ok=True)
+            self.lock_file.unlink(missing_ok=True)  # removed while held: the lock exists only while a run goes
             self._lock.release()
 
     def __enter__(self):

@@ -42,13 +42,15 @@ def extract(images, out, *flags):
 
 
 def copy_run(photos, tmp_path):
-    shutil.copytree(photos / "done", tmp_path / "done")
-    return tmp_path / "done" / "f.npy"
+    """The finished extraction's out in a copy of the whole folder (images, table and features moved together)."""
+    shutil.copytree(photos, tmp_path / "copy")
+    return tmp_path / "copy" / "done" / "f.npy"
 
 
 def test_a_finished_extraction_rerun_on_other_images_is_refused(photos, tmp_path):
     out = copy_run(photos, tmp_path)
-    assert extract(photos / "obs.csv", out)["rows"] == NUM  # the same images: nothing to do
+    photos = tmp_path / "copy"
+    assert extract(photos / "obs.csv", out)["rows"] == NUM  # moved together: the same images, nothing to do
     shutil.copytree(photos / "imgs", tmp_path / "elsewhere" / "imgs")
     with pytest.raises(ValueError, match=r"holds the features of other image files: rows 0, 1, .*another "
                                          r"--image_root"):
@@ -65,7 +67,7 @@ def test_a_finished_extraction_rerun_on_other_images_is_refused(photos, tmp_path
 def test_other_settings_are_refused(photos, tmp_path):
     out = copy_run(photos, tmp_path)
     with pytest.raises(ValueError, match=r"other settings \(max_image_pixels differ"):
-        extract(photos / "obs.csv", out, "--max_image_pixels", "1000")
+        extract(tmp_path / "copy" / "obs.csv", out, "--max_image_pixels", "1000")
 
 
 def _unfinished(photos, tmp_path, rows_done):
