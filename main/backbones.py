@@ -34,9 +34,10 @@ def names():
     return torchvision.models.list_models(module=torchvision.models) + [LITE0]
 
 
-def transform(backbone, weights=None, image_size=None):
-    """(transform of a (3, H, W) uint8 tensor to the model's float input, crop size, resize size): the weights'
-    preset, or with `image_size` S: shorter side to S, centre crop S (interpolation, mean and std kept)."""
+def transform(backbone, weights_digest=None, image_size=None):
+    """(transform of a (3, H, W) uint8 tensor to the model's float input, crop size, resize size): the preset of the
+    weights whose file has this SHA-256 (`file_digest`; else the default weights'), or with `image_size` S: shorter
+    side to S, centre crop S (interpolation, mean and std kept)."""
     if backbone == LITE0:
         settings = dict(LITE0_PRESET)
         if image_size is not None:
@@ -45,17 +46,17 @@ def transform(backbone, weights=None, image_size=None):
                             v2.ToDtype(torch.float32, scale=True), v2.Normalize(settings["mean"], settings["std"])])
         return steps, settings["crop_size"], settings["resize_size"]
     _check_name(backbone)
-    entry = weights_entry(backbone, weights)
+    entry = weights_entry(backbone, weights_digest)
     sizes = {} if image_size is None else {"crop_size": image_size, "resize_size": image_size}
     steps = entry.transforms(**sizes)
     return steps, steps.crop_size[0], steps.resize_size[0]
 
 
-def weights_entry(backbone, weights=None):
-    """The torchvision weights enum entry whose file `weights` is (by the SHA-256 prefix in its URL), else DEFAULT."""
+def weights_entry(backbone, digest=None):
+    """The torchvision weights enum entry whose file has the SHA-256 `digest` (by the prefix in its URL), else
+    DEFAULT."""
     entries = torchvision.models.get_model_weights(backbone)
-    if weights is not None:
-        digest = file_digest(weights)
+    if digest is not None:
         for entry in entries:
             prefix = Path(entry.url).stem.rpartition("-")[2]
             if len(prefix) >= 6 and digest.startswith(prefix):
@@ -64,7 +65,9 @@ def weights_entry(backbone, weights=None):
 
 
 def file_digest(path):
-    """The SHA-256 of a file, hex."""
+    """The SHA-256 of the --weights file `path`, hex."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--weights {path} does not exist")
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 

@@ -161,10 +161,11 @@ def extract(images, backbone, out, weights=None, image_column="image", image_roo
     if len(repeated):
         raise ValueError(f"--images {images}: duplicated image ids in rows {format_rows(repeated)} (e.g. "
                          f"{ids[repeated[0]]!r}); each image must be listed once")
-    transform, crop_size, short_side = backbones.transform(backbone, weights, image_size)
+    digest = None if weights is None else backbones.file_digest(weights)
+    transform, crop_size, short_side = backbones.transform(backbone, digest, image_size)
     dev = resolve_device(device)
     rows_table = feature_files.sources_table(ids, paths, out)
-    settings = {"backbone": backbone, "weights": None if weights is None else backbones.file_digest(weights),
+    settings = {"backbone": backbone, "weights": digest,
                 "image_size": crop_size, "transform": " ".join(repr(transform).split()),
                 "max_image_pixels": max_image_pixels, "num_rows": len(ids),
                 "images": _digest(rows_table)}

@@ -62,16 +62,17 @@ def test_aux_heads_may_be_there_or_not_and_the_class_count_is_free():
     assert backbones.from_state_dict("resnet18", ten_classes)(torch.zeros(1, 3, 32, 32)).shape == (1, 512)
 
 
-def test_a_torchvision_weights_file_gets_the_transform_of_those_weights(tmp_path, monkeypatch):
+def test_a_torchvision_weights_file_gets_the_transform_of_those_weights(tmp_path):
     entries = torchvision.models.get_model_weights("resnet50")
     v1, default = entries.IMAGENET1K_V1, entries.DEFAULT
     assert default.transforms().resize_size != v1.transforms().resize_size  # 232 and 256
-    weights = tmp_path / "resnet50.pth"
-    weights.write_bytes(b"stand-in")
-    monkeypatch.setattr(backbones, "file_digest", lambda path: v1.url.rpartition("-")[2].split(".")[0] + "0" * 56)
-    assert backbones.weights_entry("resnet50", weights) is v1
-    monkeypatch.setattr(backbones, "file_digest", lambda path: "f" * 64)
-    assert backbones.weights_entry("resnet50", weights) is default
+    v1_digest = v1.url.rpartition("-")[2].split(".")[0] + "0" * 56  # torchvision's file names hold its prefix
+    assert backbones.weights_entry("resnet50", v1_digest) is v1
+    assert backbones.transform("resnet50", v1_digest)[2] == 256
+    assert backbones.weights_entry("resnet50", "f" * 64) is default
+    weights = tmp_path / "mine.pth"
+    weights.write_bytes(b"a state_dict saved by hand")
+    assert backbones.weights_entry("resnet50", backbones.file_digest(weights)) is default
 
 
 @pytest.mark.parametrize("write, words", [
