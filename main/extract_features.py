@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -37,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 SAVE_INTERVAL_S = 30.0
 # settings that define an extraction: a feature file is resumed or reused only under equal ones
-SETTINGS = ("backbone", "weights", "image_size", "transform", "max_image_pixels", "num_rows", "images")
+SETTINGS = ("backbone", "weights", "image_size", "transform", "max_image_pixels", "num_rows")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -113,7 +112,7 @@ def _check_resumable(out, settings, rows_table):
         raise ValueError(f"--out {out} holds the features of other image files: rows {format_rows(changed)}{example} "
                          f"differ in path, size or modification time from {files['rows'].name} (another "
                          f"--image_root, other images, or changed files); {restart}")
-    differs = [key for key in SETTINGS if key != "images" and done["settings"].get(key) != settings[key]]
+    differs = [key for key in SETTINGS if done["settings"].get(key) != settings[key]]
     if differs:
         raise ValueError(f"--out {out} was extracted with other settings ({', '.join(differs)} differ; see "
                          f"{files['progress']}); {restart}")
@@ -130,8 +129,9 @@ def _create(out, settings, rows_table, num_features):
         feature_files.write_csv(files["rows"], rows_table)
         feature_files.start_unreadable(files["unreadable"])
         features = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(num_rows, num_features))
-        with open(out, "r+b") as handle:
-            os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
+        if hasattr(os, "posix_fallocate"):  # Linux: the blocks now, so a memory-map write never finds the disk full
+            with open(out, "r+b") as handle:
+                os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
         feature_files.write_progress(files["progress"], settings, 0, num_rows)
         return features
     except BaseException as err:
@@ -167,8 +167,7 @@ def extract(images, backbone, out, weights=None, image_column="image", image_roo
     rows_table = feature_files.sources_table(ids, paths, out)
     settings = {"backbone": backbone, "weights": digest,
                 "image_size": crop_size, "transform": " ".join(repr(transform).split()),
-                "max_image_pixels": max_image_pixels, "num_rows": len(ids),
-                "images": _digest(rows_table)}
+                "max_image_pixels": max_image_pixels, "num_rows": len(ids)}
     files = side_files(out)
     lock = RunLock(out.parent, name=f".{out.name}", what=f"--out {out}",
                    fix="two extractions into one file would mix their rows; wait for it to end, or give this one "
@@ -188,7 +187,7 @@ def extract(images, backbone, out, weights=None, image_column="image", image_roo
                 logger.info("Resuming the extraction into %s at row %d of %d", out, rows_done, len(ids))
                 features = np.lib.format.open_memmap(out, mode="r+")
                 feature_files.keep_unreadable(files["unreadable"], rows_done, len(ids))
-            workers = min(num_workers, len(os.sched_getaffinity(0)))
+            workers = min(num_workers, _cores())
             if workers < num_workers:
                 logger.info("--num_workers %d lowered to the %d cores this process may use", num_workers, workers)
             dataset = ImageFiles(paths, problems, transform, crop_size, short_side, max_image_pixels)
@@ -206,8 +205,9 @@ def extract(images, backbone, out, weights=None, image_column="image", image_roo
             "seconds": time.monotonic() - start_time}
 
 
-def _digest(rows_table):
-    return str(pd.util.hash_pandas_object(rows_table, index=False).sum() % 2 ** 63)
+def _cores():
+    """The CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _width(model, backbone, crop_size, dev):

@@ -1,8 +1,7 @@
 """The files beside an extracted feature file `x.npy`, written and read (checked) here: `x.rows.csv` (row → image id,
 and the file each row was read from: resolved path relative to the feature file's folder, bytes, modification
-time), `x.unreadable.csv` (rows whose image
-could not be decoded, and why) and `x.progress.json` (the settings and the rows done). Readers raise one ValueError
-naming the file, the column or key, the rows and the fix.
+time), `x.unreadable.csv` (rows whose image could not be decoded, and why) and `x.progress.json` (the settings and
+the rows done). Readers raise one ValueError naming the file, the column or key, the rows and the fix.
 """
 import csv
 import json
