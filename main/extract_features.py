@@ -221,23 +221,45 @@ def _width(model, backbone, crop_size, dev):
 
 def _run(model, images, ids, features, files, settings, rows_done, loader_args, dev, channels_last):
     loader = DataLoader(torch.utils.data.Subset(images, range(rows_done, len(ids))), **loader_args)
+    batches = iter(loader)
     state = {"rows_done": rows_done, "pending": [], "saved": rows_done}
+    died = None
     try:
-        _batches(model, loader, ids, features, files, settings, state, dev, channels_last)
-    except RuntimeError as err:  # raised wherever the loop is when the loader learns that a worker died
-        if "DataLoader worker" not in str(err):
+        _batches(model, batches, ids, features, files, settings, state, dev, channels_last)
+    except (RuntimeError, ConnectionError, EOFError) as err:  # where the loop is when it learns of a worker's death
+        if not _worker_death(err, loader):
             raise
+        died = str(err).splitlines()[0] or type(err).__name__
+    finally:
+        _stop_workers(batches)
+    if died:
         _save(features, files, state["pending"], settings, state["rows_done"], len(ids), state["saved"])
-        raise ValueError(f"an image-decoding worker died ({str(err).splitlines()[0]} out of memory?); the "
-                         f"{state['rows_done']} rows before it are saved: run the same command again to resume (or "
-                         f"lower --num_workers, --batch_size or --max_image_pixels)") from None
+        raise ValueError(f"an image-decoding worker died ({died}; out of memory?); the {state['rows_done']} rows "
+                         f"before it are saved: run the same command again to resume (or lower --num_workers, "
+                         f"--batch_size or --max_image_pixels)")
 
 
-def _batches(model, loader, ids, features, files, settings, state, dev, channels_last):
+def _worker_death(err, loader):
+    return loader.num_workers > 0 and (not isinstance(err, RuntimeError) or "DataLoader worker" in str(err))
+
+
+def _stop_workers(batches):
+    """Shut the loader's workers down, after which a death is no longer signalled (the signal of one that died may
+    still interrupt this once)."""
+    for _ in range(3):
+        try:
+            getattr(batches, "_shutdown_workers", lambda: None)()
+            return
+        except RuntimeError as err:
+            if "DataLoader worker" not in str(err):
+                raise
+
+
+def _batches(model, batches, ids, features, files, settings, state, dev, channels_last):
     last_save = time.monotonic()
     with torch.inference_mode(), LoggedBar(total=len(ids), initial=state["rows_done"], desc="image features",
                                            unit="img") as bar:
-        for rows, batch, errors in loader:
+        for rows, batch, errors in batches:
             if channels_last:
                 batch = batch.contiguous(memory_format=torch.channels_last)
             feats = model(batch.to(dev, non_blocking=True)).float().cpu().numpy()

@@ -230,3 +230,31 @@ def test_bad_side_files_are_one_line(photos, tmp_path, change, words):
         own_data.FeatureFile(features, own_data.Observations(photos / "obs.csv"))
     message = arguments.describe_error(raised.value)
     assert "\n" not in message and words in message and str(features) in message, message
+
+
+def test_a_truncated_or_foreign_file_is_listed_as_unreadable(photos, tmp_path):
+    shutil.copytree(photos / "imgs", tmp_path / "imgs")
+    Image.new("RGB", (64, 48), (9, 9, 9)).save(tmp_path / "imgs" / "cut.jpg")
+    data = (tmp_path / "imgs" / "cut.jpg").read_bytes()
+    (tmp_path / "imgs" / "cut.jpg").write_bytes(data[: len(data) // 2])
+    (tmp_path / "imgs" / "notes.png").write_text("not a picture")
+    done = extract(tmp_path / "imgs", tmp_path / "f.npy")
+    report = pd.read_csv(tmp_path / "f.unreadable.csv").set_index("image")
+    assert done["unreadable"] == 2 and "truncated" in report.loc["cut.jpg", "error"].lower()
+    assert "cannot identify image file" in report.loc["notes.png", "error"]
+
+
+def test_own_data_checkpoint_names_carry_the_backbone_of_the_features(photos, tmp_path):
+    from csp import checkpoints
+    from csp.arguments import parse_flags
+    out = copy_run(photos, tmp_path)
+    flags = ["--dataset", "custom", "--data_table", str(photos / "obs.csv")]
+    names = checkpoints.model_file_names(parse_flags(flags + ["--features", str(out)]))
+    assert names[0] is None and "_custom_gridcell_efficientnet_lite0_" in names[1]  # the default loss: none
+    progress = feature_files.side_files(out)["progress"]
+    record = json.loads(progress.read_text())
+    progress.write_text(json.dumps({**record, "settings": {**record["settings"], "backbone": "resnet18"}}))
+    assert "_resnet18_" in checkpoints.model_file_names(parse_flags(flags + ["--features", str(out)]))[1]
+    progress.unlink()  # features from elsewhere: --cnn_model names them
+    assert "_inception_v3_" in checkpoints.model_file_names(parse_flags(flags + ["--features", str(out)]))[1]
+    assert "_fmow_gridcell_inception_v3_" in checkpoints.model_file_names(parse_flags(["--dataset", "fmow"]))[1]
