@@ -29,11 +29,6 @@ LITE0_PRESET = {"resize_size": 256, "crop_size": 224,
 AUX_HEADS = {"inception_v3": "AuxLogits.", "googlenet": "aux1."}
 
 
-def names():
-    """The backbones `--backbone` takes: torchvision's classification models and efficientnet_lite0."""
-    return torchvision.models.list_models(module=torchvision.models) + [LITE0]
-
-
 def transform(backbone, weights_digest=None, image_size=None):
     """(transform of a (3, H, W) uint8 tensor to the model's float input, crop size, resize size): the preset of the
     weights whose file has this SHA-256 (`file_digest`; else the default weights'), or with `image_size` S: shorter
