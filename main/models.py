@@ -17,6 +17,7 @@ from torch import nn
 from . import checkpoints
 from . import peer_checkpoints
 from . import position_encodings as pe
+from . import safetensors_file
 from .arguments import resolve_device
 from .encoders import Dropout, build_spatial_encoder
 
@@ -344,12 +345,17 @@ def load_location_encoder(path, device="cpu", anchors=None, batch_size=65536):
     The released fMoW checkpoints, named without the `inception_v3_` tag, are found too (`find_checkpoint`), and
     so are TorchSpatial's checkpoints (`peer_checkpoints`): their encodings are rebuilt as TorchSpatial computed them.
     The result's `class_names` are those the checkpoint stores (files written by this project), else None.
+    A `.safetensors` file of `export.py` (`safetensors_file`) loads without unpickling; it holds rbf anchors.
     """
     device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     found = checkpoints.find_checkpoint(path)
     if found is None:
         raise FileNotFoundError(f"no checkpoint at {path}")
-    ckpt = checkpoints.load_checkpoint(found, device)
+    if safetensors_file.is_safetensors(found):
+        ckpt = safetensors_file.load(found, device)
+        anchors = ckpt["anchors"] if anchors is None else anchors
+    else:
+        ckpt = checkpoints.load_checkpoint(found, device)
     params, state = peer_checkpoints.from_torchspatial(dict(ckpt["params"]), ckpt["state_dict"])
     params["device"] = str(device)
     try:
