@@ -1,7 +1,7 @@
 """An image classifier's class probabilities fused with the location prior, classes matched by name.
 
     product:  s_c = p(c | I) · P(c | x)        (the paper's; the evaluation's "image x location prior")
-    tempered: s_c = p(c | I) · P(c | x)^α      (α >= 0 fitted on labelled rows, `fit_alpha`)
+    tempered: s_c = p(c | I) · P(c | x)^α      (α >= 0 fitted on labelled rows for Top-1 or likelihood, `fit_alpha`)
 
 P(c | x) = σ(e(x) · W_c) is the location encoder's prior of the classifier's class c, found by name among the
 checkpoint's classes. A class the prior does not know gets the neutral factor: the mean of the prior over the
@@ -21,7 +21,9 @@ from .evaluation import label_ranks
 logger = logging.getLogger(__name__)
 
 ALPHA_BOUNDS = (0.0, 10.0)
-LOG_FLOOR = 1e-30   # probabilities below are taken as this in the log-likelihood of `fit_alpha`
+ALPHA_GRID = np.round(np.concatenate([np.arange(0.0, 3.0, 0.05), np.arange(3.0, 10.001, 0.25)]), 4)
+OBJECTIVES = ("top1", "likelihood")
+LOG_FLOOR = 1e-30   # probabilities below are taken as this (log scores of `fit_alpha`)
 
 
 @dataclass
@@ -101,22 +103,34 @@ def ranks_and_top(scores, labels, top_k):
     return ranks, top
 
 
-def fit_alpha(image_probs, factors, labels):
-    """α in ALPHA_BOUNDS maximising the mean log-likelihood of the true class under the normalised tempered scores,
-    over rows with a label (`labels` (n,) int64 column, -1 = skip) and a location (`factors` (n, C) those rows').
-    Returns (α, mean log-likelihood at α, at α = 1, at α = 0)."""
+def fit_alpha(image_probs, factors, labels, objective="top1"):
+    """α >= 0 of the tempered fusion fitted on rows with a label (`labels` (n,) int64 column, -1 = skip) and a
+    location (`factors` (n, C) those rows'). objective "top1": the α of ALPHA_GRID with the most rows whose label
+    ranks first (among equals the one nearest 1, the product); "likelihood": the α in ALPHA_BOUNDS maximising the
+    mean log-likelihood of the label under the normalised scores. Returns (α, {α, 1.0, 0.0: objective value})."""
     labels = torch.as_tensor(labels, dtype=torch.long)
     rows = labels >= 0
     if not rows.any():
         raise ValueError("fitting α needs labelled rows with a location")
     log_image = torch.as_tensor(image_probs)[rows].double().clamp_min(LOG_FLOOR).log()
     log_prior = torch.as_tensor(factors)[rows].double().clamp_min(LOG_FLOOR).log()
-    true = labels[rows].unsqueeze(1)
+    true = labels[rows]
+
+    def top1(alpha):
+        return 100.0 * float((label_ranks(log_image + alpha * log_prior, true) == 1).double().mean())
 
     def mean_log_likelihood(alpha):
         logits = log_image + alpha * log_prior
-        return float((logits.gather(1, true).squeeze(1) - torch.logsumexp(logits, dim=1)).mean())
+        return float((logits.gather(1, true.unsqueeze(1)).squeeze(1) - torch.logsumexp(logits, dim=1)).mean())
 
-    best = minimize_scalar(lambda a: -mean_log_likelihood(a), bounds=ALPHA_BOUNDS, method="bounded",
-                           options={"xatol": 1e-4})
-    return float(best.x), -float(best.fun), mean_log_likelihood(1.0), mean_log_likelihood(0.0)
+    if objective == "top1":
+        scores = np.array([top1(alpha) for alpha in ALPHA_GRID])
+        best = ALPHA_GRID[scores == scores.max()]
+        alpha, value = float(best[np.abs(best - 1.0).argmin()]), top1
+    elif objective == "likelihood":
+        found = minimize_scalar(lambda a: -mean_log_likelihood(a), bounds=ALPHA_BOUNDS, method="bounded",
+                                options={"xatol": 1e-4})
+        alpha, value = float(found.x), mean_log_likelihood
+    else:
+        raise ValueError(f"the objective of fitting α is one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    return alpha, {alpha: value(alpha), 1.0: value(1.0), 0.0: value(0.0)}

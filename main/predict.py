@@ -2,7 +2,7 @@
 
     python main/predict.py --checkpoint CK --table obs.csv --image_predictions preds.csv --out top5.csv
     python main/predict.py ... --image_predictions preds.npy --classifier_classes classes.txt
-    python main/predict.py ... --fusion tempered --fit_on fit.csv --fit_predictions fit_preds.csv
+    python main/predict.py ... --fusion tempered --fit_on fit.csv --fit_predictions fit_preds.csv [--fit_for top1]
 
 `--table`: CSV / Parquet with `image`, `lon`, `lat` (degrees; empty = unknown), optional `label` (then Top-1/5 are
 printed) and `date` (models trained with dates). `--image_predictions`: a `.npy` (one row per table row, columns in
@@ -218,18 +218,20 @@ def _label_columns(table, classes):
     return columns, int(((names != "") & (columns < 0)).sum())
 
 
-def fit_tempered_alpha(encoder, match, fit_table, fit_predictions):
-    """(α, description line) fitted on the labelled, located rows of `fit_table`."""
+def fit_tempered_alpha(encoder, match, fit_table, fit_predictions, objective):
+    """(α, description line) fitted for `objective` (fusion.OBJECTIVES) on the labelled, located rows of
+    `fit_table`."""
     labels, _ = _label_columns(fit_table, fit_predictions.classes)
     rows = np.flatnonzero(located_rows(fit_table, encoder) & (labels >= 0))
     if len(rows) == 0:
         raise ValueError(f"--fit_on {fit_table.path}: no rows with a location and a label among the classifier's "
                          f"classes; α is fitted on such rows")
-    probs = fit_predictions.probabilities(rows)
     factors = _factors(encoder, fit_table, match, rows)
-    alpha, at_alpha, at_one, at_zero = fusion.fit_alpha(probs, factors, labels[rows])
-    return alpha, (f"tempered fusion: α = {alpha:.3f} fitted on {len(rows)} rows of {fit_table.path} (mean "
-                   f"log-likelihood {at_alpha:.4f}; product α = 1: {at_one:.4f}; classifier alone: {at_zero:.4f})")
+    alpha, values = fusion.fit_alpha(fit_predictions.probabilities(rows), factors, labels[rows], objective)
+    what = "Top-1 (%)" if objective == "top1" else "mean log-likelihood"
+    return alpha, (f"tempered fusion: α = {alpha:.3f} fitted for {objective} on {len(rows)} rows of {fit_table.path} "
+                   f"({what} {values[alpha]:.4g}; product α = 1: {values[1.0]:.4g}; classifier alone: "
+                   f"{values[0.0]:.4g})")
 
 
 @dataclass
@@ -246,7 +248,8 @@ class Prediction:
 
 
 def predict(checkpoint, table, image_predictions, classifier_classes=None, kind="probabilities",
-            fusion_kind="product", fit_on=None, fit_predictions=None, top_k=5, device="cpu", prior_classes=None):
+            fusion_kind="product", fit_on=None, fit_predictions=None, top_k=5, device="cpu", prior_classes=None,
+            fit_for="top1"):
     """The command's work (module doc) on file paths; returns a `Prediction` (nothing is written)."""
     if kind not in KINDS or fusion_kind not in FUSIONS:
         raise ValueError(f"--image_predictions_kind is one of {', '.join(KINDS)} and --fusion one of "
@@ -272,7 +275,7 @@ def predict(checkpoint, table, image_predictions, classifier_classes=None, kind=
     report = [match.describe()]
     alpha = 1.0
     if fit is not None:
-        alpha, line = fit_tempered_alpha(encoder, match, *fit)
+        alpha, line = fit_tempered_alpha(encoder, match, *fit, fit_for)
         report.append(line)
     top, ranks, image_ranks, located = _rerank(encoder, rows, preds, match, alpha, min(top_k, len(preds.classes)))
     report.append(f"{located} of {len(rows)} rows have a location{' and a date' if _dated(encoder) else ''} "
@@ -355,6 +358,8 @@ def make_parser():
                    help="product: p(y|I) p(y|x); tempered: p(y|I) p(y|x)^alpha, alpha fitted on --fit_on")
     p.add_argument("--fit_on", help="labelled table (as --table) to fit alpha on (--fusion tempered)")
     p.add_argument("--fit_predictions", help="the classifier's output for --fit_on (as --image_predictions)")
+    p.add_argument("--fit_for", default="top1", choices=fusion.OBJECTIVES,
+                   help="what alpha maximises on --fit_on: Top-1, or the mean log-likelihood of the labels")
     p.add_argument("--top_k", type=int, default=5, help="classes written per row")
     p.add_argument("--prior_classes", help="text file: the checkpoint's class names (when it stores none)")
     p.add_argument("--device", default="cpu", help="cpu, cuda:0 or auto")
@@ -367,7 +372,7 @@ def main(argv=None):
     check_out(args.out, args.overwrite)
     done = predict(args.checkpoint, args.table, args.image_predictions, args.classifier_classes,
                    args.image_predictions_kind, args.fusion, args.fit_on, args.fit_predictions, args.top_k,
-                   args.device, args.prior_classes)
+                   args.device, args.prior_classes, args.fit_for)
     write_table(done.top, args.out)
     print("\n".join(done.report + [f"Wrote the top {args.top_k} classes of each row to {os.fspath(args.out)}"]))
     return done

@@ -146,7 +146,8 @@ def test_the_tempered_fusion_fits_alpha_on_another_table(run):
     done = call(run, ("fusion_kind", "tempered"), ("fit_on", run["dir"] / "fit.csv"),
                 ("fit_predictions", run["dir"] / "fit.npy"))
     assert 0.3 < done.alpha <= fusion.ALPHA_BOUNDS[1]
-    assert any(line.startswith(f"tempered fusion: α = {done.alpha:.3f} fitted on 300 rows") for line in done.report)
+    assert any(line.startswith(f"tempered fusion: α = {done.alpha:.3f} fitted for top1 on 300 rows")
+               for line in done.report)
     assert done.accuracy["with prior"][1] > done.accuracy["classifier"][1] + 20
 
 
@@ -156,8 +157,9 @@ def test_fit_alpha_finds_the_tempering_that_generated_the_labels():
     prior = rng.uniform(0.01, 1, (4000, 5))
     truth = image * prior ** 2.5
     labels = np.array([rng.choice(5, p=row / row.sum()) for row in truth])
-    alpha, best, at_one, at_zero = fusion.fit_alpha(torch.from_numpy(image), torch.from_numpy(prior), labels)
-    assert abs(alpha - 2.5) < 0.3 and best >= at_one and best >= at_zero
+    for objective in fusion.OBJECTIVES:
+        alpha, values = fusion.fit_alpha(torch.from_numpy(image), torch.from_numpy(prior), labels, objective)
+        assert abs(alpha - 2.5) < 0.6 and values[alpha] >= max(values[1.0], values[0.0]), (objective, alpha)
 
 
 # ---------------------------------------------------------------------------------------------------------------
