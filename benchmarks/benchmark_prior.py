@@ -7,7 +7,8 @@ few-shot subset of the labelled training rows) for the val rows (the demo's eval
 labelled training rows (used neither by the probe nor by fine-tuning: the rows α is fitted on), writes them as
 predict.py's inputs, and prints Top-1 / Top-5 of the probe alone, with the product prior (checked against the demo
 run's "image x location prior" Top-1) and with the tempered prior (α fitted for Top-1, and for the likelihood);
-also α fitted (for Top-1) on half the val rows and scored on the other half (both ways). Wall time of one predict.py call: median and range of `--repeats`, with the load.
+also α fitted (for Top-1) on half the val rows and scored on the other half (both ways). Wall time of one
+predict.py call: median and range of `--repeats`, with the load.
 """
 import argparse
 import json

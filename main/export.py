@@ -38,7 +38,7 @@ from .checkpoints import plain_value
 from .extract_features import read_table
 from .models import check_lonlat, eval_mode, load_location_encoder, run_batched
 from .paths import atomic_write
-from .predict import check_class_head, check_out
+from .predict import check_class_head, check_out, takes_dates
 from .progress import LoggedBar
 
 logger = logging.getLogger(__name__)
@@ -67,10 +67,6 @@ class OnnxLocationModel(torch.nn.Module):
         coords = lonlat if date is None else torch.cat((lonlat, date.unsqueeze(1)), dim=1)
         embedding = self.model(coords, return_feats=True)
         return embedding, torch.sigmoid(self.model.class_emb(embedding))
-
-
-def takes_dates(encoder):
-    return encoder.params["spa_enc_type"] == "geo_net" and bool(encoder.params.get("use_date_feats"))
 
 
 def export_onnx(encoder, path):
@@ -358,6 +354,10 @@ def main(argv=None):
     anchors = np.load(args.anchors) if args.anchors else None
     encoder = load_location_encoder(args.checkpoint, args.device, anchors, args.batch_size)
     if args.to in ("onnx", "safetensors"):
+        try:
+            check_class_head(encoder, args.checkpoint)
+        except ValueError as err:
+            print(f"Note: {err}; the embedding is what this file is good for")
         if args.to == "safetensors":
             safetensors_file.save(args.out, encoder.model, encoder.params, encoder.class_names)
             print(f"Wrote {args.out}: the weights of {args.checkpoint} with its flags and class names")

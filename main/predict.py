@@ -49,7 +49,7 @@ class PredictionTable(own_data.Observations):
     """The rows to predict: own_data's table checks, with `label` optional (`label_names` (N,) str, '' = none)."""
 
     def _labels(self, column, label_set):
-        if column is None:
+        if column is None or not column.fillna("").astype(str).str.strip().any():
             return [], np.full(len(self.ids), -1, np.int64)
         return super()._labels(column, None)
 
@@ -193,19 +193,19 @@ def prior_class_names(encoder, path, prior_classes=None):
     return list(encoder.class_names)
 
 
-def _dated(encoder):
+def takes_dates(encoder):
     return encoder.params["spa_enc_type"] == "geo_net" and bool(encoder.params.get("use_date_feats"))
 
 
 def located_rows(table, encoder):
     """(N,) bool: rows the prior can score (a location; and a date where the model takes dates)."""
     located = ~np.isnan(table.locs).any(axis=1)
-    return located & ~np.isnan(table.dates) if _dated(encoder) else located
+    return located & ~np.isnan(table.dates) if takes_dates(encoder) else located
 
 
 def _factors(encoder, table, match, rows):
     """(len(rows), C) float64 prior factors of the classifier's classes at the table rows `rows` (all located)."""
-    prior = encoder.class_probabilities(table.locs[rows], table.dates[rows] if _dated(encoder) else None)
+    prior = encoder.class_probabilities(table.locs[rows], table.dates[rows] if takes_dates(encoder) else None)
     return fusion.prior_factors(prior.cpu(), match)
 
 
@@ -278,14 +278,15 @@ def predict(checkpoint, table, image_predictions, classifier_classes=None, kind=
         alpha, line = fit_tempered_alpha(encoder, match, *fit, fit_for)
         report.append(line)
     top, ranks, image_ranks, located = _rerank(encoder, rows, preds, match, alpha, min(top_k, len(preds.classes)))
-    report.append(f"{located} of {len(rows)} rows have a location{' and a date' if _dated(encoder) else ''} "
+    report.append(f"{located} of {len(rows)} rows have a location{' and a date' if takes_dates(encoder) else ''} "
                   f"and get the prior; the others keep the classifier's ranking")
-    labels, foreign = _label_columns(rows, preds.classes)
+    _, foreign = _label_columns(rows, preds.classes)
     labelled = rows.label_names != ""
     accuracy = None
     if labelled.any():
-        accuracy = {name: {k: round(100.0 * float(((r[labelled] >= 1) & (r[labelled] <= k)).mean()), 2)
-                           for k in (1, 5)} for name, r in (("classifier", image_ranks), ("with prior", ranks))}
+        accuracy = {name: {k: float(np.round(np.count_nonzero((r[labelled] >= 1) & (r[labelled] <= k)) * 100
+                                             / labelled.sum(), 2)) for k in (1, 5)}
+                    for name, r in (("classifier", image_ranks), ("with prior", ranks))}
         report.append(f"Top-1 / Top-5 (%) on {labelled.sum()} labelled rows: classifier alone "
                       f"{accuracy['classifier'][1]:.2f} / {accuracy['classifier'][5]:.2f}, with the prior "
                       f"({fusion_kind}{f', α = {alpha:.3f}' if fit is not None else ''}) "

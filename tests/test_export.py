@@ -15,18 +15,20 @@ from csp.arguments import default_params
 
 SMALL = "--frequency_num 4 --hidden_dim 32 --num_filts 16 --min_radius 1 --num_rbf_anchor_pts 20".split()
 CLASS_NAMES = ["oak", "pine", "birch", "moss", "fern"]
-REGISTRY = list(encoders.SPATIAL_ENCODERS) + ["geo_net", "geo_net with dates"]
+REGISTRY = list(encoders.SPATIAL_ENCODERS) + ["geo_net", "geo_net with dates", "spherical_harmonics with siren"]
 
 
 def small_encoder(name, *flags, seed=0):
     """A PretrainedLocationEncoder of `name` (untrained, seeded), small flags, five named classes."""
-    extra = ["--use_date_feats", "T"] if name == "geo_net with dates" else []
+    extra = {"geo_net with dates": ["--use_date_feats", "T"],
+             "spherical_harmonics with siren": ["--spa_enc_net", "siren"]}.get(name, [])
     if name == "tile_ffn":
         extra = ["--min_radius", "10"]
     params = default_params(["--spa_enc_type", name.split()[0], "--unsuper_loss", "none", *SMALL, *extra, *flags])
     anchors = np.random.default_rng(seed).uniform(-90, 90, (20, 2)).astype(np.float32)
     torch.manual_seed(seed)
-    model = models.build_model(params, len(CLASS_NAMES), 1, anchors=anchors if params["spa_enc_type"] == "rbf" else None)
+    rbf = params["spa_enc_type"] == "rbf"
+    model = models.build_model(params, len(CLASS_NAMES), 1, anchors=anchors if rbf else None)
     with torch.no_grad():   # trained-looking class weights, so that the prior is not ~0.5 everywhere
         model.class_emb.weight.normal_(0, 1)
     return models.PretrainedLocationEncoder(model, params, torch.device("cpu"), class_names=CLASS_NAMES)
