@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.decomposition import PCA
 
 if not __package__:  # run as a script (`python export.py`): its folder is imported as the package csp
     __package__ = __import__("as_package").PACKAGE
@@ -142,8 +143,8 @@ def describe_parity(report, count=PARITY_POINTS):
 # values on a grid or at points
 
 class Values:
-    """What a map or table holds: `names` (channel names), `dtype`, and `compute(lonlat)`: (n, 2) float32 tensor of
-    valid (lon, lat) -> (n, channels) numpy array."""
+    """What a map or table holds: `names` (one per channel) and `compute(lonlat)`: (n, 2) float32 valid (lon, lat)
+    -> (n, channels) float32 numpy array (`as_rgb` turns pca components into uint8 colours)."""
 
     def __init__(self, encoder, kind, class_ids=None, date=None, pca_sample=None):
         self.encoder, self.kind, self.date = encoder, kind, date
@@ -167,7 +168,6 @@ class Values:
         return run_batched(self.encoder.model, self._model_input(lonlat), self.encoder.batch_size, **kwargs).cpu()
 
     def _fit_pca(self, sample):
-        from sklearn.decomposition import PCA
         embeddings = self._run(sample, return_feats=True).double().numpy()
         pca = PCA(n_components=3).fit(embeddings)
         components = pca.transform(embeddings)
@@ -337,11 +337,12 @@ def _checked_values(args, encoder):
         raise ValueError("--to geotiff --values prior draws one class: give --class NAME once")
     if args.points is not None and args.to != "parquet":
         raise ValueError("--points is for --to parquet; a GeoTIFF covers --bbox at --resolution")
-    grid = None if args.points is not None else Grid(args.bbox, args.resolution)
-    sample = grid.sample(PCA_SAMPLE) if args.values == "pca" and grid is not None else None
     points = read_points(args.points) if args.points is not None else None
-    if args.values == "pca" and points is not None:
-        sample = points[np.random.default_rng(0).permutation(len(points))[:PCA_SAMPLE]]
+    grid = Grid(args.bbox, args.resolution) if points is None else None
+    sample = None
+    if args.values == "pca":
+        sample = grid.sample(PCA_SAMPLE) if grid is not None else \
+            points[np.random.default_rng(0).permutation(len(points))[:PCA_SAMPLE]]
     ids = class_ids(encoder, args.classes) if args.classes else None
     return Values(encoder, args.values, ids, args.date, sample), grid, points
 
