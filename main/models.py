@@ -15,6 +15,7 @@ from torch import nn
 from . import checkpoints
 from . import peer_checkpoints
 from . import position_encodings as pe
+from . import safetensors_file
 from .distributed import resolve_device
 from .encoders import Dropout, build_spatial_encoder
 
@@ -311,12 +312,17 @@ def _state_rows(state_dict, suffix, axis):
 def load_location_encoder(path, device="cpu", anchors=None, batch_size=65536):
     """The `PretrainedLocationEncoder` of a checkpoint (this project's, the original's, the released fMoW names,
     TorchSpatial's) on `device` ("cpu", "cuda:0", "auto" or a torch.device). rbf models need `anchors`, the (K, 2)
-    training locations at `params['rbf_anchor_pt_ids']`. FileNotFoundError or ValueError naming the file."""
+    training locations at `params['rbf_anchor_pt_ids']` (a `.safetensors` file of export.py holds them and loads
+    without unpickling). FileNotFoundError or ValueError naming the file."""
     device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     found = checkpoints.find_checkpoint(path)
     if found is None:
         raise FileNotFoundError(f"no checkpoint at {path}")
-    ckpt = checkpoints.load_checkpoint(found, device)
+    if safetensors_file.is_safetensors(found):
+        ckpt = safetensors_file.load(found, device)
+        anchors = ckpt["anchors"] if anchors is None else anchors
+    else:
+        ckpt = checkpoints.load_checkpoint(found, device)
     params, state = peer_checkpoints.from_torchspatial(dict(ckpt["params"]), ckpt["state_dict"])
     params["device"] = str(device)
     try:
