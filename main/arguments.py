@@ -59,6 +59,11 @@ def make_args_parser():
         help="(new) --dataset custom: text file of the class labels, one per line (default: the table's labels)")
     add("--image_predictions", type=str, default=None,
         help="(new) --dataset custom: your classifier's (rows, classes) probabilities .npy; default: a linear probe")
+    add("--split_method", type=str, default="random", choices=("random", "spatial_block"),
+        help="(new) --dataset custom: how the rows without a split are drawn: random (a share of each label to val) "
+             "or spatial_block (whole cells of --block_deg degrees to val)")
+    add("--block_deg", type=float, default=10.0,
+        help="(new) --dataset custom, --split_method spatial_block: cell size in degrees")
 
     # run
     add("--device", type=str, default="auto",

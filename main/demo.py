@@ -4,6 +4,7 @@
     python main/demo.py --seed 1              # another seed (initialisation, batches, dropout, negatives)
     python main/demo.py --readme_figures      # also overwrite the two maps in image/ (the README's figures)
     python main/demo.py -- --unsuper_lr 0.00005   # flags after -- go to both runs and win over the demo's
+    python main/demo.py -- --split_method spatial_block   # both runs on a split of whole 10-degree cells
 
 1. Builds the demo dataset (`demo_data.build_demo_dataset`: Blue Marble tiles as PNG files, a table of
    observations with their MODIS land-cover labels, EfficientNet-Lite0 features by `extract_features.py`) in
@@ -32,6 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 if not __package__:  # run as a script (`python demo.py`): its folder is imported as the package csp
     __package__ = __import__("as_package").PACKAGE
@@ -156,6 +158,16 @@ def run_argvs(model_dir, seed, device=None, extra_flags=(), data_dir=DEFAULT_OUT
     return {"CSP-MC-BLD": argv, "Sup. Only (grid)": argv + ["--unsuper_loss", "none"]}
 
 
+def write_unsplit_table(data_dir, model_dir):
+    """The demo table without its `split` column, as `{model_dir}/observations.csv` (so that the runs draw the
+    splits with --split_method); returns its path."""
+    table = pd.read_csv(Path(data_dir) / demo_data.TABLE, dtype={"image": str, "label": str, "user": str})
+    path = Path(model_dir) / demo_data.TABLE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.drop(columns="split").to_csv(path, index=False)
+    return path
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # the table
 
@@ -231,9 +243,11 @@ def run_demo(out_dir=DEFAULT_OUT_DIR, seed=0, device=None, extra_flags=(), readm
 
     out_dir: the demo's folder (dataset in `data/`, runs in `runs/seed{seed}/`, figures, `demo_results.md`);
     seed: --seed of both runs; device: --device of both runs and the maps (default: the script's auto);
-    extra_flags: train_unsuper.py flags for both runs, after the demo's; readme_dir: also copy the figures there
-    (as `demo_class_map.png`, `demo_clusters.png`); build_args: arguments of `demo_data.build_demo_dataset`;
-    cluster_step, max_cluster_points: grid spacing (degrees) and subsample of the clustering figure.
+    extra_flags: train_unsuper.py flags for both runs, after the demo's (with --split_method the runs draw their
+    splits from the table without its split column, in `runs/seed{seed}-{method}/`); readme_dir: also copy the
+    figures there (as `demo_class_map.png`, `demo_clusters.png`); build_args: arguments of
+    `demo_data.build_demo_dataset`; cluster_step, max_cluster_points: grid spacing (degrees) and subsample of the
+    clustering figure.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -243,12 +257,22 @@ def run_demo(out_dir=DEFAULT_OUT_DIR, seed=0, device=None, extra_flags=(), readm
     argvs = run_argvs(model_dir, seed, device, extra_flags, data_dir)
     for argv in argvs.values():
         train_unsuper.check_argv(argv)
+    given = any(word.split("=")[0] == "--split_method" for word in extra_flags)
+    split_method = default_params(argvs["CSP-MC-BLD"])["split_method"] if given else None
+    if split_method:
+        model_dir = out_dir / "runs" / f"seed{seed}-{split_method}"
+        argvs = run_argvs(model_dir, seed, device, extra_flags, data_dir)
     seconds = {}
     start = time.monotonic()
     ensure_dataset(data_dir, build_args)
     seconds["dataset"] = time.monotonic() - start
 
     overrides = argvs["CSP-MC-BLD"][len(train_unsuper.script_argv(FMOW_SCRIPT)):]
+    if split_method:
+        table = write_unsplit_table(data_dir, model_dir)
+        logger.info("--split_method %s: the runs read %s (the table without its split column)", split_method, table)
+        for argv in argvs.values():
+            argv += ["--data_table", str(table)]
     logger.info("Runs: the flags of %s, then %s (their log lines go to the .log files in %s)", FMOW_SCRIPT.name,
                 " ".join(overrides), model_dir)
     results = {}

@@ -19,7 +19,8 @@ What a run uses:
 Classes: the lines of `--label_set` (a text file, one label per line, in class-id order = prediction columns), or
 the table's labels sorted (numerically when all are integers). Users are numbered in order of appearance; an
 empty user is the unknown user. Rows without a `split` are drawn with `--seed`: `VAL_FRACTION` of each label's
-rows go to `val` (unlabelled rows stay in `train`); the drawn splits are written to
+rows go to `val` (unlabelled rows stay in `train`), or with `--split_method spatial_block` whole cells of
+`--block_deg` degrees until `VAL_FRACTION` of the labelled located rows are in `val`; the drawn splits are written to
 `{model_dir}/splits/{table name}.splits.csv`, never beside the table. With unlabelled rows the class-balanced
 sampler has nothing to balance: `--balanced_train_loader` is set to F (logged).
 
@@ -39,6 +40,7 @@ from . import datasets
 from . import extract_features
 from . import linear_probe
 from . import sampling
+from . import spatial_splits
 from .paths import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -189,28 +191,37 @@ def check_input_files(runs_params):
                                 + f"\nFix: give the paths of your files (relative ones from {Path.cwd()})")
 
 
-def draw_splits(obs, seed, out_dir):
-    """Fill the empty splits of `obs` (in place): of each label's undrawn rows round(VAL_FRACTION · n) go to val,
-    drawn with np.random.default_rng(seed); unlabelled rows go to train. Writes the splits of every row to
-    `{out_dir}/splits/{table stem}.splits.csv` (columns image, split, drawn) when any was drawn and `out_dir` is not
-    None."""
+def draw_splits(obs, seed, out_dir, method="random", block_deg=spatial_splits.DEFAULT_BLOCK_DEG):
+    """Fill the empty splits of `obs` (in place), drawn with np.random.default_rng(seed); unlabelled rows go to
+    train. `method` random: of each label's undrawn rows round(VAL_FRACTION · n) go to val; spatial_block: whole
+    cells of `block_deg` degrees (`spatial_splits.block_holdout`) of the undrawn labelled located rows go to val
+    (rows without a location to train). Writes the splits of every row to `{out_dir}/splits/{table
+    stem}.splits.csv` (columns image, split, drawn) when any was drawn and `out_dir` is not None."""
     undrawn = obs.splits == ""
     if not undrawn.any():
         return
     rng = np.random.default_rng(seed)
     splits = obs.splits.copy()
     splits[undrawn] = "train"
-    for label in np.unique(obs.classes[undrawn & (obs.classes >= 0)]):
-        rows = np.flatnonzero(undrawn & (obs.classes == label))
-        splits[rng.permutation(rows)[:round(VAL_FRACTION * len(rows))]] = "val"
+    if method == "spatial_block":
+        rows = np.flatnonzero(undrawn & (obs.classes >= 0) & ~np.isnan(obs.locs[:, 0]))
+        splits[rows[spatial_splits.block_holdout(obs.locs[rows], VAL_FRACTION, block_deg, rng)]] = "val"
+    elif method == "random":
+        for label in np.unique(obs.classes[undrawn & (obs.classes >= 0)]):
+            rows = np.flatnonzero(undrawn & (obs.classes == label))
+            splits[rng.permutation(rows)[:round(VAL_FRACTION * len(rows))]] = "val"
+    else:
+        raise ValueError(f"--split_method must be random or spatial_block, got {method!r}")
     obs.splits = splits
     if out_dir is None:
         return
     path = Path(out_dir) / "splits" / f"{obs.path.stem}.splits.csv"
     text = pd.DataFrame({"image": obs.ids, "split": splits, "drawn": undrawn}).to_csv(index=False).encode()
     atomic_write(path, lambda handle: handle.write(text))
-    logger.info("%s: drew the split of %d rows (seed %d, %.0f %% of each label to val), written to %s", obs.path,
-                undrawn.sum(), seed, VAL_FRACTION * 100, path)
+    how = (f"cells of {block_deg:g} degrees, {VAL_FRACTION * 100:.0f} % of the labelled rows to val"
+           if method == "spatial_block" else f"{VAL_FRACTION * 100:.0f} % of each label to val")
+    logger.info("%s: drew the split of %d rows (seed %d, %s), written to %s", obs.path, undrawn.sum(), seed, how,
+                path)
 
 
 class FeatureFile:
@@ -299,14 +310,15 @@ def load_own_dataset(params, eval_split, train_remove_invalid, eval_remove_inval
                      load_cnn_features=False, load_cnn_features_train=False):
     """`datasets.load_dataset` for `--dataset custom` (module doc): a `datasets.CSPData` whose splits index the
     table's rows (`inds`). Reads `data_table`, `features`, `label_set`, `image_predictions`, `seed`, `model_dir`,
-    `load_img`, `train_sample_ratio`, `train_sample_method` (`model_dir` None: drawn splits are not written); may
-    set `balanced_train_loader` to False."""
+    `load_img`, `train_sample_ratio`, `train_sample_method`, `split_method`, `block_deg` (`model_dir` None: drawn
+    splits are not written); may set `balanced_train_loader` to False."""
     if not params.get("data_table"):
         raise ValueError("--dataset custom needs --data_table (a CSV or Parquet table: image, lon, lat, label, ...)")
     if eval_split not in ("val", "test"):
         raise ValueError(f"--dataset custom: --eval_split must be val or test, got {eval_split!r}")
     obs = Observations(params["data_table"], params.get("label_set"))
-    draw_splits(obs, params["seed"], params["model_dir"])
+    draw_splits(obs, params["seed"], params["model_dir"], params.get("split_method", "random"),
+                params.get("block_deg", spatial_splits.DEFAULT_BLOCK_DEG))
     switched = loader_flags(params, obs)
     if switched:
         logger.info("%s: %d unlabelled rows: balanced_train_loader set to False", obs.path, (obs.classes < 0).sum())
