@@ -244,7 +244,8 @@ def run_demo(out_dir=DEFAULT_OUT_DIR, seed=0, device=None, extra_flags=(), readm
     out_dir: the demo's folder (dataset in `data/`, runs in `runs/seed{seed}/`, figures, `demo_results.md`);
     seed: --seed of both runs; device: --device of both runs and the maps (default: the script's auto);
     extra_flags: train_unsuper.py flags for both runs, after the demo's (with --split_method the runs draw their
-    splits from the table without its split column, in `runs/seed{seed}-{method}/`); readme_dir: also copy the
+    splits from the table without its split column, in `runs/seed{seed}-{method}/`, where the figures go too, and
+    the report is `demo_results-{method}.md`); readme_dir: also copy the
     figures there (as `demo_class_map.png`, `demo_clusters.png`); build_args: arguments of
     `demo_data.build_demo_dataset`; cluster_step, max_cluster_points: grid spacing (degrees) and subsample of the
     clustering figure.
@@ -266,13 +267,13 @@ def run_demo(out_dir=DEFAULT_OUT_DIR, seed=0, device=None, extra_flags=(), readm
     start = time.monotonic()
     ensure_dataset(data_dir, build_args)
     seconds["dataset"] = time.monotonic() - start
-
-    overrides = argvs["CSP-MC-BLD"][len(train_unsuper.script_argv(FMOW_SCRIPT)):]
     if split_method:
         table = write_unsplit_table(data_dir, model_dir)
         logger.info("--split_method %s: the runs read %s (the table without its split column)", split_method, table)
         for argv in argvs.values():
-            argv += ["--data_table", str(table)]
+            argv[argv.index("--data_table") + 1] = str(table)
+
+    overrides = argvs["CSP-MC-BLD"][len(train_unsuper.script_argv(FMOW_SCRIPT)):]
     logger.info("Runs: the flags of %s, then %s (their log lines go to the .log files in %s)", FMOW_SCRIPT.name,
                 " ".join(overrides), model_dir)
     results = {}
@@ -288,7 +289,8 @@ def run_demo(out_dir=DEFAULT_OUT_DIR, seed=0, device=None, extra_flags=(), readm
 
     start = time.monotonic()
     logger.info("Drawing the maps: %s", estimate(QUIET_SECONDS["figures"]))
-    files = draw_figures(csp, data_dir, out_dir, device or "auto", cluster_step, max_cluster_points)
+    files = draw_figures(csp, data_dir, model_dir if split_method else out_dir, device or "auto", cluster_step,
+                         max_cluster_points)
     if readme_dir is not None:
         Path(readme_dir).mkdir(parents=True, exist_ok=True)
         for _, path in list(files):
@@ -297,7 +299,7 @@ def run_demo(out_dir=DEFAULT_OUT_DIR, seed=0, device=None, extra_flags=(), readm
             files.append((f"README copy of {path.name}", copy))
     seconds["figures"] = time.monotonic() - start
 
-    report_path = out_dir / "demo_results.md"
+    report_path = out_dir / (f"demo_results-{split_method}.md" if split_method else "demo_results.md")
     files = ([("dataset", data_dir), ("both runs (checkpoints, .log, .results.json, .ranks.npz)", model_dir)]
              + files + [("this report", report_path)])
     rows = summary_rows(csp, sup)
