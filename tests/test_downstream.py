@@ -49,6 +49,7 @@ def geoclip_own_module():
     return importlib.import_module("_geoclip_model.location_encoder").LocationEncoder
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 def test_geoclip_equals_geoclip_s_own_module_with_lon_lat_swapped():
     theirs = geoclip_own_module()().eval()
     ours = geoclip.load_geoclip()
