@@ -51,7 +51,7 @@ RESUME_FLAGS = ("num_epochs", "num_epochs_unsuper", "do_unsuper_train", "do_supe
 # float flags that must be finite and >= 0, or finite and > 0
 NONNEGATIVE_FLOATS = ("lr", "unsuper_lr", "weight_decay", "rand_sample_weight", "simcse_weight")
 POSITIVE_FLOATS = ("lr_decay", "min_radius", "max_radius", "rbf_kernal_size", "unsuper_temp_inbatch",
-                   "unsuper_temp_negloc", "unsuper_temp_simcse")
+                   "unsuper_temp_negloc", "unsuper_temp_simcse", "block_deg")
 # integer flags and their least value
 LEAST_INTS = {"batch_size": 1, "num_epochs": 0, "num_epochs_unsuper": 0, "eval_frequency": 1, "log_frequency": 1,
               "unsuper_save_frequency": 1, "max_num_exs_per_class": 1, "num_filts": 1, "hidden_dim": 1,
@@ -96,6 +96,11 @@ def make_args_parser():
         help="(new) --dataset custom: text file of the class labels, one per line (default: the table's labels)")
     add("--image_predictions", type=str, default=None,
         help="(new) --dataset custom: your classifier's (rows, classes) probabilities .npy; default: a linear probe")
+    add("--split_method", type=str, default="random", choices=("random", "spatial_block"),
+        help="(new) --dataset custom: how the rows without a split are drawn: random (a share of each label to val) "
+             "or spatial_block (whole cells of --block_deg degrees to val)")
+    add("--block_deg", type=float, default=10.0,
+        help="(new) --dataset custom, --split_method spatial_block: cell size in degrees")
 
     # run
     add("--device", type=str, default="auto",

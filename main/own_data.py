@@ -3,6 +3,8 @@
 The table (CSV or Parquet) has one row per image: `image` (unique), `lon`, `lat` (degrees; empty = unknown), and
 optionally `label`, `user`, `date` (ISO date-time or fraction of the year) and `split` (train / val / test; empty =
 drawn). Bad input raises one ValueError naming the file, the column and the rows (0-based, header not counted).
+Rows without a split are drawn with `--seed` (`--split_method random` per label, or `spatial_block`: whole cells
+of `--block_deg` degrees).
 """
 import json
 import logging
@@ -15,6 +17,7 @@ from . import data_arrays
 from . import extract_features
 from . import linear_probe
 from . import sampling
+from . import spatial_splits
 from .paths import atomic_write
 from .table_reader import duplicated_rows, format_rows, read_table
 
@@ -165,26 +168,33 @@ def check_input_files(runs_params):
                                 + f"\nFix: give the paths of your files (relative ones from {Path.cwd()})")
 
 
-def draw_splits(obs, seed, out_dir):
-    """Fill the empty splits of `obs` in place: round(VAL_FRACTION · n) of each label's rows to val, the rest to train
-    (seeded); written to `{out_dir}/splits/{table stem}.splits.csv` unless `out_dir` is None."""
+def draw_splits(obs, seed, out_dir, method="random", block_deg=spatial_splits.DEFAULT_BLOCK_DEG):
+    """Fill the empty splits of `obs` in place (seeded; unlabelled rows to train): `random`, round(VAL_FRACTION · n)
+    of each label's rows to val; `spatial_block`, whole cells of `block_deg` degrees of the labelled located rows
+    (`spatial_splits.block_holdout`). Written to `{out_dir}/splits/{table stem}.splits.csv` unless `out_dir` is None."""
     undrawn = obs.splits == ""
     if not undrawn.any():
         return
     rng = np.random.default_rng(seed)
     splits = obs.splits.copy()
     splits[undrawn] = "train"
-    for label in np.unique(obs.classes[undrawn & (obs.classes >= 0)]):
-        rows = np.flatnonzero(undrawn & (obs.classes == label))
-        splits[rng.permutation(rows)[:round(VAL_FRACTION * len(rows))]] = "val"
+    if method == "spatial_block":
+        rows = np.flatnonzero(undrawn & (obs.classes >= 0) & ~np.isnan(obs.locs[:, 0]))
+        splits[rows[spatial_splits.block_holdout(obs.locs[rows], VAL_FRACTION, block_deg, rng)]] = "val"
+    else:
+        for label in np.unique(obs.classes[undrawn & (obs.classes >= 0)]):
+            rows = np.flatnonzero(undrawn & (obs.classes == label))
+            splits[rng.permutation(rows)[:round(VAL_FRACTION * len(rows))]] = "val"
     obs.splits = splits
     if out_dir is None:
         return
     path = Path(out_dir) / "splits" / f"{obs.path.stem}.splits.csv"
     text = pd.DataFrame({"image": obs.ids, "split": splits, "drawn": undrawn}).to_csv(index=False).encode()
     atomic_write(path, lambda handle: handle.write(text))
-    logger.info("%s: drew the split of %d rows (seed %d, %.0f %% of each label to val), written to %s", obs.path,
-                undrawn.sum(), seed, VAL_FRACTION * 100, path)
+    how = (f"cells of {block_deg:g} degrees, {VAL_FRACTION * 100:.0f} % of the labelled rows to val"
+           if method == "spatial_block" else f"{VAL_FRACTION * 100:.0f} % of each label to val")
+    logger.info("%s: drew the split of %d rows (seed %d, %s), written to %s", obs.path, undrawn.sum(), seed, how,
+                path)
 
 
 class FeatureFile:
@@ -275,7 +285,7 @@ def load_own_dataset(params, eval_split, train_remove_invalid, eval_remove_inval
     if eval_split not in ("val", "test"):
         raise ValueError(f"--dataset custom: --eval_split must be val or test, got {eval_split!r}")
     obs = Observations(params["data_table"], params.get("label_set"))
-    draw_splits(obs, params["seed"], params["model_dir"])
+    draw_splits(obs, params["seed"], params["model_dir"], params["split_method"], params["block_deg"])
     feature_file = FeatureFile(params["features"], obs) if params.get("features") else None
     user_preds = params.get("image_predictions")
     need_features = load_cnn_features_train or load_cnn_features or (load_cnn_predictions and not user_preds)
