@@ -95,7 +95,11 @@ def make_args_parser():
     add("--label_set", type=str, default=None,
         help="(new) --dataset custom: text file of the class labels, one per line (default: the table's labels)")
     add("--image_predictions", type=str, default=None,
-        help="(new) --dataset custom: your classifier's (rows, classes) probabilities .npy; default: a linear probe")
+        help="(new) --dataset custom: your classifier's output, a .npy (one row per table row, one column per class "
+             "of the label set) or a CSV / Parquet (image and one column per class name); default: a linear probe")
+    add("--image_predictions_kind", type=str, default="probabilities", choices=("probabilities", "logits"),
+        help="(new) --image_predictions holds probabilities (checked: finite, >= 0, rows summing to 1) or logits "
+             "(scores before the softmax)")
     add("--split_method", type=str, default="random", choices=("random", "spatial_block"),
         help="(new) --dataset custom: how the rows without a split are drawn: random (a share of each label to val) "
              "or spatial_block (whole cells of --block_deg degrees to val)")

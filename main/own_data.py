@@ -15,6 +15,7 @@ import pandas as pd
 
 from . import data_arrays
 from . import extract_features
+from . import image_predictions
 from . import linear_probe
 from . import sampling
 from . import spatial_splits
@@ -257,15 +258,24 @@ class FeatureFile:
                                      Path(extract_features.side_files(self.path)["rows"]), what, storage)
 
 
-def _predictions(path, obs, num_classes):
-    try:
-        preds = np.load(path, mmap_mode="r")
-    except (OSError, ValueError) as err:
-        raise ValueError(f"--image_predictions {path} is not a .npy array: {err}") from None
-    if preds.shape != (len(obs), num_classes):
-        raise ValueError(f"--image_predictions {path}: shape {preds.shape}; expected ({len(obs)}, {num_classes}), "
-                         f"one row per row of {obs.path} and one column per class of the label set")
-    return preds
+def _user_predictions(path, kind, obs, rows):
+    """P(y | I) (len(rows), C) float32 of the table's `rows` from your classifier's `--image_predictions` (read and
+    checked by image_predictions.py): a .npy's columns are the label set's classes in order, a table's are matched
+    to them by name."""
+    npy = Path(path).suffix.lower() == ".npy"
+    preds = image_predictions.read_image_predictions(path, obs, kind, list(obs.class_names) if npy else None,
+                                                     class_source="class of the label set")
+    missing = [name for name in obs.class_names if name not in preds.classes]
+    extra = [name for name in preds.classes if name not in obs.class_names]
+    if missing or extra:
+        raise ValueError(f"--image_predictions {path}: its class columns are not the label set's classes ("
+                         + "; ".join(part for part in (f"missing: {', '.join(missing[:5])}" if missing else "",
+                                                       f"not in the label set: {', '.join(extra[:5])}" if extra else "")
+                                     if part)
+                         + "); give one column per class of the label set (or --label_set with your classifier's "
+                           "classes)")
+    order = [preds.classes.index(name) for name in obs.class_names]
+    return preds.probabilities(rows)[:, order].numpy().astype(np.float32)
 
 
 def loader_flags(params, obs=None):
@@ -313,7 +323,7 @@ def load_own_dataset(params, eval_split, train_remove_invalid, eval_remove_inval
         if want_feats:
             part.feats = feature_file.read(rows, f"{split} image features", params.get("feature_storage", "auto"))
         if load_cnn_predictions and split == eval_split:
-            part.preds = (np.asarray(_predictions(user_preds, obs, num_classes)[rows], np.float32) if user_preds
+            part.preds = (_user_predictions(user_preds, params["image_predictions_kind"], obs, rows) if user_preds
                           else _probe_predictions(params, feature_file, splits[0], rows, num_classes))
         splits.append(part)
     return data_arrays.CSPData(DATASET, obs.path.parent, splits[0], splits[1], num_classes,

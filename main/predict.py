@@ -8,7 +8,7 @@
 printed) and `date` (models trained with dates). `--image_predictions`: a `.npy` (one row per table row, columns in
 the order of `--classifier_classes`, one class name per line) or a CSV / Parquet with `image` and one column per
 class name, matched to the table by `image`; `--image_predictions_kind probabilities` (checked: finite, >= 0, rows
-summing to 1 within SUM_TOLERANCE) or `logits` (softmax). Classes are matched with the checkpoint's by name; the
+summing to 1 within image_predictions.SUM_TOLERANCE) or `logits` (softmax). Classes are matched with the checkpoint's by name; the
 fusion is that of fusion.py. `--out` (CSV or Parquet): `image, rank, class, score, image_score, prior` for the
 `--top_k` best classes of each row; `score` is the fused score normalised over the classifier's classes, `prior`
 the location model's P(class | x) (empty where the location or the class is unknown to it).
@@ -31,16 +31,14 @@ if not __package__:  # run as a script (`python predict.py`): its folder is impo
 from . import fusion
 from . import own_data
 from .arguments import run_command
-from .table_reader import duplicated_rows, format_rows, read_table
+from .image_predictions import KINDS, read_class_list, read_image_predictions
+from .table_reader import TABLE_SUFFIXES
 from .models import load_location_encoder
 from .paths import atomic_write
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("probabilities", "logits")
 FUSIONS = ("product", "tempered")
-SUM_TOLERANCE = 1e-3
-TABLE_SUFFIXES = (".csv", ".parquet")
 CHUNK_ROWS = 8192
 PRETRAINING_NAME_TAG = "_UNSUPER-"   # the original's pre-training checkpoints (no recorded phase) are named so
 
@@ -57,116 +55,6 @@ class PredictionTable(own_data.Observations):
     def label_names(self):
         names = np.array(list(self.class_names) + [""], dtype=object)
         return names[self.classes]
-
-
-def read_class_list(path, flag):
-    """Class names, one per line (blank lines skipped), each once; ValueError naming the file otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{flag} {path} does not exist")
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if not names:
-        raise ValueError(f"{flag} {path}: no class names; give one class name per line")
-    repeated = duplicated_rows(names)
-    if len(repeated):
-        raise ValueError(f"{flag} {path}: lines {format_rows(repeated)} repeat class names (e.g. "
-                         f"{names[repeated[0]]!r}); give each class once")
-    return names
-
-
-@dataclass
-class ImagePredictions:
-    """The classifier's output for the rows of a table: `values` (N, C) array (a memory map for .npy), `classes`
-    (C names, column order), `kind`; `probabilities(rows)` gives the rows' (n, C) float64 tensor (a slice or
-    an index array)."""
-    values: object
-    classes: list
-    kind: str
-    path: Path
-
-    def probabilities(self, rows):
-        block = torch.from_numpy(np.array(self.values[rows], dtype=np.float64))
-        return torch.softmax(block, dim=1) if self.kind == "logits" else block
-
-
-def read_image_predictions(path, table, kind, classifier_classes=None, flag="--image_predictions"):
-    """The classifier's output for the rows of `table` (a PredictionTable): checked, in table order."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{flag} {path} does not exist")
-    if path.suffix.lower() == ".npy":
-        if classifier_classes is None:
-            raise ValueError(f"{flag} {path}: a .npy has no class names; give --classifier_classes (a text file, one "
-                             f"class name per line in column order), or a CSV / Parquet with one column per class")
-        values = _read_npy(path, flag)
-        if values.shape != (len(table), len(classifier_classes)):
-            raise ValueError(f"{flag} {path}: shape {values.shape}; expected ({len(table)}, "
-                             f"{len(classifier_classes)}): one row per row of {table.path} and one column per line "
-                             f"of --classifier_classes")
-        classes = list(classifier_classes)
-    elif path.suffix.lower() in TABLE_SUFFIXES:
-        if classifier_classes is not None:
-            raise ValueError(f"--classifier_classes is for a .npy {flag}; {path} names its classes in its columns")
-        values, classes = _read_prediction_table(path, table, flag)
-    else:
-        raise ValueError(f"{flag} {path}: give a .npy, .csv or .parquet file")
-    _check_values(values, kind, path, flag)
-    return ImagePredictions(values, classes, kind, path)
-
-
-def _read_npy(path, flag):
-    try:
-        values = np.load(path, mmap_mode="r")
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{flag} {path} is not a .npy array: {err}") from None
-    if values.ndim != 2 or not (np.issubdtype(values.dtype, np.floating) or np.issubdtype(values.dtype, np.integer)):
-        raise ValueError(f"{flag} {path}: a {values.ndim}-d array of {values.dtype}; expected (rows, classes) numbers")
-    return values
-
-
-def _read_prediction_table(path, table, flag):
-    frame = read_table(path, columns=["image"])
-    classes = [str(name) for name in frame.columns if name != "image"]
-    if not classes:
-        raise ValueError(f"{flag} {path}: no class columns; give 'image' and one column per class name")
-    ids = frame["image"].astype(str).to_numpy()
-    repeated = duplicated_rows(ids)
-    if len(repeated):
-        raise ValueError(f"{flag} {path}: column 'image', rows {format_rows(repeated)}: repeated images (e.g. "
-                         f"{ids[repeated[0]]!r}); give each image once")
-    order = pd.Index(ids).get_indexer(table.ids)
-    missing = np.flatnonzero(order < 0)
-    if len(missing):
-        raise table.error("image", missing, f"no predictions for these images in {flag} {path} (e.g. "
-                                            f"{table.ids[missing[0]]!r})", "give a row of predictions per image")
-    numbers = frame.iloc[order][classes].apply(pd.to_numeric, errors="coerce")
-    text = frame.iloc[order][classes].notna().to_numpy()
-    bad = np.flatnonzero((numbers.isna().to_numpy() & text).any(axis=1))
-    if len(bad):
-        raise ValueError(f"{flag} {path}: rows {format_rows(order[bad])}: values that are not numbers; give "
-                         f"decimal numbers")
-    return numbers.to_numpy(np.float64), classes
-
-
-def _check_values(values, kind, path, flag):
-    """ValueError naming the rows that are not finite, or (probabilities) negative or not summing to 1."""
-    problems = {"NaN, infinite or empty values": [], "negative values": [], "rows not summing to 1": []}
-    for start in range(0, len(values), CHUNK_ROWS):
-        block = np.asarray(values[start:start + CHUNK_ROWS], dtype=np.float64)
-        finite = np.isfinite(block).all(axis=1)
-        problems["NaN, infinite or empty values"] += list(start + np.flatnonzero(~finite))
-        if kind == "probabilities":
-            problems["negative values"] += list(start + np.flatnonzero(finite & (block < 0).any(axis=1)))
-            off = np.abs(block.sum(axis=1) - 1.0) > SUM_TOLERANCE
-            problems["rows not summing to 1"] += list(start + np.flatnonzero(finite & off))
-    fixes = {"NaN, infinite or empty values": "give a number for every class",
-             "negative values": "probabilities are >= 0; for scores before the softmax use "
-                                "--image_predictions_kind logits",
-             "rows not summing to 1": f"probabilities sum to 1 (within {SUM_TOLERANCE}); normalise them, or use "
-                                      f"--image_predictions_kind logits for scores before the softmax"}
-    for problem, rows in problems.items():
-        if rows:
-            raise ValueError(f"{flag} {path}: rows {format_rows(rows)}: {problem}; {fixes[problem]}")
 
 
 def check_class_head(encoder, path):
