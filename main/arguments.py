@@ -26,7 +26,7 @@ BOOL_FLAGS = (
     "load_val_op", "use_layn", "skip_connection", "spa_enc_use_postmat", "balanced_train_loader",
     "use_date_feats", "load_cnn_predictions", "load_cnn_features", "load_cnn_features_train",
     "do_unsuper_train", "load_unsuper_model", "do_super_train", "load_super_model", "load_img", "do_epoch_save",
-    "baseline_full_train", "compile", "bf16",
+    "baseline_full_train", "compile", "bf16", "mask_duplicate_negatives",
 )
 DATASET_NAMES = DATASETS + ("custom",)  # the bundle's datasets and your own table (own_data.py)
 PRED_TYPES = ("full", "fewshot")
@@ -44,7 +44,8 @@ FINETUNING_FLAGS = ("num_epochs", "lr", "lr_decay", "train_sample_ratio", "train
                     "eval_split", "train_loss", "do_super_train")
 # flags that only pre-training reads: they do not change a run with --unsuper_loss none
 PRETRAINING_FLAGS = ("num_epochs_unsuper", "unsuper_lr", "unsuper_temp_inbatch", "unsuper_temp_negloc",
-                     "unsuper_temp_simcse", "simcse_weight", "num_neg_rand_loc", "do_unsuper_train")
+                     "unsuper_temp_simcse", "simcse_weight", "num_neg_rand_loc", "do_unsuper_train",
+                     "mask_duplicate_negatives")
 # flags under which a checkpoint may be resumed or evaluated with other values: the epoch counts (a run continues to
 # more epochs; the checkpoint records those done) and which phases run
 RESUME_FLAGS = ("num_epochs", "num_epochs_unsuper", "do_unsuper_train", "do_super_train")
@@ -169,6 +170,9 @@ def make_args_parser():
     add("--unsuper_temp_negloc", type=float, default=1, help="temperature of the random-location term (contsoftmax*)")
     add("--unsuper_temp_simcse", type=float, default=1, help="temperature of the SimCSE term (contsoftmax*)")
     add("--unsuper_eval_frequency", type=int, default=10, help="unused; kept for compatibility")
+    add("--mask_duplicate_negatives", type=str, default="F",
+        help="(new) T/F: leave pairs of a batch with the same location or the same image features out of the "
+             "pre-training losses' in-batch terms (F: they are each other's negatives, as in the original)")
     add("--baseline_full_train", type=str, default="F",
         help="(new) T/F: a baseline --spa_enc_type is fitted on all training labels, not on the few-shot subset of "
              "--train_sample_ratio (the original's behaviour)")

@@ -27,6 +27,8 @@ SUFFIX = ".pth.tar"
 RAND_SAMPLE_TAG_LOSSES = ("imgcontloss", "imgcontlosssimcse", "contsoftmax", "contsoftmaxsym")
 SIMCSE_TAG_LOSSES = ("imgcontlosssimcse", "contsoftmax", "contsoftmaxsym")
 TEMPERATURE_TAG_LOSSES = ("contsoftmax", "contsoftmaxsym")
+# the pre-training of --mask_duplicate_negatives T (the default F adds nothing: the original's names)
+MASK_TAG = "_MASKDUP"
 # The released fMoW checkpoints were named before the image-model tag was added to non-iNat-2018 names.
 RELEASED_FMOW_TAG = "_inception_v3_"
 # a baseline fitted on all training labels at a few-shot ratio (--baseline_full_train T): its own files
@@ -78,6 +80,8 @@ def _pretraining_args(params):
     if loss in TEMPERATURE_TAG_LOSSES:
         args += (f"_TMP{params['unsuper_temp_inbatch']:.4f}_{params['unsuper_temp_negloc']:.4f}"
                  f"_{params['unsuper_temp_simcse']:.4f}")
+    if params.get("mask_duplicate_negatives") and loss != "l2regress":
+        args += MASK_TAG
     return args
 
 
