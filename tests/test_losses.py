@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from csp import encoders
 from csp import losses
 from csp.arguments import default_params
-from csp.checkpoints import load_checkpoint, load_state
+from csp.checkpoints import load_checkpoint, load_state, model_file_names
 from csp.models import build_model
 
 B, K, C, U, IMG = 12, 2, 7, 3, 24
@@ -452,7 +452,6 @@ def test_duplicate_images_and_locations_leave_exactly_their_pairs_out_of_every_i
 
 
 def test_masked_runs_have_their_own_checkpoint_names_and_the_default_keeps_the_original_names():
-    from csp.checkpoints import model_file_names
     flags = ["--unsuper_loss", "contsoftmax", "--model_dir", "m"]
     default = model_file_names(default_params(flags))
     masked = model_file_names(default_params(flags + ["--mask_duplicate_negatives", "T"]))

@@ -86,6 +86,33 @@ def test_killed_run_resumes_exactly_where_it_stopped(tmp_path):
     assert log.count("Resuming") == 2  # not for the runs that started a phase at epoch 0
 
 
+def _cpp_compiler():
+    from torch._inductor import cpp_builder
+    try:
+        return shutil.which(cpp_builder.get_cpp_compiler())
+    except Exception:  # no compiler found: torch raises its own error types
+        return None
+
+
+@pytest.mark.skipif(_cpp_compiler() is None, reason="torch.compile's inductor backend needs a C++ compiler (g++)")
+def test_compiled_step_trains_both_phases_as_the_eager_one(tmp_path, monkeypatch):
+    """--compile T through pre-training and fine-tuning, each with a shorter last batch (a second, dynamic-shape
+    graph), ends with the eager run's weights; without dropout or a random-location term nothing else is drawn (the
+    random draws that are made follow eager's generator, `fallback_random`)."""
+    monkeypatch.setattr("torch._inductor.config.fallback_random", True)
+    flags = ["--num_epochs_unsuper", "1", "--num_epochs", "1", "--dropout", "0", "--rand_sample_weight", "0",
+             "--train_sample_ratio", "0.5", "--cnn_pred_type", "full", "--batch_size", "192"]
+    weights = {}
+    for compiled in ("T", "F"):
+        files = run(tmp_path / compiled, *flags, "--compile", compiled)["files"]
+        weights[compiled] = [checkpoints.load_checkpoint(files[key])["state_dict"]
+                             for key in ("unsuper_model_file_name", "model_file_name")]
+    for compiled, eager in zip(weights["T"], weights["F"]):
+        for name in eager:
+            torch.testing.assert_close(compiled[name], eager[name], rtol=0, atol=1e-5, msg=name)
+    assert (weights["F"][1]["class_emb.weight"] - weights["F"][0]["class_emb.weight"]).abs().max() > 1e-3
+
+
 def test_finished_run_started_again_is_not_retrained(tmp_path):
     flags = ["--num_epochs_unsuper", "2", "--num_epochs", "2"]
     done = run(tmp_path, *flags)
