@@ -334,14 +334,19 @@ def describe_out_of_memory(err):
             f"(--feature_storage mapped)")
 
 
+def error_line(err):
+    """The one line `run_command` prints for `err`."""
+    return describe_out_of_memory(err) if is_out_of_memory(err) else describe_error(err)
+
+
 def run_command(main):
     """Run a command's `main()`; a ValueError, OSError or failed allocation ends it with a one-line message and exit
-    status 2 (CSP_TRACEBACK=1: the traceback)."""
+    status 2 (CSP_TRACEBACK=1: the traceback). Under torchrun only process 0 prints the line."""
     try:
         main()
     except (ValueError, OSError, MemoryError, RuntimeError) as err:
         if os.environ.get("CSP_TRACEBACK") == "1" or (isinstance(err, RuntimeError) and not is_out_of_memory(err)):
             raise
-        message = describe_out_of_memory(err) if is_out_of_memory(err) else describe_error(err)
-        print(f"{os.path.basename(sys.argv[0])}: error: {message}", file=sys.stderr)
+        if distributed.process_rank() == 0:
+            print(f"{os.path.basename(sys.argv[0])}: error: {error_line(err)}", file=sys.stderr)
         sys.exit(2)

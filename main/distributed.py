@@ -6,6 +6,7 @@ taking positions [r·b, (r+1)·b) of each, so they step as one process at batch 
 drawn per rank). Without WORLD_SIZE > 1 every function here is the identity (rank 0 of 1).
 """
 import atexit
+import contextlib
 import functools
 import os
 
@@ -79,6 +80,34 @@ def rank():
 def is_main():
     """True on rank 0, which logs, evaluates and writes the files."""
     return rank() == 0
+
+
+def process_rank():
+    """This process's rank: its group's, else torchrun's RANK (an error before the group is joined), else 0."""
+    return rank() if dist.is_initialized() else int(os.environ.get("RANK") or 0)
+
+
+@contextlib.contextmanager
+def together(describe=str):
+    """Run the block, which must call no collective, on every rank; under torchrun the ranks then tell each other
+    whether it raised, and where it raised on any, it raises on all: the failing ranks their own error, the others
+    a ValueError with the first failing rank's `describe(error)` — no rank is left waiting in a collective call
+    or dying on a closed connection. One process: the block alone."""
+    if world_size() == 1:
+        yield
+        return
+    error = None
+    try:
+        yield
+    except Exception as err:
+        error = err
+    messages = [None] * world_size()
+    dist.all_gather_object(messages, None if error is None else describe(error))
+    if error is not None:
+        raise error
+    failed = next(((index, message) for index, message in enumerate(messages) if message is not None), None)
+    if failed is not None:
+        raise ValueError(f"torchrun process {failed[0]} stopped: {failed[1]}")
 
 
 def main_only(method):

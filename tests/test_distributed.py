@@ -4,21 +4,29 @@ The two worker processes are spawned once per module (`two_processes`): each joi
 torchrun's environment variables, runs every scenario and leaves what it computed in a file; the tests compare that
 with one process doing the same at the global batch.
 """
+import contextlib
 import faulthandler
+import io
 import os
+import shutil
 import socket
+import sys
+from unittest import mock
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 import conftest  # noqa: F401  (the package csp, also in the processes this module spawns)
+from csp import arguments
 from csp import checkpoints
 from csp import distributed
 from csp import losses
+from csp import paths
 from csp import train_unsuper
 from csp.arguments import default_params
 from csp.models import build_model
+from csp.run_lock import RunLock
 from csp.trainer import FINETUNING, PRETRAINING
 
 WORLD, B, K, IMG, C, U = 2, 6, 2, 12, 5, 3
@@ -99,7 +107,45 @@ def _worker(rank, port, data_dir, out_dir):
         _run(out_dir / "parts", PER_RANK_BATCH, "--num_epochs_unsuper", "1", "--do_super_train", "F"),
         _run(out_dir / "parts", PER_RANK_BATCH, "--num_epochs_unsuper", "2", "--num_epochs", "2", *load),
         _run(out_dir / "parts", PER_RANK_BATCH, "--num_epochs_unsuper", "2", "--num_epochs", "3", *load)]
+    out["stops"] = {name: _stop(out_dir, rank, name) for name in STOPS}
     torch.save(out, out_dir / f"rank{rank}.pt")
+
+
+# runs that stop: (extra flags, {rank: environment}); the folder "busy" is held by the test process
+STOPS = {
+    "bad flag": (["--lr", "nan"], {}),
+    "folder in use": (["--model_dir", "{out}/busy"], {}),
+    "one row for two processes": (["--train_sample_method", "random-fix", "--train_sample_ratio", "0.001",
+                                   "--do_unsuper_train", "F", "--unsuper_loss", "none", "--num_epochs", "1"], {}),
+    "data missing on process 1 only": ([], {1: {"CSP_DATA_DIR": "{out}/no data here"}}),
+    "full disk on process 0": (["--num_epochs_unsuper", "1", "--do_super_train", "F"], {0: {"FULL_DISK": "1"}}),
+}
+
+
+def _stop(out_dir, rank, name):
+    """(exit status, stderr) of `python train_unsuper.py` with the flags and environment of STOPS[name]."""
+    flags, environments = STOPS[name]
+    argv = RUN_FLAGS + ["--model_dir", str(out_dir / name), "--batch_size", str(PER_RANK_BATCH)]
+    argv += [flag.format(out=out_dir) for flag in flags]
+    env = {key: value.format(out=out_dir) for key, value in environments.get(rank, {}).items()}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    stderr = io.StringIO()
+    try:
+        with mock.patch.object(sys, "argv", ["train_unsuper.py", *argv]), contextlib.redirect_stderr(stderr), \
+                mock.patch.object(paths.os, "fsync", _full if env.get("FULL_DISK") else os.fsync):
+            arguments.run_command(train_unsuper.main)
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    return code, stderr.getvalue()
+
+
+def _full(fd):
+    raise OSError(28, "No space left on device")
 
 
 def _free_port():
@@ -117,7 +163,8 @@ def data_dir(synthetic_data_dir):
 def two_processes(tmp_path_factory, data_dir):
     """What each of the two worker processes computed: [rank 0's, rank 1's], and their folder."""
     out_dir = tmp_path_factory.mktemp("two")
-    mp.spawn(_worker, args=(_free_port(), data_dir, out_dir), nprocs=WORLD)
+    with RunLock(out_dir / "busy"):
+        mp.spawn(_worker, args=(_free_port(), data_dir, out_dir), nprocs=WORLD)
     return [torch.load(out_dir / f"rank{r}.pt") for r in range(WORLD)], out_dir
 
 
@@ -183,3 +230,23 @@ def test_incomplete_torchrun_environment_is_named(monkeypatch):
     monkeypatch.delenv("MASTER_PORT", raising=False)
     with pytest.raises(ValueError, match="MASTER_PORT"):
         distributed.setup(torch.device("cpu"))
+
+
+@pytest.mark.parametrize("name, words", [
+    ("bad flag", ["--lr must be a finite number"]),
+    ("folder in use", ["is in use by another run"]),
+    ("one row for two processes", ["fine-tuning epoch 0: 1 training row(s) for 2 torchrun processes"]),
+    ("data missing on process 1 only", ["torchrun process 1 stopped:", "no data here"]),
+    ("full disk on process 0", ["the disk is full", ".pth.tar"]),
+])
+def test_a_run_that_stops_under_torchrun_stops_every_process_with_one_line_from_process_0(two_processes, name,
+                                                                                         words):
+    """Every process exits 2, process 0 prints the one line, the others nothing: no traceback, no process left
+    waiting for another (a process that fails alone, in set-up or while writing, stops the others too)."""
+    ranks, _ = two_processes
+    (code0, err0), (code1, err1) = (r["stops"][name] for r in ranks)
+    assert code0 == code1 == 2, (err0, err1)
+    assert "Traceback" not in err0 + err1 and err1 == "", (err0, err1)
+    last = err0.rstrip("\n").split("\n")[-1]
+    assert err0.count("error: ") == 1 and last.startswith("train_unsuper.py: error: "), err0
+    assert all(word in last for word in words), last
