@@ -27,7 +27,7 @@ from . import datasets
 from . import land_mask
 from . import models
 from .arguments import default_params, run_command
-from .trainer import CHECKPOINT_PHASE_KEY, PRETRAINING
+from .checkpoints import check_class_head
 
 logger = logging.getLogger(__name__)
 
@@ -73,22 +73,13 @@ def describe_run(params):
     return ", ".join(parts)
 
 
-def check_class_head(params, source):
-    """ValueError when `params` are a pre-training checkpoint's: its class head was never trained."""
-    phase = params.get(CHECKPOINT_PHASE_KEY)
-    if phase == PRETRAINING or (phase is None and "UNSUPER-" in os.path.basename(str(source))):
-        raise ValueError(f"{source} is a pre-training checkpoint: its class head was never trained, so a class map "
-                         f"would show noise; give the fine-tuned checkpoint (its name has _ratio…, not UNSUPER-) "
-                         f"(the clusters figure takes pre-trained checkpoints)")
-
-
 def _map_model(model, device, model_name):
     if isinstance(model, (str, Path)):
         encoder = models.load_location_encoder(model, device)
         check_class_head(encoder.params, model)
         return encoder.model, model_name or describe_run(encoder.params), encoder.class_names
     if isinstance(model, models.PretrainedLocationEncoder):
-        check_class_head(model.params, "this encoder")
+        check_class_head(model.params, model.source)
         return model.model, model_name or describe_run(model.params), model.class_names
     return model, model_name or "location encoder", None
 

@@ -28,7 +28,7 @@ from . import results
 from . import resume
 from . import sampling
 from .arguments import error_line, is_baseline, resolve_device
-from .checkpoints import CHECKPOINT_PHASE_KEY, FINETUNING, PRETRAINING
+from .checkpoints import CHECKPOINT_PHASE_KEY, DATA_KEY, FINETUNING, PRETRAINING, WORLD_SIZE_KEY
 from .paths import remove_stale_temporaries
 from .progress import PhaseProgress, keep_log, start_logging, stop_logging
 from .run_lock import RunLock
@@ -124,6 +124,7 @@ class Trainer:
         if index_file is not None:
             params["train_sample_idx_file"] = index_file
         self.phase_rows = {phase: None if value is None else to(value) for phase, value in zip(PHASES, rows)}
+        self.data_record = resume.data_record(params, data)
 
         self.model = self.optimizer = None
         self.epochs_done = dict.fromkeys(PHASES, 0)
@@ -160,7 +161,7 @@ class Trainer:
     def _build_model(self):
         params = self.params
         params["num_loc_feats"] = params["num_feats"] = models.input_width(params)
-        pretrained, finetuned = resume.checkpoints_to_load(params, self.device)
+        pretrained, finetuned = resume.checkpoints_to_load(params, self.device, self.data_record)
         loaded, phase = (finetuned, FINETUNING) if finetuned else (pretrained, PRETRAINING)
         anchors = None
         params["rbf_anchor_pt_ids"] = None
@@ -398,8 +399,9 @@ class Trainer:
         self._check_model_finite(f"the checkpoint {path}")
         logger.info("Saving output model to %s", path)
         params = {**self.params, CHECKPOINT_PHASE_KEY: phase}
-        names = [self.data.classes.get(class_id, "") for class_id in range(self.params["num_classes"])]
-        checkpoints.save_checkpoint(path, self.model, self.optimizer, self.epochs_done[phase], params, names)
+        records = {DATA_KEY: self.data_record["files"], WORLD_SIZE_KEY: distributed.world_size()}
+        checkpoints.save_checkpoint(path, self.model, self.optimizer, self.epochs_done[phase], params,
+                                    self.data_record["class_names"], records)
 
     # ------------------------------------------------------------------------------------------------------------
     # evaluation
@@ -468,4 +470,5 @@ class Trainer:
         """The results document (`results.results_document`), as written so far."""
         phases = {phase: {"epochs_done": self.epochs_done[phase], "epochs_run": self.epochs_run[phase]}
                   for phase in PHASES}
-        return results.results_document(self.params, self.device, phases, self.evaluations)
+        return results.results_document(self.params, self.device, phases, self.evaluations,
+                                        {"data": self.data_record, WORLD_SIZE_KEY: distributed.world_size()})
