@@ -250,3 +250,26 @@ def test_a_run_that_stops_under_torchrun_stops_every_process_with_one_line_from_
     last = err0.rstrip("\n").split("\n")[-1]
     assert err0.count("error: ") == 1 and last.startswith("train_unsuper.py: error: "), err0
     assert all(word in last for word in words), last
+
+
+def test_a_two_process_checkpoint_is_not_continued_mid_phase_by_one_process(two_processes, tmp_path, monkeypatch,
+                                                                           data_dir):
+    """One process would continue the phase at half the global batch: refused, nothing written; a phase the
+    checkpoint finished may start afresh with one process (and evaluation needs no training)."""
+    _, out_dir = two_processes
+    models = tmp_path / "parts"
+    shutil.copytree(out_dir / "parts", models)
+    monkeypatch.setenv("CSP_DATA_DIR", str(data_dir))
+    load = ["--load_unsuper_model", "T", "--load_super_model", "T"]
+    before = {path: path.read_bytes() for path in models.iterdir() if path.is_file()}
+    with pytest.raises(ValueError, match=r"was written by 2 process\(es\) after 3 of 4 fine-tuning epochs; continuing "
+                                         r"with 1 would change the global batch mid-phase \(64 -> 32 rows\)"):
+        _run(models, PER_RANK_BATCH, "--num_epochs_unsuper", "2", "--num_epochs", "4", *load)
+    finetuned = next(path for path in models.glob("*.pth.tar") if "UNSUPER" not in path.name)
+    finetuned.unlink()
+    with pytest.raises(ValueError, match=r"after 2 of 3 pre-training epochs"):
+        _run(models, PER_RANK_BATCH, "--num_epochs_unsuper", "3", "--num_epochs", "1", *load)
+    assert {path: path.read_bytes() for path in models.iterdir() if path.is_file()} == {
+        path: data for path, data in before.items() if path != finetuned}
+    fresh = _run(models, PER_RANK_BATCH, "--num_epochs_unsuper", "2", "--num_epochs", "1", *load)
+    assert fresh["phases"][FINETUNING]["epochs_run"] == 1
