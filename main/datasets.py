@@ -348,6 +348,19 @@ def _check_not_swapped(dataset, split, entries):
                         f"exchange them in the file")
 
 
+def _check_longitudes(dataset, split, entries):
+    """ValueError when longitudes look like degrees east in 0..360: no located entry has a negative longitude, and
+    at least two and SWAPPED_MIN_FRACTION of them are in (180, 360] (a stray one is dropped as out of range)."""
+    located = ~entries.invalid & ~np.isnan(entries.locs).any(axis=1)
+    lon = entries.locs[located, 0]
+    east = ((lon > 180) & (lon <= 360) & (np.abs(entries.locs[located, 1]) <= 90)).sum()
+    if east >= max(2, SWAPPED_MIN_FRACTION * len(lon)) and not (lon < 0).any():
+        raise malformed(dataset, entries.loc_source,
+                        f"{east} of its {len(lon)} {split} longitudes are in (180, 360]: they look like degrees "
+                        f"east in 0..360, but this project reads longitude in [-180, 180]; convert them in the file "
+                        f"(subtract 360 from those above 180)")
+
+
 def _select(dataset, split, entries, remove_invalid, num_classes):
     bad_class = (entries.classes < 0) | (entries.classes >= num_classes)
     if bad_class.any():
@@ -356,6 +369,7 @@ def _select(dataset, split, entries, remove_invalid, num_classes):
                         f"(e.g. {entries.classes[bad_class][0]}); {category_file(dataset)} names {num_classes} "
                         f"classes")
     _check_not_swapped(dataset, split, entries)
+    _check_longitudes(dataset, split, entries)
     bad_coords = _bad_coordinates(entries.locs) & ~entries.invalid
     locs = entries.locs
     original_rows = None

@@ -167,7 +167,8 @@ def check_input_files(runs_params):
 
 def draw_splits(obs, seed, out_dir):
     """Fill the empty splits of `obs` in place: round(VAL_FRACTION · n) of each label's rows to val, the rest to train
-    (seeded); written to `{out_dir}/splits/{table stem}.splits.csv` unless `out_dir` is None."""
+    (seeded); written to `{out_dir}/splits/{table stem}.splits.csv` unless `out_dir` is None or it holds them
+    already; ValueError when it holds other splits (an earlier run's, of another table or --seed)."""
     undrawn = obs.splits == ""
     if not undrawn.any():
         return
@@ -182,6 +183,11 @@ def draw_splits(obs, seed, out_dir):
         return
     path = Path(out_dir) / "splits" / f"{obs.path.stem}.splits.csv"
     text = pd.DataFrame({"image": obs.ids, "split": splits, "drawn": undrawn}).to_csv(index=False).encode()
+    if path.is_file():
+        if path.read_bytes() == text:
+            return
+        raise ValueError(f"{path} holds the splits an earlier run in this --model_dir drew from another table or "
+                         f"with another --seed; this run's would replace them: give this run another --model_dir")
     atomic_write(path, lambda handle: handle.write(text))
     logger.info("%s: drew the split of %d rows (seed %d, %.0f %% of each label to val), written to %s", obs.path,
                 undrawn.sum(), seed, VAL_FRACTION * 100, path)
