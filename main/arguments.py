@@ -61,7 +61,7 @@ LEAST_INTS = {"batch_size": 1, "num_epochs": 0, "num_epochs_unsuper": 0, "eval_f
 
 def make_args_parser():
     p = argparse.ArgumentParser(description="CSP: contrastive spatial pre-training and fine-tuning of a location encoder",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     add = p.add_argument
 
     # data
