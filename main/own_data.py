@@ -105,8 +105,7 @@ class Observations:
             if len(set(names)) != len(names) or not names:
                 raise ValueError(f"--label_set {label_set}: needs one label per line, each once")
         else:
-            numeric = all(name.lstrip("-").isdigit() for name in given)
-            names = sorted(given, key=int if numeric else str)
+            names = default_label_order(given)
         if not names:
             raise ValueError(f"{self.path}: column 'label' is empty in every row; fine-tuning needs labels")
         index = pd.Index(names)
@@ -151,6 +150,12 @@ class Observations:
         return splits
 
 
+def default_label_order(labels):
+    """The labels in class-id order when no label set orders them: as integers if all are, else as text."""
+    numeric = all(label.lstrip("-").isdigit() for label in labels)
+    return sorted(labels, key=int if numeric else str)
+
+
 INPUT_FLAGS = ("data_table", "features", "label_set", "image_predictions")  # the files a run reads
 
 
@@ -167,7 +172,7 @@ def check_input_files(runs_params):
 
 def draw_splits(obs, seed, out_dir):
     """Fill the empty splits of `obs` in place: round(VAL_FRACTION · n) of each label's rows to val, the rest to train
-    (seeded); written to `{out_dir}/splits/{table stem}.splits.csv` unless `out_dir` is None or it holds them
+    (seeded, the labels in `default_label_order`); written to `{out_dir}/splits/{table stem}.splits.csv` unless `out_dir` is None or it holds them
     already; ValueError when it holds other splits (an earlier run's, of another table or --seed)."""
     undrawn = obs.splits == ""
     if not undrawn.any():
@@ -175,8 +180,9 @@ def draw_splits(obs, seed, out_dir):
     rng = np.random.default_rng(seed)
     splits = obs.splits.copy()
     splits[undrawn] = "train"
-    for label in np.unique(obs.classes[undrawn & (obs.classes >= 0)]):
-        rows = np.flatnonzero(undrawn & (obs.classes == label))
+    ids = {obs.class_names[label]: label for label in np.unique(obs.classes[undrawn & (obs.classes >= 0)])}
+    for name in default_label_order(list(ids)):  # so that a label set's order does not change the draw
+        rows = np.flatnonzero(undrawn & (obs.classes == ids[name]))
         splits[rng.permutation(rows)[:round(VAL_FRACTION * len(rows))]] = "val"
     obs.splits = splits
     if out_dir is None:
