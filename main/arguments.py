@@ -341,12 +341,15 @@ def error_line(err):
 
 def run_command(main):
     """Run a command's `main()`; a ValueError, OSError or failed allocation ends it with a one-line message and exit
-    status 2 (CSP_TRACEBACK=1: the traceback). Under torchrun only process 0 prints the line."""
+    status 2 (CSP_TRACEBACK=1: the traceback). Under torchrun process 0 prints the line and the others exit after
+    a short delay without a word (`distributed.ProcessError`: every process that meets it prints it)."""
     try:
         main()
     except (ValueError, OSError, MemoryError, RuntimeError) as err:
         if os.environ.get("CSP_TRACEBACK") == "1" or (isinstance(err, RuntimeError) and not is_out_of_memory(err)):
             raise
-        if distributed.process_rank() == 0:
+        if distributed.process_rank() == 0 or isinstance(err, distributed.ProcessError):
             print(f"{os.path.basename(sys.argv[0])}: error: {error_line(err)}", file=sys.stderr)
+        else:
+            distributed.wait_for_process_0()
         sys.exit(2)

@@ -9,6 +9,9 @@ import atexit
 import contextlib
 import functools
 import os
+import signal
+import sys
+import time
 
 import numpy as np
 import torch
@@ -36,6 +39,23 @@ def resolve_device(name):
     return device
 
 
+# seconds a process other than 0 waits before it exits on bad input, so that process 0 (maybe slower to start)
+# prints the line before torchrun stops it; torchrun ends the wait as soon as process 0 exits
+QUIET_EXIT_DELAY_S = 30.0
+
+
+def wait_for_process_0():
+    """Before a process other than 0 exits on bad input: give process 0 QUIET_EXIT_DELAY_S to print the line before
+    torchrun stops the processes (its SIGTERM meanwhile ends this one with exit status 2 too)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(2))
+    time.sleep(QUIET_EXIT_DELAY_S)
+
+
+class ProcessError(ValueError):
+    """Bad input that this process alone may meet before the processes join (its own GPU): every process that
+    raises it prints it."""
+
+
 def requested_world_size():
     """WORLD_SIZE, the processes torchrun started (1 without), known before they join their group."""
     return int(os.environ.get("WORLD_SIZE", "1"))
@@ -53,8 +73,8 @@ def setup(device):
     if device.type == "cuda":
         local_rank = int(os.environ["LOCAL_RANK"])
         if local_rank >= torch.cuda.device_count():
-            raise ValueError(f"LOCAL_RANK {local_rank}: this node has {torch.cuda.device_count()} GPU(s); start at "
-                             f"most that many processes per node (torchrun --nproc_per_node)")
+            raise ProcessError(f"LOCAL_RANK {local_rank}: this node has {torch.cuda.device_count()} GPU(s); start "
+                               f"at most that many processes per node (torchrun --nproc_per_node)")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():

@@ -10,6 +10,7 @@ import io
 import os
 import shutil
 import socket
+import subprocess
 import sys
 from unittest import mock
 
@@ -18,6 +19,7 @@ import torch
 import torch.multiprocessing as mp
 
 import conftest  # noqa: F401  (the package csp, also in the processes this module spawns)
+from conftest import ROOT
 from csp import arguments
 from csp import checkpoints
 from csp import distributed
@@ -97,6 +99,7 @@ def _worker(rank, port, data_dir, out_dir):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port), CSP_DATA_DIR=str(data_dir))
     torch.set_num_threads(1)
+    distributed.QUIET_EXIT_DELAY_S = 0.0   # the stopping runs below: no launcher stops these processes
     distributed.setup(torch.device("cpu"))
     out = {"steps": {loss: _one_step(loss) for loss in LOSSES}, "rank_seed": distributed.rank_seed(7),
            "shard": distributed.shard(torch.arange(11), 2).tolist()}
@@ -273,3 +276,20 @@ def test_a_two_process_checkpoint_is_not_continued_mid_phase_by_one_process(two_
         path: data for path, data in before.items() if path != finetuned}
     fresh = _run(models, PER_RANK_BATCH, "--num_epochs_unsuper", "2", "--num_epochs", "1", *load)
     assert fresh["phases"][FINETUNING]["epochs_run"] == 1
+
+
+def test_bad_input_under_torchrun_itself_is_one_line_from_process_0(tmp_path):
+    """torchrun's own report follows (its exit status 1, ChildFailedError), naming process 0's exit status 2 as the
+    root cause; no traceback of the processes' code."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("CSP_TRACEBACK", None)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "main/train_unsuper.py", "--lr", "nan", "--device", "cpu",
+                           "--model_dir", str(tmp_path / "m")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=HANG_S)
+    assert done.stderr.count("train_unsuper.py: error: --lr must be a finite number >= 0, got nan\n") == 1, \
+        done.stderr
+    root_cause = done.stderr[done.stderr.index("Root Cause"):]
+    assert "rank      : 0 (local_rank: 0)\n  exitcode  : 2 " in root_cause, done.stderr
+    assert 'train_unsuper.py", line' not in done.stderr and "main/arguments.py" not in done.stderr
+    assert not (tmp_path / "m").exists()
