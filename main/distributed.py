@@ -104,7 +104,9 @@ def is_main():
 
 def process_rank():
     """This process's rank: its group's, else torchrun's RANK (an error before the group is joined), else 0."""
-    return rank() if dist.is_initialized() else int(os.environ.get("RANK") or 0)
+    if dist.is_initialized():
+        return rank()
+    return int(os.environ.get("RANK") or 0) if requested_world_size() > 1 else 0
 
 
 @contextlib.contextmanager
