@@ -172,8 +172,8 @@ def check_input_files(runs_params):
 
 def draw_splits(obs, seed, out_dir):
     """Fill the empty splits of `obs` in place: round(VAL_FRACTION · n) of each label's rows to val, the rest to train
-    (seeded, the labels in `default_label_order`); written to `{out_dir}/splits/{table stem}.splits.csv` unless `out_dir` is None or it holds them
-    already; ValueError when it holds other splits (an earlier run's, of another table or --seed)."""
+    (seeded, the labels in `default_label_order`); written to `{out_dir}/splits/{table stem}.splits.csv` unless
+    `out_dir` is None or it holds them already; ValueError when it holds other splits (an earlier run's, of another table or --seed)."""
     undrawn = obs.splits == ""
     if not undrawn.any():
         return

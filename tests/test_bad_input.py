@@ -207,12 +207,14 @@ MODEL_CASES = [  # (name, extra flags, change of the model folder, words)
         m, lambda c: c["state_dict"].update({"class_emb.weight": torch.zeros(9, 8)})), ["trained on other data"]),
     ("spa_enc_type a list", [], lambda m: _edit_params(m, spa_enc_type=["gridcell"]),
      ["is malformed: its params' spa_enc_type is ['gridcell'], not the name of an encoder"]),
-    ("num_classes 1e9", [], lambda m: _edit_params(m, num_classes=1e9), ["num_classes is 1000000000.0, not an integer"]),
+    ("num_classes 1e9", [], lambda m: _edit_params(m, num_classes=1e9),
+     ["num_classes is 1000000000.0, not an integer"]),
     ("num_classes negative", [], lambda m: _edit_params(m, num_classes=-8), ["num_classes is -8"]),
     ("num_classes not the weights'", [], lambda m: _edit_params(m, num_classes=10 ** 9),
      ["num_classes is 1000000000, but its weights hold 8"]),
     ("map_range empty", [], lambda m: _edit_params(m, map_range=[]), ["map_range is [], not the extent"]),
-    ("map_range degenerate", [], lambda m: _edit_params(m, map_range=[5, 5, -90, 90]), ["map_range is [5, 5, -90, 90]"]),
+    ("map_range degenerate", [], lambda m: _edit_params(m, map_range=[5, 5, -90, 90]),
+     ["map_range is [5, 5, -90, 90]"]),
     ("anchor ids not ids", [], lambda m: _edit_params(m, rbf_anchor_pt_ids=["x"]), ["rbf_anchor_pt_ids is not a list"]),
     ("class_names of the wrong length", [], lambda m: _edit_checkpoint(m, lambda c: c.update(class_names=["a"])),
      ["its class_names names 1 classes, but its class head has 8"]),
@@ -483,7 +485,8 @@ PLOT_CASES = [  # (name, argv with {fine} / {pre} / {out}, change of the model f
     ("clusters of a malformed checkpoint", ["clusters", "--checkpoint", "{fine}"],
      lambda m: _edit_params(m, spa_enc_type=["gridcell"]), ["spa_enc_type is ['gridcell']"]),
     ("a map of an rff checkpoint with a degenerate map_range", ["map", "--checkpoint", "{fine}"],
-     lambda m: _edit_params(m, spa_enc_type="rff", map_range=[-180, 180, 10, 10]), ["map_range is [-180, 180, 10, 10]"]),
+     lambda m: _edit_params(m, spa_enc_type="rff", map_range=[-180, 180, 10, 10]),
+     ["map_range is [-180, 180, 10, 10]"]),
 ]
 
 
