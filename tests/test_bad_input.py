@@ -298,26 +298,21 @@ def test_bad_flag_values(base, tmp_path, capsys, monkeypatch, flags, words):
     assert not model_dir.exists()
 
 
-@pytest.mark.parametrize("change, words", [case[1:] for case in DATA_CASES], ids=[case[0] for case in DATA_CASES])
-def test_bad_data_files(base, tmp_path, capsys, monkeypatch, change, words):
+CHANGED_DATA = ([(change, ["--seed", "1"], words) for _, change, words in DATA_CASES]
+                + [(change, RELOAD, ["was trained on other data", *words]) for _, change, words in RESUME_CASES])
+
+
+@pytest.mark.parametrize("change, flags, words", CHANGED_DATA,
+                         ids=[case[0] for case in DATA_CASES] + [f"resumed: {case[0]}" for case in RESUME_CASES])
+def test_bad_data_files(base, tmp_path, capsys, monkeypatch, change, flags, words):
+    """A new run (another --seed) on bad data files; a resumed one (--load_* T) on data changed since: the old model
+    was scored under the new data, exit 0."""
     data, models = tmp_path / "data", tmp_path / "models"
     shutil.copytree(base[0], data)
     shutil.copytree(base[1], models)
     change(data / "fmow")
     monkeypatch.setenv("CSP_DATA_DIR", str(data))
-    _check_case(RUN + ["--model_dir", str(models), "--seed", "1"], words, [data, models], capsys, monkeypatch)
-
-
-@pytest.mark.parametrize("change, words", [case[1:] for case in RESUME_CASES], ids=[case[0] for case in RESUME_CASES])
-def test_resuming_on_data_changed_since(base, tmp_path, capsys, monkeypatch, change, words):
-    """The same file names with other contents: the old model was scored under the new data, exit 0."""
-    data, models = tmp_path / "data", tmp_path / "models"
-    shutil.copytree(base[0], data)
-    shutil.copytree(base[1], models)
-    change(data / "fmow")
-    monkeypatch.setenv("CSP_DATA_DIR", str(data))
-    _check_case(RUN + RELOAD + ["--model_dir", str(models)], ["was trained on other data", *words], [data, models],
-                capsys, monkeypatch)
+    _check_case(RUN + ["--model_dir", str(models), *flags], words, [data, models], capsys, monkeypatch)
 
 
 @pytest.mark.parametrize("flags, change, words", [case[1:] for case in MODEL_CASES],
