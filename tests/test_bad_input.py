@@ -374,6 +374,18 @@ def test_the_real_command_line_from_the_repository_root(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     last = done.stderr.rstrip("\n").split("\n")[-1]
     assert last.startswith("train_unsuper.py: error: fmow: data folder ") and "no_such_folder" in last, done.stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_run_script_that_stops_at_start_makes_no_folder_and_no_lock(base, tmp_path):
+    """The run scripts created the model folder and its .csp-run.lock even when the run stopped at start; a
+    finished run's folder keeps no lock either."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CSP_DATA_DIR": str(tmp_path / "no data")}
+    done = subprocess.run(["bash", "run-fmow-contsoftmax.sh", "--device", "cpu", "--model_dir", str(tmp_path / "m")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("error: ") == 1, done.stderr
+    assert list(tmp_path.iterdir()) == []
+    assert not list(base[1].glob(".csp-run.*"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
