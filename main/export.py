@@ -39,7 +39,8 @@ from .checkpoints import plain_value
 from .table_reader import read_table
 from .models import check_lonlat, eval_mode, load_location_encoder, run_batched
 from .paths import atomic_write
-from .predict import check_class_head, check_out, takes_dates
+from .checkpoints import check_class_head
+from .predict import check_out, takes_dates
 from .progress import LoggedBar
 
 logger = logging.getLogger(__name__)
@@ -330,7 +331,7 @@ def _checked_values(args, encoder):
         raise ValueError(f"--checkpoint {args.checkpoint} was trained with dates: give --date, a fraction of the "
                          f"year in [0, 1]")
     if args.values == "prior":
-        check_class_head(encoder, args.checkpoint)
+        check_class_head(encoder.params, args.checkpoint)
     if args.classes and args.values != "prior":
         raise ValueError(f"--class is for --values prior, not {args.values}")
     if args.to == "geotiff" and args.values == "prior" and len(args.classes) != 1:
@@ -356,7 +357,7 @@ def main(argv=None):
     encoder = load_location_encoder(args.checkpoint, args.device, anchors, args.batch_size)
     if args.to in ("onnx", "safetensors"):
         try:
-            check_class_head(encoder, args.checkpoint)
+            check_class_head(encoder.params, args.checkpoint)
         except ValueError as err:
             print(f"Note: {err}; the embedding is what this file is good for")
         if args.to == "safetensors":

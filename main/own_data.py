@@ -109,8 +109,7 @@ class Observations:
             if len(set(names)) != len(names) or not names:
                 raise ValueError(f"--label_set {label_set}: needs one label per line, each once")
         else:
-            numeric = all(name.lstrip("-").isdigit() for name in given)
-            names = sorted(given, key=int if numeric else str)
+            names = default_label_order(given)
         if not names:
             raise ValueError(f"{self.path}: column 'label' is empty in every row; fine-tuning needs labels")
         index = pd.Index(names)
@@ -155,6 +154,12 @@ class Observations:
         return splits
 
 
+def default_label_order(labels):
+    """The labels in class-id order when no label set orders them: as integers if all are, else as text."""
+    numeric = all(label.lstrip("-").isdigit() for label in labels)
+    return sorted(labels, key=int if numeric else str)
+
+
 INPUT_FLAGS = ("data_table", "features", "label_set", "image_predictions")  # the files a run reads
 
 
@@ -171,8 +176,9 @@ def check_input_files(runs_params):
 
 def draw_splits(obs, seed, out_dir, method="random", block_deg=spatial_splits.DEFAULT_BLOCK_DEG):
     """Fill the empty splits of `obs` in place (seeded; unlabelled rows to train): `random`, round(VAL_FRACTION · n)
-    of each label's rows to val; `spatial_block`, whole cells of `block_deg` degrees of the labelled located rows
-    (`spatial_splits.block_holdout`). Written to `{out_dir}/splits/{table stem}.splits.csv` unless `out_dir` is None."""
+    of each label's rows to val (the labels in `default_label_order`); `spatial_block`, whole cells of `block_deg`
+    degrees of the labelled located rows (`spatial_splits.block_holdout`). Written to `{out_dir}/splits/{table
+    stem}.splits.csv` unless `out_dir` is None or it holds them already; ValueError when it holds other splits."""
     undrawn = obs.splits == ""
     if not undrawn.any():
         return
@@ -183,14 +189,21 @@ def draw_splits(obs, seed, out_dir, method="random", block_deg=spatial_splits.DE
         rows = np.flatnonzero(undrawn & (obs.classes >= 0) & ~np.isnan(obs.locs[:, 0]))
         splits[rows[spatial_splits.block_holdout(obs.locs[rows], VAL_FRACTION, block_deg, rng)]] = "val"
     else:
-        for label in np.unique(obs.classes[undrawn & (obs.classes >= 0)]):
-            rows = np.flatnonzero(undrawn & (obs.classes == label))
+        ids = {obs.class_names[label]: label for label in np.unique(obs.classes[undrawn & (obs.classes >= 0)])}
+        for name in default_label_order(list(ids)):  # so that a label set's order does not change the draw
+            rows = np.flatnonzero(undrawn & (obs.classes == ids[name]))
             splits[rng.permutation(rows)[:round(VAL_FRACTION * len(rows))]] = "val"
     obs.splits = splits
     if out_dir is None:
         return
     path = Path(out_dir) / "splits" / f"{obs.path.stem}.splits.csv"
     text = pd.DataFrame({"image": obs.ids, "split": splits, "drawn": undrawn}).to_csv(index=False).encode()
+    if path.is_file():
+        if path.read_bytes() == text:
+            return
+        raise ValueError(f"{path} holds the splits an earlier run in this --model_dir drew from another table or "
+                         f"with another --seed or --split_method; this run's would replace them: give this run "
+                         f"another --model_dir")
     atomic_write(path, lambda handle: handle.write(text))
     how = (f"cells of {block_deg:g} degrees, {VAL_FRACTION * 100:.0f} % of the labelled rows to val"
            if method == "spatial_block" else f"{VAL_FRACTION * 100:.0f} % of each label to val")

@@ -31,6 +31,7 @@ if not __package__:  # run as a script (`python predict.py`): its folder is impo
 from . import fusion
 from . import own_data
 from .arguments import run_command
+from .checkpoints import check_class_head
 from .image_predictions import KINDS, read_class_list, read_image_predictions
 from .table_reader import TABLE_SUFFIXES
 from .models import load_location_encoder
@@ -40,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 FUSIONS = ("product", "tempered")
 CHUNK_ROWS = 8192
-PRETRAINING_NAME_TAG = "_UNSUPER-"   # the original's pre-training checkpoints (no recorded phase) are named so
 
 
 class PredictionTable(own_data.Observations):
@@ -55,15 +55,6 @@ class PredictionTable(own_data.Observations):
     def label_names(self):
         names = np.array(list(self.class_names) + [""], dtype=object)
         return names[self.classes]
-
-
-def check_class_head(encoder, path):
-    """ValueError for a checkpoint whose class head was never trained (a pre-training-only checkpoint)."""
-    phase = encoder.params.get("checkpoint_phase")
-    if phase == "pre-training" or (phase is None and PRETRAINING_NAME_TAG in Path(path).name):
-        raise ValueError(f"--checkpoint {path} is a pre-training checkpoint: its class head was never trained, so "
-                         f"its prior is noise; give the fine-tuned checkpoint of the run (the name without "
-                         f"'UNSUPER-')")
 
 
 def prior_class_names(encoder, path, prior_classes=None):
@@ -158,7 +149,7 @@ def predict(checkpoint, table, image_predictions, classifier_classes=None, kind=
             raise ValueError(f"--fit_predictions {fit_predictions}: its classes differ from those of "
                              f"--image_predictions {image_predictions}; give the same classifier's output")
     encoder = load_location_encoder(str(checkpoint), device)
-    check_class_head(encoder, checkpoint)
+    check_class_head(encoder.params, checkpoint)
     match = fusion.match_classes(preds.classes, prior_class_names(encoder, checkpoint, prior_classes))
     report = [match.describe()]
     alpha = 1.0

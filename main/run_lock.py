@@ -1,5 +1,6 @@
 """One run at a time in a `--model_dir`: an operating-system file lock on `{folder}/.csp-run.lock`, its holder recorded
-in `.csp-run.owner.json`; released by the OS when the process dies.
+in `.csp-run.owner.json`; released by the OS when the process dies. Both files exist only while the lock is held (or
+after a killed holder); the folders the lock made are removed again on release if they stayed empty.
 """
 import json
 import os
@@ -21,9 +22,11 @@ class RunLock:
         self.folder = Path(folder)
         self.owner_file = self.folder / OWNER_NAME
         self._lock = filelock.FileLock(self.folder / LOCK_NAME, timeout=0)
+        self._made = []  # the folders acquire() made, innermost first
 
     def acquire(self):
         """Take the lock without waiting, or raise ValueError naming the folder and the process that holds it."""
+        self._made = [folder for folder in (self.folder, *self.folder.absolute().parents) if not folder.exists()]
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
             self._lock.acquire()
@@ -45,9 +48,18 @@ class RunLock:
             return f"its process is not recorded in {self.owner_file}"
 
     def release(self):
+        """Remove both files while still holding the lock, then unlock. A run tries the lock once, without
+        waiting, so none waits on the unlinked file (one that opened it just before: filelock 4 sees its link count
+        0 and reports the folder in use)."""
         if self._lock.is_locked:
             self.owner_file.unlink(missing_ok=True)
+            Path(self._lock.lock_file).unlink(missing_ok=True)
             self._lock.release()
+            for folder in self._made:
+                try:
+                    folder.rmdir()
+                except OSError:  # not empty: the run wrote something there
+                    break
 
     def __enter__(self):
         return self.acquire()

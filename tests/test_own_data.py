@@ -418,3 +418,17 @@ def test_feature_storage_mapped_leaves_the_training_features_in_the_file(own, tm
     assert isinstance(data.train.feats, feature_store.FileRows)
     whole = np.load(own / "out" / "feats.npy")
     np.testing.assert_array_equal(data.train.feats[np.arange(5)], whole[data.train.inds[:5]])
+
+
+def test_drawn_splits_are_logged_once_kept_when_identical_and_do_not_depend_on_the_label_set_order(own, tmp_path,
+                                                                                                 caplog):
+    """The split line was logged twice per run; a label set in another order drew other splits."""
+    caplog.set_level("INFO", logger="csp.own_data")
+    run(own, tmp_path, "--num_epochs_unsuper", "0", "--num_epochs", "1")
+    assert caplog.text.count("drew the split of") == 1
+    written = (tmp_path / "splits" / "obs.splits.csv").read_bytes()
+    (tmp_path / "labels.txt").write_text("\n".join(CLASSES[::-1]) + "\n")
+    reordered = own_data.Observations(own / "obs.csv", tmp_path / "labels.txt")
+    own_data.draw_splits(reordered, 0, tmp_path)           # identical: kept, not written again
+    assert (tmp_path / "splits" / "obs.splits.csv").read_bytes() == written
+    assert caplog.text.count("drew the split of") == 1
