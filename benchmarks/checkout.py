@@ -2,5 +2,9 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "main"))
+MAIN = str(Path(__file__).resolve().parents[1] / "main")
+sys.path.insert(0, MAIN)
 import as_package  # noqa: E402,F401  (main/ becomes the package csp and leaves sys.path)
+
+if MAIN in sys.path:  # as_package was imported before (by the tests): main/ must not shadow other packages
+    sys.path.remove(MAIN)

@@ -3,8 +3,11 @@
 The table (CSV or Parquet) has one row per image: `image` (unique), `lon`, `lat` (degrees; empty = unknown), and
 optionally `label`, `user`, `date` (ISO date-time or fraction of the year) and `split` (train / val / test; empty =
 drawn). Bad input raises one ValueError naming the file, the column and the rows (0-based, header not counted).
+Rows without a split are drawn with `--seed` (`--split_method random` per label, or `spatial_block`: whole cells
+of `--block_deg` degrees).
 """
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +15,10 @@ import pandas as pd
 
 from . import data_arrays
 from . import feature_files
+from . import image_predictions
 from . import linear_probe
 from . import sampling
+from . import spatial_splits
 from .paths import atomic_write
 from .table_reader import duplicated_rows, format_rows, read_label_set, read_table
 
@@ -23,6 +28,7 @@ DATASET = "custom"
 REQUIRED_COLUMNS = ("image", "lon", "lat")
 SPLITS = ("train", "val", "test")
 VAL_FRACTION = 0.2
+INTEGER = r"[+-]?[0-9]+"  # a label that is an integer as written
 
 
 class Observations:
@@ -107,7 +113,8 @@ class Observations:
         if label_set is not None:
             names = read_label_set(label_set)
         else:
-            names = sorted(given, key=int if self._integer_labels(labels) else str)
+            self._check_label_kinds(labels)
+            names = default_label_order(given)
         if not names:
             raise ValueError(f"{self.path}: column 'label' is empty in every row; fine-tuning needs labels")
         index = pd.Index(names)
@@ -118,19 +125,16 @@ class Observations:
                                                 f"{labels.iloc[unknown[0]]!r})", "add them to the label set")
         return names, classes
 
-    def _integer_labels(self, labels):
-        """True when every label is an integer (the classes are then sorted numerically); ValueError when only some
-        are, since the class order would then be a guess."""
-        integer = labels.str.fullmatch(r"[+-]?[0-9]+").fillna(False).to_numpy(bool)
+    def _check_label_kinds(self, labels):
+        """ValueError when some labels are integers and others not: the class order (numeric or text) would be a
+        guess."""
+        integer = labels.str.fullmatch(INTEGER).fillna(False).to_numpy(bool)
         given = labels.notna().to_numpy()
-        if integer[given].all():
-            return True
-        if integer.any():
+        if integer.any() and not integer[given].all():
             others = np.flatnonzero(given & ~integer)
             raise self.error("label", others, f"not integers (e.g. {labels.iloc[others[0]]!r}) although the other "
                                               f"labels are, so the class order (numeric or text) is unclear",
                              "correct these labels, or give --label_set with the classes in order")
-        return False
 
     def _dates(self, column):
         if pd.api.types.is_datetime64_any_dtype(column):
@@ -170,6 +174,12 @@ class Observations:
         return splits
 
 
+def default_label_order(labels):
+    """The labels in class-id order when no label set orders them: as integers if all are, else as text."""
+    numeric = all(re.fullmatch(INTEGER, label) for label in labels)
+    return sorted(labels, key=int if numeric else str)
+
+
 INPUT_FLAGS = ("data_table", "features", "label_set", "image_predictions")  # the files a run reads
 
 
@@ -184,26 +194,41 @@ def check_input_files(runs_params):
                                 + f"\nFix: give the paths of your files (relative ones from {Path.cwd()})")
 
 
-def draw_splits(obs, seed, out_dir):
-    """Fill the empty splits of `obs` in place: round(VAL_FRACTION · n) of each label's rows to val, the rest to train
-    (seeded); written to `{out_dir}/splits/{table stem}.splits.csv` unless `out_dir` is None."""
+def draw_splits(obs, seed, out_dir, method="random", block_deg=spatial_splits.DEFAULT_BLOCK_DEG):
+    """Fill the empty splits of `obs` in place (seeded; unlabelled rows to train): `random`, round(VAL_FRACTION · n)
+    of each label's rows to val (the labels in `default_label_order`); `spatial_block`, whole cells of `block_deg`
+    degrees of the labelled located rows (`spatial_splits.block_holdout`). Written to `{out_dir}/splits/{table
+    stem}.splits.csv` unless `out_dir` is None or it holds them already; ValueError when it holds other splits."""
     undrawn = obs.splits == ""
     if not undrawn.any():
         return
     rng = np.random.default_rng(seed)
     splits = obs.splits.copy()
     splits[undrawn] = "train"
-    for label in np.unique(obs.classes[undrawn & (obs.classes >= 0)]):
-        rows = np.flatnonzero(undrawn & (obs.classes == label))
-        splits[rng.permutation(rows)[:round(VAL_FRACTION * len(rows))]] = "val"
+    if method == "spatial_block":
+        rows = np.flatnonzero(undrawn & (obs.classes >= 0) & ~np.isnan(obs.locs[:, 0]))
+        splits[rows[spatial_splits.block_holdout(obs.locs[rows], VAL_FRACTION, block_deg, rng)]] = "val"
+    else:
+        ids = {obs.class_names[label]: label for label in np.unique(obs.classes[undrawn & (obs.classes >= 0)])}
+        for name in default_label_order(list(ids)):  # so that a label set's order does not change the draw
+            rows = np.flatnonzero(undrawn & (obs.classes == ids[name]))
+            splits[rng.permutation(rows)[:round(VAL_FRACTION * len(rows))]] = "val"
     obs.splits = splits
     if out_dir is None:
         return
     path = Path(out_dir) / "splits" / f"{obs.path.stem}.splits.csv"
     text = pd.DataFrame({"image": obs.ids, "split": splits, "drawn": undrawn}).to_csv(index=False).encode()
+    if path.is_file():
+        if path.read_bytes() == text:
+            return
+        raise ValueError(f"{path} holds the splits an earlier run in this --model_dir drew from another table or "
+                         f"with another --seed or --split_method; this run's would replace them: give this run "
+                         f"another --model_dir")
     atomic_write(path, lambda handle: handle.write(text))
-    logger.info("%s: drew the split of %d rows (seed %d, %.0f %% of each label to val), written to %s", obs.path,
-                undrawn.sum(), seed, VAL_FRACTION * 100, path)
+    how = (f"cells of {block_deg:g} degrees, {VAL_FRACTION * 100:.0f} % of the labelled rows to val"
+           if method == "spatial_block" else f"{VAL_FRACTION * 100:.0f} % of each label to val")
+    logger.info("%s: drew the split of %d rows (seed %d, %s), written to %s", obs.path, undrawn.sum(), seed, how,
+                path)
 
 
 class FeatureFile:
@@ -261,15 +286,24 @@ class FeatureFile:
                                      feature_files.side_files(self.path)["rows"], what, storage)
 
 
-def _predictions(path, obs, num_classes):
-    try:
-        preds = np.load(path, mmap_mode="r")
-    except (OSError, ValueError) as err:
-        raise ValueError(f"--image_predictions {path} is not a .npy array: {err}") from None
-    if preds.shape != (len(obs), num_classes):
-        raise ValueError(f"--image_predictions {path}: shape {preds.shape}; expected ({len(obs)}, {num_classes}), "
-                         f"one row per row of {obs.path} and one column per class of the label set")
-    return preds
+def _user_predictions(path, kind, obs, rows):
+    """P(y | I) (len(rows), C) float32 of the table's `rows` from your classifier's `--image_predictions` (read and
+    checked by image_predictions.py): a .npy's columns are the label set's classes in order, a table's are matched
+    to them by name."""
+    npy = Path(path).suffix.lower() == ".npy"
+    preds = image_predictions.read_image_predictions(path, obs, kind, list(obs.class_names) if npy else None,
+                                                     class_source="class of the label set")
+    missing = [name for name in obs.class_names if name not in preds.classes]
+    extra = [name for name in preds.classes if name not in obs.class_names]
+    if missing or extra:
+        raise ValueError(f"--image_predictions {path}: its class columns are not the label set's classes ("
+                         + "; ".join(part for part in (f"missing: {', '.join(missing[:5])}" if missing else "",
+                                                       f"not in the label set: {', '.join(extra[:5])}" if extra else "")
+                                     if part)
+                         + "); give one column per class of the label set (or --label_set with your classifier's "
+                           "classes)")
+    order = [preds.classes.index(name) for name in obs.class_names]
+    return preds.probabilities(rows)[:, order].numpy().astype(np.float32)
 
 
 def loader_flags(params, obs=None):
@@ -289,7 +323,7 @@ def load_own_dataset(params, eval_split, train_remove_invalid, eval_remove_inval
     if eval_split not in ("val", "test"):
         raise ValueError(f"--dataset custom: --eval_split must be val or test, got {eval_split!r}")
     obs = Observations(params["data_table"], params.get("label_set"))
-    draw_splits(obs, params["seed"], params["model_dir"])
+    draw_splits(obs, params["seed"], params["model_dir"], params["split_method"], params["block_deg"])
     feature_file = FeatureFile(params["features"], obs) if params.get("features") else None
     user_preds = params.get("image_predictions")
     need_features = load_cnn_features_train or load_cnn_features or (load_cnn_predictions and not user_preds)
@@ -317,7 +351,7 @@ def load_own_dataset(params, eval_split, train_remove_invalid, eval_remove_inval
         if want_feats:
             part.feats = feature_file.read(rows, f"{split} image features", params.get("feature_storage", "auto"))
         if load_cnn_predictions and split == eval_split:
-            part.preds = (np.asarray(_predictions(user_preds, obs, num_classes)[rows], np.float32) if user_preds
+            part.preds = (_user_predictions(user_preds, params["image_predictions_kind"], obs, rows) if user_preds
                           else _probe_predictions(params, feature_file, splits[0], rows, num_classes))
         splits.append(part)
     return data_arrays.CSPData(DATASET, obs.path.parent, splits[0], splits[1], num_classes,

@@ -281,20 +281,101 @@ def test_bad_input_on_the_command_line_exits_2_without_traceback(own, tmp_path, 
     assert "Traceback" not in error and "column 'lat', rows 3: out of [-90, 90]" in error
 
 
-def test_your_own_classifiers_predictions_replace_the_probe(own, tmp_path):
+def _oracle(own):
+    """(table, class names, predictions): your classifier's probabilities, certain and right on the labelled rows."""
     table = pd.read_csv(own / "obs.csv", keep_default_na=False)
     names = sorted(CLASSES)
     preds = np.full((len(table), len(names)), 1 / len(names), np.float32)
     labelled = np.flatnonzero(table["label"] != "")
     preds[labelled] = np.eye(len(names), dtype=np.float32)[[names.index(x) for x in table["label"][labelled]]]
+    return table, names, preds
+
+
+def _own_run(own, model_dir, preds_path, *extra):
+    return run(own, model_dir, "--unsuper_loss", "none", "--num_epochs", "1", "--image_predictions", str(preds_path),
+               *extra)
+
+
+def test_your_own_classifiers_predictions_replace_the_probe(own, tmp_path):
+    table, names, preds = _oracle(own)
     np.save(tmp_path / "preds.npy", preds)
-    results = run(own, tmp_path / "m", "--unsuper_loss", "none", "--num_epochs", "1", "--image_predictions",
-                  str(tmp_path / "preds.npy"))
-    assert top1(results, "no_prior") == 100.0
-    np.save(tmp_path / "preds.npy", preds[:, :3])
-    with pytest.raises(ValueError, match="one column per class of the label set"):
-        run(own, tmp_path / "m", "--unsuper_loss", "none", "--num_epochs", "1", "--image_predictions",
-            str(tmp_path / "preds.npy"))
+    assert top1(_own_run(own, tmp_path / "m", tmp_path / "preds.npy"), "no_prior") == 100.0
+    # the same as a table whose class columns come in another order, matched by name
+    frame = pd.DataFrame(preds, columns=names)[names[::-1]]
+    frame.insert(0, "image", table["image"])
+    frame.sample(frac=1, random_state=0).to_csv(tmp_path / "preds.csv", index=False)
+    assert top1(_own_run(own, tmp_path / "m2", tmp_path / "preds.csv"), "no_prior") == 100.0
+
+
+def test_logits_are_taken_through_the_softmax_when_you_say_so(own, tmp_path):
+    _, _, preds = _oracle(own)
+    logits = np.log(np.clip(preds, 1e-6, None)) + 3.0   # any shift: the softmax gives the probabilities back
+    np.save(tmp_path / "logits.npy", logits.astype(np.float32))
+    np.save(tmp_path / "preds.npy", preds)
+    by_logits = _own_run(own, tmp_path / "a", tmp_path / "logits.npy", "--image_predictions_kind", "logits")
+    by_probs = _own_run(own, tmp_path / "b", tmp_path / "preds.npy")
+    for method in ("no_prior", "location_prior"):
+        assert top1(by_logits, method) == top1(by_probs, method)
+    with pytest.raises(ValueError, match=r"rows 0, 1, 2, .*negative values; .*--image_predictions_kind logits"):
+        _own_run(own, tmp_path / "c", tmp_path / "logits.npy")   # log-probabilities taken for probabilities
+
+
+def _nan_row(preds):
+    preds[5, 1] = np.nan
+    return preds
+
+
+def _log_probabilities(preds):
+    return np.log(np.clip(preds, 1e-6, None))
+
+
+def _not_summing_to_one(preds):
+    preds[7] *= 0.5
+    return preds
+
+
+def _infinite_logit(preds):
+    preds[2, 0] = np.inf
+    return preds
+
+
+BAD_PREDICTIONS = [  # (name, change of the right predictions, extra flags, words of the one-line error)
+    ("NaN", _nan_row, [], "rows 5: NaN, infinite or empty values"),
+    ("log-probabilities", _log_probabilities, [], "negative values; probabilities are >= 0"),
+    ("rows not summing to 1", _not_summing_to_one, [], "rows 7: rows not summing to 1"),
+    ("infinite logit", _infinite_logit, ["--image_predictions_kind", "logits"], "rows 2: NaN, infinite"),
+    ("too few columns", lambda preds: preds[:, :3], [], "one column per class of the label set"),
+    ("too few rows", lambda preds: preds[:-1], [], "one row per row of"),
+    ("one column per table row", lambda preds: preds.T, [], "expected (")]
+
+
+@pytest.mark.parametrize("name, change, flags, words", BAD_PREDICTIONS, ids=[case[0] for case in BAD_PREDICTIONS])
+def test_bad_predictions_stop_the_run_with_one_line_and_write_nothing(own, tmp_path, monkeypatch, capsys, name,
+                                                                       change, flags, words):
+    _, _, preds = _oracle(own)
+    np.save(tmp_path / "preds.npy", change(preds.copy()))
+    monkeypatch.setattr(sys, "argv", ["train_unsuper.py", *FLAGS, "--data_table", str(own / "obs.csv"), "--features",
+                                      str(own / "out" / "feats.npy"), "--model_dir", str(tmp_path / "m"),
+                                      "--unsuper_loss", "none", "--num_epochs", "1", "--image_predictions",
+                                      str(tmp_path / "preds.npy"), *flags])
+    with pytest.raises(SystemExit) as stopped:
+        arguments.run_command(train_unsuper.main)
+    error = capsys.readouterr().err.strip().splitlines()
+    assert stopped.value.code == 2 and "Traceback" not in "\n".join(error)
+    assert error[-1].startswith("train_unsuper.py: error: --image_predictions") and words in error[-1]
+    assert not [path for path in (tmp_path / "m").rglob("*") if path.suffix in (".tar", ".json", ".npz")]
+
+
+def test_prediction_tables_must_name_the_label_sets_classes(own, tmp_path):
+    table, names, preds = _oracle(own)
+    frame = pd.DataFrame(preds, columns=["red_west", "red_east", "blue_west", "green"])
+    frame.insert(0, "image", table["image"])
+    frame.to_csv(tmp_path / "preds.csv", index=False)
+    with pytest.raises(ValueError, match="missing: blue_east; not in the label set: green"):
+        _own_run(own, tmp_path / "m", tmp_path / "preds.csv")
+    frame.drop(index=4).to_csv(tmp_path / "preds.csv", index=False)
+    with pytest.raises(ValueError, match="no predictions for these images"):
+        _own_run(own, tmp_path / "m", tmp_path / "preds.csv")
 
 
 def test_a_parquet_table_reads_as_the_csv(tmp_path):
@@ -338,6 +419,20 @@ def test_feature_storage_mapped_leaves_the_training_features_in_the_file(own, tm
     assert isinstance(data.train.feats, feature_store.FileRows)
     whole = np.load(own / "out" / "feats.npy")
     np.testing.assert_array_equal(data.train.feats[np.arange(5)], whole[data.train.inds[:5]])
+
+
+def test_drawn_splits_are_logged_once_kept_when_identical_and_do_not_depend_on_the_label_set_order(own, tmp_path,
+                                                                                                 caplog):
+    """The split line was logged twice per run; a label set in another order drew other splits."""
+    caplog.set_level("INFO", logger="csp.own_data")
+    run(own, tmp_path, "--num_epochs_unsuper", "0", "--num_epochs", "1")
+    assert caplog.text.count("drew the split of") == 1
+    written = (tmp_path / "splits" / "obs.splits.csv").read_bytes()
+    (tmp_path / "labels.txt").write_text("\n".join(CLASSES[::-1]) + "\n")
+    reordered = own_data.Observations(own / "obs.csv", tmp_path / "labels.txt")
+    own_data.draw_splits(reordered, 0, tmp_path)           # identical: kept, not written again
+    assert (tmp_path / "splits" / "obs.splits.csv").read_bytes() == written
+    assert caplog.text.count("drew the split of") == 1
 
 
 def test_labels_are_read_as_text_exactly_as_written(tmp_path):
