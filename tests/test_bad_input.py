@@ -564,13 +564,13 @@ def test_bad_input_to_the_location_encoder(base, call, words):
 # ---------------------------------------------------------------------------------------------------------------
 # your own photos, tables, features and their side files
 
-OWN_RUN = ("--dataset custom --device cpu --spa_enc_type gridcell --frequency_num 4 --hidden_dim 16 --num_filts 8 "
+PHOTO_RUN = ("--dataset custom --device cpu --spa_enc_type gridcell --frequency_num 4 --hidden_dim 16 --num_filts 8 "
            "--unsuper_loss contsoftmax --unsuper_lr 0.001 --batch_size 8 --num_epochs_unsuper 1 --num_epochs 1 "
            "--train_sample_ratio 1").split()
 
 
 @pytest.fixture(scope="module")
-def own(tmp_path_factory):
+def photos(tmp_path_factory):
     """(folder, models): `photos/` (geotagged JPEGs in a folder per class), `obs.csv` from photo_table.py,
     `feats.npy` with its side files from extract_features.py, and a finished run on them in `models`."""
     from test_photo_table import draw_geotagged_photos
@@ -581,7 +581,7 @@ def own(tmp_path_factory):
                            "--num_workers", "0"])
     (root / "labels.txt").write_text("red\nblue\n")
     models = tmp_path_factory.mktemp("own_probe_models") / "models"
-    train_unsuper.main(OWN_RUN + ["--data_table", str(root / "obs.csv"), "--features", str(root / "feats.npy"),
+    train_unsuper.main(PHOTO_RUN + ["--data_table", str(root / "obs.csv"), "--features", str(root / "feats.npy"),
                                   "--model_dir", str(models)], console=False)
     return root, models
 
@@ -617,9 +617,9 @@ def _truncate_features(d):
 
 EXTRACT = ["--images", "{d}/obs.csv", "--out", "{d}/feats.npy", "--image_size", "32", "--num_workers", "0"]
 NEW_OUT = ["--images", "{d}/obs.csv", "--out", "{t}/new/f.npy", "--image_size", "32", "--num_workers", "0"]
-OWN_TABLE = OWN_RUN + ["--data_table", "{d}/obs.csv", "--features", "{d}/feats.npy", "--model_dir", "{m}"]
+PHOTO_TABLE = PHOTO_RUN + ["--data_table", "{d}/obs.csv", "--features", "{d}/feats.npy", "--model_dir", "{m}"]
 
-OWN_CASES = [  # (name, command, argv, change of the data folder, words)
+PHOTO_CASES = [  # (name, command, argv, change of the data folder, words)
     ("images missing", "extract", ["--images", "{d}/nothing", "--out", "{t}/f.npy"], None, ["does not exist"]),
     ("images folder empty", "extract", ["--images", "{t}", "--out", "{t}/f.npy"], None, ["no image files"]),
     ("images table without image column", "extract", NEW_OUT + ["--image_column", "photo"], None,
@@ -682,52 +682,52 @@ OWN_CASES = [  # (name, command, argv, change of the data folder, words)
     ("photo table of another kind", "photo_table", ["{d}/photos", "--out", "{t}/obs.txt"], None,
      ["must end in .csv or .parquet"]),
     ("photo folder without photos", "photo_table", ["{t}", "--out", "{d}/other.csv"], None, ["no photos to list"]),
-    ("labels mixing integers and text", "train", OWN_TABLE, lambda d: _table(
+    ("labels mixing integers and text", "train", PHOTO_TABLE, lambda d: _table(
         d, lambda t: t.__setitem__("label", ["1", "--3"] * 12)), ["column 'label', rows 1, 3", "not integers"]),
-    ("table not UTF-8", "train", OWN_TABLE,
+    ("table not UTF-8", "train", PHOTO_TABLE,
      lambda d: _write_bytes(d / "obs.csv", (d / "obs.csv").read_text().replace("red", "r\xe9d"), "latin-1"),
      ["obs.csv: column 'image', rows 12", "not UTF-8 text"]),
-    ("label set not UTF-8", "train", OWN_TABLE + ["--label_set", "{d}/labels.txt"],
+    ("label set not UTF-8", "train", PHOTO_TABLE + ["--label_set", "{d}/labels.txt"],
      lambda d: _write_bytes(d / "labels.txt", "red\nbl\xfce\n", "latin-1"), ["lines 2 are not UTF-8 text"]),
-    ("label set repeating", "train", OWN_TABLE + ["--label_set", "{d}/labels.txt"],
+    ("label set repeating", "train", PHOTO_TABLE + ["--label_set", "{d}/labels.txt"],
      lambda d: (d / "labels.txt").write_text("red\nblue\nred\n"), ["repeats 'red'"]),
-    ("label set missing", "train", OWN_TABLE + ["--label_set", "{d}/nothing.txt"], None, ["does not exist"]),
-    ("lat not a number", "train", OWN_TABLE, lambda d: _table(d, _set_cell("lat", 2, "(1+2j)")),
+    ("label set missing", "train", PHOTO_TABLE + ["--label_set", "{d}/nothing.txt"], None, ["does not exist"]),
+    ("lat not a number", "train", PHOTO_TABLE, lambda d: _table(d, _set_cell("lat", 2, "(1+2j)")),
      ["column 'lat', rows 2: not a number"]),
-    ("lat written NA", "train", OWN_TABLE, lambda d: _table(d, _set_cell("lat", 4, "NA")),
+    ("lat written NA", "train", PHOTO_TABLE, lambda d: _table(d, _set_cell("lat", 4, "NA")),
      ["column 'lat', rows 4: not a number (e.g. 'NA')"]),
-    ("lon boolean", "train", [a.replace("obs.csv", "obs.parquet") for a in OWN_TABLE],
+    ("lon boolean", "train", [a.replace("obs.csv", "obs.parquet") for a in PHOTO_TABLE],
      lambda d: pd.read_csv(d / "obs.csv").assign(lon=lambda t: t["lon"] > 0).to_parquet(d / "obs.parquet"),
      ["obs.parquet: column 'lon'", "not real numbers"]),
-    ("date impossible", "train", OWN_TABLE, lambda d: _table(d, _set_cell("date", 5, "2021-13-45")),
+    ("date impossible", "train", PHOTO_TABLE, lambda d: _table(d, _set_cell("date", 5, "2021-13-45")),
      ["column 'date', rows 5: not a date"]),
-    ("date fraction beyond the year", "train", OWN_TABLE, lambda d: _table(d, _set_cell("date", 6, "1.5")),
+    ("date fraction beyond the year", "train", PHOTO_TABLE, lambda d: _table(d, _set_cell("date", 6, "1.5")),
      ["column 'date', rows 6: a number outside [0, 1]"]),
-    ("features npz", "train", [a.replace("feats.npy", "feats.npz") for a in OWN_TABLE],
+    ("features npz", "train", [a.replace("feats.npy", "feats.npz") for a in PHOTO_TABLE],
      lambda d: np.savez(d / "feats.npz", np.zeros((24, 4))), ["(a .npz archive)"]),
-    ("features truncated", "train", OWN_TABLE, _truncate_features, ["truncated or damaged"]),
-    ("rows file without image column", "train", OWN_TABLE, lambda d: _side(d, "rows").write_text("row\n0\n"),
+    ("features truncated", "train", PHOTO_TABLE, _truncate_features, ["truncated or damaged"]),
+    ("rows file without image column", "train", PHOTO_TABLE, lambda d: _side(d, "rows").write_text("row\n0\n"),
      ["--features", "no column 'image'"]),
-    ("rows file with a repeated id", "train", OWN_TABLE,
+    ("rows file with a repeated id", "train", PHOTO_TABLE,
      lambda d: _side(d, "rows").write_text("row,image\n" + "0,a.jpg\n" * 24), ["--features", "repeated image ids"]),
-    ("unreadable report row not a number", "train", OWN_TABLE,
+    ("unreadable report row not a number", "train", PHOTO_TABLE,
      lambda d: _side(d, "unreadable").write_text("row,image,error\nseven,a,b\n"), ["rows 0: not a feature row"]),
-    ("progress not JSON", "train", OWN_TABLE, lambda d: _side(d, "progress").write_text("[1"), ["not JSON"]),
-    ("extraction unfinished", "train", OWN_TABLE, lambda d: _progress(d, lambda p: {**p, "rows_done": 8}),
+    ("progress not JSON", "train", PHOTO_TABLE, lambda d: _side(d, "progress").write_text("[1"), ["not JSON"]),
+    ("extraction unfinished", "train", PHOTO_TABLE, lambda d: _progress(d, lambda p: {**p, "rows_done": 8}),
      ["the extraction is unfinished (8 of 24 rows)"]),
-    ("progress claims more rows", "train", OWN_TABLE, lambda d: _progress(d, lambda p: {**p, "rows_done": 30}),
+    ("progress claims more rows", "train", PHOTO_TABLE, lambda d: _progress(d, lambda p: {**p, "rows_done": 30}),
      ["claims 30 of 24 rows done"]),
 ]
 COMMANDS = {"extract": (extract_features.main, "extract_features.py"),
             "photo_table": (photo_table.main, "photo_table.py"), "train": (train_unsuper.main, "train_unsuper.py")}
 
 
-@pytest.mark.parametrize("command, argv, change, words", [case[1:] for case in OWN_CASES],
-                         ids=[case[0] for case in OWN_CASES])
-def test_bad_own_data(own, tmp_path, capsys, monkeypatch, command, argv, change, words):
+@pytest.mark.parametrize("command, argv, change, words", [case[1:] for case in PHOTO_CASES],
+                         ids=[case[0] for case in PHOTO_CASES])
+def test_bad_own_photos_tables_and_features(photos, tmp_path, capsys, monkeypatch, command, argv, change, words):
     data, models = tmp_path / "data", tmp_path / "models"
-    shutil.copytree(own[0], data)
-    shutil.copytree(own[1], models)
+    shutil.copytree(photos[0], data)
+    shutil.copytree(photos[1], models)
     (tmp_path / "empty").mkdir()
     if change:
         change(data)
@@ -736,9 +736,9 @@ def test_bad_own_data(own, tmp_path, capsys, monkeypatch, command, argv, change,
     _check_command(main, program, argv, words, [data, models], capsys, monkeypatch, logs=command != "train")
 
 
-def test_an_extraction_into_an_out_in_use_names_the_first(own, tmp_path, capsys, monkeypatch):
+def test_an_extraction_into_an_out_in_use_names_the_first(photos, tmp_path, capsys, monkeypatch):
     data = tmp_path / "data"
-    shutil.copytree(own[0], data)
+    shutil.copytree(photos[0], data)
     with RunLock(data, name=".feats.npy"):
         _check_command(extract_features.main, "extract_features.py", [a.format(d=data) for a in EXTRACT],
                        ["--out", "is in use by another run (process"], [data], capsys, monkeypatch)
