@@ -18,7 +18,7 @@ import pandas as pd
 from . import own_data
 from . import paths
 from .data_arrays import CSPData, Split, data_dir_key, malformed, missing, read_rows
-from .extract_features import side_files
+from .feature_files import side_files
 
 logger = logging.getLogger(__name__)
 
