@@ -8,8 +8,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "main"))
+MAIN = str(ROOT / "main")
+sys.path.insert(0, MAIN)
 import as_package  # noqa: E402,F401  (main/ becomes the package csp and leaves sys.path)
+
+if MAIN in sys.path:  # as_package was imported before (by the tests): main/ must not shadow other packages
+    sys.path.remove(MAIN)
 
 
 def context():

@@ -26,7 +26,7 @@ BOOL_FLAGS = (
     "load_val_op", "use_layn", "skip_connection", "spa_enc_use_postmat", "balanced_train_loader",
     "use_date_feats", "load_cnn_predictions", "load_cnn_features", "load_cnn_features_train",
     "do_unsuper_train", "load_unsuper_model", "do_super_train", "load_super_model", "load_img", "do_epoch_save",
-    "baseline_full_train", "compile", "bf16",
+    "baseline_full_train", "compile", "bf16", "mask_duplicate_negatives",
 )
 DATASET_NAMES = DATASETS + ("custom",)  # the bundle's datasets and your own table (own_data.py)
 PRED_TYPES = ("full", "fewshot")
@@ -44,14 +44,15 @@ FINETUNING_FLAGS = ("num_epochs", "lr", "lr_decay", "train_sample_ratio", "train
                     "eval_split", "train_loss", "do_super_train")
 # flags that only pre-training reads: they do not change a run with --unsuper_loss none
 PRETRAINING_FLAGS = ("num_epochs_unsuper", "unsuper_lr", "unsuper_temp_inbatch", "unsuper_temp_negloc",
-                     "unsuper_temp_simcse", "simcse_weight", "num_neg_rand_loc", "do_unsuper_train")
+                     "unsuper_temp_simcse", "simcse_weight", "num_neg_rand_loc", "do_unsuper_train",
+                     "mask_duplicate_negatives")
 # flags under which a checkpoint may be resumed or evaluated with other values: the epoch counts (a run continues to
 # more epochs; the checkpoint records those done) and which phases run
 RESUME_FLAGS = ("num_epochs", "num_epochs_unsuper", "do_unsuper_train", "do_super_train")
 # float flags that must be finite and >= 0, or finite and > 0
 NONNEGATIVE_FLOATS = ("lr", "unsuper_lr", "weight_decay", "rand_sample_weight", "simcse_weight")
 POSITIVE_FLOATS = ("lr_decay", "min_radius", "max_radius", "rbf_kernal_size", "unsuper_temp_inbatch",
-                   "unsuper_temp_negloc", "unsuper_temp_simcse")
+                   "unsuper_temp_negloc", "unsuper_temp_simcse", "block_deg")
 # integer flags and their least value
 LEAST_INTS = {"batch_size": 1, "num_epochs": 0, "num_epochs_unsuper": 0, "eval_frequency": 1, "log_frequency": 1,
               "unsuper_save_frequency": 1, "max_num_exs_per_class": 1, "num_filts": 1, "hidden_dim": 1,
@@ -60,7 +61,7 @@ LEAST_INTS = {"batch_size": 1, "num_epochs": 0, "num_epochs_unsuper": 0, "eval_f
 
 def make_args_parser():
     p = argparse.ArgumentParser(description="CSP: contrastive spatial pre-training and fine-tuning of a location encoder",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     add = p.add_argument
 
     # data
@@ -95,7 +96,16 @@ def make_args_parser():
     add("--label_set", type=str, default=None,
         help="(new) --dataset custom: text file of the class labels, one per line (default: the table's labels)")
     add("--image_predictions", type=str, default=None,
-        help="(new) --dataset custom: your classifier's (rows, classes) probabilities .npy; default: a linear probe")
+        help="(new) --dataset custom: your classifier's output, a .npy (one row per table row, one column per class "
+             "of the label set) or a CSV / Parquet (image and one column per class name); default: a linear probe")
+    add("--image_predictions_kind", type=str, default="probabilities", choices=("probabilities", "logits"),
+        help="(new) --image_predictions holds probabilities (checked: finite, >= 0, rows summing to 1) or logits "
+             "(scores before the softmax)")
+    add("--split_method", type=str, default="random", choices=("random", "spatial_block"),
+        help="(new) --dataset custom: how the rows without a split are drawn: random (a share of each label to val) "
+             "or spatial_block (whole cells of --block_deg degrees to val)")
+    add("--block_deg", type=float, default=10.0,
+        help="(new) --dataset custom, --split_method spatial_block: cell size in degrees")
 
     # run
     add("--device", type=str, default="auto",
@@ -169,6 +179,9 @@ def make_args_parser():
     add("--unsuper_temp_negloc", type=float, default=1, help="temperature of the random-location term (contsoftmax*)")
     add("--unsuper_temp_simcse", type=float, default=1, help="temperature of the SimCSE term (contsoftmax*)")
     add("--unsuper_eval_frequency", type=int, default=10, help="unused; kept for compatibility")
+    add("--mask_duplicate_negatives", type=str, default="F",
+        help="(new) T/F: leave pairs of a batch with the same location or the same image features out of the "
+             "pre-training losses' in-batch terms (F: they are each other's negatives, as in the original)")
     add("--baseline_full_train", type=str, default="F",
         help="(new) T/F: a baseline --spa_enc_type is fitted on all training labels, not on the few-shot subset of "
              "--train_sample_ratio (the original's behaviour)")
@@ -330,14 +343,22 @@ def describe_out_of_memory(err):
             f"(--feature_storage mapped)")
 
 
+def error_line(err):
+    """The one line `run_command` prints for `err`."""
+    return describe_out_of_memory(err) if is_out_of_memory(err) else describe_error(err)
+
+
 def run_command(main):
     """Run a command's `main()`; a ValueError, OSError or failed allocation ends it with a one-line message and exit
-    status 2 (CSP_TRACEBACK=1: the traceback)."""
+    status 2 (CSP_TRACEBACK=1: the traceback). Under torchrun process 0 prints the line and the others exit after
+    a short delay without a word (`distributed.ProcessError`: every process that meets it prints it)."""
     try:
         main()
     except (ValueError, OSError, MemoryError, RuntimeError) as err:
         if os.environ.get("CSP_TRACEBACK") == "1" or (isinstance(err, RuntimeError) and not is_out_of_memory(err)):
             raise
-        message = describe_out_of_memory(err) if is_out_of_memory(err) else describe_error(err)
-        print(f"{os.path.basename(sys.argv[0])}: error: {message}", file=sys.stderr)
+        if distributed.process_rank() == 0 or isinstance(err, distributed.ProcessError):
+            print(f"{os.path.basename(sys.argv[0])}: error: {error_line(err)}", file=sys.stderr)
+        else:
+            distributed.wait_for_process_0()
         sys.exit(2)

@@ -9,6 +9,7 @@ from decimal import Decimal
 import numpy as np
 import torch
 
+from . import feature_files
 from .baselines import BASELINE_NAMES
 from .paths import atomic_write
 
@@ -19,6 +20,8 @@ except ImportError:  # numpy < 2
 
 CHECKPOINT_KEYS = ("epoch", "state_dict", "optimizer", "params")
 CLASS_NAMES_KEY = "class_names"
+# written here besides: the files that defined the data (resume.data_record) and the number of torchrun processes
+DATA_KEY, WORLD_SIZE_KEY = "data", "world_size"
 # the phase a checkpoint of this project belongs to: params[CHECKPOINT_PHASE_KEY] is one of the two phases
 CHECKPOINT_PHASE_KEY = "checkpoint_phase"
 PRETRAINING, FINETUNING = "pre-training", "fine-tuning"
@@ -27,6 +30,8 @@ SUFFIX = ".pth.tar"
 RAND_SAMPLE_TAG_LOSSES = ("imgcontloss", "imgcontlosssimcse", "contsoftmax", "contsoftmaxsym")
 SIMCSE_TAG_LOSSES = ("imgcontlosssimcse", "contsoftmax", "contsoftmaxsym")
 TEMPERATURE_TAG_LOSSES = ("contsoftmax", "contsoftmaxsym")
+# the pre-training of --mask_duplicate_negatives T (the default F adds nothing: the original's names)
+MASK_TAG = "_MASKDUP"
 # The released fMoW checkpoints were named before the image-model tag was added to non-iNat-2018 names.
 RELEASED_FMOW_TAG = "_inception_v3_"
 # a baseline fitted on all training labels at a few-shot ratio (--baseline_full_train T): its own files
@@ -42,11 +47,18 @@ def _lr_tag(lr):
     return f"{lr:.{4 if exponent >= -4 else 8}f}"
 
 
-def _encoder_args(params):
+def _cnn_tag(params):
+    """The image-model tag of a file name: none for iNat2018's inception_v3 (the original's names); your own data:
+    the backbone recorded beside --features (else --cnn_model)."""
     if params["dataset"] == "inat_2018" and params["cnn_model"] == "inception_v3":
-        cnn_tag = ""
-    else:
-        cnn_tag = f"{params['cnn_model']}_"
+        return ""
+    recorded = (feature_files.recorded_backbone(params["features"])
+                if params["dataset"] == "custom" and params.get("features") else None)
+    return f"{recorded or params['cnn_model']}_"
+
+
+def _encoder_args(params):
+    cnn_tag = _cnn_tag(params)
     args = (f"{cnn_tag}{_lr_tag(params['lr'])}_{params['frequency_num']:d}_{params['min_radius']:.7f}"
             f"_{params['num_hidden_layer']:d}_{params['hidden_dim']:d}")
     if params["batch_size"] != 1024:
@@ -78,6 +90,8 @@ def _pretraining_args(params):
     if loss in TEMPERATURE_TAG_LOSSES:
         args += (f"_TMP{params['unsuper_temp_inbatch']:.4f}_{params['unsuper_temp_negloc']:.4f}"
                  f"_{params['unsuper_temp_simcse']:.4f}")
+    if params.get("mask_duplicate_negatives") and loss != "l2regress":
+        args += MASK_TAG
     return args
 
 
@@ -125,6 +139,16 @@ def epoch_file_name(path, epoch):
     return f"{_stem(path)}-Epoch-{epoch}{SUFFIX}"
 
 
+def check_class_head(params, source):
+    """ValueError when `params` are a pre-training checkpoint's (its phase, or an `UNSUPER-` name of the original's
+    at `source`): its class head was never trained."""
+    phase = params.get(CHECKPOINT_PHASE_KEY)
+    if phase == PRETRAINING or (phase is None and "UNSUPER-" in os.path.basename(str(source))):
+        raise ValueError(f"{source} is a pre-training checkpoint: its class head was never trained, so its class "
+                         f"probabilities (and maps) would be noise; use the fine-tuned checkpoint (its name has "
+                         f"_ratio…, not UNSUPER-); its embeddings (embed, the clusters figure) are fine")
+
+
 def find_checkpoint(path):
     """`path` if it is a file; else the released fMoW name (without `_inception_v3_`) if that exists; else None."""
     if os.path.isfile(path):
@@ -154,13 +178,14 @@ def plain_value(value, key="params"):
                      f"use plain Python types")
 
 
-def save_checkpoint(path, model, optimizer, epoch, params, class_names=None):
+def save_checkpoint(path, model, optimizer, epoch, params, class_names=None, records=None):
     """Write the checkpoint of `model` (and `optimizer`, or None) to `path` atomically, its folder created;
-    ValueError for params that are not plain values."""
+    `records`: {DATA_KEY: …, WORLD_SIZE_KEY: …} as well. ValueError for params that are not plain values."""
     state = {"epoch": int(epoch), "state_dict": model.state_dict(),
              "optimizer": None if optimizer is None else optimizer.state_dict(), "params": plain_value(params)}
     if class_names is not None:
         state[CLASS_NAMES_KEY] = [str(name) for name in class_names]
+    state.update(plain_value(records or {}, "records"))
     atomic_write(path, lambda handle: torch.save(state, handle))
 
 
@@ -181,9 +206,12 @@ def load_checkpoint(path, device="cpu"):
     if missing:
         raise ValueError(f"{path} is not a CSP checkpoint: it lacks {', '.join(missing)}")
     problem = _malformed_part(ckpt)
+    if not problem:
+        ckpt["params"] = plain_value(ckpt["params"])
+        problem = _malformed_params(ckpt["params"], ckpt["state_dict"]) or _malformed_records(ckpt, ckpt["state_dict"])
     if problem:
-        raise ValueError(f"{path} is malformed: {problem}; it is not a checkpoint this project or the original wrote")
-    ckpt["params"] = plain_value(ckpt["params"])
+        raise ValueError(f"{path} is malformed: {problem}; it is not a checkpoint this project or the original wrote "
+                         f"(use the file the run wrote, or write it again)")
     return ckpt
 
 
@@ -204,8 +232,64 @@ def _malformed_part(ckpt):
         return f"its params is a {type(ckpt['params']).__name__}, not a mapping of flag names to values"
     if ckpt["optimizer"] is not None and not isinstance(ckpt["optimizer"], dict):
         return f"its optimizer state is a {type(ckpt['optimizer']).__name__}, not a mapping"
-    if isinstance(ckpt["epoch"], bool) or not isinstance(ckpt["epoch"], int):
-        return f"its epoch is {ckpt['epoch']!r}, not an integer"
+    if not _is_int(ckpt["epoch"], 0):
+        return f"its epoch is {ckpt['epoch']!r}, not an integer >= 0"
+    return None
+
+
+def _is_int(value, least):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _state_rows(state_dict, suffix):
+    return next((value.shape[0] for key, value in state_dict.items()
+                 if (key == suffix or key.endswith("." + suffix)) and value.dim() == 2), None)
+
+
+def _malformed_params(params, state):
+    """What is wrong with the params that build the model, or None (a key may be missing: its default holds)."""
+    if "spa_enc_type" in params and not isinstance(params["spa_enc_type"], str):
+        return f"its params' spa_enc_type is {params['spa_enc_type']!r}, not the name of an encoder"
+    for key, rows in (("num_classes", _state_rows(state, "class_emb.weight")),
+                      ("num_users", _state_rows(state, "user_emb.weight"))):
+        value = params.get(key)
+        if value is not None and not _is_int(value, 1):
+            return f"its params' {key} is {value!r}, not an integer >= 1"
+        if value is not None and rows is not None and value != rows:
+            return f"its params' {key} is {value}, but its weights hold {rows}"
+    extent = params.get("map_range")
+    if extent is not None and not _valid_extent(extent):
+        return (f"its params' map_range is {extent!r}, not the extent xmin xmax ymin ymax in degrees with xmin < xmax "
+                f"and ymin < ymax (e.g. [-180, 180, -90, 90]) that the naive, rff and tile_ffn encoders normalise by")
+    ids = params.get("rbf_anchor_pt_ids")
+    if ids is not None and not (isinstance(ids, list) and all(_is_int(i, 0) for i in ids)):
+        return "its params' rbf_anchor_pt_ids is not a list of training-row ids (integers >= 0)"
+    return None
+
+
+def _valid_extent(extent):
+    try:
+        values = [float(value) for value in extent if not isinstance(value, (bool, str))]
+    except (TypeError, ValueError):
+        return False
+    return (len(values) == len(extent) == 4 and all(np.isfinite(values)) and values[0] < values[1]
+            and values[2] < values[3])
+
+
+def _malformed_records(ckpt, state):
+    names = ckpt.get(CLASS_NAMES_KEY)
+    rows = _state_rows(state, "class_emb.weight")
+    if names is not None and not (isinstance(names, list) and all(isinstance(name, str) for name in names)):
+        return f"its {CLASS_NAMES_KEY} is not a list of class names (text)"
+    if names is not None and rows is not None and len(names) != rows:
+        return f"its {CLASS_NAMES_KEY} names {len(names)} classes, but its class head has {rows}"
+    if WORLD_SIZE_KEY in ckpt and not _is_int(ckpt[WORLD_SIZE_KEY], 1):
+        return f"its {WORLD_SIZE_KEY} is {ckpt[WORLD_SIZE_KEY]!r}, not a number of processes"
+    data = ckpt.get(DATA_KEY)
+    if data is not None and not (isinstance(data, dict) and all(
+            isinstance(entry, dict) and isinstance(entry.get("path"), str) and _is_int(entry.get("size"), 0)
+            and isinstance(entry.get("fingerprint"), str) for entry in data.values())):
+        return f"its {DATA_KEY} is not a record of the files it was trained on ({{role: {{path, size, fingerprint}}}})"
     return None
 
 

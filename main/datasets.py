@@ -18,6 +18,7 @@ import pandas as pd
 from . import own_data
 from . import paths
 from .data_arrays import CSPData, Split, data_dir_key, malformed, missing, read_rows
+from .feature_files import side_files
 
 logger = logging.getLogger(__name__)
 
@@ -347,6 +348,19 @@ def _check_not_swapped(dataset, split, entries):
                         f"exchange them in the file")
 
 
+def _check_longitudes(dataset, split, entries):
+    """ValueError when longitudes look like degrees east in 0..360: no located entry has a negative longitude, and
+    at least two and SWAPPED_MIN_FRACTION of them are in (180, 360] (a stray one is dropped as out of range)."""
+    located = ~entries.invalid & ~np.isnan(entries.locs).any(axis=1)
+    lon = entries.locs[located, 0]
+    east = ((lon > 180) & (lon <= 360) & (np.abs(entries.locs[located, 1]) <= 90)).sum()
+    if east >= max(2, SWAPPED_MIN_FRACTION * len(lon)) and not (lon < 0).any():
+        raise malformed(dataset, entries.loc_source,
+                        f"{east} of its {len(lon)} {split} longitudes are in (180, 360]: they look like degrees "
+                        f"east in 0..360, but this project reads longitude in [-180, 180]; convert them in the file "
+                        f"(subtract 360 from those above 180)")
+
+
 def _select(dataset, split, entries, remove_invalid, num_classes):
     bad_class = (entries.classes < 0) | (entries.classes >= num_classes)
     if bad_class.any():
@@ -355,6 +369,7 @@ def _select(dataset, split, entries, remove_invalid, num_classes):
                         f"(e.g. {entries.classes[bad_class][0]}); {category_file(dataset)} names {num_classes} "
                         f"classes")
     _check_not_swapped(dataset, split, entries)
+    _check_longitudes(dataset, split, entries)
     bad_coords = _bad_coordinates(entries.locs) & ~entries.invalid
     locs = entries.locs
     original_rows = None
@@ -447,6 +462,35 @@ def load_dataset(params, eval_split, train_remove_invalid, eval_remove_invalid, 
     class_of_interest = DATASET_INFO[dataset][1]
     return CSPData(dataset, data_dir, splits[0], splits[1], num_classes, classes,
                    class_of_interest if class_of_interest < num_classes else 0)
+
+
+def input_files(params, features=False):
+    """[(role, path, read by pre-training)] of the existing files that define a run's data: the bundle's split,
+    class-name, training image-feature (with `features`) and prediction files, or the own-data flags' files."""
+    dataset = params["dataset"]
+    if dataset == own_data.DATASET:
+        found = [(f"--{flag}", Path(params[flag]), flag in ("data_table", "features"))
+                 for flag in own_data.INPUT_FLAGS if params.get(flag)]
+        if params.get("features"):
+            found.append(("--features rows", side_files(params["features"])["rows"], True))
+    else:
+        data_dir = paths.get_paths(data_dir_key(dataset))
+        found = [("class names", data_dir / category_file(dataset), False)]
+        for split in ("train", params["eval_split"]):
+            if dataset in INAT_STYLE:
+                locations, annotations = annotation_files(dataset, split)
+                found += [(f"{split} locations", data_dir / locations, split == "train"),
+                          (f"{split} annotations", data_dir / annotations, split == "train")]
+            else:
+                found.append(("annotations", data_dir / (BIRD_FILES.get(dataset) or YFCC_FILE), True))
+        found.append((f"{params['eval_split']} image predictions",
+                      data_dir / prediction_file(dataset, params["eval_split"], params["cnn_pred_type"],
+                                                 params["train_sample_ratio"], params["inat2018_resolution"],
+                                                 params["cnn_model"]), False))
+        if features:
+            found.append(("train image features", data_dir / feature_file(
+                dataset, "train", params["inat2018_resolution"], params["cnn_model"]), True))
+    return [(role, path, pretraining) for role, path, pretraining in dict.fromkeys(found) if path.is_file()]
 
 
 def flags_from_data(params):

@@ -4,6 +4,7 @@
     python main/demo.py --seed 1              # another seed (initialisation, batches, dropout, negatives)
     python main/demo.py --readme_figures      # also overwrite the two maps in image/ (the README's figures)
     python main/demo.py -- --unsuper_lr 0.00005   # flags after -- go to both runs and win over the demo's
+    python main/demo.py -- --split_method spatial_block   # both runs on a split of whole 10-degree cells
 
 Builds the demo dataset as your own data (`demo_data.py`), runs CSP-MC-BLD and Sup. Only (grid) on it with the fMoW run
 script's flags plus `DEMO_OVERRIDES`, draws a class map and the embedding clusters, and prints the Top-1 table (also
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 if not __package__:  # run as a script (`python demo.py`): its folder is imported as the package csp
     __package__ = __import__("as_package").PACKAGE
@@ -138,6 +140,16 @@ def run_argvs(model_dir, seed, device=None, extra_flags=(), data_dir=DEFAULT_OUT
     return {"CSP-MC-BLD": argv, "Sup. Only (grid)": argv + ["--unsuper_loss", "none"]}
 
 
+def write_unsplit_table(data_dir, model_dir):
+    """The demo table without its `split` column, as `{model_dir}/observations.csv` (so that the runs draw the
+    splits with --split_method); returns its path."""
+    table = pd.read_csv(Path(data_dir) / demo_data.TABLE, dtype={"image": str, "label": str, "user": str})
+    path = Path(model_dir) / demo_data.TABLE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.drop(columns="split").to_csv(path, index=False)
+    return path
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # the table
 
@@ -206,7 +218,9 @@ def draw_figures(csp, data_dir, out_dir, device="auto", cluster_step=0.5, max_cl
 def run_demo(out_dir=DEFAULT_OUT_DIR, seed=0, device=None, extra_flags=(), readme_dir=None, build_args=None,
              cluster_step=0.5, max_cluster_points=5000):
     """The whole demo into `out_dir` (`data/`, `runs/seed{seed}/`, figures, `demo_results.md`), the figures also into
-    `readme_dir`; returns {"rows", "report", "files", "results"}."""
+    `readme_dir`; returns {"rows", "report", "files", "results"}. With --split_method in `extra_flags` the runs draw
+    their splits from the table without its split column, in `runs/seed{seed}-{method}/` (figures too), and the
+    report is `demo_results-{method}.md`."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out_dir {out_dir} is a file; give a folder (default {DEFAULT_OUT_DIR})")
@@ -215,10 +229,20 @@ def run_demo(out_dir=DEFAULT_OUT_DIR, seed=0, device=None, extra_flags=(), readm
     argvs = run_argvs(model_dir, seed, device, extra_flags, data_dir)
     for argv in argvs.values():
         default_params(argv)
+    given = any(word.split("=")[0] == "--split_method" for word in extra_flags)
+    split_method = default_params(argvs["CSP-MC-BLD"])["split_method"] if given else None
+    if split_method:
+        model_dir = out_dir / "runs" / f"seed{seed}-{split_method}"
+        argvs = run_argvs(model_dir, seed, device, extra_flags, data_dir)
     seconds = {}
     start = time.monotonic()
     ensure_dataset(data_dir, build_args)
     seconds["dataset"] = time.monotonic() - start
+    if split_method:
+        table = write_unsplit_table(data_dir, model_dir)
+        logger.info("--split_method %s: the runs read %s (the table without its split column)", split_method, table)
+        for argv in argvs.values():
+            argv[argv.index("--data_table") + 1] = str(table)
 
     overrides = argvs["CSP-MC-BLD"][len(train_unsuper.script_argv(FMOW_SCRIPT)):]
     logger.info("Runs: the flags of %s, then %s (their log lines go to the .log files in %s)", FMOW_SCRIPT.name,
@@ -236,7 +260,8 @@ def run_demo(out_dir=DEFAULT_OUT_DIR, seed=0, device=None, extra_flags=(), readm
 
     start = time.monotonic()
     logger.info("Drawing the maps: %s", estimate(QUIET_SECONDS["figures"]))
-    files = draw_figures(csp, data_dir, out_dir, device or "auto", cluster_step, max_cluster_points)
+    files = draw_figures(csp, data_dir, model_dir if split_method else out_dir, device or "auto", cluster_step,
+                         max_cluster_points)
     if readme_dir is not None:
         Path(readme_dir).mkdir(parents=True, exist_ok=True)
         for _, path in list(files):
@@ -245,7 +270,7 @@ def run_demo(out_dir=DEFAULT_OUT_DIR, seed=0, device=None, extra_flags=(), readm
             files.append((f"README copy of {path.name}", copy))
     seconds["figures"] = time.monotonic() - start
 
-    report_path = out_dir / "demo_results.md"
+    report_path = out_dir / (f"demo_results-{split_method}.md" if split_method else "demo_results.md")
     files = ([("dataset", data_dir), ("both runs (checkpoints, .log, .results.json, .ranks.npz)", model_dir)]
              + files + [("this report", report_path)])
     rows = summary_rows(csp, sup)

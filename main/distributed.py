@@ -6,8 +6,12 @@ taking positions [r·b, (r+1)·b) of each, so they step as one process at batch 
 drawn per rank). Without WORLD_SIZE > 1 every function here is the identity (rank 0 of 1).
 """
 import atexit
+import contextlib
 import functools
 import os
+import signal
+import sys
+import time
 
 import numpy as np
 import torch
@@ -35,6 +39,23 @@ def resolve_device(name):
     return device
 
 
+# seconds a process other than 0 waits before it exits on bad input, so that process 0 (maybe slower to start)
+# prints the line before torchrun stops it; torchrun ends the wait as soon as process 0 exits
+QUIET_EXIT_DELAY_S = 30.0
+
+
+def wait_for_process_0():
+    """Before a process other than 0 exits on bad input: give process 0 QUIET_EXIT_DELAY_S to print the line before
+    torchrun stops the processes (its SIGTERM meanwhile ends this one with exit status 2 too)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(2))
+    time.sleep(QUIET_EXIT_DELAY_S)
+
+
+class ProcessError(ValueError):
+    """Bad input that this process alone may meet before the processes join (its own GPU): every process that
+    raises it prints it."""
+
+
 def requested_world_size():
     """WORLD_SIZE, the processes torchrun started (1 without), known before they join their group."""
     return int(os.environ.get("WORLD_SIZE", "1"))
@@ -52,8 +73,8 @@ def setup(device):
     if device.type == "cuda":
         local_rank = int(os.environ["LOCAL_RANK"])
         if local_rank >= torch.cuda.device_count():
-            raise ValueError(f"LOCAL_RANK {local_rank}: this node has {torch.cuda.device_count()} GPU(s); start at "
-                             f"most that many processes per node (torchrun --nproc_per_node)")
+            raise ProcessError(f"LOCAL_RANK {local_rank}: this node has {torch.cuda.device_count()} GPU(s); start "
+                               f"at most that many processes per node (torchrun --nproc_per_node)")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
@@ -79,6 +100,36 @@ def rank():
 def is_main():
     """True on rank 0, which logs, evaluates and writes the files."""
     return rank() == 0
+
+
+def process_rank():
+    """This process's rank: its group's, else torchrun's RANK (an error before the group is joined), else 0."""
+    if dist.is_initialized():
+        return rank()
+    return int(os.environ.get("RANK") or 0) if requested_world_size() > 1 else 0
+
+
+@contextlib.contextmanager
+def together(describe=str):
+    """Run the block, which must call no collective, on every rank; under torchrun the ranks then tell each other
+    whether it raised, and where it raised on any, it raises on all: the failing ranks their own error, the others
+    a ValueError with the first failing rank's `describe(error)` — no rank is left waiting in a collective call
+    or dying on a closed connection. One process: the block alone."""
+    if world_size() == 1:
+        yield
+        return
+    error = None
+    try:
+        yield
+    except Exception as err:
+        error = err
+    messages = [None] * world_size()
+    dist.all_gather_object(messages, None if error is None else describe(error))
+    if error is not None:
+        raise error
+    failed = next(((index, message) for index, message in enumerate(messages) if message is not None), None)
+    if failed is not None:
+        raise ValueError(f"torchrun process {failed[0]} stopped: {failed[1]}")
 
 
 def main_only(method):

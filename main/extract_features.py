@@ -3,308 +3,288 @@
     python extract_features.py --images DIR_OR_CSV --backbone inception_v3 --weights inception_v3.pth --out F.npy
     python extract_features.py --images obs.csv --out feats.npy     # efficientnet_lite0: weights ship offline
 
-The feature is the input of the backbone's last linear layer, the images prepared with the preset of torchvision's
-default weights for it. Beside `--out x.npy` go `x.rows.csv` (row → image), `x.unreadable.csv` and `x.progress.json`,
-from which the same command resumes a killed extraction.
+The feature is the input of the backbone's last linear layer (`backbones.py`), the images decoded as a viewer shows
+them (`images.py`) and prepared with the weights' own transform. Beside `--out x.npy` go `x.rows.csv` (row → image
+and file), `x.unreadable.csv` and `x.progress.json` (`feature_files.py`), from which the same command resumes a
+killed extraction; other images or settings stop it with the rows or settings that differ. One extraction at a time
+writes an `--out` (a lock file beside it).
 """
 import argparse
-import csv
-import hashlib
-import json
+import errno
 import logging
 import os
 import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
-import torchvision
-from PIL import Image
-from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import v2
 
 if not __package__:  # run as a script (`python extract_features.py`): its folder is imported as the package csp
     __package__ = __import__("as_package").PACKAGE
-from . import efficientnet_lite
+from . import backbones
+from . import feature_files
+from . import images as decoding
 from .arguments import resolve_device, run_command
-from .paths import atomic_write
+from .backbones import LITE0
+from .feature_files import side_files
 from .progress import LoggedBar
+from .run_lock import RunLock
 from .table_reader import duplicated_rows, format_rows, read_table
 
 logger = logging.getLogger(__name__)
 
-LITE0 = "efficientnet_lite0"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-PROGRESS_FORMAT = "csp-features/1"
 SAVE_INTERVAL_S = 30.0
-# Settings of torchvision models built without weights that their ImageNet weights need (torchvision sets them
-# when it loads its own weights): Inception-v3's weights expect its input re-scaling.
-BACKBONE_KWARGS = {"inception_v3": {"transform_input": True, "init_weights": False}}
-# EfficientNet-Lite0 (TensorFlow weights) scales pixels as (x − 127) / 128: the same as mean / std on [0, 1].
-LITE0_PRESET = {"resize_size": 256, "crop_size": 224,
-                "mean": [efficientnet_lite.PIXEL_MEAN / 255] * 3, "std": [efficientnet_lite.PIXEL_STD / 255] * 3}
-
-
-def side_files(out):
-    """{'rows', 'unreadable', 'progress'}: the files beside the feature file `out` (`x.rows.csv`, `x.unreadable.csv`,
-    `x.progress.json`)."""
-    stem = Path(out).with_suffix("")
-    return {"rows": Path(f"{stem}.rows.csv"), "unreadable": Path(f"{stem}.unreadable.csv"),
-            "progress": Path(f"{stem}.progress.json")}
+# settings that define an extraction: a feature file is resumed or reused only under equal ones
+SETTINGS = ("backbone", "weights", "image_size", "transform", "max_image_pixels", "num_rows")
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # the images
 
-def list_images(images, image_column="image", image_root=None):
-    """(ids, paths): the images of a folder (recursive, sorted; id = relative path) or of a table's `image_column`
-    (paths relative to `image_root`, default the table's folder)."""
-    source = Path(images)
+def list_images(source, image_column="image", image_root=None):
+    """(ids, paths, problems): the images of a folder (recursive, sorted; id = relative path; a file name that is not
+    UTF-8 gets a backslash-escaped id and a problem) or of a table's `image_column` (paths relative to
+    `image_root`, default the table's folder); problems[i] is '' or why row i cannot be read."""
+    source = Path(source)
     if source.is_dir():
-        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        suffixes = decoding.image_suffixes()
+        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
         if not files:
-            raise ValueError(f"--images {source}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-        return [p.relative_to(source).as_posix() for p in files], files
+            raise ValueError(f"--images {source}: no image files in this folder (suffixes {', '.join(suffixes)})")
+        ids, problems = zip(*(decoding.file_name_problem(p.relative_to(source)) for p in files))
+        return list(ids), files, list(problems)
     if not source.is_file():
         raise FileNotFoundError(f"--images {source} does not exist; give a folder of images or a CSV / Parquet "
                                 f"table with an '{image_column}' column")
     table = read_table(source, columns=[image_column])
     if table[image_column].isna().any():
         rows = np.flatnonzero(table[image_column].isna().to_numpy())
-        raise ValueError(f"--images {source}: column '{image_column}' is empty in rows {format_rows(rows)}; "
-                         f"every row needs an image")
+        raise ValueError(f"--images {source}: column '{image_column}', rows {format_rows(rows)}: no image; every row "
+                         f"needs one")
     ids = table[image_column].astype(str).tolist()
     root = Path(image_root) if image_root is not None else source.parent
-    return ids, [Path(i) if Path(i).is_absolute() else root / i for i in ids]
+    return ids, [Path(i) if Path(i).is_absolute() else root / i for i in ids], [""] * len(ids)
 
 
 class ImageFiles(Dataset):
-    """Item i = (i, image tensor (3, S, S) float32, error message or ''); an unreadable image gives zeros."""
+    """Item i = (i, model input (3, S, S) float32, error message or ''); an unreadable image gives zeros."""
 
-    def __init__(self, paths, transform, size):
-        self.paths, self.transform, self.size = paths, transform, size
+    def __init__(self, paths, problems, transform, crop_size, short_side, max_pixels):
+        self.paths, self.problems, self.transform = paths, problems, transform
+        self.crop_size, self.short_side, self.max_pixels = crop_size, short_side, max_pixels
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, i):
+        if self.problems[i]:
+            return i, torch.zeros(3, self.crop_size, self.crop_size), self.problems[i]
         try:
-            with Image.open(self.paths[i]) as img:
-                return i, self.transform(img.convert("RGB")), ""
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-            return i, torch.zeros(3, self.size, self.size), f"{type(err).__name__}: {err}"
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# the backbone
-
-def preset(backbone, image_size=None):
-    """(transform, crop size) of a backbone: its torchvision preset (Lite0: resize 256, crop 224), or with `image_size`
-    S: shorter side to S, centre crop S."""
-    if backbone == LITE0:
-        settings = dict(LITE0_PRESET)
-    else:
-        weights = torchvision.models.get_model_weights(backbone).DEFAULT.transforms()
-        settings = {"resize_size": weights.resize_size[0], "crop_size": weights.crop_size[0], "mean": weights.mean,
-                    "std": weights.std}
-    if image_size is not None:
-        settings["resize_size"] = settings["crop_size"] = image_size
-    transform = v2.Compose([v2.ToImage(), v2.Resize(settings["resize_size"], antialias=True),
-                            v2.CenterCrop(settings["crop_size"]), v2.ToDtype(torch.float32, scale=True),
-                            v2.Normalize(settings["mean"], settings["std"])])
-    return transform, settings["crop_size"]
-
-
-def _drop_last_linear(model):
-    name = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, nn.Identity())
-
-
-def load_backbone(backbone, weights=None):
-    """The feature extractor (eval mode, CPU): `efficientnet_lite0`, or torchvision's `backbone` with the state_dict at
-    `weights`, its last linear layer removed."""
-    if backbone == LITE0:
-        if weights is not None:
-            raise ValueError("--weights: efficientnet_lite0 uses the weights shipped with its package")
-        model = efficientnet_lite.load_pretrained()
-        model._fc = nn.Identity()
-        return model
-    if backbone not in torchvision.models.list_models(module=torchvision.models):
-        raise ValueError(f"--backbone {backbone!r} is not a torchvision classification model (e.g. resnet50, "
-                         f"inception_v3, efficientnet_b0, convnext_tiny) nor {LITE0}")
-    if weights is None:
-        raise ValueError(f"--backbone {backbone} needs --weights PATH, a local state_dict (weights are never "
-                         f"downloaded); e.g. save torchvision.models.get_model('{backbone}', weights='DEFAULT')"
-                         f".state_dict() on a machine with network")
-    model = torchvision.models.get_model(backbone, weights=None, **BACKBONE_KWARGS.get(backbone, {}))
-    state = _read_state_dict(weights)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise ValueError(f"--weights {weights} does not fit torchvision's {backbone}: {err}") from None
-    _drop_last_linear(model)
-    return model.eval()
-
-
-def _read_state_dict(path):
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"--weights {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, ValueError) as err:
-        raise ValueError(f"--weights {path} is not a torch state_dict file: {err}") from None
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise ValueError(f"--weights {path} does not hold a state_dict")
-    return state
-
-
-def _fingerprint(paths_or_ids):
-    digest = hashlib.sha256()
-    for item in paths_or_ids:
-        digest.update(str(item).encode() + b"\0")
-    return digest.hexdigest()[:16]
-
-
-def _weights_signature(weights):
-    if weights is None:
-        return None
-    if not Path(weights).is_file():
-        raise FileNotFoundError(f"--weights {weights} does not exist")
-    stat = Path(weights).stat()
-    return {"path": str(Path(weights).resolve()), "bytes": stat.st_size}
+            picture = decoding.open_rgb(self.paths[i], self.short_side, self.max_pixels)
+            pixels = torch.from_numpy(np.array(picture)).permute(2, 0, 1)
+            return i, self.transform(pixels), ""
+        except Exception as err:  # noqa: BLE001 (any image a decoder fails on is listed, not fatal)
+            return i, torch.zeros(3, self.crop_size, self.crop_size), " ".join(f"{type(err).__name__}: {err}".split())
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # the extraction
 
-def _resume_point(out, settings):
-    """rows_done of an extraction into `out` with these settings, or None; ValueError when `out` is another file."""
+def _check_resumable(out, settings, rows_table):
+    """rows_done of an extraction into `out` with these settings, or None for a new one; ValueError naming what
+    differs when `out` holds another extraction."""
     files = side_files(out)
-    if files["progress"].is_file():
-        done = json.loads(files["progress"].read_text())
-        differs = [key for key in settings if done.get("settings", {}).get(key) != settings[key]]
-        if differs:
-            raise ValueError(f"--out {out} was started with other settings ({', '.join(differs)} differ; see "
-                             f"{files['progress']}); give another --out, or delete {out} and its "
-                             f"{', '.join(p.name for p in files.values())} to start again")
-        if not out.is_file():
-            raise ValueError(f"{files['progress']} exists but {out} does not; delete it to start again")
-        return int(done["rows_done"])
-    if out.exists():
-        raise ValueError(f"--out {out} exists and is not a feature file in progress (no {files['progress'].name}); "
-                         f"it is not overwritten: give another --out")
-    return None
+    if not files["progress"].is_file():
+        if out.exists():
+            raise ValueError(f"--out {out} exists and is not a feature file in progress (no {files['progress'].name}); "
+                             f"it is not overwritten: give another --out")
+        return None
+    if not out.is_file():
+        raise ValueError(f"{files['progress']} exists but {out} does not; delete it to extract again")
+    done = feature_files.read_progress(files["progress"], out)
+    restart = (f"give another --out, or delete {out} and its {', '.join(p.name for p in files.values())} to "
+               f"extract again")
+    changed = feature_files.changed_rows(feature_files.read_rows(files["rows"], done["num_rows"]), rows_table)
+    if len(changed):
+        row = changed[0]
+        example = (f" (e.g. {rows_table['path'].iloc[row]!r})" if row < len(rows_table) else "")
+        raise ValueError(f"--out {out} holds the features of other image files: rows {format_rows(changed)}{example} "
+                         f"differ in path, size or modification time from {files['rows'].name} (another "
+                         f"--image_root, other images, or changed files); {restart}")
+    differs = [key for key in SETTINGS if done["settings"].get(key) != settings[key]]
+    if differs:
+        raise ValueError(f"--out {out} was extracted with other settings ({', '.join(differs)} differ; see "
+                         f"{files['progress']}); {restart}")
+    return done["rows_done"]
 
 
-def _create(out, settings, ids, num_features):
+def _create(out, settings, rows_table, num_features):
+    """The new feature file (memory map, its blocks allocated: a full disk fails here, not while writing) and its side
+    files; on failure nothing is left."""
     files = side_files(out)
+    num_rows = len(rows_table)
     out.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"row": np.arange(len(ids)), "image": ids}).to_csv(files["rows"], index=False)
-    with open(files["unreadable"], "w", newline="") as handle:
-        csv.writer(handle).writerow(["row", "image", "error"])
-    features = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(len(ids), num_features))
-    _write_progress(files["progress"], settings, 0, len(ids))
-    return features
-
-
-def _keep_report_rows(report, rows_done):
-    """Drop the report lines of rows ≥ rows_done (they are redone)."""
-    table = pd.read_csv(report, dtype={"image": str, "error": str}, keep_default_na=False)
-    text = table[table["row"] < rows_done].to_csv(index=False).encode()
-    atomic_write(report, lambda handle: handle.write(text))
-
-
-def _write_progress(path, settings, rows_done, num_rows):
-    text = json.dumps({"format": PROGRESS_FORMAT, "settings": settings, "rows_done": rows_done,
-                       "num_rows": num_rows}, indent=1).encode()
-    atomic_write(path, lambda handle: handle.write(text))
+    try:
+        feature_files.write_csv(files["rows"], rows_table)
+        feature_files.start_unreadable(files["unreadable"])
+        features = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(num_rows, num_features))
+        if hasattr(os, "posix_fallocate"):  # Linux: the blocks now, so a memory-map write never finds the disk full
+            with open(out, "r+b") as handle:
+                os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
+        feature_files.write_progress(files["progress"], settings, 0, num_rows)
+        return features
+    except BaseException as err:
+        for path in (out, *files.values()):
+            path.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            raise ValueError(f"cannot write {out}: the disk is full ({num_rows} x {num_features} float32 = "
+                             f"{num_rows * num_features * 4 / 1e6:,.0f} MB needed); free space or give --out on "
+                             f"another disk (nothing was written)") from None
+        raise
 
 
 def extract(images, backbone, out, weights=None, image_column="image", image_root=None, image_size=None,
-            batch_size=64, num_workers=4, device="auto"):
-    """Extract the features of every image of `images` into `out`, resuming a killed extraction of the same settings;
-    returns {"rows", "features", "unreadable", "seconds"}. An unreadable image's row is NaN."""
+            batch_size=64, num_workers=4, device="auto", max_image_pixels=decoding.MAX_PIXELS):
+    """Extract the features of every image of `images` into `out`, resuming a killed extraction of the same images
+    and settings; returns {"rows", "features", "unreadable", "seconds"}. An unreadable image's row is NaN."""
     start_time = time.monotonic()
     out = Path(out)
     if out.suffix != ".npy":
         raise ValueError(f"--out {out}: the feature file must end in .npy")
     for flag, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0),
-                               ("image_size", image_size or 32, 32)):
+                               ("image_size", image_size or 32, 32), ("max_image_pixels", max_image_pixels, 1)):
         if value < least:
             raise ValueError(f"--{flag} must be at least {least}, got {value}")
-    ids, paths = list_images(images, image_column, image_root)
+    ids, paths, problems = list_images(images, image_column, image_root)
     repeated = duplicated_rows(ids)
     if len(repeated):
         raise ValueError(f"--images {images}: duplicated image ids in rows {format_rows(repeated)} (e.g. "
                          f"{ids[repeated[0]]!r}); each image must be listed once")
-    transform, size = preset(backbone, image_size)
+    digest = None if weights is None else backbones.file_digest(weights)
+    transform, crop_size, short_side = backbones.transform(backbone, digest, image_size)
     dev = resolve_device(device)
-    settings = {"images": _fingerprint(ids), "num_rows": len(ids), "backbone": backbone,
-                "weights": _weights_signature(weights), "image_size": size, "transform": repr(transform)}
-    rows_done = _resume_point(out, settings)
+    rows_table = feature_files.sources_table(ids, paths, out)
+    settings = {"backbone": backbone, "weights": digest,
+                "image_size": crop_size, "transform": " ".join(repr(transform).split()),
+                "max_image_pixels": max_image_pixels, "num_rows": len(ids)}
     files = side_files(out)
-    if rows_done == len(ids):
-        logger.info("%s is complete (%d rows); nothing to do", out, len(ids))
-    else:
-        model = load_backbone(backbone, weights).to(dev)
-        channels_last = dev.type == "cpu"
-        if channels_last:  # faster depthwise / grouped convolutions on CPU
-            model = model.to(memory_format=torch.channels_last)
-        if rows_done is None:
-            with torch.inference_mode():
-                num_features = model(torch.zeros(2, 3, size, size, device=dev)).shape[1]
-            features, rows_done = _create(out, settings, ids, num_features), 0
+    lock = RunLock(out.parent, name=f".{out.name}", what=f"--out {out}",
+                   fix="two extractions into one file would mix their rows; wait for it to end, or give this one "
+                       "another --out")
+    with lock:
+        rows_done = _check_resumable(out, settings, rows_table)
+        if rows_done == len(ids):
+            logger.info("%s is complete (%d rows, the same images and settings); nothing to do", out, len(ids))
         else:
-            logger.info("Resuming the extraction into %s at row %d of %d", out, rows_done, len(ids))
-            features = np.lib.format.open_memmap(out, mode="r+")
-            _keep_report_rows(files["unreadable"], rows_done)
-        _run(model, ImageFiles(paths, transform, size), ids, features, files, settings, rows_done,
-             dict(batch_size=batch_size, num_workers=num_workers, pin_memory=dev.type == "cuda"), dev, channels_last)
-        del features
-    unreadable = len(pd.read_csv(files["unreadable"]))
+            model = backbones.load(backbone, weights).to(dev)
+            channels_last = dev.type == "cpu"
+            if channels_last:  # faster depthwise / grouped convolutions on CPU
+                model = model.to(memory_format=torch.channels_last)
+            if rows_done is None:
+                features, rows_done = _create(out, settings, rows_table, _width(model, backbone, crop_size, dev)), 0
+            else:
+                logger.info("Resuming the extraction into %s at row %d of %d", out, rows_done, len(ids))
+                features = np.lib.format.open_memmap(out, mode="r+")
+                feature_files.keep_unreadable(files["unreadable"], rows_done, len(ids))
+            workers = min(num_workers, _cores())
+            if workers < num_workers:
+                logger.info("--num_workers %d lowered to the %d cores this process may use", num_workers, workers)
+            dataset = ImageFiles(paths, problems, transform, crop_size, short_side, max_image_pixels)
+            _run(model, dataset, ids, features, files, settings, rows_done,
+                 dict(batch_size=batch_size, num_workers=workers, pin_memory=dev.type == "cuda"), dev, channels_last)
+            del features
+        unreadable = len(feature_files.read_unreadable(files["unreadable"], len(ids)))
     if unreadable == len(ids):
         raise ValueError(f"--images {images}: none of the {len(ids)} images could be read (see {files['unreadable']}"
                          f", e.g. a wrong --image_root); {out} holds no features")
     if unreadable:
         logger.warning("%d of %d images could not be read: their rows are NaN; see %s", unreadable, len(ids),
                        files["unreadable"])
-    return {"rows": len(ids), "features": int(np.load(out, mmap_mode="r").shape[1]), "unreadable": unreadable,
+    return {"rows": len(ids), "features": int(feature_files.feature_shape(out)[1]), "unreadable": unreadable,
             "seconds": time.monotonic() - start_time}
+
+
+def _cores():
+    """The CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _width(model, backbone, crop_size, dev):
+    try:
+        with torch.inference_mode():
+            return model(torch.zeros(2, 3, crop_size, crop_size, device=dev)).shape[1]
+    except (RuntimeError, AssertionError, ValueError) as err:
+        raise ValueError(f"--image_size {crop_size} does not suit --backbone {backbone} "
+                         f"({str(err).splitlines()[0][:100]}); leave --image_size out to use its preset") from None
 
 
 def _run(model, images, ids, features, files, settings, rows_done, loader_args, dev, channels_last):
     loader = DataLoader(torch.utils.data.Subset(images, range(rows_done, len(ids))), **loader_args)
-    pending, last_save = [], time.monotonic()
-    with torch.inference_mode(), LoggedBar(total=len(ids), initial=rows_done, desc="image features",
+    batches = iter(loader)
+    state = {"rows_done": rows_done, "pending": [], "saved": rows_done}
+    died = None
+    try:
+        _batches(model, batches, ids, features, files, settings, state, dev, channels_last)
+    except (RuntimeError, ConnectionError, EOFError) as err:  # where the loop is when it learns of a worker's death
+        if not _worker_death(err, loader):
+            raise
+        died = str(err).splitlines()[0] or type(err).__name__
+    finally:
+        _stop_workers(batches)
+    if died:
+        _save(features, files, state["pending"], settings, state["rows_done"], len(ids), state["saved"])
+        raise ValueError(f"an image-decoding worker died ({died}; out of memory?); the {state['rows_done']} rows "
+                         f"before it are saved: run the same command again to resume (or lower --num_workers, "
+                         f"--batch_size or --max_image_pixels)")
+
+
+def _worker_death(err, loader):
+    return loader.num_workers > 0 and (not isinstance(err, RuntimeError) or "DataLoader worker" in str(err))
+
+
+def _stop_workers(batches):
+    """Shut the loader's workers down, after which a death is no longer signalled (the signal of one that died may
+    still interrupt this once)."""
+    for _ in range(3):
+        try:
+            getattr(batches, "_shutdown_workers", lambda: None)()
+            return
+        except RuntimeError as err:
+            if "DataLoader worker" not in str(err):
+                raise
+
+
+def _batches(model, batches, ids, features, files, settings, state, dev, channels_last):
+    last_save = time.monotonic()
+    with torch.inference_mode(), LoggedBar(total=len(ids), initial=state["rows_done"], desc="image features",
                                            unit="img") as bar:
-        for rows, batch, errors in loader:
+        for rows, batch, errors in batches:
             if channels_last:
                 batch = batch.contiguous(memory_format=torch.channels_last)
             feats = model(batch.to(dev, non_blocking=True)).float().cpu().numpy()
             bad = [k for k, e in enumerate(errors) if e]
             feats[bad] = np.nan
             features[int(rows[0]):int(rows[-1]) + 1] = feats
-            pending += [(int(rows[k]), ids[int(rows[k])], errors[k]) for k in bad]
-            rows_done = int(rows[-1]) + 1
+            state["pending"] += [(int(rows[k]), ids[int(rows[k])], errors[k]) for k in bad]
+            state["rows_done"] = int(rows[-1]) + 1
             bar.update(len(rows))
-            if rows_done == len(ids) or time.monotonic() - last_save >= SAVE_INTERVAL_S:
-                _save(features, files, pending, settings, rows_done, len(ids))
-                pending, last_save = [], time.monotonic()
+            if state["rows_done"] == len(ids) or time.monotonic() - last_save >= SAVE_INTERVAL_S:
+                _save(features, files, state["pending"], settings, state["rows_done"], len(ids), state["saved"])
+                state["pending"], state["saved"], last_save = [], state["rows_done"], time.monotonic()
 
 
-def _save(features, files, pending, settings, rows_done, num_rows):
-    features.flush()
-    with open(files["unreadable"], "a", newline="") as handle:
-        csv.writer(handle).writerows(pending)
-        handle.flush()
-        os.fsync(handle.fileno())
-    _write_progress(files["progress"], settings, rows_done, num_rows)
+def _save(features, files, pending, settings, rows_done, num_rows, saved):
+    """Flush the features, append the unreadable rows, then record rows_done (the record is written last)."""
+    try:
+        features.flush()
+        feature_files.append_unreadable(files["unreadable"], pending)
+        feature_files.write_progress(files["progress"], settings, rows_done, num_rows)
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        raise ValueError(f"cannot write {err.filename or files['progress'].parent}: the disk is full; free space, "
+                         f"then run the same command again: it resumes at row {saved}") from None
 
 
 def make_parser():
@@ -319,9 +299,12 @@ def make_parser():
     p.add_argument("--image_root", default=None, help="folder the table's relative paths start from "
                                                       "(default: the table's folder)")
     p.add_argument("--image_size", type=int, default=None,
-                   help="resize the shorter side to S and centre-crop S x S (default: the backbone's preset)")
+                   help="resize the shorter side to S and centre-crop S x S (default: the weights' preset)")
+    p.add_argument("--max_image_pixels", type=int, default=decoding.MAX_PIXELS,
+                   help="an image with more pixels to decode (after JPEG's reduced decoding) is listed as unreadable")
     p.add_argument("--batch_size", type=int, default=64, help="images per batch")
-    p.add_argument("--num_workers", type=int, default=4, help="image-decoding worker processes (0: in-process)")
+    p.add_argument("--num_workers", type=int, default=4, help="image-decoding worker processes (0: in-process; at "
+                                                              "most the cores available)")
     p.add_argument("--device", default="auto", help="torch device; auto = first GPU if present, else CPU")
     return p
 

@@ -29,7 +29,8 @@ def rand_samples(n, device, neg_rand_type, use_date_feats=False, generator=None)
     `use_date_feats`], from one (n, 3) draw u = 2·U[0, 1) − 1: `sphericalold` (the original's sampler)
     (180·r·cos θ, 90·r·sin θ) with θ = π(u₁ + 1), r = √(1 − u₀²); `spherical` uniform on the sphere, (180·u₀,
     asin u₁); `uniform` (180·u₀, 90·u₁)."""
-    u = torch.rand(n, 3, device=device, generator=generator) * 2 - 1
+    drawn = {"generator": generator} if generator is not None else {}  # torch.compile: no generator=None with a
+    u = torch.rand(n, 3, device=device, **drawn) * 2 - 1                # symbolic n
     if neg_rand_type == "sphericalold":
         theta = ((u[:, 1] + 1) / 2.0) * (2 * math.pi)
         radius = torch.sqrt(1.0 - u[:, 0] ** 2)
@@ -130,21 +131,41 @@ def _embed_views(model, locs, neg_locs, simcse):
     return a, r, a2
 
 
-def _nce(m_emb, m_weight):
+def _nce(m_emb, m_weight, masked=None):
     """Binary in-batch term of M = E·Wᵀ (B, B), B ≥ 2: mean_i [(B−1)·bce(σ(M_ii)) + Σ_{j≠i} bce(1 − σ(M_ij))]
-    / (B − 1)."""
+    / (B − 1); `masked` (B, B) bool: the pairs (i, j) whose negative term is left out (0)."""
     batch = m_emb.shape[0]
     diag = (m_emb * m_weight).sum(dim=1)
     p = torch.sigmoid(diag)
     rows = _NegativeBCERowSums.apply(m_emb, m_weight) - _bce(1.0 - p) + (batch - 1) * _bce(p)
+    if masked is not None:
+        rows = rows - (_bce(1.0 - torch.sigmoid(m_emb @ m_weight.t())) * masked).sum(dim=1)
     return rows.mean() / (batch - 1)
+
+
+@torch.compiler.disable
+def _row_ids(values):
+    """(B,) int64: equal ids for bit-equal rows of `values` (B, ...)."""
+    return torch.unique(values.reshape(len(values), -1), dim=0, return_inverse=True)[1]
+
+
+def duplicate_pairs(locs, img_feats):
+    """(same location, same location or same image features): (B, B) bool masks of the pairs i ≠ j of a batch
+    whose rows are equal — each other's false negatives in the in-batch terms."""
+    def same(values):
+        ids = _row_ids(values)
+        return (ids[:, None] == ids[None, :]).fill_diagonal_(False)
+    same_location = same(locs)
+    return same_location, same_location | same(img_feats)
 
 
 def unsuper_loss(model, locs, img_feats, params, neg_locs=None):
     """Pre-training loss `params['unsuper_loss']` of one batch (scalar tensor) for a model built with that loss.
 
     locs (B, 2|3); img_feats (B, cnn_feat_dim) frozen image features; neg_locs: (K·B, 2|3) negatives, row k·B + i
-    for sample i (default: drawn, K = num_neg_rand_loc); the temperatures, weights and sampler from `params`."""
+    for sample i (default: drawn, K = num_neg_rand_loc); the temperatures, weights and sampler from `params`. With
+    `params['mask_duplicate_negatives']` the pairs of the (global) batch with equal locations or equal image features
+    are left out of the in-batch terms (`duplicate_pairs`)."""
     name = params["unsuper_loss"]
     if name == "l2regress":
         return F.mse_loss(model.loc_dec(model(locs, return_feats=True)), img_feats)
@@ -158,16 +179,20 @@ def unsuper_loss(model, locs, img_feats, params, neg_locs=None):
     r = distributed.gather(r.view(num_neg, batch, -1), dim=1) if r is not None else None
     a, g = distributed.gather(a), distributed.gather(g)
     a2 = distributed.gather(a2) if a2 is not None else None
+    masks = (duplicate_pairs(distributed.gather(locs), distributed.gather(img_feats))
+             if params.get("mask_duplicate_negatives") else (None, None))
     if name.startswith("contsoftmax"):
-        return _softmax_terms(name, a, g, r, a2, w_rand, w_simcse, params)
-    return _sigmoid_terms(a, g, r, a2, w_rand, w_simcse)
+        return _softmax_terms(name, a, g, r, a2, w_rand, w_simcse, params, masks)
+    return _sigmoid_terms(a, g, r, a2, w_rand, w_simcse, masks)
 
 
-def _softmax_terms(name, a, g, r, a2, w_rand, w_simcse, params):
+def _softmax_terms(name, a, g, r, a2, w_rand, w_simcse, params, masks=(None, None)):
     """contsoftmax(sym) on normalised embeddings: a (B, D) locations, g (B, D) images, r (K, B, D) negatives or
-    None, a2 (B, D) second view or None; cross-entropies of the similarities divided by their temperatures."""
+    None, a2 (B, D) second view or None; cross-entropies of the similarities divided by their temperatures.
+    `masks`: (B, B) pairs left out of the location-location and location-image in-batch terms, or None."""
+    same_location, same_pair = masks
     labels = torch.arange(a.shape[0], device=a.device)
-    sims = a @ (g / params["unsuper_temp_inbatch"]).t()
+    sims = _masked(a @ (g / params["unsuper_temp_inbatch"]).t(), same_pair)
     loss = F.cross_entropy(sims, labels)
     if name == "contsoftmaxsym":
         loss = loss + F.cross_entropy(sims.t(), labels)
@@ -175,17 +200,23 @@ def _softmax_terms(name, a, g, r, a2, w_rand, w_simcse, params):
         logits = torch.cat([(a * g).sum(dim=1, keepdim=True), (r * g).sum(dim=-1).t()], dim=1)
         loss = loss + w_rand * F.cross_entropy(logits / params["unsuper_temp_negloc"], torch.zeros_like(labels))
     if a2 is not None:
-        loss = loss + w_simcse * F.cross_entropy(a @ (a2 / params["unsuper_temp_simcse"]).t(), labels)
+        sims = _masked(a @ (a2 / params["unsuper_temp_simcse"]).t(), same_location)
+        loss = loss + w_simcse * F.cross_entropy(sims, labels)
     return loss
 
 
-def _sigmoid_terms(a, g, r, a2, w_rand, w_simcse):
+def _masked(logits, pairs):
+    return logits if pairs is None else logits.masked_fill(pairs, float("-inf"))
+
+
+def _sigmoid_terms(a, g, r, a2, w_rand, w_simcse, masks=(None, None)):
     """imgcontloss family on normalised embeddings (arguments as `_softmax_terms`)."""
-    loss = _nce(a, g)
+    same_location, same_pair = masks
+    loss = _nce(a, g, same_pair)
     if r is not None:
         loss = loss + w_rand * _bce(1.0 - torch.sigmoid((r * g).sum(dim=-1))).mean()
     if a2 is not None:
-        loss = loss + w_simcse * _nce(a, a2)
+        loss = loss + w_simcse * _nce(a, a2, same_location)
     return loss
 
 

@@ -15,6 +15,7 @@ from torch import nn
 from . import checkpoints
 from . import peer_checkpoints
 from . import position_encodings as pe
+from . import safetensors_file
 from .distributed import resolve_device
 from .encoders import Dropout, build_spatial_encoder
 
@@ -219,9 +220,15 @@ def _describe_rows(values, bad):
 
 def _as_float64(values, shape_ok, expected):
     try:
-        tensor = values if torch.is_tensor(values) else torch.as_tensor(np.asarray(values))
+        array = values if torch.is_tensor(values) else np.asarray(values)
     except (TypeError, ValueError) as err:
         raise ValueError(f"expected {expected}: {err}") from None
+    real = (not (array.is_complex() or array.dtype == torch.bool) if torch.is_tensor(array)
+            else array.dtype.kind in "iuf")
+    if not real:
+        raise ValueError(f"expected {expected} as real numbers (float or int), got {array.dtype} values; convert "
+                         f"them, e.g. np.asarray(values, dtype=float)")
+    tensor = torch.as_tensor(array)
     if not shape_ok(tuple(tensor.shape)):
         raise ValueError(f"expected {expected}, got shape {tuple(tensor.shape)}")
     return tensor.double()
@@ -275,7 +282,7 @@ class PretrainedLocationEncoder:
     (array, tensor or list; checked) [and, for geo_net with dates, `dates` (N,) in [0, 1]] and return float32
     tensors on `device`. `class_names`: C names (index = class id) where the checkpoint stores them, else None."""
 
-    def __init__(self, model, params, device, batch_size=65536, class_names=None):
+    def __init__(self, model, params, device, batch_size=65536, class_names=None, source="this encoder"):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer of at least 1, got {batch_size!r}")
         self.model = model.to(device).eval()
@@ -283,6 +290,7 @@ class PretrainedLocationEncoder:
         self.device = device
         self.batch_size = batch_size
         self.class_names = class_names
+        self.source = source
 
     def _run(self, lonlat, dates, return_feats):
         coords = check_lonlat(lonlat)
@@ -297,7 +305,9 @@ class PretrainedLocationEncoder:
         return self._run(lonlat, dates, return_feats=True)
 
     def class_probabilities(self, lonlat, dates=None):
-        """(N, C) class prior σ(e(x)·W_c): an independent sigmoid per class, so a row does not sum to 1."""
+        """(N, C) class prior σ(e(x)·W_c): an independent sigmoid per class, so a row does not sum to 1;
+        ValueError for a pre-training checkpoint, whose class head was never trained."""
+        checkpoints.check_class_head(self.params, self.source)
         return self._run(lonlat, dates, return_feats=False)
 
 
@@ -311,12 +321,17 @@ def _state_rows(state_dict, suffix, axis):
 def load_location_encoder(path, device="cpu", anchors=None, batch_size=65536):
     """The `PretrainedLocationEncoder` of a checkpoint (this project's, the original's, the released fMoW names,
     TorchSpatial's) on `device` ("cpu", "cuda:0", "auto" or a torch.device). rbf models need `anchors`, the (K, 2)
-    training locations at `params['rbf_anchor_pt_ids']`. FileNotFoundError or ValueError naming the file."""
+    training locations at `params['rbf_anchor_pt_ids']` (a `.safetensors` file of export.py holds them and loads
+    without unpickling). FileNotFoundError or ValueError naming the file."""
     device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     found = checkpoints.find_checkpoint(path)
     if found is None:
         raise FileNotFoundError(f"no checkpoint at {path}")
-    ckpt = checkpoints.load_checkpoint(found, device)
+    if safetensors_file.is_safetensors(found):
+        ckpt = safetensors_file.load(found, device)
+        anchors = ckpt["anchors"] if anchors is None else anchors
+    else:
+        ckpt = checkpoints.load_checkpoint(found, device)
     params, state = peer_checkpoints.from_torchspatial(dict(ckpt["params"]), ckpt["state_dict"])
     params["device"] = str(device)
     try:
@@ -342,6 +357,12 @@ def _pretrained_encoder(found, params, state, device, anchors, batch_size, class
     if params["spa_enc_type"] == "rbf" and anchors is None:
         raise ValueError(f"{found}: an rbf model needs anchors=, the (K, 2) (lon, lat) training locations at "
                          f"params['rbf_anchor_pt_ids'] (the first ids: {params.get('rbf_anchor_pt_ids', [])[:5]})")
+    if anchors is not None:
+        try:
+            anchors = check_lonlat(anchors)
+        except ValueError as err:
+            raise ValueError(f"{found}: anchors=: {err}; pass the training locations at "
+                             f"params['rbf_anchor_pt_ids']") from None
     num_classes = params.get("num_classes") or _state_rows(state, "class_emb.weight", 0) or 1
     num_users = params.get("num_users") or _state_rows(state, "user_emb.weight", 0) or 1
     cnn_feat_dim = (params.get("cnn_feat_dim") or _state_rows(state, "img_dec.weight", 1)
@@ -354,4 +375,4 @@ def _pretrained_encoder(found, params, state, device, anchors, batch_size, class
         raise ValueError(f"{found}: its weights hold NaN or infinite values ({', '.join(bad[:3])}), so every "
                          f"prediction would be NaN; the run that wrote it diverged: use another checkpoint")
     logger.info("Loaded %s (%s, %d classes) on %s", found, params["spa_enc_type"], num_classes, device)
-    return PretrainedLocationEncoder(model, params, device, batch_size, class_names)
+    return PretrainedLocationEncoder(model, params, device, batch_size, class_names, found)

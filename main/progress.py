@@ -5,6 +5,7 @@ progress line at most every CSP_PROGRESS_INTERVAL seconds (default 60) instead o
 """
 import io
 import logging
+import logging.handlers
 import os
 import sys
 import time
@@ -28,12 +29,35 @@ class _ConsoleHandler(logging.Handler):
             self.handleError(record)
 
 
+class _HeldLogFile(logging.handlers.MemoryHandler):
+    """Log records held in memory until `write_to(path)`, then appended to `path` (with the later ones); closed
+    before, it drops them."""
+
+    def __init__(self):
+        super().__init__(capacity=0, flushLevel=logging.CRITICAL + 1, flushOnClose=False)
+
+    def shouldFlush(self, record):
+        return self.target is not None
+
+    def write_to(self, path):
+        target = logging.FileHandler(path, mode="a")
+        target.setFormatter(logging.Formatter(LOG_FORMAT))
+        self.setTarget(target)
+        self.flush()
+
+    def close(self):
+        if self.target is not None:
+            self.target.close()
+        super().close()
+
+
 def start_logging(log_file, console, main=True):
     """Send the log lines to `log_file` (appended) and, with `console`, to stderr; on ranks other than 0 (`main`
-    False) only errors, to the console. Returns what `stop_logging` takes."""
+    False) only errors, to the console. The file's lines are held until `keep_log`: a run that stops before
+    leaves the file as it was, or absent. Returns what `keep_log` and `stop_logging` take."""
     handlers = []
     if main:
-        handlers = [logging.FileHandler(log_file, mode="a")] + ([_ConsoleHandler()] if console else [])
+        handlers = [_HeldLogFile()] + ([_ConsoleHandler()] if console else [])
     root = logging.getLogger()
     for handler in handlers:
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
@@ -41,12 +65,20 @@ def start_logging(log_file, console, main=True):
         root.addHandler(handler)
     level = root.level
     root.setLevel(logging.INFO if main else logging.ERROR)
-    return handlers, level
+    return handlers, level, log_file
+
+
+def keep_log(started):
+    """Write the lines held by `start_logging` to its log file, and the later ones as they come."""
+    handlers, _, log_file = started
+    for handler in handlers:
+        if isinstance(handler, _HeldLogFile):
+            handler.write_to(log_file)
 
 
 def stop_logging(started):
     """Detach and close the handlers of `start_logging`; the root logger gets its level back."""
-    handlers, level = started
+    handlers, level, _ = started
     root = logging.getLogger()
     for handler in handlers:
         root.removeHandler(handler)

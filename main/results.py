@@ -25,10 +25,11 @@ def output_file_names(model_file_name):
     return stem + ".log", stem + ".results.json", stem + ".ranks.npz"
 
 
-def results_document(params, device, phases, evaluations):
+def results_document(params, device, phases, evaluations, records=None):
     """{format: "csp-results/1", params (all but MACHINE_PARAMS), device, files: {checkpoint, log, results and
     ranks paths}, phases: {phase: {epochs_done, epochs_run}}, evaluations: [{method, flag, epoch (null: final),
-    eval_set, num_rows, num_scored, splits: [{id, name, count, top1, top3, top5, top10, mrr}]}]}, top-k in %."""
+    eval_set, num_rows, num_scored, splits: [{id, name, count, top1, top3, top5, top10, mrr}]}]}, top-k in %;
+    `records` ({data: resume.data_record, world_size}) added as they are."""
     _, results_file, ranks_file = output_file_names(params["model_file_name"])
     files = {key: params.get(key) for key in FILE_PARAMS}
     files.update(results=results_file, ranks=ranks_file)
@@ -39,6 +40,7 @@ def results_document(params, device, phases, evaluations):
         "files": files,
         "phases": phases,
         "evaluations": evaluations,
+        **(records or {}),
     }
 
 

@@ -1,8 +1,9 @@
 """Resuming a run: which checkpoint it loads (--load_super_model T: the fine-tuned one, which skips pre-training;
-else --load_unsuper_model T: the pre-trained one), whether its flags fit, and what it brings. A checkpoint's
-`epoch` counts the completed epochs of its phase; one of the original code (no `checkpoint_phase`) counts as
-finished pre-training, or as `epoch − 1` fine-tuning epochs (the original stored the last epoch + 2).
+else --load_unsuper_model T: the pre-trained one), whether its flags and data fit, and what it brings. A
+checkpoint's `epoch` counts the completed epochs of its phase; one of the original code (no `checkpoint_phase`)
+counts as finished pre-training, or as `epoch − 1` fine-tuning epochs (the original stored the last epoch + 2).
 """
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -11,23 +12,56 @@ import numpy as np
 
 from . import checkpoints
 from . import datasets
+from . import distributed
 from . import run_flags
 from .arguments import FINETUNING_FLAGS, RESUME_FLAGS, default_params
-from .checkpoints import CHECKPOINT_PHASE_KEY, FINETUNING, PRETRAINING
+from .checkpoints import CHECKPOINT_PHASE_KEY, CLASS_NAMES_KEY, DATA_KEY, FINETUNING, PRETRAINING, WORLD_SIZE_KEY
 from .results import read_results
 
 logger = logging.getLogger(__name__)
 
+# a file's fingerprint: sha256 of the whole file up to FINGERPRINT_WHOLE bytes, else of FINGERPRINT_BLOCKS blocks of
+# FINGERPRINT_BLOCK bytes spread evenly from its start to its end
+FINGERPRINT_WHOLE = 32 * 2 ** 20
+FINGERPRINT_BLOCK, FINGERPRINT_BLOCKS = 2 ** 20, 32
 
-def checkpoints_to_load(params, device):
+
+def file_fingerprint(path):
+    """(size in bytes, first 16 hex digits of the sha256 of the file, or of sampled blocks of a large one)."""
+    size = os.path.getsize(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        if size <= FINGERPRINT_WHOLE:
+            digest.update(handle.read())
+        else:
+            for block in range(FINGERPRINT_BLOCKS):
+                handle.seek((size - FINGERPRINT_BLOCK) * block // (FINGERPRINT_BLOCKS - 1))
+                digest.update(handle.read(FINGERPRINT_BLOCK))
+    return size, digest.hexdigest()[:16]
+
+
+def data_record(params, data):
+    """What defines a run's data: {"files": {role: {path (resolved), size, fingerprint, pretraining (whether
+    pre-training reads it)}}, "class_names": [name of class id 0, 1, …]} (`datasets.input_files`)."""
+    files = {}
+    for role, path, pretraining in datasets.input_files(params, features=data.train.feats is not None):
+        size, fingerprint = file_fingerprint(path)
+        files[role] = {"path": str(Path(path).resolve()), "size": size, "fingerprint": fingerprint,
+                       "pretraining": pretraining}
+    return {"files": files, "class_names": [str(data.classes.get(i, "")) for i in range(data.num_classes)]}
+
+
+def checkpoints_to_load(params, device, record):
     """(pre-training, fine-tuned) checkpoint to load, (path, dict) or None each; the pre-training one only without
-    a fine-tuned one. ValueError for one made with other flags (`check_flags`)."""
-    finetuned = _find(params, "load_super_model", params["model_file_name"], device)
-    pretrained = None if finetuned else _find(params, "load_unsuper_model", params["unsuper_model_file_name"], device)
+    a fine-tuned one. ValueError for one made with other flags (`check_flags`) or on other data than `record`
+    (`data_record`; `check_data`)."""
+    finetuned = _find(params, "load_super_model", params["model_file_name"], device, record)
+    pretrained = None if finetuned else _find(params, "load_unsuper_model", params["unsuper_model_file_name"],
+                                              device, record)
     return pretrained, finetuned
 
 
-def _find(params, flag, path, device):
+def _find(params, flag, path, device, record):
     if not params[flag] or path is None:
         return None
     existing = checkpoints.find_checkpoint(path)
@@ -36,7 +70,45 @@ def _find(params, flag, path, device):
         return None
     checkpoint = checkpoints.load_checkpoint(existing, device)
     check_flags(params, existing, checkpoint["params"], flag)
+    check_data(existing, checkpoint, record, flag)
     return existing, checkpoint
+
+
+def check_data(path, checkpoint, record, flag):
+    """ValueError naming the files (compared by size and fingerprint) and class names in which this run's data
+    `record` differs from what the checkpoint at `path` records (for `--{flag} T`; a pre-trained one: the files
+    pre-training reads); a warning for a checkpoint that records no data (the original's, or an earlier one)."""
+    recorded = checkpoint.get(DATA_KEY)
+    if recorded is None:
+        logger.warning("%s does not record the data it was trained on (written by the original code or an earlier "
+                       "version of this one), so this run cannot check that it is this data", path)
+        return
+    pretrained = flag == "load_unsuper_model"
+    changes = [_file_change(role, now, recorded[role]) for role, now in record["files"].items()
+               if role in recorded and (now["pretraining"] or not pretrained)
+               and (now["size"], now["fingerprint"]) != (recorded[role]["size"], recorded[role]["fingerprint"])]
+    names = checkpoint.get(CLASS_NAMES_KEY)
+    if not pretrained and names is not None and names != record["class_names"]:
+        changes.append(_class_change(names, record["class_names"]))
+    if changes:
+        raise ValueError(f"{path} was trained on other data ({'; '.join(changes)}); it is neither resumed nor "
+                         f"evaluated on this data: run with the data it was trained on, give this run another "
+                         f"--model_dir, or --{flag} F to train anew (its files are then overwritten)")
+
+
+def _file_change(role, now, then):
+    what = "other content" if now["size"] == then["size"] else f"{then['size']:,} bytes then, {now['size']:,} now"
+    if now["path"] == then["path"]:
+        return f"{role} {now['path']} has changed since ({what})"
+    return f"{role} is {now['path']} here, {then['path']} when it was trained ({what})"
+
+
+def _class_change(then, now):
+    if len(then) != len(now):
+        return f"{len(then)} classes when it was trained, {len(now)} here"
+    differ = [index for index, (old, new) in enumerate(zip(then, now)) if old != new]
+    return (f"class {differ[0]} is {now[differ[0]]!r} here, {then[differ[0]]!r} when it was trained "
+            f"({len(differ)} of {len(now)} class ids name other classes: a reordered or edited label set?)")
 
 
 def check_flags(params, path, recorded, flag):
@@ -126,9 +198,25 @@ def load(checkpoint, phase, model, optimizer, params):
         raise ValueError(f"{path} holds {ckpt['epoch']} completed {phase} epochs, more than --{flag} "
                          f"{params[flag]}; its results would be those of {ckpt['epoch']} epochs: run with "
                          f"--{flag} {ckpt['epoch']} (or more), or give this run another --model_dir")
+    continues = params["do_unsuper_train" if phase == PRETRAINING else "do_super_train"]
+    if ours and continues and ckpt["epoch"] < params[flag]:
+        _check_world_size(path, ckpt.get(WORLD_SIZE_KEY), phase, ckpt["epoch"], params[flag], params["batch_size"])
     if phase == PRETRAINING:
         return {PRETRAINING: ckpt["epoch"] if ours else params["num_epochs_unsuper"]}
     return {PRETRAINING: params["num_epochs_unsuper"], FINETUNING: ckpt["epoch"] if ours else max(ckpt["epoch"] - 1, 0)}
+
+
+def _check_world_size(path, recorded, phase, done, total, batch_size):
+    """ValueError when a phase would continue with another number of torchrun processes than wrote `path`."""
+    world = distributed.world_size()
+    if recorded is None:
+        logger.warning("%s does not record how many processes wrote it; %s continues with %d, and its global batch "
+                       "changes mid-phase if that number differs", path, phase, world)
+    elif recorded != world:
+        raise ValueError(f"{path} was written by {recorded} process(es) after {done} of {total} {phase} epochs; "
+                         f"continuing with {world} would change the global batch mid-phase ({recorded * batch_size} "
+                         f"-> {world * batch_size} rows): resume with {recorded} process(es) (torchrun "
+                         f"--nproc_per_node {recorded}, or no torchrun for 1), or give this run another --model_dir")
 
 
 def load_optimizer(optimizer, state, path):

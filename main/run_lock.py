@@ -1,5 +1,7 @@
 """One run at a time in a `--model_dir`: an operating-system file lock on `{folder}/.csp-run.lock`, its holder recorded
-in `.csp-run.owner.json`; released by the OS when the process dies.
+in `.csp-run.owner.json`; released by the OS when the process dies. Both files exist only while the lock is held (or
+after a killed holder); the folders the lock made are removed again on release if they stayed empty. Other writers
+(an extraction's `--out`) lock their own name in a folder the same way.
 """
 import json
 import os
@@ -15,22 +17,26 @@ OWNER_NAME = ".csp-run.owner.json"
 
 
 class RunLock:
-    """The lock of `folder` (created if missing); `acquire()` / `release()`, or a context manager."""
+    """The lock of `folder` (created if missing); `acquire()` / `release()`, or a context manager. `name`: the lock's
+    files `{name}.lock` and `{name}.owner.json`; `what` and `fix`: the subject and the advice of the in-use error."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, name=None, what=None, fix=None):
         self.folder = Path(folder)
-        self.owner_file = self.folder / OWNER_NAME
-        self._lock = filelock.FileLock(self.folder / LOCK_NAME, timeout=0)
+        self.owner_file = self.folder / (OWNER_NAME if name is None else f"{name}.owner.json")
+        self._lock = filelock.FileLock(self.folder / (LOCK_NAME if name is None else f"{name}.lock"), timeout=0)
+        self.what = what or f"--model_dir {self.folder}"
+        self.fix = fix or ("two runs in one folder would overwrite each other's checkpoints, log and results; wait for "
+                           "it to end, or give this run another --model_dir")
+        self._made = []  # the folders acquire() made, innermost first
 
     def acquire(self):
         """Take the lock without waiting, or raise ValueError naming the folder and the process that holds it."""
+        self._made = [folder for folder in (self.folder, *self.folder.absolute().parents) if not folder.exists()]
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
             self._lock.acquire()
         except filelock.Timeout:
-            raise ValueError(f"--model_dir {self.folder} is in use by another run ({self._holder()}): two runs in "
-                             f"one folder would overwrite each other's checkpoints, log and results; wait for it to "
-                             f"end, or give this run another --model_dir") from None
+            raise ValueError(f"{self.what} is in use by another run ({self._holder()}): {self.fix}") from None
         owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                  "command": sys.argv}
         self.owner_file.write_text(json.dumps(owner) + "\n")
@@ -45,9 +51,18 @@ class RunLock:
             return f"its process is not recorded in {self.owner_file}"
 
     def release(self):
+        """Remove both files while still holding the lock, then unlock. A run tries the lock once, without
+        waiting, so none waits on the unlinked file (one that opened it just before: filelock 4 sees its link count
+        0 and reports the folder in use)."""
         if self._lock.is_locked:
             self.owner_file.unlink(missing_ok=True)
+            Path(self._lock.lock_file).unlink(missing_ok=True)
             self._lock.release()
+            for folder in self._made:
+                try:
+                    folder.rmdir()
+                except OSError:  # not empty: the run wrote something there
+                    break
 
     def __enter__(self):
         return self.acquire()

@@ -6,6 +6,7 @@ import sys
 if not __package__:  # run as a script (`python train_unsuper.py`): its folder is imported as the package csp
     __package__ = __import__("as_package").PACKAGE
 from . import arguments
+from . import distributed
 from . import results
 from .trainer import Trainer
 
@@ -16,9 +17,10 @@ def main(argv=None, console=True, progress=None):
     params = arguments.default_params(sys.argv[1:] if argv is None else argv)
     with Trainer(params, console, progress) as trainer:
         trainer.run_train()
-        trainer.run_eval_final()
-        trainer.run_eval_spa_enc_only("LocEnc ", load_model=True)
-        results.log_summary(trainer.evaluations, params["eval_split"])
+        with distributed.together(arguments.error_line):  # the evaluations run on torchrun's process 0 alone
+            trainer.run_eval_final()
+            trainer.run_eval_spa_enc_only("LocEnc ", load_model=True)
+            results.log_summary(trainer.evaluations, params["eval_split"])
         return trainer.results
 
 

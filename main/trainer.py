@@ -7,10 +7,8 @@ epoch at most once a minute, at every evaluation and at the end of a phase; resu
 uninterrupted run. Under torchrun each rank steps through its shard of the epoch (distributed.py); rank 0 alone
 logs, evaluates and writes files (results.py).
 """
-import contextlib
 import logging
 import math
-import os
 import sys
 import time
 
@@ -29,10 +27,10 @@ from . import models
 from . import results
 from . import resume
 from . import sampling
-from .arguments import is_baseline, resolve_device
-from .checkpoints import CHECKPOINT_PHASE_KEY, FINETUNING, PRETRAINING
+from .arguments import error_line, is_baseline, resolve_device
+from .checkpoints import CHECKPOINT_PHASE_KEY, DATA_KEY, FINETUNING, PRETRAINING, WORLD_SIZE_KEY
 from .paths import remove_stale_temporaries
-from .progress import PhaseProgress, start_logging, stop_logging
+from .progress import PhaseProgress, keep_log, start_logging, stop_logging
 from .run_lock import RunLock
 
 logger = logging.getLogger(__name__)
@@ -63,20 +61,19 @@ class Trainer:
         log_file, self.results_file, self.ranks_file = results.output_file_names(params["model_file_name"])
         params["log_file_name"] = log_file
         params["op_dir"] = f"image/ims_{params['dataset']}_{params['spa_enc_type']}/"
-        self._logging = None
-        self._lock = RunLock(params["model_dir"]).acquire() if distributed.is_main() else None
-        new_log = not os.path.exists(log_file) and distributed.is_main()
+        self._logging = self._lock = None
         try:
-            removed = remove_stale_temporaries(params["model_dir"]) if distributed.is_main() else []
-            self._logging = start_logging(log_file, console, distributed.is_main())
-            for path in removed:
-                logger.info("Removed %s, a temporary file left by a run that was killed while writing", path)
-            self._setup()
+            with distributed.together(error_line):  # a run that stops in set-up leaves the log as it was
+                self._lock = RunLock(params["model_dir"]).acquire() if distributed.is_main() else None
+                removed = remove_stale_temporaries(params["model_dir"]) if distributed.is_main() else []
+                self._logging = start_logging(log_file, console, distributed.is_main())
+                for path in removed:
+                    logger.info("Removed %s, a temporary file left by a run that was killed while writing", path)
+                self._setup()
+            keep_log(self._logging)
+            self.step = self.build_step() if self.model is not None else None
         except BaseException:
             self.close()
-            if new_log:  # a run that stops in set-up leaves no log of its own (its lines were on the console)
-                with contextlib.suppress(OSError):
-                    os.remove(log_file)
             raise
 
     def close(self):
@@ -85,6 +82,7 @@ class Trainer:
             self._logging = None
         if self._lock is not None:
             self._lock.release()
+            self._lock = None
 
     def __enter__(self):
         return self
@@ -126,6 +124,7 @@ class Trainer:
         if index_file is not None:
             params["train_sample_idx_file"] = index_file
         self.phase_rows = {phase: None if value is None else to(value) for phase, value in zip(PHASES, rows)}
+        self.data_record = resume.data_record(params, data)
 
         self.model = self.optimizer = None
         self.epochs_done = dict.fromkeys(PHASES, 0)
@@ -162,7 +161,7 @@ class Trainer:
     def _build_model(self):
         params = self.params
         params["num_loc_feats"] = params["num_feats"] = models.input_width(params)
-        pretrained, finetuned = resume.checkpoints_to_load(params, self.device)
+        pretrained, finetuned = resume.checkpoints_to_load(params, self.device, self.data_record)
         loaded, phase = (finetuned, FINETUNING) if finetuned else (pretrained, PRETRAINING)
         anchors = None
         params["rbf_anchor_pt_ids"] = None
@@ -184,7 +183,6 @@ class Trainer:
             self.epochs_done.update(resume.load(loaded, phase, self.model, self.optimizer, params))
             self.loaded_from[phase] = loaded[0]
             self.loaded_finetuned = phase == FINETUNING
-        self.step = self.build_step()
 
     def build_step(self):
         """`step(loss_fn, *args)` = loss_fn(model, *args): inside DDP under torchrun, compiled with --compile T."""
@@ -240,11 +238,12 @@ class Trainer:
             self.run_epoch(PRETRAINING, epoch)
             self.epochs_done[PRETRAINING] = epoch + 1
             self.epochs_run[PRETRAINING] += 1
-            if params["do_epoch_save"] and epoch % params["unsuper_save_frequency"] == 0 and epoch != 0:
-                self._save(checkpoints.epoch_file_name(params["unsuper_model_file_name"], epoch), PRETRAINING)
-            if epoch + 1 == total or time.monotonic() - last_save >= CHECKPOINT_INTERVAL_S:
-                self._save(params["unsuper_model_file_name"], PRETRAINING)
-                last_save = time.monotonic()
+            with distributed.together(error_line):  # what rank 0 alone does: a failure stops every rank
+                if params["do_epoch_save"] and epoch % params["unsuper_save_frequency"] == 0 and epoch != 0:
+                    self._save(checkpoints.epoch_file_name(params["unsuper_model_file_name"], epoch), PRETRAINING)
+                if epoch + 1 == total or time.monotonic() - last_save >= CHECKPOINT_INTERVAL_S:
+                    self._save(params["unsuper_model_file_name"], PRETRAINING)
+                    last_save = time.monotonic()
 
     def run_super_train(self):
         """Fine-tuning epochs epochs_done … num_epochs − 1; the val loss after each, the evaluations after every
@@ -264,16 +263,17 @@ class Trainer:
             logger.info("\nEpoch\t%d", epoch)
             self._set_lr(params["lr"] * params["lr_decay"] ** epoch)
             self.run_epoch(FINETUNING, epoch)
-            self._log_val_loss()
             self.epochs_done[FINETUNING] = epoch + 1
             self.epochs_run[FINETUNING] += 1
             evaluate = epoch % params["eval_frequency"] == 0 and epoch != 0
-            if evaluate:
-                self.run_eval_spa_enc_only(f"LocEnc (Epoch {epoch})", load_model=False, epoch=epoch)
-                self.run_eval_final(f"(Epoch {epoch})", epoch=epoch)
-            if evaluate or epoch + 1 == total or time.monotonic() - last_save >= CHECKPOINT_INTERVAL_S:
-                self._save(params["model_file_name"], FINETUNING)
-                last_save = time.monotonic()
+            with distributed.together(error_line):
+                self._log_val_loss()
+                if evaluate:
+                    self.run_eval_spa_enc_only(f"LocEnc (Epoch {epoch})", load_model=False, epoch=epoch)
+                    self.run_eval_final(f"(Epoch {epoch})", epoch=epoch)
+                if evaluate or epoch + 1 == total or time.monotonic() - last_save >= CHECKPOINT_INTERVAL_S:
+                    self._save(params["model_file_name"], FINETUNING)
+                    last_save = time.monotonic()
 
     @distributed.main_only
     def _log_val_loss(self):
@@ -335,6 +335,10 @@ class Trainer:
         if (phase == PRETRAINING and params["unsuper_loss"].startswith("imgcontloss")
                 and len(indices) > 1 and len(indices) % global_batch == 1):
             indices = indices[:-1]  # the NCE in-batch term needs two samples
+        if len(indices) < world:
+            raise ValueError(f"{phase} epoch {epoch}: {len(indices)} training row(s) for {world} torchrun processes, "
+                             f"which need at least one each; start at most {len(indices)} (torchrun "
+                             f"--nproc_per_node), or train on more rows (e.g. a larger --train_sample_ratio)")
         indices = distributed.shard(indices, batch_size)
         num_batches = -(-len(indices) // batch_size)
         batch_losses = torch.empty(num_batches, device=self.device)
@@ -401,8 +405,9 @@ class Trainer:
         self._check_model_finite(f"the checkpoint {path}")
         logger.info("Saving output model to %s", path)
         params = {**self.params, CHECKPOINT_PHASE_KEY: phase}
-        names = [self.data.classes.get(class_id, "") for class_id in range(self.params["num_classes"])]
-        checkpoints.save_checkpoint(path, self.model, self.optimizer, self.epochs_done[phase], params, names)
+        records = {DATA_KEY: self.data_record["files"], WORLD_SIZE_KEY: distributed.world_size()}
+        checkpoints.save_checkpoint(path, self.model, self.optimizer, self.epochs_done[phase], params,
+                                    self.data_record["class_names"], records)
 
     # ------------------------------------------------------------------------------------------------------------
     # evaluation
@@ -471,4 +476,5 @@ class Trainer:
         """The results document (`results.results_document`), as written so far."""
         phases = {phase: {"epochs_done": self.epochs_done[phase], "epochs_run": self.epochs_run[phase]}
                   for phase in PHASES}
-        return results.results_document(self.params, self.device, phases, self.evaluations)
+        return results.results_document(self.params, self.device, phases, self.evaluations,
+                                        {"data": self.data_record, WORLD_SIZE_KEY: distributed.world_size()})

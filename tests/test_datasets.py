@@ -518,3 +518,24 @@ def test_original_rows_translate_the_original_code_s_positions(tmp_path, monkeyp
     np.testing.assert_array_equal(train.to_original([0, 3]), [0, 4])
     with pytest.raises(ValueError, match="position 5 is outside the original code's 5 train rows"):
         train.from_original([5])
+
+
+@pytest.mark.parametrize("dataset, file", [("fmow", "train_location.json"), ("nabirds", "nabirds_with_loc_2019.json"),
+                                           ("yfcc", "train_test_split.csv")])
+def test_longitudes_in_0_to_360_stop_the_run_with_the_conversion(synth_root, tmp_path, monkeypatch, dataset, file):
+    """The bundle's layouts with longitudes in 0..360 trained on the rows that stayed in range, with a warning."""
+    folder = copy_layout(synth_root, tmp_path, monkeypatch, dataset)
+    path = folder / file
+    if file.endswith(".csv"):
+        table = pd.read_csv(path)
+        table["lon"] %= 360
+        table.to_csv(path, index=False)
+    else:
+        content = json.loads(path.read_text())
+        for entry in content if isinstance(content, list) else (e["ebird_meta"] for e in content["train"]):
+            if entry["lon"] is not None:
+                entry["lon"] %= 360
+        path.write_text(json.dumps(content))
+    with pytest.raises(ValueError, match=rf"{file} is malformed: \d+ of its \d+ train longitudes are in \(180, 360\]: "
+                                         rf"they look like degrees east in 0\.\.360.*subtract 360 from those above 180"):
+        datasets.load_dataset(params_for(dataset), "val" if dataset != "yfcc" else "test", True, True)

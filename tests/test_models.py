@@ -203,9 +203,23 @@ def test_class_names_come_from_the_checkpoint_where_it_has_them(tmp_path, golden
     (lambda ckpt: ckpt["state_dict"].update({k: v * float("nan") for k, v in ckpt["state_dict"].items()}),
      "its weights hold NaN or infinite values"),
     (lambda ckpt: ckpt["params"].update(frequency_num=10 ** 9), "--frequency_num 1000000000"),
-    (lambda ckpt: ckpt["params"].update(num_classes="6"), "is malformed: its params do not build a model"),
+    (lambda ckpt: ckpt["params"].update(num_classes="6"), "is malformed: its params' num_classes is '6', not an"),
     (lambda ckpt: ckpt["params"].update(spa_enc_type="spherical_harmonics", legendre_poly_num=0),
      "--legendre_poly_num must be >= 1"),
+    (lambda ckpt: ckpt["params"].update(spa_enc_type=["gridcell"]), "spa_enc_type is ['gridcell'], not the name"),
+    (lambda ckpt: ckpt["params"].update(num_classes=1e9), "num_classes is 1000000000.0, not an integer >= 1"),
+    (lambda ckpt: ckpt["params"].update(num_classes=-3), "num_classes is -3, not an integer >= 1"),
+    (lambda ckpt: ckpt["params"].update(num_classes=10 ** 9), "num_classes is 1000000000, but its weights hold 6"),
+    (lambda ckpt: ckpt["params"].update(num_users=0), "num_users is 0"),
+    (lambda ckpt: ckpt["params"].update(map_range=[]), "map_range is [], not the extent"),
+    (lambda ckpt: ckpt["params"].update(map_range=[0, 0, -90, 90]), "map_range is [0, 0, -90, 90]"),
+    (lambda ckpt: ckpt["params"].update(map_range=[-180, 180, -90, float("nan")]), "map_range is"),
+    (lambda ckpt: ckpt.update(class_names=["a", "b"]), "its class_names names 2 classes, but its class head has 6"),
+    (lambda ckpt: ckpt.update(class_names=[1, 2, 3, 4, 5, 6]), "its class_names is not a list of class names"),
+    (lambda ckpt: ckpt.update(world_size=0), "its world_size is 0"),
+    (lambda ckpt: ckpt.update(data={"--data_table": {"path": 3}}), "its data is not a record of the files"),
+    (lambda ckpt: ckpt["params"].update(rbf_anchor_pt_ids=[1, -2]), "rbf_anchor_pt_ids is not a list"),
+    (lambda ckpt: ckpt.update(epoch=-1), "its epoch is -1, not an integer >= 0"),
 ])
 def test_checkpoints_no_model_can_be_used_from_are_errors_naming_the_file(tmp_path, change, message):
     """NaN weights gave NaN embeddings; huge sizes and params of the wrong type gave raw torch errors."""
@@ -216,6 +230,54 @@ def test_checkpoints_no_model_can_be_used_from_are_errors_naming_the_file(tmp_pa
     with pytest.raises(ValueError, match="model.pth.tar") as err:
         load_location_encoder(str(path))
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("anchors, message", [
+    ([[0.0, float("nan")], [1.0, 1.0]], "1 of 2 rows: 0 (0.0, nan)"),
+    ([[0.0, 0.0], [200.0, 1.0]], "1 of 2 rows: 1 (200.0, 1.0)"),
+    ([["a", "b"], ["c", "d"]], "as real numbers (float or int), got <U1 values"),
+])
+def test_rbf_anchors_that_are_not_locations_are_a_clear_error(tmp_path, anchors, message):
+    """NaN anchors gave NaN embeddings for every location."""
+    params = default_params(["--spa_enc_type", "rbf", "--num_rbf_anchor_pts", "2", "--device", "cpu"])
+    _, path = _save(tmp_path, params, anchors=torch.zeros(2, 2))
+    with pytest.raises(ValueError, match=r"model\.pth\.tar: anchors=: ") as err:
+        load_location_encoder(str(path), anchors=anchors)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("lonlat, message", [
+    (np.array([[10.0 + 1j, 20.0]]), "got complex128 values"),
+    (torch.tensor([[10.0 + 1j, 20.0]]), "got torch.complex64 values"),
+    (np.array([[10.0, 20.0]], dtype=object), "got object values"),
+    ([["10", "20"]], "got <U2 values"),
+    (np.array([[True, False]]), "got bool values"),
+    ([[10.0, 20.0], [30.0]], "expected an (N, 2) array of (lon, lat)"),
+])
+def test_coordinates_that_are_not_real_numbers_are_refused_by_embed_and_class_probabilities(tmp_path, lonlat,
+                                                                                          message):
+    """Complex coordinates were cast to their real part with a warning, object and string arrays gave torch's
+    TypeError."""
+    _, path = _save(tmp_path, default_params([]))
+    loaded = load_location_encoder(str(path))
+    for method in (loaded.embed, loaded.class_probabilities):
+        with pytest.raises(ValueError) as err:
+            method(lonlat)
+        assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_class_probabilities_of_a_pre_training_checkpoint_are_refused_its_embeddings_are_not(tmp_path):
+    """The class head of a pre-training checkpoint was never trained: class_probabilities returned noise silently
+    (plots.py refused the same file); the original's pre-training files are known by their UNSUPER- names."""
+    params = {**default_params(["--unsuper_loss", "contsoftmax"]), "checkpoint_phase": "pre-training"}
+    _, path = _save(tmp_path, params)
+    params.pop("checkpoint_phase")
+    _, original = _save(tmp_path, params, name="model_fmow_gridcell_UNSUPER-contsoftmax_0.0010.pth.tar")
+    for source in (path, original):
+        loaded = load_location_encoder(str(source))
+        assert loaded.embed([[10.0, 20.0]]).shape == (1, 256)
+        with pytest.raises(ValueError, match="is a pre-training checkpoint: its class head was never trained"):
+            loaded.class_probabilities([[10.0, 20.0]])
 
 
 def test_rbf_checkpoint_without_anchors_is_a_clear_error(golden_dir):

@@ -14,6 +14,7 @@ import torchvision
 from PIL import Image
 
 from csp import arguments
+from csp import backbones
 from csp import baselines
 from csp import extract_features
 from csp import feature_store
@@ -163,7 +164,7 @@ def test_a_killed_extraction_resumes_where_it_stopped(own, tmp_path, monkeypatch
     table.loc[30, "image"] = str(bad)
     table.to_csv(tmp_path / "obs.csv", index=False)
     monkeypatch.setattr(extract_features, "SAVE_INTERVAL_S", 0.0)
-    model = extract_features.load_backbone(extract_features.LITE0)
+    model = backbones.load(backbones.LITE0)
 
     class Dying(torch.nn.Module):
         """The backbone, killed at its third call (the width probe, then two batches)."""
@@ -175,7 +176,7 @@ def test_a_killed_extraction_resumes_where_it_stopped(own, tmp_path, monkeypatch
                 raise KeyboardInterrupt
             return model(x)
 
-    monkeypatch.setattr(extract_features, "load_backbone", lambda *a: Dying())
+    monkeypatch.setattr(backbones, "load", lambda *a: Dying())
     with pytest.raises(KeyboardInterrupt):
         extract_features.main(args)
     assert json.loads((tmp_path / "feats.progress.json").read_text())["rows_done"] == 20
@@ -186,7 +187,7 @@ def test_a_killed_extraction_resumes_where_it_stopped(own, tmp_path, monkeypatch
             seen.append(len(x))
             return model(x)
 
-    monkeypatch.setattr(extract_features, "load_backbone", lambda *a: Counting())
+    monkeypatch.setattr(backbones, "load", lambda *a: Counting())
     done = extract_features.main(args)
     assert sum(seen) == 40  # only the rows after the last saved progress
     assert done["unreadable"] == 1
@@ -204,16 +205,16 @@ def test_a_killed_extraction_resumes_where_it_stopped(own, tmp_path, monkeypatch
 def test_torchvision_backbone_with_a_local_state_dict(tmp_path):
     weights = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.get_model("resnet18", weights=None).state_dict(), weights)
-    model = extract_features.load_backbone("resnet18", weights)
+    model = backbones.load("resnet18", weights)
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 512)
-    transform, size = extract_features.preset("resnet50")
-    assert size == 224 and transform(Image.new("RGB", (300, 260))).shape == (3, 224, 224)
+    transform, crop, resize = backbones.transform("resnet50")
+    assert (crop, resize) == (224, 232) and transform(torch.zeros(3, 300, 260, dtype=torch.uint8)).shape == (3, 224, 224)
     with pytest.raises(ValueError, match="needs --weights"):
-        extract_features.load_backbone("resnet18")
+        backbones.load("resnet18")
     with pytest.raises(ValueError, match="does not fit"):
-        extract_features.load_backbone("resnet34", weights)
+        backbones.load("resnet34", weights)
     with pytest.raises(ValueError, match="not a torchvision classification model"):
-        extract_features.load_backbone("no_such_net", weights)
+        backbones.load("no_such_net", weights)
 
 
 def test_an_extraction_that_reads_no_image_is_an_error(own, tmp_path):
@@ -280,20 +281,101 @@ def test_bad_input_on_the_command_line_exits_2_without_traceback(own, tmp_path, 
     assert "Traceback" not in error and "column 'lat', rows 3: out of [-90, 90]" in error
 
 
-def test_your_own_classifiers_predictions_replace_the_probe(own, tmp_path):
+def _oracle(own):
+    """(table, class names, predictions): your classifier's probabilities, certain and right on the labelled rows."""
     table = pd.read_csv(own / "obs.csv", keep_default_na=False)
     names = sorted(CLASSES)
     preds = np.full((len(table), len(names)), 1 / len(names), np.float32)
     labelled = np.flatnonzero(table["label"] != "")
     preds[labelled] = np.eye(len(names), dtype=np.float32)[[names.index(x) for x in table["label"][labelled]]]
+    return table, names, preds
+
+
+def _own_run(own, model_dir, preds_path, *extra):
+    return run(own, model_dir, "--unsuper_loss", "none", "--num_epochs", "1", "--image_predictions", str(preds_path),
+               *extra)
+
+
+def test_your_own_classifiers_predictions_replace_the_probe(own, tmp_path):
+    table, names, preds = _oracle(own)
     np.save(tmp_path / "preds.npy", preds)
-    results = run(own, tmp_path / "m", "--unsuper_loss", "none", "--num_epochs", "1", "--image_predictions",
-                  str(tmp_path / "preds.npy"))
-    assert top1(results, "no_prior") == 100.0
-    np.save(tmp_path / "preds.npy", preds[:, :3])
-    with pytest.raises(ValueError, match="one column per class of the label set"):
-        run(own, tmp_path / "m", "--unsuper_loss", "none", "--num_epochs", "1", "--image_predictions",
-            str(tmp_path / "preds.npy"))
+    assert top1(_own_run(own, tmp_path / "m", tmp_path / "preds.npy"), "no_prior") == 100.0
+    # the same as a table whose class columns come in another order, matched by name
+    frame = pd.DataFrame(preds, columns=names)[names[::-1]]
+    frame.insert(0, "image", table["image"])
+    frame.sample(frac=1, random_state=0).to_csv(tmp_path / "preds.csv", index=False)
+    assert top1(_own_run(own, tmp_path / "m2", tmp_path / "preds.csv"), "no_prior") == 100.0
+
+
+def test_logits_are_taken_through_the_softmax_when_you_say_so(own, tmp_path):
+    _, _, preds = _oracle(own)
+    logits = np.log(np.clip(preds, 1e-6, None)) + 3.0   # any shift: the softmax gives the probabilities back
+    np.save(tmp_path / "logits.npy", logits.astype(np.float32))
+    np.save(tmp_path / "preds.npy", preds)
+    by_logits = _own_run(own, tmp_path / "a", tmp_path / "logits.npy", "--image_predictions_kind", "logits")
+    by_probs = _own_run(own, tmp_path / "b", tmp_path / "preds.npy")
+    for method in ("no_prior", "location_prior"):
+        assert top1(by_logits, method) == top1(by_probs, method)
+    with pytest.raises(ValueError, match=r"rows 0, 1, 2, .*negative values; .*--image_predictions_kind logits"):
+        _own_run(own, tmp_path / "c", tmp_path / "logits.npy")   # log-probabilities taken for probabilities
+
+
+def _nan_row(preds):
+    preds[5, 1] = np.nan
+    return preds
+
+
+def _log_probabilities(preds):
+    return np.log(np.clip(preds, 1e-6, None))
+
+
+def _not_summing_to_one(preds):
+    preds[7] *= 0.5
+    return preds
+
+
+def _infinite_logit(preds):
+    preds[2, 0] = np.inf
+    return preds
+
+
+BAD_PREDICTIONS = [  # (name, change of the right predictions, extra flags, words of the one-line error)
+    ("NaN", _nan_row, [], "rows 5: NaN, infinite or empty values"),
+    ("log-probabilities", _log_probabilities, [], "negative values; probabilities are >= 0"),
+    ("rows not summing to 1", _not_summing_to_one, [], "rows 7: rows not summing to 1"),
+    ("infinite logit", _infinite_logit, ["--image_predictions_kind", "logits"], "rows 2: NaN, infinite"),
+    ("too few columns", lambda preds: preds[:, :3], [], "one column per class of the label set"),
+    ("too few rows", lambda preds: preds[:-1], [], "one row per row of"),
+    ("one column per table row", lambda preds: preds.T, [], "expected (")]
+
+
+@pytest.mark.parametrize("name, change, flags, words", BAD_PREDICTIONS, ids=[case[0] for case in BAD_PREDICTIONS])
+def test_bad_predictions_stop_the_run_with_one_line_and_write_nothing(own, tmp_path, monkeypatch, capsys, name,
+                                                                       change, flags, words):
+    _, _, preds = _oracle(own)
+    np.save(tmp_path / "preds.npy", change(preds.copy()))
+    monkeypatch.setattr(sys, "argv", ["train_unsuper.py", *FLAGS, "--data_table", str(own / "obs.csv"), "--features",
+                                      str(own / "out" / "feats.npy"), "--model_dir", str(tmp_path / "m"),
+                                      "--unsuper_loss", "none", "--num_epochs", "1", "--image_predictions",
+                                      str(tmp_path / "preds.npy"), *flags])
+    with pytest.raises(SystemExit) as stopped:
+        arguments.run_command(train_unsuper.main)
+    error = capsys.readouterr().err.strip().splitlines()
+    assert stopped.value.code == 2 and "Traceback" not in "\n".join(error)
+    assert error[-1].startswith("train_unsuper.py: error: --image_predictions") and words in error[-1]
+    assert not [path for path in (tmp_path / "m").rglob("*") if path.suffix in (".tar", ".json", ".npz")]
+
+
+def test_prediction_tables_must_name_the_label_sets_classes(own, tmp_path):
+    table, names, preds = _oracle(own)
+    frame = pd.DataFrame(preds, columns=["red_west", "red_east", "blue_west", "green"])
+    frame.insert(0, "image", table["image"])
+    frame.to_csv(tmp_path / "preds.csv", index=False)
+    with pytest.raises(ValueError, match="missing: blue_east; not in the label set: green"):
+        _own_run(own, tmp_path / "m", tmp_path / "preds.csv")
+    frame.drop(index=4).to_csv(tmp_path / "preds.csv", index=False)
+    with pytest.raises(ValueError, match="no predictions for these images"):
+        _own_run(own, tmp_path / "m", tmp_path / "preds.csv")
 
 
 def test_a_parquet_table_reads_as_the_csv(tmp_path):
@@ -337,3 +419,68 @@ def test_feature_storage_mapped_leaves_the_training_features_in_the_file(own, tm
     assert isinstance(data.train.feats, feature_store.FeatureFile)
     whole = np.load(own / "out" / "feats.npy")
     np.testing.assert_array_equal(data.train.feats[np.arange(5)], whole[data.train.inds[:5]])
+
+
+def test_drawn_splits_are_logged_once_kept_when_identical_and_do_not_depend_on_the_label_set_order(own, tmp_path,
+                                                                                                 caplog):
+    """The split line was logged twice per run; a label set in another order drew other splits."""
+    caplog.set_level("INFO", logger="csp.own_data")
+    run(own, tmp_path, "--num_epochs_unsuper", "0", "--num_epochs", "1")
+    assert caplog.text.count("drew the split of") == 1
+    written = (tmp_path / "splits" / "obs.splits.csv").read_bytes()
+    (tmp_path / "labels.txt").write_text("\n".join(CLASSES[::-1]) + "\n")
+    reordered = own_data.Observations(own / "obs.csv", tmp_path / "labels.txt")
+    own_data.draw_splits(reordered, 0, tmp_path)           # identical: kept, not written again
+    assert (tmp_path / "splits" / "obs.splits.csv").read_bytes() == written
+    assert caplog.text.count("drew the split of") == 1
+
+
+def test_labels_are_read_as_text_exactly_as_written(tmp_path):
+    obs = own_data.Observations(write(tmp_path, {**GOOD, "label": ["NA", "None", ""]}))
+    assert obs.class_names == ["NA", "None"] and obs.classes.tolist() == [0, 1, -1]
+    obs = own_data.Observations(write(tmp_path, {**GOOD, "label": ["null", "nan", "n/a"]}))
+    assert obs.class_names == ["n/a", "nan", "null"] and (obs.classes >= 0).all()
+
+
+def test_parquet_integer_labels_with_missing_values_stay_integers_in_numeric_order(tmp_path):
+    labels = pd.array([10, None, 1], dtype="Int64")
+    pd.DataFrame({**GOOD, "label": labels}).to_parquet(tmp_path / "obs.parquet")
+    obs = own_data.Observations(tmp_path / "obs.parquet")
+    assert obs.class_names == ["1", "10"] and obs.classes.tolist() == [1, -1, 0]
+    pd.DataFrame({**GOOD, "label": np.array([2, 10, 0], np.int16)}).to_parquet(tmp_path / "obs.parquet")
+    assert own_data.Observations(tmp_path / "obs.parquet").class_names == ["0", "2", "10"]
+
+
+@pytest.mark.parametrize("column", [pd.array([True, False, True], dtype="boolean"),
+                                    pd.to_datetime(["2021-01-01"] * 3)], ids=["boolean", "datetime"])
+def test_coordinates_only_from_real_numbers(tmp_path, column):
+    pd.DataFrame({**GOOD, "lon": column}).to_parquet(tmp_path / "obs.parquet")
+    with pytest.raises(ValueError, match=r"obs.parquet: column 'lon', rows 0, 1, 2: a column of .* not real numbers"):
+        own_data.Observations(tmp_path / "obs.parquet")
+    with pytest.raises(ValueError, match=r"column 'lat', rows 1: not a number \(e.g. '\(1\+2j\)'\)"):
+        own_data.Observations(write(tmp_path, {**GOOD, "lat": ["5", "(1+2j)", "45"]}))
+
+
+def test_text_that_is_not_utf8_is_named_and_a_bom_is_dropped(tmp_path):
+    (tmp_path / "bom.csv").write_bytes("\ufeffimage,lon,lat,label\na.png,1,2,x\n".encode())
+    (tmp_path / "labels.txt").write_bytes("\ufeffx\ny\n".encode())
+    assert own_data.Observations(tmp_path / "bom.csv", tmp_path / "labels.txt").class_names == ["x", "y"]
+    (tmp_path / "latin1.csv").write_bytes("image,lon,lat,label\na.png,1,2,x\nb.png,1,2,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.csv: column 'label', rows 1: not UTF-8 text \(e.g. 'caf\\\\xe9'\)"):
+        own_data.Observations(tmp_path / "latin1.csv")
+    (tmp_path / "labels.txt").write_bytes("x\nvo\xeet\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"--label_set .*labels.txt: lines 2 are not UTF-8 text"):
+        own_data.Observations(tmp_path / "bom.csv", tmp_path / "labels.txt")
+
+
+@pytest.mark.parametrize("labels, rows", [(["1", "--3", "10"], "1"), (["2", "3.0", "x"], "1, 2")])
+def test_labels_mixing_integers_and_text_name_the_rows(tmp_path, labels, rows):
+    with pytest.raises(ValueError, match=rf"obs.csv: column 'label', rows {rows}: not integers .*give --label_set"):
+        own_data.Observations(write(tmp_path, {**GOOD, "label": labels}))
+
+
+def test_a_date_column_may_mix_iso_dates_and_year_fractions(tmp_path):
+    obs = own_data.Observations(write(tmp_path, {**GOOD, "date": ["2021-07-02", "0.25", "2020-01-01T12:00"]}))
+    np.testing.assert_allclose(obs.dates, [182 / 365, 0.25, 0.5 / 366], atol=1e-6)
+    with pytest.raises(ValueError, match="column 'date', rows 1: a number outside"):
+        own_data.Observations(write(tmp_path, {**GOOD, "date": ["2021-07-02", "1.5", ""]}))

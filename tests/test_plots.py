@@ -172,13 +172,21 @@ def test_map_keeps_the_model_training_mode_and_checks_the_class(tmp_path):
         plots.dense_prediction(model, 5)
 
 
-def test_locations_png(mask_dir, tmp_path):
+def test_locations_png_has_a_title_and_degree_axes(mask_dir, tmp_path, monkeypatch):
+    """The figure had neither title nor axes."""
     out = tmp_path / "locations.png"
-    plots.plot_class_locations(np.array([[20.0, 0.0], [-100.0, 40.0]]), out)
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)
+    plots.plot_class_locations(np.array([[20.0, 0.0], [-100.0, 40.0]]), out, title="Training locations of heron")
     image = np.asarray(Image.open(out).convert("RGB"))
-    assert image.shape == (1002, 2004, 3)
+    assert image.shape == (960, 1800, 3)
     red = (image[..., 0] > 200) & (image[..., 1] < 120) & (image[..., 2] < 120)
-    assert red[:, :1002].any() and red[:, 1002:].any()           # one dot in each hemisphere
+    assert red[:, :900].any() and red[:, 900:].any()           # one dot in each hemisphere
+    (ax,) = figures[0].axes
+    assert ax.get_title() == "Training locations of heron"
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("longitude", "latitude")
+    assert [label.get_text() for label in ax.get_xticklabels()][:2] == ["180°W", "120°W"]
+    assert [label.get_text() for label in ax.get_yticklabels()][-1] == "90°N"
 
 
 def test_cluster_embeddings_recover_separated_groups_with_and_without_subsampling():
@@ -222,7 +230,7 @@ def test_command_line_draws_each_figure(mask_dir, checkpoints, synthetic_data_di
     plots.main(["clusters", "--checkpoint", str(checkpoints[0]), "--out", str(tmp_path / "c.png"),
                 "--step", "3", "--num_clusters", "4", "--device", "cpu"])
     assert Image.open(tmp_path / "m.png").size == (1800, 960)
-    assert Image.open(tmp_path / "l.png").size == (2004, 1002)
+    assert Image.open(tmp_path / "l.png").size == (1800, 960)
     assert Image.open(tmp_path / "c.png").size == (1000, 500 + plots.TITLE_PIXELS)
     with pytest.raises(ValueError, match="pre-training checkpoint: its class head was never trained"):
         plots.main(["map", "--checkpoint", str(checkpoints[0]), "--out", str(tmp_path / "p.png"), "--device", "cpu"])
@@ -260,14 +268,46 @@ def test_locations_of_your_own_data_are_its_train_rows_as_a_run_draws_them(mask_
     table = draw_images(own / "imgs", np.random.default_rng(0))
     table.to_csv(own / "obs.csv", index=False)
     drawn = []
-    monkeypatch.setattr(plots, "plot_class_locations", lambda lonlat, out, mask: drawn.append(lonlat))
+    monkeypatch.setattr(plots, "plot_class_locations", lambda lonlat, out, mask, title: drawn.append((lonlat, title)))
     plots.main(["locations", "--dataset", "custom", "--data_table", str(own / "obs.csv"), "--class_id", "1",
                 "--seed", "3", "--out", str(tmp_path / "l.png")])
     obs = own_data.Observations(own / "obs.csv")
     own_data.draw_splits(obs, 3, None)
     train = (obs.splits == "train") & (obs.classes == 1) & ~np.isnan(obs.locs[:, 0])
-    assert obs.class_names[1] == "blue_west" and len(drawn[0]) == train.sum() > 0 and (drawn[0][:, 0] < 0).all()
-    np.testing.assert_array_equal(drawn[0], obs.locs[train])
+    lonlat, title = drawn[0]
+    assert obs.class_names[1] == "blue_west" and len(lonlat) == train.sum() > 0 and (lonlat[:, 0] < 0).all()
+    np.testing.assert_array_equal(lonlat, obs.locs[train])
+    assert title == f"Training locations of class 1 (blue_west) in custom: {train.sum()} images"
     assert sorted(path.name for path in own.iterdir()) == ["imgs", "obs.csv"]  # no drawn splits written
     with pytest.raises(ValueError, match="--dataset custom needs --data_table"):
         plots.main(["locations", "--dataset", "custom", "--out", str(tmp_path / "l.png")])
+
+
+def test_class_id_takes_the_checkpoint_s_and_the_dataset_s_class_names(mask_dir, tmp_path, monkeypatch):
+    """`map --class_id blue_jay` ended in argparse's "invalid int value"."""
+    model, params = _tiny_model(0)
+    path = tmp_path / "fine.pth.tar"
+    save_checkpoint(path, model, None, 1, params, class_names=["a", "b", "blue_jay", "Great Egret", "e"])
+    shown = []
+    monkeypatch.setattr(plots, "plot_class_map", lambda encoder, class_id, *args: shown.append(class_id))
+    for value, class_id in (("blue_jay", 2), ("3", 3), ("great_egret", 3), ("GREAT egret", 3)):
+        plots.main(["map", "--checkpoint", str(path), "--class_id", value, "--out", str(tmp_path / "m.png"),
+                    "--device", "cpu"])
+        assert shown.pop() == class_id
+    with pytest.raises(ValueError, match=r"--class_id 'blue jays' is not a class name of .*fine\.pth\.tar \(5 classes, "
+                                         r"e\.g\. 'a'\); did you mean 'blue_jay'\? Give a class name or id"):
+        plots.main(["map", "--checkpoint", str(path), "--class_id", "blue jays", "--out", str(tmp_path / "m.png")])
+    assert plots.class_id_of("heron", ["heron", "Heron"], "x") == 0      # exact first; loosely, two would match
+    with pytest.raises(ValueError, match="is not a class name"):
+        plots.class_id_of("HERON", ["heron", "Heron"], "x")
+    save_checkpoint(path, model, None, 1, params)
+    with pytest.raises(ValueError, match=r"--class_id 'blue_jay': .*fine\.pth\.tar names no classes; give the class "
+                                         r"id \(an integer\)"):
+        plots.main(["map", "--checkpoint", str(path), "--class_id", "blue_jay", "--out", str(tmp_path / "m.png")])
+    own = tmp_path / "own"
+    draw_images(own / "imgs", np.random.default_rng(0)).to_csv(own / "obs.csv", index=False)
+    drawn = []
+    monkeypatch.setattr(plots, "plot_class_locations", lambda lonlat, out, mask, title: drawn.append(title))
+    plots.main(["locations", "--dataset", "custom", "--data_table", str(own / "obs.csv"), "--class_id", "blue_west",
+                "--out", str(tmp_path / "l.png")])
+    assert drawn[0].startswith("Training locations of class 1 (blue_west) in custom: ")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from csp.run_lock import RunLock
+from csp.run_lock import LOCK_NAME, OWNER_NAME, RunLock
 
 MAIN = Path(__file__).resolve().parents[1] / "main"
 
@@ -39,3 +39,20 @@ def test_a_lock_held_by_another_process_stops_this_one_and_is_freed_when_it_dies
         holder.kill()
         holder.wait()
     RunLock(tmp_path).acquire().release()  # the operating system freed the killed holder's lock
+
+
+def test_the_lock_files_exist_only_while_the_lock_is_held_and_a_folder_it_made_goes_if_empty(tmp_path):
+    """Finished runs left .csp-run.lock behind, and a run that stopped at start made the folder and the lock."""
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    for folder in (kept, tmp_path / "made" / "here"):
+        lock = RunLock(folder).acquire()
+        assert {path.name for path in folder.iterdir()} == {LOCK_NAME, OWNER_NAME}
+        lock.release()
+        assert not (folder / LOCK_NAME).exists() and not (folder / OWNER_NAME).exists()
+    assert kept.is_dir() and not (tmp_path / "made").exists()
+    with RunLock(tmp_path / "written") as lock:
+        (lock.folder / "results.json").write_text("{}")
+    assert [path.name for path in (tmp_path / "written").iterdir()] == ["results.json"]
+    lock.release()  # a second release changes nothing
+    RunLock(kept).acquire().release()

@@ -150,6 +150,13 @@ def test_bad_rows_and_ratios_are_named():
         tables.main(["comparison", "--dataset", "inat_2018", "--collect_only", "--", "--train_sample_ratio", "0.5"])
     with pytest.raises(ValueError, match="--device: set by the table itself"):
         tables.main(["comparison", "--dataset", "inat_2018", "--collect_only", "--", "--device=cpu"])
+    # an abbreviation of a flag the table sets (argparse took it for --train_sample_ratio: a 10 % run in the 5 %
+    # column), or of one of the table's own flags, is no flag at all
+    for words in (["--", "--train_sample_rat", "0.1"], ["--", "--train_sample_rat=0.1"], ["--devic", "cpu"],
+                  ["--", "--lr_dec", "0.5"]):
+        with pytest.raises(ValueError, match=rf"^{' '.join(words[-2:]) if words[-2] != '--' else words[-1]}: not a "
+                                             rf"flag of train_unsuper\.py"):
+            tables.main(["comparison", "--dataset", "inat_2018", "--collect_only", *words])
     with pytest.raises(ValueError, match="--ratios must be in \\(0, 1\\]"):
         tables.main(["comparison", "--dataset", "inat_2018", "--ratios", "0", "--collect_only"])
 

@@ -86,6 +86,33 @@ def test_killed_run_resumes_exactly_where_it_stopped(tmp_path):
     assert log.count("Resuming") == 2  # not for the runs that started a phase at epoch 0
 
 
+def _cpp_compiler():
+    from torch._inductor import cpp_builder
+    try:
+        return shutil.which(cpp_builder.get_cpp_compiler())
+    except Exception:  # no compiler found: torch raises its own error types
+        return None
+
+
+@pytest.mark.skipif(_cpp_compiler() is None, reason="torch.compile's inductor backend needs a C++ compiler (g++)")
+def test_compiled_step_trains_both_phases_as_the_eager_one(tmp_path, monkeypatch):
+    """--compile T through pre-training and fine-tuning, each with a shorter last batch (a second, dynamic-shape
+    graph), ends with the eager run's weights; without dropout or a random-location term nothing else is drawn (the
+    random draws that are made follow eager's generator, `fallback_random`)."""
+    monkeypatch.setattr("torch._inductor.config.fallback_random", True)
+    flags = ["--num_epochs_unsuper", "1", "--num_epochs", "1", "--dropout", "0", "--rand_sample_weight", "0",
+             "--train_sample_ratio", "0.5", "--cnn_pred_type", "full", "--batch_size", "192"]
+    weights = {}
+    for compiled in ("T", "F"):
+        files = run(tmp_path / compiled, *flags, "--compile", compiled)["files"]
+        weights[compiled] = [checkpoints.load_checkpoint(files[key])["state_dict"]
+                             for key in ("unsuper_model_file_name", "model_file_name")]
+    for compiled, eager in zip(weights["T"], weights["F"]):
+        for name in eager:
+            torch.testing.assert_close(compiled[name], eager[name], rtol=0, atol=1e-5, msg=name)
+    assert (weights["F"][1]["class_emb.weight"] - weights["F"][0]["class_emb.weight"]).abs().max() > 1e-3
+
+
 def test_finished_run_started_again_is_not_retrained(tmp_path):
     flags = ["--num_epochs_unsuper", "2", "--num_epochs", "2"]
     done = run(tmp_path, *flags)
@@ -422,7 +449,81 @@ def test_a_run_that_stops_in_set_up_leaves_no_log_of_its_own(tmp_path, monkeypat
     log.write_text("an earlier run\n")
     with pytest.raises(FileNotFoundError, match="data folder"):
         Trainer(arguments.default_params(FLAGS + ["--model_dir", str(tmp_path)]))
-    assert log.read_text().startswith("an earlier run\n")
+    assert log.read_text() == "an earlier run\n"  # nothing appended
+
+
+def _edit_json(path, change):
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
+
+
+def _move_first_location(entries):
+    entries[0]["lon"] = entries[0]["lon"] / 2
+    return entries
+
+
+@pytest.mark.parametrize("load, change, words", [
+    ("--load_super_model", lambda d: _edit_json(d / "category.json", lambda c: {
+        name: (1 - cid if cid < 2 else cid) for name, cid in c.items()}),
+     ["class 0 is ", "(2 of 20 class ids name other classes"]),
+    ("--load_super_model", lambda d: np.save(d / "fewshot/fmow_val_preds_ratio0.050.npy",
+                                             np.load(d / "fewshot/fmow_val_preds_ratio0.050.npy")[::-1]),
+     ["val image predictions", "has changed since (other content)"]),
+    ("--load_unsuper_model", lambda d: _edit_json(d / "train_location.json", _move_first_location),
+     ["train locations", "train_location.json has changed since"]),
+])
+def test_a_checkpoint_of_other_data_is_neither_resumed_nor_evaluated(tmp_path, monkeypatch, data_dir, load, change,
+                                                                    words):
+    """The checkpoint records its data files (sizes, fingerprints) and class names: a data folder changed in place
+    (class ids renamed, other predictions, a moved location) is one line naming it, and nothing is overwritten."""
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data)
+    monkeypatch.setenv("CSP_DATA_DIR", str(data))
+    flags = ["--num_epochs_unsuper", "1", "--num_epochs", "1"]
+    done = run(tmp_path / "m", *flags)
+    if load == "--load_unsuper_model":  # the fine-tuned checkpoint would be loaded first
+        os.remove(done["files"]["model_file_name"])
+    before = {path: path.read_bytes() for path in (tmp_path / "m").rglob("*") if path.is_file()}
+    change(data / "fmow")
+    with pytest.raises(ValueError) as err:
+        run(tmp_path / "m", "--num_epochs_unsuper", "2", "--num_epochs", "2", load, "T")
+    message = str(err.value)
+    key = "unsuper_model_file_name" if load == "--load_unsuper_model" else "model_file_name"
+    assert message.startswith(f"{done['files'][key]} was trained on other data (") and all(
+        word in message for word in words), message
+    assert f"--{load[2:]} F to train anew" in message and "\n" not in message
+    assert {path: path.read_bytes() for path in (tmp_path / "m").rglob("*") if path.is_file()} == before
+
+
+def test_the_same_data_in_another_folder_resumes_and_old_checkpoints_without_records_still_load(tmp_path, monkeypatch,
+                                                                                            data_dir, caplog):
+    """Files are compared by content, not by path; a checkpoint that records no data or process count (the
+    original's, or one of an earlier version) loads with a warning that says what cannot be checked."""
+    monkeypatch.setenv("CSP_DATA_DIR", str(data_dir))
+    done = run(tmp_path / "m", "--num_epochs_unsuper", "1", "--num_epochs", "1")
+    recorded = checkpoints.load_checkpoint(done["files"]["model_file_name"])
+    assert recorded["world_size"] == 1 and recorded["class_names"] == done["data"]["class_names"]
+    assert {role: entry["path"] for role, entry in recorded["data"].items()} == {
+        "class names": str(data_dir / "fmow/category.json"), "train locations": str(data_dir / "fmow/train_location.json"),
+        "train annotations": str(data_dir / "fmow/train.json"), "val locations": str(data_dir / "fmow/val_location.json"),
+        "val annotations": str(data_dir / "fmow/val.json"),
+        "val image predictions": str(data_dir / "fmow/fewshot/fmow_val_preds_ratio0.050.npy"),
+        "train image features": str(data_dir / "fmow/features_inception_pretrain/fmow_train_pretrain_net_feats.npy")}
+    moved = tmp_path / "moved"
+    shutil.copytree(data_dir, moved)
+    monkeypatch.setenv("CSP_DATA_DIR", str(moved))
+    resumed = run(tmp_path / "m", "--num_epochs_unsuper", "1", "--num_epochs", "2", "--load_super_model", "T")
+    assert resumed["phases"][FINETUNING]["epochs_run"] == 1
+    assert resumed["data"]["files"]["val annotations"]["path"] == str(moved / "fmow/val.json")
+    path = resumed["files"]["model_file_name"]
+    ckpt = torch.load(path, weights_only=True)
+    for key in ("data", "world_size", "class_names"):
+        del ckpt[key]
+    torch.save(ckpt, path)
+    caplog.set_level("WARNING")
+    again = run(tmp_path / "m", "--num_epochs_unsuper", "1", "--num_epochs", "3", "--load_super_model", "T")
+    assert again["phases"][FINETUNING] == {"epochs_done": 3, "epochs_run": 1}
+    assert "does not record the data it was trained on" in caplog.text
+    assert "does not record how many processes wrote it" in caplog.text
 
 
 def test_yfcc_takes_its_loader_flags_from_the_data_and_records_them(tmp_path, monkeypatch):

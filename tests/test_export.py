@@ -1,0 +1,192 @@
+"""export.py: ONNX parity for every encoder, safetensors round trip, GeoTIFF read back by GDAL (rasterio), Parquet."""
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from csp import arguments
+from csp import encoders
+from csp import export
+from csp import models
+from csp import safetensors_file
+from csp.arguments import parse_flags
+
+SMALL = "--frequency_num 4 --hidden_dim 32 --num_filts 16 --min_radius 1 --num_rbf_anchor_pts 20".split()
+CLASS_NAMES = ["oak", "pine", "birch", "moss", "fern"]
+REGISTRY = list(encoders.SPATIAL_ENCODERS) + ["geo_net", "geo_net with dates", "spherical_harmonics with siren"]
+
+
+def small_encoder(name, *flags, seed=0):
+    """A PretrainedLocationEncoder of `name` (untrained, seeded), small flags, five named classes."""
+    extra = {"geo_net with dates": ["--use_date_feats", "T"],
+             "spherical_harmonics with siren": ["--spa_enc_net", "siren"]}.get(name, [])
+    if name == "tile_ffn":
+        extra = ["--min_radius", "10"]
+    params = parse_flags(["--spa_enc_type", name.split()[0], "--unsuper_loss", "none", *SMALL, *extra, *flags])
+    anchors = np.random.default_rng(seed).uniform(-90, 90, (20, 2)).astype(np.float32)
+    torch.manual_seed(seed)
+    rbf = params["spa_enc_type"] == "rbf"
+    model = models.build_model(params, len(CLASS_NAMES), 1, anchors=anchors if rbf else None)
+    with torch.no_grad():   # trained-looking class weights, so that the prior is not ~0.5 everywhere
+        model.class_emb.weight.normal_(0, 1)
+    return models.PretrainedLocationEncoder(model, params, torch.device("cpu"), class_names=CLASS_NAMES)
+
+
+@pytest.mark.parametrize("name", REGISTRY)
+def test_onnx_computes_what_pytorch_computes_for_every_encoder(name, tmp_path):
+    encoder = small_encoder(name)
+    export.export_onnx(encoder, tmp_path / "m.onnx")
+    report = export.check_onnx(tmp_path / "m.onnx", encoder)
+    assert max(diff for diff, _ in report.values()) <= export.PARITY_TOLERANCE, report
+    assert export.parity_ok(report)
+
+
+def test_onnx_batch_is_dynamic_and_the_metadata_names_the_classes(tmp_path):
+    import onnx
+    import onnxruntime
+    encoder = small_encoder("sphere")
+    export.export_onnx(encoder, tmp_path / "m.onnx")
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"))
+    for count in (1, 7, 1000):
+        embedding, prior = session.run(None, {"lonlat": np.zeros((count, 2), np.float32)})
+        assert embedding.shape == (count, 16) and prior.shape == (count, 5)
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    assert props["class_names"] == '["oak", "pine", "birch", "moss", "fern"]'
+
+
+def test_parity_points_hold_the_poles_and_the_antimeridian():
+    points = export.parity_points()
+    assert len(points) == export.PARITY_POINTS
+    assert (points[:, 1] == 90).sum() >= 1000 and (points[:, 1] == -90).sum() >= 1000
+    assert (points[:, 0] == 180).sum() >= 1000 and (points[:, 0] == -180).sum() >= 1000
+
+
+def test_an_encoder_onnx_cannot_express_gets_a_clear_message(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Exporting the operator 'aten::mystery' to ONNX opset version 17 is not supported.\nmore")
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    with pytest.raises(ValueError, match=r"--spa_enc_type xyz \(--spa_enc_net ffn\) cannot be expressed in ONNX: "
+                                         r"RuntimeError: Exporting the operator 'aten::mystery'.*--to safetensors"):
+        export.export_onnx(small_encoder("xyz"), tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("name", ["rbf", "geo_net with dates", "spheregridmixscale"])
+def test_safetensors_round_trip_gives_the_same_embeddings(name, tmp_path, monkeypatch):
+    encoder = small_encoder(name)
+    wrapped = models.build_model({**encoder.params, "unsuper_loss": "contsoftmax"}, 5, 1, 8,
+                                 anchors=getattr(encoder.model.spa_enc, "anchors", None)
+                                 if name == "rbf" else None)
+    wrapped.loc_enc.load_state_dict(encoder.model.state_dict())
+    safetensors_file.save(tmp_path / "m.safetensors", wrapped, {**encoder.params, "unsuper_loss": "contsoftmax"},
+                          CLASS_NAMES)
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("a .safetensors file must not be unpickled"))
+    loaded = models.load_location_encoder(tmp_path / "m.safetensors")
+    points = export.parity_points(5000)
+    dates = np.linspace(0, 1, len(points)) if "dates" in name else None
+    assert torch.equal(loaded.embed(points, dates), encoder.embed(points, dates))
+    assert torch.equal(loaded.class_probabilities(points, dates), encoder.class_probabilities(points, dates))
+    assert loaded.class_names == CLASS_NAMES
+
+
+def test_a_safetensors_file_of_something_else_is_refused(tmp_path):
+    from safetensors.torch import save_file
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="without the metadata of a CSP location encoder"):
+        models.load_location_encoder(tmp_path / "other.safetensors")
+    (tmp_path / "broken.safetensors").write_bytes(b"\x00" * 20)
+    with pytest.raises(ValueError, match="not a readable .safetensors file"):
+        models.load_location_encoder(tmp_path / "broken.safetensors")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A fine-tuned-looking checkpoint file of a small sphere encoder, as a .safetensors file."""
+    path = tmp_path_factory.mktemp("ck") / "m.safetensors"
+    encoder = small_encoder("sphere")
+    safetensors_file.save(path, encoder.model, {**encoder.params, "checkpoint_phase": "fine-tuning"}, CLASS_NAMES)
+    return path, encoder
+
+
+def run_export(*argv):
+    return export.main([str(a) for a in argv])
+
+
+def test_a_geotiff_opens_in_gdal_with_its_georeferencing(checkpoint, tmp_path):
+    rasterio = pytest.importorskip("rasterio")
+    path, encoder = checkpoint
+    run_export("--checkpoint", path, "--to", "geotiff", "--values", "prior", "--class", "birch", "--bbox", -30, 10,
+               20, 60, "--resolution", 0.1, "--out", tmp_path / "birch.tif")
+    with rasterio.open(tmp_path / "birch.tif") as image:
+        assert image.crs.to_epsg() == 4326
+        assert image.width == 500 and image.height == 500 and image.count == 1
+        assert image.bounds == pytest.approx((-30, 10, 20, 60))
+        assert image.res == pytest.approx((0.1, 0.1))
+        assert image.block_shapes == [(256, 256)] and image.descriptions == ("birch",)
+        band = image.read(1)
+        rows, cols = np.array([0, 17, 499, 250]), np.array([0, 400, 499, 3])
+        lon, lat = image.xy(rows, cols)           # cell centres, from the file's georeferencing
+    expected = encoder.class_probabilities(np.stack([lon, lat], 1))[:, 2].numpy()
+    assert np.allclose(band[rows, cols], expected, atol=1e-6)
+    assert band[0, 0] != band[-1, -1]
+
+
+def test_a_pca_geotiff_is_rgb_and_an_embedding_geotiff_has_every_channel(checkpoint, tmp_path):
+    rasterio = pytest.importorskip("rasterio")
+    path, encoder = checkpoint
+    run_export("--checkpoint", path, "--to", "geotiff", "--values", "pca", "--resolution", 2, "--out",
+               tmp_path / "rgb.tif")
+    with rasterio.open(tmp_path / "rgb.tif") as image:
+        assert image.count == 3 and image.dtypes == ("uint8",) * 3 and image.shape == (90, 180)
+        rgb = image.read()
+    assert rgb.std(axis=(1, 2)).min() > 10             # the colours vary over the globe
+    run_export("--checkpoint", path, "--to", "geotiff", "--values", "embedding", "--bbox", 0, 0, 10, 5,
+               "--resolution", 1, "--out", tmp_path / "emb.tif")
+    with rasterio.open(tmp_path / "emb.tif") as image:
+        assert image.count == 16
+        assert np.allclose(image.read()[:, 4, 2], encoder.embed([[2.5, 0.5]])[0].numpy(), atol=1e-6)
+
+
+def test_parquet_at_points_and_at_cell_centres(checkpoint, tmp_path):
+    path, encoder = checkpoint
+    pd.DataFrame({"lon": [-180, 0, 179.5], "lat": [90, 0, -89], "name": ["a", "b", "c"]}).to_csv(
+        tmp_path / "p.csv", index=False)
+    run_export("--checkpoint", path, "--to", "parquet", "--points", tmp_path / "p.csv", "--out",
+               tmp_path / "p.parquet")
+    table = pd.read_parquet(tmp_path / "p.parquet")
+    assert list(table.columns) == ["lon", "lat", *CLASS_NAMES]
+    expected = encoder.class_probabilities(table[["lon", "lat"]].to_numpy().copy())
+    assert np.allclose(table[CLASS_NAMES].to_numpy(), expected.numpy())
+    run_export("--checkpoint", path, "--to", "parquet", "--values", "embedding", "--bbox", 10, 20, 14, 22,
+               "--resolution", 0.5, "--out", tmp_path / "grid.parquet")
+    grid = pd.read_parquet(tmp_path / "grid.parquet")
+    assert len(grid) == 8 * 4 and grid[["lon", "lat"]].iloc[0].tolist() == [10.25, 21.75]
+    assert np.allclose(grid[[f"e{i}" for i in range(16)]].to_numpy(),
+                       encoder.embed(grid[["lon", "lat"]].to_numpy().copy()).numpy(), atol=1e-6)
+
+
+def test_the_onnx_command_reports_the_parity(checkpoint, tmp_path, capsys):
+    path, _ = checkpoint
+    run_export("--checkpoint", path, "--to", "onnx", "--out", tmp_path / "m.onnx")
+    assert "onnxruntime vs PyTorch on 100,000 points (poles and lon ±180 included): max |difference| embedding" \
+        in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--to", "geotiff", "--values", "prior", "--out", "x.tif"], "give --class NAME once"),
+    (["--to", "geotiff", "--class", "spruce", "--out", "x.tif"], "'spruce' is not a class"),
+    (["--to", "geotiff", "--class", "oak", "--resolution", "0.7", "--out", "x.tif"], "whole cells"),
+    (["--to", "geotiff", "--class", "oak", "--bbox", "10", "0", "5", "5", "--out", "x.tif"], "W < E"),
+    (["--to", "onnx", "--out", "x.tif"], "ending in .onnx"),
+    (["--to", "parquet", "--points", "missing.csv", "--out", "x.parquet"], "missing.csv"),
+])
+def test_bad_export_flags_are_one_line_and_write_nothing(checkpoint, tmp_path, monkeypatch, capsys, flags, words):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["export.py", "--checkpoint", str(checkpoint[0]), *flags])
+    with pytest.raises(SystemExit) as stopped:
+        arguments.run_command(export.main)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and len(err.strip().splitlines()) == 1 and words in err, err
+    assert list(tmp_path.iterdir()) == []
