@@ -11,6 +11,7 @@
 # samples/s at batch 1 024 (8 142 classes), each with the peak GPU memory. A variant that fails is reported and
 # skipped.
 set -euo pipefail
+if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then sed -n "2,12s/^# \{0,1\}//p" "$0"; exit 0; fi
 data_dir="${1:-/tmp/csp_benchmark}"
 shift $(( $# > 0 ? 1 : 0 ))
 exec "${PYTHON:-python3}" "$(dirname "$0")/benchmark_training.py" --data_dir "$data_dir" --device "${DEVICE:-cuda:0}" \
