@@ -24,6 +24,7 @@ CHUNK_BYTES = 256 << 20
 BLOCK_BYTES = 4 << 20
 WINDOW_BLOCKS = 64
 MAX_GAP_BYTES = 1 << 20
+SPAN_BYTES = 16 << 20
 READ_THREADS = 4
 
 
@@ -67,12 +68,15 @@ class FeatureFile:
         return self.shape[0]
 
     def read(self, positions, threads=1):
-        """Rows `positions` (ascending, distinct) in the file's dtype: one file read per run of nearby rows, runs
-        read by `threads` threads at once (the disk answers several requests faster than one after another)."""
+        """Rows `positions` (ascending, distinct) in the file's dtype: one file read per run of nearby rows within
+        one span of SPAN_BYTES of the file, runs read by `threads` threads at once (the disk answers several requests
+        faster than one after another)."""
         file_rows = self.rows[positions]
         out = np.empty((len(file_rows), self.shape[1]), self.file_dtype)
         max_gap = max(1, MAX_GAP_BYTES // max(1, self.row_bytes))
-        starts = np.flatnonzero(np.diff(file_rows, prepend=-max_gap - 1) > max_gap).tolist()
+        span = file_rows // max(1, SPAN_BYTES // max(1, self.row_bytes))
+        starts = np.flatnonzero((np.diff(file_rows, prepend=-max_gap - 1) > max_gap)
+                                | (np.diff(span, prepend=-1) != 0)).tolist()
         ends = starts[1:] + [len(file_rows)]
 
         def read_run(start, end):

@@ -54,6 +54,20 @@ def test_a_feature_file_reads_only_the_kept_rows_in_any_order(feature_path):
     np.testing.assert_array_equal(batch.numpy(), array[[41, 1]])
 
 
+@pytest.mark.parametrize("span_rows, gap_rows, threads", [(3, 1, 1), (7, 2, 4), (64, 64, 4)])
+def test_reads_split_into_bounded_spans_give_the_same_rows(monkeypatch, feature_path, span_rows, gap_rows, threads):
+    array, row_bytes = np.load(feature_path), 4 * WIDTH
+    monkeypatch.setattr(feature_store, "SPAN_BYTES", span_rows * row_bytes)
+    monkeypatch.setattr(feature_store, "MAX_GAP_BYTES", gap_rows * row_bytes)
+    reads = []
+    view = _file(feature_path)
+    monkeypatch.setattr(view, "_read_into", lambda handle, first, out, read=view._read_into:
+                        reads.append(len(out)) or read(handle, first, out))
+    positions = np.array([0, 1, 2, 3, 4, 5, 9, 10, 20, 21, 22, 23, 24, 25, 26, 27, 49])
+    np.testing.assert_array_equal(view.read(positions, threads), array[positions])
+    assert max(reads) <= span_rows and sum(reads) >= len(positions)
+
+
 def test_a_float16_file_is_read_as_float32(tmp_path, feature_path):
     array = np.load(feature_path)
     np.save(tmp_path / "half.npy", array.astype(np.float16))
