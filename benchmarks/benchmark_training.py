@@ -144,9 +144,9 @@ def main(argv=None):
     parser.add_argument("--data_dir", help="folder holding inat_2018/ (written there if missing); "
                                            "default: a temporary folder, deleted afterwards")
     parser.add_argument("--device", default="auto", help="cpu, cuda:0 or auto")
-    parser.add_argument("--num_batches", type=int, default=20, help="timed steps at batch 1 024")
-    parser.add_argument("--num_large_batches", type=int, default=4, help="timed pre-training steps at batch 8 192")
-    parser.add_argument("--repeats", type=int, default=1, help="repeats of every figure (alternated)")
+    parser.add_argument("--num_batches", type=checkout.count, default=20, help="timed steps at batch 1 024")
+    parser.add_argument("--num_large_batches", type=checkout.count, default=4, help="timed pre-training steps at batch 8 192")
+    parser.add_argument("--repeats", type=checkout.count, default=1, help="repeats of every figure (alternated)")
     parser.add_argument("--variants", nargs="*", default=["eager"], choices=list(VARIANTS),
                         help="training-step variants: eager (float32), bf16 (autocast), compile, compile+bf16; "
                              "none: the start-ups alone")
@@ -154,7 +154,8 @@ def main(argv=None):
     parser.add_argument("--num_train", type=int, default=INAT_SIZES["num_train"],
                         help="training rows of generated data")
     parser.add_argument("--num_val", type=int, default=INAT_SIZES["num_val"], help="validation rows of generated data")
-    parser.add_argument("--feature_dtype", default="float32", help="dtype of generated feature files (float16)")
+    parser.add_argument("--feature_dtype", default="float32", choices=["float32", "float16"],
+                        help="dtype of generated feature files")
     parser.add_argument("--caches", nargs="*", default=["cold", "warm"], choices=["cold", "warm"],
                         help="start-ups to time: with the data's pages evicted (cold) and cached (warm)")
     args = parser.parse_args(argv)

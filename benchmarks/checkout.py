@@ -1,5 +1,6 @@
 """`import checkout` first: this checkout's `main/` becomes the package `csp`, as tests/conftest.py does;
-`context()` says what a measurement ran on."""
+`context()` says what a measurement ran on; `count` is the type of the benchmarks' counts of steps and runs."""
+import argparse
 import datetime
 import os
 import platform
@@ -32,3 +33,14 @@ def context():
     load = " ".join(f"{value:.1f}" for value in os.getloadavg())
     return (f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, commit {commit}, {cpu}, {os.cpu_count()} "
             f"CPUs, {memory:.0f} GiB memory, load average {load} (1, 5, 15 min)")
+
+
+def count(text):
+    """An integer of at least 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of at least 1")
+    return value

@@ -80,6 +80,8 @@ def data_dir_key(dataset):
 
 
 def missing(dataset, path, what):
+    if path.is_dir():
+        return ValueError(f"{dataset}: {what} {path} is a folder; give the .npy file itself")
     return FileNotFoundError(f"{dataset}: {what} {path} does not exist; {paths.how_to_set(data_dir_key(dataset))}, "
                              f"or write synthetic data there with `python synthetic_data.py --dataset {dataset} "
                              f"--out DIR`")
@@ -105,6 +107,8 @@ def _npy_header(dataset, path):
 
 
 def _check_shape(dataset, path, shape, num_rows, num_cols, source, what):
+    if len(shape) == 2 and not shape[1]:
+        raise malformed(dataset, path, f"{what} of shape {tuple(shape)}: it holds no column; write the features")
     if len(shape) != 2 or shape[0] != num_rows or (num_cols is not None and shape[1] != num_cols):
         cols = num_cols if num_cols is not None else "F"
         raise malformed(dataset, path, f"{what} of shape {tuple(shape)}; expected ({num_rows}, {cols}), one row "
@@ -114,10 +118,11 @@ def _check_shape(dataset, path, shape, num_rows, num_cols, source, what):
 def _check_size(dataset, path, shape, dtype, offset):
     expected = offset + int(np.prod(shape)) * dtype.itemsize
     size = path.stat().st_size
-    if size < expected:
+    if size != expected:
         raise malformed(dataset, path, f"the file holds {size} bytes, but its header announces a {tuple(shape)} "
-                                       f"{dtype} array, {expected} bytes with the header (truncated, or written to "
-                                       f"a full disk?); write it again")
+                                       f"{dtype} array, {expected} bytes with the header ("
+                                       f"{'truncated, or written to a full disk' if size < expected else 'damaged'}"
+                                       f"?); write it again")
 
 
 def _read_npy_rows(dataset, path, rows, num_rows, num_cols, source, what, storage="device"):
@@ -130,7 +135,11 @@ def _read_npy_rows(dataset, path, rows, num_rows, num_cols, source, what, storag
     _check_shape(dataset, path, shape, num_rows, num_cols, source, what)
     _check_size(dataset, path, shape, dtype, offset)
     kept = num_rows if rows is None else len(rows)
-    if not fortran and feature_store.stays_in_file(storage, 4 * kept * shape[1]):
+    if feature_store.stays_in_file(storage, 4 * kept * shape[1]):
+        if fortran:
+            raise malformed(dataset, path, "its rows are stored in Fortran (column) order, which cannot be streamed "
+                                           "from the file; write it in row order, e.g. np.save(path, "
+                                           "np.ascontiguousarray(np.load(path)))")
         return feature_store.FeatureFile(path, offset, dtype, shape, rows)
     consecutive = rows is not None and len(rows) and np.array_equal(rows, np.arange(rows[0], rows[0] + len(rows)))
     if rows is None or (consecutive and dtype == np.float32 and not fortran):
@@ -201,5 +210,7 @@ def read_rows(dataset, path, rows, num_rows, num_cols, source, what, storage="de
     else:
         data = _read_npy_rows(dataset, path, rows, num_rows, num_cols, source, what, storage)
     _check_finite(dataset, path, data, rows, what)
-    logger.info("%s: loaded %s %s from %s", dataset, what, data.shape, path)
+    streamed = " (left in the file and streamed: block shuffle, docs/scaling.md)" \
+        if isinstance(data, feature_store.FeatureFile) else ""
+    logger.info("%s: loaded %s %s from %s%s", dataset, what, data.shape, path, streamed)
     return data

@@ -63,6 +63,7 @@ class FeatureFile:
         self.rows = np.arange(self.num_file_rows, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
         self.shape, self.dtype = (len(self.rows), width), np.dtype(np.float32)
         self.row_bytes = width * self.file_dtype.itemsize
+        self.identity = _identity(os.stat(self.path))
 
     def __len__(self):
         return self.shape[0]
@@ -89,13 +90,22 @@ class FeatureFile:
                 out[start:end] = span[file_rows[start:end] - first]
 
         with open(self.path, "rb", buffering=0) as handle:
+            self._check_unchanged(os.fstat(handle.fileno()))
             if threads > 1 and len(starts) > 1:
                 with ThreadPoolExecutor(threads) as pool:
                     list(pool.map(read_run, starts, ends))
             else:
                 for start, end in zip(starts, ends):
                     read_run(start, end)
-        return out
+        return out if out.dtype.isnative else out.astype(out.dtype.newbyteorder("="))
+
+    def _check_unchanged(self, stat):
+        """ValueError when the file at the path is another one, or was written since it was opened (a file cut short
+        is named by the read that meets its end)."""
+        now = _identity(stat)
+        if now[:2] != self.identity[:2] or (now[2] >= self.identity[2] and now != self.identity):
+            raise ValueError(f"{self.path} was replaced or written to while in use; keep the feature file unchanged "
+                             f"during a run, and start the run again")
 
     def _read_into(self, handle, first_row, out):
         view, done = memoryview(out).cast("B"), 0
@@ -125,6 +135,10 @@ class FeatureFile:
         for start in range(0, len(self), step):
             out[start:start + step] = self[start:start + step]
         return out if dtype is None else out.astype(dtype, copy=False)
+
+
+def _identity(stat):
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def block_order(rows, generator, batch_size, world, block_rows, window_rows):

@@ -11,6 +11,7 @@ import torch
 
 from conftest import ROOT
 from csp import arguments
+from csp import data_arrays
 from csp import datasets
 from csp import distributed
 from csp import feature_store
@@ -225,3 +226,36 @@ def test_a_feature_file_cut_short_is_named_in_one_line(tmp_path, monkeypatch, fm
     error = [line for line in done.stderr.splitlines() if " - INFO - " not in line]
     assert done.returncode == 2 and len(error) == 1 and error[0].startswith("train_unsuper.py: error:"), done.stderr
     assert str(path) in error[0] and "truncated, or written to a full disk" in error[0]
+
+
+def test_a_feature_file_replaced_while_in_use_is_named(tmp_path, feature_path):
+    view = _file(feature_path)
+    view.read(np.arange(3))
+    replacement = tmp_path / "other.npy"
+    np.save(replacement, np.zeros((ROWS, WIDTH), np.float32))
+    os.replace(replacement, feature_path)  # same size and header: read silently before
+    with pytest.raises(ValueError, match=f"{feature_path} was replaced or written to while in use"):
+        view.read(np.arange(3))
+
+
+def test_a_big_endian_file_streams_as_native_float32(tmp_path, feature_path):
+    array = np.load(feature_path)
+    np.save(tmp_path / "big.npy", array.astype(">f4"))
+    streamed = StreamedFeatures(_file(tmp_path / "big.npy", dtype=">f4"), torch.device("cpu"))
+    batch = next(streamed.batches(np.arange(ROWS), ROWS))
+    np.testing.assert_array_equal(batch.numpy(), array)
+
+
+@pytest.mark.parametrize("problem, write, storage", [
+    ("holds no column", lambda path: np.save(path, np.zeros((ROWS, 0), np.float32)), "device"),
+    ("Fortran .column. order", lambda path: np.save(path, np.asfortranarray(np.ones((ROWS, WIDTH), np.float32))),
+     "mapped"),
+    ("damaged", lambda path: (np.save(path, np.ones((ROWS, WIDTH), np.float32)),
+                              open(path, "ab").write(b"\0" * 64)), "mapped"),
+    ("is a folder", lambda path: path.mkdir(), "mapped")])
+def test_feature_files_that_cannot_be_read_as_they_are_stored_are_refused(tmp_path, problem, write, storage):
+    path = tmp_path / "feats.npy"
+    write(path)
+    with pytest.raises(ValueError, match=problem) as raised:
+        data_arrays.read_rows("fmow", path, None, ROWS, None, tmp_path / "train.csv", "train image features", storage)
+    assert str(path) in str(raised.value)
