@@ -57,7 +57,7 @@ CONSOLE_LOGGERS = (__name__,) + tuple(f"{__package__}.{module}" for module in (
     "demo_data", "extract_features", "plots", "land_mask", "progress"))
 # wall seconds of each step on a quiet 2-core CPU (AMD EPYC, torch CPU build; measured for the README), and the
 # epochs the runs had there: the estimates printed before each step scale these by the epochs and the machine's load
-QUIET_SECONDS = {"dataset": 30.0, "CSP-MC-BLD": 25.0, "Sup. Only (grid)": 5.0, "figures": 4.0}
+QUIET_SECONDS = {"dataset": 90.0, "CSP-MC-BLD": 190.0, "Sup. Only (grid)": 20.0, "figures": 8.0}
 QUIET_EPOCHS = {"CSP-MC-BLD": 600, "Sup. Only (grid)": 300}
 
 
