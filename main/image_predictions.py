@@ -1,8 +1,7 @@
-"""An image classifier's output for the rows of a table, read and checked once (`--image_predictions`).
-
-A `.npy` (one row per table row, columns in the order of a class list) or a CSV / Parquet with `image` and one
-column per class name, matched to the table by `image`. `probabilities` are checked (finite, >= 0, rows summing to
-1 within SUM_TOLERANCE); `logits` are finite scores before the softmax. Errors name the file, the rows and the fix.
+"""An image classifier's output for a table's rows (`--image_predictions`), read and checked once: a `.npy`
+(one row per table row, columns in a class list's order) or a CSV / Parquet with `image` and one column per class.
+`probabilities` must be finite, >= 0, rows summing to 1 (SUM_TOLERANCE); `logits` finite. Errors name the file,
+the rows and the fix.
 """
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +34,8 @@ def read_class_list(path, flag):
 
 @dataclass
 class ImagePredictions:
-    """The classifier's output for the rows of a table: `values` (N, C) array (a memory map for .npy), `classes`
-    (C names, column order), `kind`; `probabilities(rows)` gives the rows' (n, C) float64 tensor (a slice or
-    an index array)."""
+    """`values` (N, C) (a memory map for .npy), `classes` (C names, column order), `kind`;
+    `probabilities(rows)`: the rows' (n, C) float64 tensor."""
     values: object
     classes: list
     kind: str
@@ -50,8 +48,8 @@ class ImagePredictions:
 
 def read_image_predictions(path, table, kind, classifier_classes=None, flag="--image_predictions",
                            class_source="line of --classifier_classes"):
-    """The classifier's output for the rows of `table` (an `own_data.Observations`): checked, in table order; a .npy's
-    columns are `classifier_classes` (named in errors as one `class_source` each)."""
+    """The checked classifier output for the rows of `table` (`own_data.Observations`), in
+    table order; a .npy's columns are `classifier_classes`."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{flag} {path} does not exist")
