@@ -12,8 +12,7 @@ from .trainer import Trainer
 
 
 def main(argv=None, console=True, progress=None):
-    """Run with the flags `argv` (default: sys.argv[1:]) and return the results document, which is also written;
-    `console=False` keeps the log lines off the console, `progress`: as `Trainer`."""
+    """Run with the flags `argv` (default sys.argv[1:]); returns the results document (also written)."""
     params = arguments.default_params(sys.argv[1:] if argv is None else argv)
     with Trainer(params, console, progress) as trainer:
         trainer.run_train()
