@@ -87,8 +87,7 @@ def _check_name(backbone):
 
 
 def from_state_dict(backbone, state, source="the state_dict"):
-    """torchvision's `backbone` holding `state` (any number of classes), without that layer, in eval
-    mode."""
+    """torchvision's `backbone` holding `state` (any class count), without that layer, in eval mode."""
     kwargs = {}
     if backbone in AUX_HEADS:
         kwargs = {"transform_input": True, "init_weights": False,

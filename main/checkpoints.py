@@ -46,8 +46,7 @@ def _lr_tag(lr):
 
 
 def _cnn_tag(params):
-    """The image-model tag of a file name (none for iNat2018's inception_v3; own data: the recorded
-    backbone)."""
+    """The image-model tag of a file name (none for iNat2018's inception_v3; own data: the backbone)."""
     if params["dataset"] == "inat_2018" and params["cnn_model"] == "inception_v3":
         return ""
     recorded = (feature_files.recorded_backbone(params["features"])
@@ -145,8 +144,7 @@ def check_class_head(params, source):
 
 
 def find_checkpoint(path):
-    """`path` if a file; else the released fMoW name (without `_inception_v3_`) if it exists; else
-    None."""
+    """`path` if a file, else the released fMoW name (no `_inception_v3_`) if it exists, else None."""
     if os.path.isfile(path):
         return path
     folder, name = os.path.split(path)

@@ -331,8 +331,7 @@ def _bad_coordinates(locs):
 
 
 def _check_not_swapped(dataset, split, entries):
-    """ValueError when lon and lat look swapped (SWAPPED_MIN_FRACTION out of range, far fewer if
-    exchanged)."""
+    """ValueError when lon and lat look swapped (SWAPPED_MIN_FRACTION out of range)."""
     located = ~entries.invalid & ~np.isnan(entries.locs).any(axis=1)
     as_given = (_bad_coordinates(entries.locs) & located).sum()
     swapped = (_bad_coordinates(entries.locs[:, ::-1]) & located).sum()

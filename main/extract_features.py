@@ -87,8 +87,8 @@ class ImageFiles(Dataset):
 # the extraction
 
 def _check_resumable(out, settings, rows_table):
-    """rows_done of an extraction into `out` with these settings, or None; ValueError naming what
-    differs."""
+    """rows_done of an extraction into `out` with these settings, or None;
+    ValueError naming what differs."""
     files = side_files(out)
     if not files["progress"].is_file():
         if out.exists():

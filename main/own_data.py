@@ -30,7 +30,7 @@ INTEGER = r"[+-]?[0-9]+"  # a label that is an integer as written
 
 class Observations:
     """The checked table: `ids`, `locs` (N, 2) float32 (lon, lat) degrees (NaN unknown), `classes`,
-    `users` (N,) int64 (-1 unknown), `dates` (N,) float32 year fraction (NaN), `splits` (N,) str ('' = to draw),
+    `users` (N,) int64 (-1 unknown), `dates` (N,) float32 year fraction (NaN), `splits` (N,) str ('' = to draw) and
     `class_names`."""
 
     def __init__(self, path, label_set=None):
@@ -306,8 +306,8 @@ def loader_flags(params, obs=None):
 
 def load_own_dataset(params, eval_split, train_remove_invalid, eval_remove_invalid, load_cnn_predictions=False,
                      load_cnn_features=False, load_cnn_features_train=False):
-    """`datasets.load_dataset` for `--dataset custom`; P(y | I) from `--image_predictions` or a
-    linear probe."""
+    """`datasets.load_dataset` for `--dataset custom`; P(y | I) from `--image_predictions` or
+    a linear probe."""
     if not params.get("data_table"):
         raise ValueError("--dataset custom needs --data_table (a CSV or Parquet table: image, lon, lat, label, ...)")
     if eval_split not in ("val", "test"):

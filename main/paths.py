@@ -94,7 +94,7 @@ def remove_stale_temporaries(folder):
 
 
 def package_file(package, *parts, install=None):
-    """Path of a data file of an installed package (not imported); else FileNotFoundError with
+    """Path of a data file of an installed package (not imported); else FileNotFoundError naming
     `install`."""
     try:
         spec = importlib.util.find_spec(package)

@@ -51,8 +51,8 @@ def _degrees(value):
 
 
 def gps_location(exif):
-    """(lon, lat) in degrees from an Image.Exif, or (None, why): 'no GPS', 'void', 'incomplete' or
-    'impossible'."""
+    """(lon, lat) in degrees from an Image.Exif, or (None, why): 'no GPS', 'void',
+    'incomplete' or 'impossible'."""
     gps = exif.get_ifd(GPS_IFD)
     if not gps or (LAT not in gps and LON not in gps):
         return None, "no GPS"

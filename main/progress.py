@@ -148,8 +148,8 @@ class PhaseProgress:
 
 
 class LoggedBar(tqdm):
-    """tqdm's bar on a terminal; with stderr redirected a log line at most every CSP_PROGRESS_INTERVAL
-    seconds."""
+    """tqdm's bar on a terminal; with stderr redirected, a log line every
+    CSP_PROGRESS_INTERVAL seconds at most."""
 
     def __init__(self, *args, **kwargs):
         self.logged = not sys.stderr.isatty() and not kwargs.get("disable")

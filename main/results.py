@@ -65,9 +65,9 @@ def read_results(path):
 
 
 def write_ranks(path, final=None, location_only=None):
-    """Write the final evaluations' ranks to `path` (npz, atomically): `locs` (N, 2) (lon, lat) degrees,
-    `labels`, `split_ids`, `ranks_{method}` (1 = best); location_only as `locenc_*` and `ranks_location_only` (0: not
-    scored)."""
+    """Write the final evaluations' ranks to `path` (npz, atomically): `locs` (N, 2) (lon,
+    lat) degrees, `labels`, `split_ids`, `ranks_{method}` (1 = best); location_only as `locenc_*` and
+    `ranks_location_only` (0: not scored)."""
     arrays = {}
     if final is not None:
         locs, labels, split_ids, ranks = final
