@@ -17,6 +17,7 @@ from . import losses
 from . import models
 from . import position_encodings
 from . import sampling
+from . import spatial_splits
 from .distributed import resolve_device
 from .encoders import ACTIVATIONS, SPATIAL_ENCODERS
 from .paths import DATASETS, MAIN_DIR
@@ -281,6 +282,7 @@ def check_params(params):
     for flag in POSITIVE_FLOATS:
         if not (math.isfinite(params[flag]) and params[flag] > 0):
             raise ValueError(f"--{flag} must be a finite number > 0, got {params[flag]}")
+    spatial_splits.check_block_deg(params["block_deg"])
     if not params["min_radius"] < params["max_radius"]:
         raise ValueError(f"--min_radius ({params['min_radius']}) must be smaller than --max_radius "
                          f"({params['max_radius']}): they are the smallest and largest scales of the encoding")

@@ -174,11 +174,24 @@ def test_block_holdout_takes_whole_cells():
     (lambda p: spatial_splits.fold_indices(p[:3], "random", 5, 0), "3 points cannot make 5 folds"),
     (lambda p: spatial_splits.fold_indices(p, "spatial_block", 5, 0, block_deg=180), "fewer than --folds 5"),
     (lambda p: spatial_splits.fold_indices(p, "buffered", 5, 0, buffer_km=0), "needs --buffer_km > 0"),
-    (lambda p: spatial_splits.block_ids(p, 0), "--block_deg must be a positive"),
+    (lambda p: spatial_splits.block_ids(p, 0), r"--block_deg must be between 1e-06 and 180 degrees"),
+    (lambda p: spatial_splits.block_ids(p, 1e-20), r"--block_deg must be between 1e-06 and 180 degrees"),
+    (lambda p: spatial_splits.block_ids(p, math.inf), r"--block_deg must be between .* got inf"),
+    (lambda p: spatial_splits.block_ids(p, math.nan), r"--block_deg must be between .* got nan"),
+    (lambda p: spatial_splits.block_holdout(p[:1].repeat(5, 0), 0.2, 10, np.random.default_rng(0)),
+     "fall into 1 cell of --block_deg 10 degrees; a spatial_block split needs at least 2 cells"),
 ])
 def test_bad_split_settings_are_named(call, message):
     with pytest.raises(ValueError, match=message):
         call(sphere_points(50))
+
+
+def test_block_holdout_never_holds_out_every_cell():
+    """Two cells, one of 2 points: a 20 % hold-out takes one and leaves the other to train on."""
+    points = np.array([[5.0, 5.0]] * 2 + [[25.0, 5.0]] * 8)
+    for seed in range(10):
+        held = spatial_splits.block_holdout(points, 0.2, 10.0, np.random.default_rng(seed))
+        assert 0 < held.sum() < len(points)
 
 
 # ---------------------------------------------------------------------------------------------------------------
