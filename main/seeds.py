@@ -73,4 +73,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    arguments.run_command(main)
+    arguments.run_command(main, output_flag="--model_dir")
