@@ -196,6 +196,10 @@ def read_user_task(path, target_kind="auto", min_class_count=MIN_CLASS_COUNT):
     kind = ("value" if numeric else "class") if target_kind == "auto" else target_kind
     name = f"table:{Path(path).name}"
     if kind == "value":
-        return Task(name, "value", lonlat, _numbers(table, path, "target"), None, "", str(path))
+        values = _numbers(table, path, "target")
+        if values.min() == values.max():
+            raise ValueError(f"{path}: column 'target': every row holds {values[0]:g}; a value task needs targets "
+                             f"that vary (R² and MAE of a constant say nothing about the encoder)")
+        return Task(name, "value", lonlat, values, None, "", str(path))
     return _class_task(name, lonlat, target.astype(str).str.strip().to_numpy(), min_class_count, str(path),
                        f"{path}: column 'target'")
