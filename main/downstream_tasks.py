@@ -66,7 +66,7 @@ def _class_task(name, lonlat, labels, min_class_count, source, where=None):
                          f"points; give more points (--n_points, or rows) or a lower --min_class_count")
     keep = np.isin(labels, kept)
     if (~keep).any():
-        logger.info("task %s: dropped %d points of %d classes with fewer than %d points", name, (~keep).sum(),
+        logger.info("task %s: dropped %d points of %d class(es) with fewer than %d points", name, (~keep).sum(),
                     len(names) - len(kept), min_class_count)
     return Task(name, "class", lonlat[keep], np.searchsorted(kept, labels[keep]).astype(np.int64),
                 [str(k) for k in kept], "", source)
