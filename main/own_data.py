@@ -201,7 +201,11 @@ def draw_splits(obs, seed, out_dir, method="random", block_deg=spatial_splits.DE
     splits[undrawn] = "train"
     if method == "spatial_block":
         rows = np.flatnonzero(undrawn & (obs.classes >= 0) & ~np.isnan(obs.locs[:, 0]))
-        splits[rows[spatial_splits.block_holdout(obs.locs[rows], VAL_FRACTION, block_deg, rng)]] = "val"
+        try:
+            held_out = spatial_splits.block_holdout(obs.locs[rows], VAL_FRACTION, block_deg, rng)
+        except ValueError as err:
+            raise ValueError(f"{obs.path}: {err}") from None
+        splits[rows[held_out]] = "val"
     else:
         ids = {obs.class_names[label]: label for label in np.unique(obs.classes[undrawn & (obs.classes >= 0)])}
         for name in default_label_order(list(ids)):  # so that a label set's order does not change the draw

@@ -72,4 +72,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    arguments.run_command(main)
+    arguments.run_command(main, output_flag="--model_dir")

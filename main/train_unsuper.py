@@ -16,7 +16,8 @@ def main(argv=None, console=True, progress=None):
     params = arguments.default_params(sys.argv[1:] if argv is None else argv)
     with Trainer(params, console, progress) as trainer:
         trainer.run_train()
-        with distributed.together(arguments.error_line):  # the evaluations run on torchrun's process 0 alone
+        # the evaluations run on torchrun's process 0 alone
+        with distributed.together(lambda err: arguments.error_line(err, "--model_dir")):
             trainer.run_eval_final()
             trainer.run_eval_spa_enc_only("LocEnc ", load_model=True)
             results.log_summary(trainer.evaluations, params["eval_split"])
@@ -34,4 +35,4 @@ def script_argv(path):
 
 
 if __name__ == "__main__":
-    arguments.run_command(main)
+    arguments.run_command(main, output_flag="--model_dir")
