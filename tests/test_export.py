@@ -156,7 +156,7 @@ def test_parquet_at_points_and_at_cell_centres(checkpoint, tmp_path):
     run_export("--checkpoint", path, "--to", "parquet", "--points", tmp_path / "p.csv", "--out",
                tmp_path / "p.parquet")
     table = pd.read_parquet(tmp_path / "p.parquet")
-    assert list(table.columns) == ["lon", "lat", *CLASS_NAMES]
+    assert list(table.columns) == ["lon", "lat", "name", *CLASS_NAMES] and table["name"].tolist() == ["a", "b", "c"]
     expected = encoder.class_probabilities(table[["lon", "lat"]].to_numpy().copy())
     assert np.allclose(table[CLASS_NAMES].to_numpy(), expected.numpy())
     run_export("--checkpoint", path, "--to", "parquet", "--values", "embedding", "--bbox", 10, 20, 14, 22,
@@ -181,6 +181,12 @@ def test_the_onnx_command_reports_the_parity(checkpoint, tmp_path, capsys):
     (["--to", "geotiff", "--class", "oak", "--bbox", "10", "0", "5", "5", "--out", "x.tif"], "W < E"),
     (["--to", "onnx", "--out", "x.tif"], "ending in .onnx"),
     (["--to", "parquet", "--points", "missing.csv", "--out", "x.parquet"], "missing.csv"),
+    (["--to", "geotiff", "--class", "oak", "--date", "0.5", "--out", "x.tif"], "--date is for models trained with"),
+    (["--to", "parquet", "--class", "oak", "--class", "oak", "--out", "x.parquet"], "'oak' is given more than once"),
+    (["--to", "geotiff", "--class", "oak", "--resolution", "0.001", "--out", "x.tif"],
+     "360,000 x 180,000 cells x 1 channels = 241 GiB, more than the 64 GiB written at most; give a coarser"),
+    (["--to", "geotiff", "--values", "pca", "--bbox", "0", "0", "1", "1", "--out", "x.tif"],
+     "at least 4 distinct locations; these cells or --points have 1"),
 ])
 def test_bad_export_flags_are_one_line_and_write_nothing(checkpoint, tmp_path, monkeypatch, capsys, flags, words):
     monkeypatch.chdir(tmp_path)
@@ -190,3 +196,31 @@ def test_bad_export_flags_are_one_line_and_write_nothing(checkpoint, tmp_path, m
     err = capsys.readouterr().err
     assert stopped.value.code == 2 and len(err.strip().splitlines()) == 1 and words in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name, text, flags, words", [
+    ("p.csv", "lon,lat\n", ["--to", "parquet", "--points", "p.csv", "--out", "x.parquet"], "p.csv has no rows"),
+    ("p.csv", "lon,lat\n1,2\n1,2\n3,4\n", ["--to", "parquet", "--values", "pca", "--points", "p.csv", "--out",
+                                             "x.parquet"], "these cells or --points have 2"),
+    ("p.csv", "lon,lat,oak\n1,2,x\n", ["--to", "parquet", "--points", "p.csv", "--out", "x.parquet"],
+     "column(s) 'oak' would also name output channels"),
+    ("a.npy", "lon,lat\n1,2\n", ["--to", "onnx", "--anchors", "a.npy", "--out", "x.onnx"],
+     "--anchors a.npy is not a .npy array of numbers"),
+])
+def test_bad_export_inputs_are_one_line_and_write_nothing(checkpoint, tmp_path, monkeypatch, capsys, name, text,
+                                                          flags, words):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / name).write_text(text)
+    monkeypatch.setattr(sys, "argv", ["export.py", "--checkpoint", str(checkpoint[0]), *flags])
+    with pytest.raises(SystemExit) as stopped:
+        arguments.run_command(export.main)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and len(err.strip().splitlines()) == 1 and words in err, err
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def test_grid_blocks_split_rows_wider_than_a_block():
+    grid = export.Grid([-180, -1, 180, 1], 1.0)
+    blocks = list(export.grid_blocks(grid, 100))
+    assert [len(b) for b in blocks] == [100, 100, 100, 60] * 2
+    assert np.array_equal(np.concatenate(blocks), grid.centres(0, 2, 0, 360))
