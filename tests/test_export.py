@@ -1,4 +1,7 @@
 """export.py: ONNX parity for every encoder, safetensors round trip, GeoTIFF read back by GDAL (rasterio), Parquet."""
+import os
+import signal
+import subprocess
 import sys
 
 import numpy as np
@@ -224,3 +227,22 @@ def test_grid_blocks_split_rows_wider_than_a_block():
     blocks = list(export.grid_blocks(grid, 100))
     assert [len(b) for b in blocks] == [100, 100, 100, 60] * 2
     assert np.array_equal(np.concatenate(blocks), grid.centres(0, 2, 0, 360))
+
+
+def test_sigterm_mid_map_is_one_line_and_leaves_no_temporary_file(checkpoint, tmp_path):
+    command = [sys.executable, export.__file__, "--checkpoint", str(checkpoint[0]), "--to", "geotiff", "--values",
+               "embedding", "--resolution", "0.05", "--out", str(tmp_path / "map.tif")]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "CSP_PROGRESS_INTERVAL": "0"})
+    try:
+        first = process.stderr.readline()            # the first progress line: the map is being written
+        process.send_signal(signal.SIGTERM)
+        err = process.stderr.read()
+        code = process.wait(60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "Progress: GeoTIFF tiles" in first and code == 143
+    lines = [line for line in err.splitlines() if "Progress" not in line]
+    assert len(lines) == 1 and "stopped by SIGTERM" in lines[0] and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []
