@@ -246,3 +246,11 @@ def test_sigterm_mid_map_is_one_line_and_leaves_no_temporary_file(checkpoint, tm
     lines = [line for line in err.splitlines() if "Progress" not in line]
     assert len(lines) == 1 and "stopped by SIGTERM" in lines[0] and "Traceback" not in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_logged_progress_of_a_map_ends_at_its_last_tile(checkpoint, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="csp.progress"):
+        run_export("--checkpoint", checkpoint[0], "--to", "geotiff", "--class", "oak", "--resolution", 1, "--out",
+                   tmp_path / "m.tif")
+    lines = [r.getMessage() for r in caplog.records if "GeoTIFF tiles" in r.getMessage()]
+    assert lines[-1].startswith("Progress: GeoTIFF tiles: 2/2 "), lines
