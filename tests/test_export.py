@@ -13,6 +13,7 @@ from csp import arguments
 from csp import encoders
 from csp import export
 from csp import models
+from csp import predict
 from csp import safetensors_file
 from csp.arguments import parse_flags
 
@@ -254,3 +255,13 @@ def test_the_logged_progress_of_a_map_ends_at_its_last_tile(checkpoint, tmp_path
                    tmp_path / "m.tif")
     lines = [r.getMessage() for r in caplog.records if "GeoTIFF tiles" in r.getMessage()]
     assert lines[-1].startswith("Progress: GeoTIFF tiles: 2/2 "), lines
+
+
+def test_predict_refuses_a_table_without_dates_for_a_model_trained_with_them(tmp_path):
+    encoder = small_encoder("geo_net with dates")
+    safetensors_file.save(tmp_path / "d.safetensors", encoder.model, encoder.params, CLASS_NAMES)
+    pd.DataFrame({"image": ["a", "b"], "lon": [1.0, 2.0], "lat": [3.0, 4.0]}).to_csv(tmp_path / "t.csv", index=False)
+    pd.DataFrame(np.full((2, 5), 0.2), columns=CLASS_NAMES).assign(image=["a", "b"]).to_csv(tmp_path / "p.csv",
+                                                                                              index=False)
+    with pytest.raises(ValueError, match="t.csv: no dates .* was trained with dates; add a 'date' column"):
+        predict.predict(tmp_path / "d.safetensors", tmp_path / "t.csv", tmp_path / "p.csv")
