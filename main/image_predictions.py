@@ -1,8 +1,9 @@
 """An image classifier's output for the rows of a table, read and checked once (`--image_predictions`).
 
 A `.npy` (one row per table row, columns in the order of a class list) or a CSV / Parquet with `image` and one
-column per class name, matched to the table by `image`. `probabilities` are checked (finite, >= 0, rows summing to
-1 within SUM_TOLERANCE); `logits` are finite scores before the softmax. Errors name the file, the rows and the fix.
+column per class name (each once), matched to the table by `image` (rows of other images are ignored and counted).
+`probabilities` are checked (finite, >= 0, rows summing to 1 within SUM_TOLERANCE); `logits` are finite scores
+before the softmax. Errors name the file, the rows and the fix.
 """
 import csv
 from collections import Counter

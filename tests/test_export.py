@@ -1,4 +1,5 @@
 """export.py: ONNX parity for every encoder, safetensors round trip, GeoTIFF read back by GDAL (rasterio), Parquet."""
+import json
 import os
 import signal
 import subprocess
@@ -265,3 +266,17 @@ def test_predict_refuses_a_table_without_dates_for_a_model_trained_with_them(tmp
                                                                                               index=False)
     with pytest.raises(ValueError, match="t.csv: no dates .* was trained with dates; add a 'date' column"):
         predict.predict(tmp_path / "d.safetensors", tmp_path / "t.csv", tmp_path / "p.csv")
+
+
+def test_the_checkpoint_phase_survives_safetensors_and_onnx(tmp_path, capsys):
+    onnx = pytest.importorskip("onnx")
+    encoder = small_encoder("sphere")
+    safetensors_file.save(tmp_path / "pre.safetensors", encoder.model, {**encoder.params,
+                                                                        "checkpoint_phase": "pre-training"})
+    run_export("--checkpoint", tmp_path / "pre.safetensors", "--to", "safetensors", "--out",
+               tmp_path / "again.safetensors")
+    run_export("--checkpoint", tmp_path / "again.safetensors", "--to", "onnx", "--out", tmp_path / "pre.onnx")
+    assert models.load_location_encoder(tmp_path / "again.safetensors").params["checkpoint_phase"] == "pre-training"
+    props = {p.key: p.value for p in onnx.load(tmp_path / "pre.onnx").metadata_props}
+    assert json.loads(props["params"])["checkpoint_phase"] == "pre-training"
+    assert "is a pre-training checkpoint" in capsys.readouterr().out
