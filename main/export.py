@@ -127,7 +127,10 @@ def check_onnx(path, encoder, count=PARITY_POINTS):
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feeds = {"lonlat": points} if dates is None else {"lonlat": points, "date": dates}
     got = dict(zip(("embedding", "class_prior"), session.run(["embedding", "class_prior"], feeds)))
-    want = {"embedding": encoder.embed(points, dates), "class_prior": encoder.class_probabilities(points, dates)}
+    coords = torch.from_numpy(points if dates is None else np.concatenate([points, dates[:, None]], axis=1))
+    # the class head of the model itself: a pre-training checkpoint's is exported too (class_probabilities refuses)
+    prior = run_batched(encoder.model, coords.to(encoder.device), encoder.batch_size)
+    want = {"embedding": encoder.embed(points, dates), "class_prior": prior}
     return {name: (float(np.abs(got[name] - want[name].cpu().numpy()).max()),
                    float(want[name].abs().max())) for name in want}
 
