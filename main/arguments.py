@@ -6,7 +6,9 @@ import argparse
 import errno
 import math
 import os
+import signal
 import sys
+import threading
 
 import torch
 
@@ -352,12 +354,28 @@ def error_line(err, output_flag=None):
     return describe_out_of_memory(err) if is_out_of_memory(err) else describe_error(err, output_flag)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is (as Ctrl-C raises KeyboardInterrupt), so temporary files are removed."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def run_command(main, output_flag=None):
     """Run a command's `main()`; a ValueError, OSError or failed allocation ends it with a one-line message and exit
-    status 2 (CSP_TRACEBACK=1: the traceback); `output_flag`: the command's output option, named in the fixes. Under torchrun process 0 prints the line and the others exit after
-    a short delay without a word (`distributed.ProcessError`: every process that meets it prints it)."""
+    status 2 (CSP_TRACEBACK=1: the traceback; `output_flag`: the command's output option, named in the fixes); Ctrl-C
+    or SIGTERM with one line and exit status 130 or 143. Under torchrun process 0 prints the line and the others exit
+    after a short delay without a word (`distributed.ProcessError`: every process that meets it prints it)."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         main()
+    except KeyboardInterrupt as stop:
+        what = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
+        print(f"{os.path.basename(sys.argv[0])}: stopped by {what}; files are written under a temporary name and "
+              f"renamed when complete, so none is left half-written", file=sys.stderr)
+        sys.exit(143 if isinstance(stop, Terminated) else 130)
     except (ValueError, OSError, MemoryError, RuntimeError) as err:
         if os.environ.get("CSP_TRACEBACK") == "1" or (isinstance(err, RuntimeError) and not is_out_of_memory(err)):
             raise
@@ -366,3 +384,6 @@ def run_command(main, output_flag=None):
         else:
             distributed.wait_for_process_0()
         sys.exit(2)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

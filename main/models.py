@@ -6,6 +6,7 @@ wrapper, `build_model` and `load_location_encoder`.
 class.
 """
 import logging
+from collections import Counter
 from contextlib import contextmanager
 
 import numpy as np
@@ -328,6 +329,11 @@ def load_location_encoder(path, device="cpu", anchors=None, batch_size=65536):
         anchors = ckpt["anchors"] if anchors is None else anchors
     else:
         ckpt = checkpoints.load_checkpoint(found, device)
+    repeated = sorted(name for name, count in Counter(ckpt.get(checkpoints.CLASS_NAMES_KEY) or []).items()
+                      if count > 1)
+    if repeated:
+        raise ValueError(f"{found}: its class names repeat {', '.join(map(repr, repeated[:5]))}, so a class cannot be "
+                         f"found by name; write it again from a label set that names each class once")
     params, state = peer_checkpoints.from_torchspatial(dict(ckpt["params"]), ckpt["state_dict"])
     params["device"] = str(device)
     try:

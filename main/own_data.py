@@ -88,7 +88,9 @@ class Observations:
         if bad_lat.any():
             swapped = (np.abs(lon[bad_lat]) <= 90).all()
             hint = ("lon and lat look swapped (these rows' lon would be valid latitudes): the table needs "
-                    "'lon' = longitude, 'lat' = latitude" if swapped else "latitudes are in [-90, 90] degrees")
+                    "'lon' = longitude, 'lat' = latitude" if swapped and bad_lat.sum() > 1 else
+                    "latitudes are in [-90, 90] degrees (if lon and lat are swapped: the table needs 'lon' = "
+                    "longitude, 'lat' = latitude)" if swapped else "latitudes are in [-90, 90] degrees")
             raise self.error("lat", np.flatnonzero(bad_lat), f"out of [-90, 90] (e.g. {lat[bad_lat][0]:g})", hint)
         if bad_lon.any():
             raise self.error("lon", np.flatnonzero(bad_lon), f"out of [-180, 180] (e.g. {lon[bad_lon][0]:g})",
