@@ -1,8 +1,7 @@
-"""Where does one model beat another? MRR and ΔMRR per latitude band and per latitude × longitude box.
+"""MRR and ΔMRR per latitude band and per latitude × longitude box: where one model beats another.
 
-Inputs: per-sample 1-based ranks of the true class (or differences of reciprocal ranks) and (N, 2) (lon, lat) degrees;
-samples with a NaN coordinate are skipped (counted in `attrs['num_nan_locs']`). Bins are [lower, upper), the last one
-closed; empty bins have count 0 and NaN statistics. Each table is a DataFrame, one row per bin.
+Ranks are 1-based (N,), locations (N, 2) (lon, lat) degrees; NaN locations are skipped (`attrs['num_nan_locs']`).
+Bins are [lower, upper), the last closed; empty bins have count 0 and NaN statistics.
 """
 import logging
 
@@ -46,7 +45,6 @@ def _bin_index(values, edges):
 
 
 def _located(locs, d_mrr):
-    """(lon, lat, d_mrr) float64 of the samples with a location, and how many were skipped."""
     locs = _numpy(locs).astype(np.float64)
     d_mrr = _numpy(d_mrr).astype(np.float64).reshape(-1)
     if locs.ndim != 2 or locs.shape[1] != 2:
@@ -75,8 +73,8 @@ def _bin_table(columns, bins, d_mrr, do_positive, num_nan):
 
 
 def compute_mrr_by_lat(locs, d_mrr, do_positive=True, num_interval=18, intervals=None):
-    """ΔMRR (`d_mrr` (N,), e.g. 1/rank_A − 1/rank_B) per latitude band of `locs` (N, 2): `num_interval` equal bands or
-    the edges `intervals`; columns lat_min, lat_max, lat_center, count, mean_d_mrr, frac_positive."""
+    """ΔMRR `d_mrr` (N,) per latitude band of `locs` (N, 2): `num_interval` equal bands or
+    edges `intervals`; columns lat_min, lat_max, lat_center, count, mean_d_mrr, frac_positive."""
     if intervals is None:
         intervals = np.linspace(-90.0, 90.0, int(num_interval) + 1)
     edges = _check_edges(intervals, "intervals")
@@ -106,8 +104,8 @@ def compute_mrr_by_latlongrid(locs, d_mrr, lat_intervals=None, lon_intervals=Non
 
 def compare_models(locs, ranks_a, ranks_b, names=("model_a", "model_b"), num_interval=18, lat_intervals=None,
                    lon_intervals=None):
-    """{"mrr", "by_lat", "by_latlon"} tables of ΔMRR = 1/rank_a − 1/rank_b (positive: model a ranks the true class
-    higher) for two models' ranks (N,) on the same samples."""
+    """{"mrr", "by_lat", "by_latlon"} of ΔMRR = 1/rank_a − 1/rank_b (positive: a is better) for two
+    models' ranks (N,) on the same samples."""
     rr_a, rr_b = reciprocal_ranks(ranks_a), reciprocal_ranks(ranks_b)
     if len(rr_a) != len(rr_b):
         raise ValueError(f"ranks_a has {len(rr_a)} samples but ranks_b has {len(rr_b)}; "

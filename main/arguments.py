@@ -6,7 +6,9 @@ import argparse
 import errno
 import math
 import os
+import signal
 import sys
+import threading
 
 import torch
 
@@ -17,6 +19,7 @@ from . import losses
 from . import models
 from . import position_encodings
 from . import sampling
+from . import spatial_splits
 from .distributed import resolve_device
 from .encoders import ACTIVATIONS, SPATIAL_ENCODERS
 from .paths import DATASETS, MAIN_DIR
@@ -281,6 +284,7 @@ def check_params(params):
     for flag in POSITIVE_FLOATS:
         if not (math.isfinite(params[flag]) and params[flag] > 0):
             raise ValueError(f"--{flag} must be a finite number > 0, got {params[flag]}")
+    spatial_splits.check_block_deg(params["block_deg"])
     if not params["min_radius"] < params["max_radius"]:
         raise ValueError(f"--min_radius ({params['min_radius']}) must be smaller than --max_radius "
                          f"({params['max_radius']}): they are the smallest and largest scales of the encoding")
@@ -308,16 +312,18 @@ def _check_pretraining(params):
                          f"{params['batch_size']}")
 
 
-def describe_error(err):
-    """The one-line message of a bad-input error: a ValueError's own; an OSError's path, cause and fix."""
+def describe_error(err, output_flag=None):
+    """The one-line message of a bad-input error: a ValueError's own; an OSError's path, cause and fix, naming
+    `output_flag` (the command's output option, e.g. '--model_dir') where another output place is the fix."""
     if not isinstance(err, OSError) or err.errno is None:
         return str(err)
     where = f" {err.filename}" if err.filename is not None else ""
-    permissions = "check the permissions of that path (an output folder: or choose another --model_dir)"
+    flag = f" ({output_flag})" if output_flag else ""
+    permissions = f"check the permissions of that path, or write elsewhere{flag}"
     file_in_the_way = "a file is where a folder is needed; choose another folder"
     fixes = {errno.EACCES: permissions, errno.EPERM: permissions,
-             errno.EROFS: "the file system is read-only; choose another folder (--model_dir)",
-             errno.ENOSPC: "the disk is full; free space or choose a folder on another disk (--model_dir)",
+             errno.EROFS: f"the file system is read-only; write elsewhere{flag}",
+             errno.ENOSPC: f"the disk is full; free space or write to another disk{flag}",
              errno.ENOENT: "check the path",
              errno.EEXIST: file_in_the_way, errno.ENOTDIR: file_in_the_way,
              errno.ENAMETOOLONG: "the file name, made from the flag values, is too long: give the flags "
@@ -343,22 +349,41 @@ def describe_out_of_memory(err):
             f"(--feature_storage mapped)")
 
 
-def error_line(err):
-    """The one line `run_command` prints for `err`."""
-    return describe_out_of_memory(err) if is_out_of_memory(err) else describe_error(err)
+def error_line(err, output_flag=None):
+    """The one line `run_command` prints for `err`; `output_flag` as for `describe_error`."""
+    return describe_out_of_memory(err) if is_out_of_memory(err) else describe_error(err, output_flag)
 
 
-def run_command(main):
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is (as Ctrl-C raises KeyboardInterrupt), so temporary files are removed."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def run_command(main, output_flag=None):
     """Run a command's `main()`; a ValueError, OSError or failed allocation ends it with a one-line message and exit
-    status 2 (CSP_TRACEBACK=1: the traceback). Under torchrun process 0 prints the line and the others exit after
-    a short delay without a word (`distributed.ProcessError`: every process that meets it prints it)."""
+    status 2 (CSP_TRACEBACK=1: the traceback; `output_flag`: the command's output option, named in the fixes); Ctrl-C
+    or SIGTERM with one line and exit status 130 or 143. Under torchrun process 0 prints the line and the others exit
+    after a short delay without a word (`distributed.ProcessError`: every process that meets it prints it)."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         main()
+    except KeyboardInterrupt as stop:
+        what = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
+        print(f"{os.path.basename(sys.argv[0])}: stopped by {what}; files are written under a temporary name and "
+              f"renamed when complete, so none is left half-written", file=sys.stderr)
+        sys.exit(143 if isinstance(stop, Terminated) else 130)
     except (ValueError, OSError, MemoryError, RuntimeError) as err:
         if os.environ.get("CSP_TRACEBACK") == "1" or (isinstance(err, RuntimeError) and not is_out_of_memory(err)):
             raise
         if distributed.process_rank() == 0 or isinstance(err, distributed.ProcessError):
-            print(f"{os.path.basename(sys.argv[0])}: error: {error_line(err)}", file=sys.stderr)
+            print(f"{os.path.basename(sys.argv[0])}: error: {error_line(err, output_flag)}", file=sys.stderr)
         else:
             distributed.wait_for_process_0()
         sys.exit(2)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

@@ -1,10 +1,8 @@
-"""Run a script of `main/` directly (`python train_unsuper.py`) with its folder imported as the package `csp`:
+"""Run a script of `main/` directly with its folder imported as the package `csp` (the folder leaves
+`sys.path`, where its generic module names would shadow other packages):
 
     if not __package__:
         __package__ = __import__("as_package").PACKAGE
-
-takes the folder off `sys.path` (its generic module names would shadow other packages) and registers this checkout's
-copy as `csp`, so that the script's relative imports resolve.
 """
 import importlib.util
 import os

@@ -1,10 +1,7 @@
-"""The image models whose features `extract_features.py` takes: any classification model of torchvision.models with
-a local state_dict (`--weights`; nothing is downloaded), or EfficientNet-Lite0, whose weights ship with a package.
-
-The feature is the input of the model's last linear layer (squeezenet: the pooled input of its last convolution),
-so a state_dict with another number of classes serves as well. The images are prepared with the transform of the
-torchvision weights that the `--weights` file is (matched by the SHA-256 prefix in torchvision's file names), else
-of the architecture's default weights: resize, crop, interpolation, mean and std.
+"""Image models for `extract_features.py`: a torchvision.models classifier with a local state_dict
+(`--weights`; nothing is downloaded), or EfficientNet-Lite0. The feature is the input of the last linear layer
+(squeezenet: the pooled input of its last convolution); images are prepared with the transform of the weights the
+file is (by SHA-256 prefix), else of the default weights.
 """
 import hashlib
 import logging
@@ -30,9 +27,8 @@ AUX_HEADS = {"inception_v3": "AuxLogits.", "googlenet": "aux1."}
 
 
 def transform(backbone, weights_digest=None, image_size=None):
-    """(transform of a (3, H, W) uint8 tensor to the model's float input, crop size, resize size): the preset of the
-    weights whose file has this SHA-256 (`file_digest`; else the default weights'), or with `image_size` S: shorter
-    side to S, centre crop S (interpolation, mean and std kept)."""
+    """(transform of a (3, H, W) uint8 tensor to the model's float input, crop size, resize size); with
+    `image_size` S: shorter side to S, centre crop S."""
     if backbone == LITE0:
         settings = dict(LITE0_PRESET)
         if image_size is not None:
@@ -48,8 +44,7 @@ def transform(backbone, weights_digest=None, image_size=None):
 
 
 def weights_entry(backbone, digest=None):
-    """The torchvision weights enum entry whose file has the SHA-256 `digest` (by the prefix in its URL), else
-    DEFAULT."""
+    """The torchvision weights entry whose URL holds `digest`'s prefix, else DEFAULT."""
     entries = torchvision.models.get_model_weights(backbone)
     if digest is not None:
         for entry in entries:
@@ -68,8 +63,8 @@ def file_digest(path):
 
 
 def load(backbone, weights=None):
-    """The feature extractor (eval mode, CPU): `efficientnet_lite0`, or torchvision's `backbone` with the state_dict
-    at `weights`; ValueError (one line) for an unknown name, a file that is no state_dict, or one of another model."""
+    """The feature extractor (eval mode, CPU); ValueError (one line) for an unknown name, a file that is no
+    state_dict, or one of another model."""
     if backbone == LITE0:
         if weights is not None:
             raise ValueError("--weights: efficientnet_lite0 uses the weights shipped with its package")
@@ -92,8 +87,7 @@ def _check_name(backbone):
 
 
 def from_state_dict(backbone, state, source="the state_dict"):
-    """torchvision's `backbone` holding `state` (its classifier's last layer may have any number of classes),
-    without that layer, in eval mode."""
+    """torchvision's `backbone` holding `state` (any class count), without that layer, in eval mode."""
     kwargs = {}
     if backbone in AUX_HEADS:
         kwargs = {"transform_input": True, "init_weights": False,
@@ -115,7 +109,7 @@ def from_state_dict(backbone, state, source="the state_dict"):
 
 
 def _remove_head(model):
-    """Replace the classifier's last layer by the identity (squeezenet: by global average pooling); its name."""
+    """Replace the classifier's last layer by the identity (squeezenet: by pooling); its name."""
     if isinstance(model, torchvision.models.SqueezeNet):
         model.classifier[1] = nn.AdaptiveAvgPool2d(1)
         model.classifier[2] = model.classifier[3] = nn.Identity()
@@ -138,7 +132,7 @@ def _mismatch(model, state):
 
 
 def read_state_dict(path):
-    """The state_dict in a torch.save file (bare, or under 'state_dict' / 'model'), read without running code."""
+    """The state_dict in a torch.save file (bare, or under 'state_dict' / 'model'), weights only."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"--weights {path} does not exist")
     try:

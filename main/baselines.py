@@ -1,12 +1,12 @@
-"""Non-neural location priors (Mac Aodha et al. 2019): fitted on training (lon, lat) degrees (N, 2) and their classes,
-`prior(locs)` gives p(class | location) as (M, C) for (M, 2) (lon, lat) degrees:
+"""Non-neural location priors (Mac Aodha et al. 2019), fitted on training (N, 2) (lon, lat) degrees and
+classes; `prior(locs)` gives p(class | location) (M, C) for (M, 2) (lon, lat) degrees:
 
-* `no_prior`: ones; `train_freq`: (1 + n_c) / Σ(1 + n_c), whatever the location;
-* `grid`: per-cell class frequency with a Beta pseudo-count, (n_{c,cell} + pc − 1) / (n_cell + C·pc − C);
+* `no_prior`: ones; `train_freq`: (1 + n_c) / Σ(1 + n_c);
+* `grid`: (n_{c,cell} + pc − 1) / (n_cell + C·pc − C);
 * `nn_knn` / `nn_dist`: (1 + class counts) of the `num_neighbors` nearest / within `dist_thresh`, normalised;
-* `kde`: the adaptive kernel density estimate of Berg et al. 2014 (`KDEPrior`).
+* `kde`: the adaptive kernel density estimate of Berg et al. 2014.
 
-Rows with a NaN coordinate get the uniform prior. Build one with `make_baseline`.
+Rows with a NaN coordinate get the uniform prior.
 """
 import logging
 import math
@@ -69,7 +69,7 @@ CHUNK_SIZE = 1024
 
 
 def get_cross_val_hyper_params(dataset, meta_type=""):
-    """The baselines' cross-validated hyper-parameters for `dataset` (a fresh dict; `meta_type`: birdsnap only)."""
+    """The baselines' cross-validated hyper-parameters for `dataset` (a fresh dict)."""
     if dataset not in CROSS_VAL_HYPER_PARAMS:
         raise ValueError(f"no baseline hyper-parameters for dataset {dataset!r}; "
                          f"known datasets: {', '.join(CROSS_VAL_HYPER_PARAMS)}")
@@ -105,7 +105,6 @@ def _lonlat_array(locs, what, allow_nan):
 
 
 def _tree_coords(lonlat, dist_type):
-    """BallTree coordinates: [lat, lon], in radians for the haversine metric."""
     latlon = np.ascontiguousarray(lonlat[:, ::-1])
     return np.deg2rad(latlon) if dist_type == "haversine" else latlon
 
@@ -123,7 +122,6 @@ def _check_dist_type(value, key):
 
 
 def _class_counts_into(out, rows, classes, weights=None):
-    """out[r, c] += sum of `weights` (default 1) over the pairs (r, c) of (rows, classes)."""
     flat = np.bincount(rows * out.shape[1] + classes, weights=weights, minlength=out.size)
     out[...] = flat.reshape(out.shape)
 
@@ -134,7 +132,7 @@ def _chunks(num, desc):
 
 
 class Baseline:
-    """A fitted prior; subclasses implement `_valid_prior(lonlat)`: (m, 2) float64 located rows → (m, C) float64."""
+    """A fitted prior; subclasses implement `_valid_prior`: (m, 2) float64 lonlat → (m, C) float64."""
 
     name = None
     invalid_value = None  # the prior of rows without a location; None = uniform 1/C
@@ -144,7 +142,6 @@ class Baseline:
 
     @property
     def log_header(self):
-        """The line logged before this baseline's accuracies."""
         return BASELINE_LOG_HEADERS[self.name]
 
     def prior_numpy(self, locs):
@@ -160,7 +157,7 @@ class Baseline:
         return out
 
     def prior(self, locs, device="cpu", dtype=torch.float32):
-        """(M, C) prior tensor on `device` as `dtype` (computed in float64 on the CPU)."""
+        """(M, C) prior on `device` as `dtype` (computed in float64 on the CPU)."""
         return torch.from_numpy(self.prior_numpy(locs)).to(device=device, dtype=dtype)
 
 
@@ -173,7 +170,6 @@ class NoPrior(Baseline):
 
 
 class TrainFreqPrior(Baseline):
-    """(1 + n_c) / Σ(1 + n_c) for every row, with or without a location."""
 
     name = "train_freq"
 
@@ -188,8 +184,8 @@ class TrainFreqPrior(Baseline):
 
 
 class GridPrior(Baseline):
-    """Per-cell class frequencies on a [lon_bins, lat_bins] grid, pseudo-count pc ≥ 1; lon = 180 and lat = 90 in the
-    last cell; an empty cell with pc = 1 gives the uniform prior."""
+    """Per-cell class frequencies on a [lon_bins, lat_bins] grid, pseudo-count pc ≥ 1; lon = 180 and
+    lat = 90 fall in the last cell."""
 
     name = "grid"
 
@@ -223,8 +219,6 @@ class GridPrior(Baseline):
 
 
 class NeighborPrior(Baseline):
-    """(1 + class counts) of the `num_neighbors` nearest training locations (`nn_knn`) or of those within `dist_thresh`
-    (`nn_dist`), normalised."""
 
     def __init__(self, name, locs, classes, num_classes, dist_type, num_neighbors=None, dist_thresh=None):
         super().__init__(num_classes)
@@ -260,11 +254,9 @@ class NeighborPrior(Baseline):
 
 
 class KDEPrior(Baseline):
-    """Adaptive kernel density estimate (Berg et al. 2014, without time).
-
-    Training locations floored to multiples of `kde_quant` degrees, one point per (class, cell) with its count n. At x:
-    h = half the distance to the `kde_nb`-th nearest point; points within 2h + 1e-9 add n · (2πh)^-1 exp(−d² / 2h²) to
-    their class; the smallest non-zero value is added to every class, then normalised."""
+    """Adaptive KDE (Berg et al. 2014, without time): locations floored to `kde_quant` degrees, one point
+    per (class, cell) with count n; at x, h = half the distance to the `kde_nb`-th nearest point, points within 2h add
+    n · (2πh)^-1 exp(−d² / 2h²); the smallest non-zero value is added to every class, then normalised."""
 
     name = "kde"
 
@@ -315,8 +307,8 @@ def _kde_points(locs, classes, kde_quant):
 
 
 def clamp_to_data(name, hyper_params, train_locs, train_classes):
-    """Lower nn_knn's `num_neighbors` and kde's `kde_nb` in `hyper_params` (in place) to what the training data offers;
-    returns one sentence per change, for the log."""
+    """Lower `num_neighbors` and `kde_nb` in `hyper_params` (in place) to what the data offers;
+    returns one sentence per change."""
     notes = []
     if name == "nn_knn" and hyper_params["num_neighbors"] > len(train_locs):
         notes.append(f"nn_knn: num_neighbors lowered from {hyper_params['num_neighbors']} (the dataset's "

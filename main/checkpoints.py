@@ -1,7 +1,5 @@
-"""Checkpoint files in the original's format: their names, atomic writes, safe loading, strict weight loading.
-
-A checkpoint is the `torch.save` of {'epoch', 'state_dict', 'optimizer', 'params'}, params in plain Python types
-(so `torch.load(..., weights_only=True)` reads it), plus 'class_names' (index = class id) in files written here.
+"""Checkpoint files in the original's format: `torch.save` of {'epoch', 'state_dict', 'optimizer',
+'params'} (plain Python types, so weights_only loading reads it), plus 'class_names' in files written here.
 """
 import os
 from decimal import Decimal
@@ -42,14 +40,13 @@ NUMPY_SCALAR_GLOBALS = [_numpy_scalar, (_numpy_scalar, "numpy.core.multiarray.sc
 
 
 def _lr_tag(lr):
-    """lr with 4 decimals, or 8 when it has more than 4 significant decimals (0.001 -> 0.0010, 5e-5 -> 0.00005000)."""
+    """lr with 4 decimals, or 8 beyond 4 significant decimals (0.001 -> 0.0010, 5e-5 -> 0.00005000)."""
     exponent = Decimal(str(lr)).normalize().as_tuple().exponent
     return f"{lr:.{4 if exponent >= -4 else 8}f}"
 
 
 def _cnn_tag(params):
-    """The image-model tag of a file name: none for iNat2018's inception_v3 (the original's names); your own data:
-    the backbone recorded beside --features (else --cnn_model)."""
+    """The image-model tag of a file name (none for iNat2018's inception_v3; own data: the backbone)."""
     if params["dataset"] == "inat_2018" and params["cnn_model"] == "inception_v3":
         return ""
     recorded = (feature_files.recorded_backbone(params["features"])
@@ -109,9 +106,8 @@ def _path(params, args):
 
 
 def model_file_names(params):
-    """(pre-training checkpoint or None without a pre-training loss, fine-tuned checkpoint) of a run:
-    `{model_dir}/model_{dataset}[_{meta_type}]_{spa_enc_type}_{args}.pth.tar` as the original's
-    `make_model_file_param_args` names them (`_fulltrain` after the ratio for --baseline_full_train T)."""
+    """(pre-training checkpoint or None, fine-tuned checkpoint) of a run, named as the original's
+    `make_model_file_param_args`: `{model_dir}/model_{dataset}[_{meta_type}]_{spa_enc_type}_{args}.pth.tar`."""
     loss, act, ratio = params["unsuper_loss"], params["spa_f_act"], params["train_sample_ratio"]
     encoder_args = _encoder_args(params)
     if loss == "none":
@@ -130,18 +126,16 @@ def _stem(model_file_name):
 
 
 def log_file_name(model_file_name):
-    """The run's log file: the checkpoint name with `.pth.tar` replaced by `.log`."""
     return _stem(model_file_name) + ".log"
 
 
 def epoch_file_name(path, epoch):
-    """A pre-training snapshot: `….pth.tar` -> `…-Epoch-{epoch}.pth.tar`."""
+    """`….pth.tar` -> `…-Epoch-{epoch}.pth.tar`."""
     return f"{_stem(path)}-Epoch-{epoch}{SUFFIX}"
 
 
 def check_class_head(params, source):
-    """ValueError when `params` are a pre-training checkpoint's (its phase, or an `UNSUPER-` name of the original's
-    at `source`): its class head was never trained."""
+    """ValueError when `params` are a pre-training checkpoint's (untrained class head)."""
     phase = params.get(CHECKPOINT_PHASE_KEY)
     if phase == PRETRAINING or (phase is None and "UNSUPER-" in os.path.basename(str(source))):
         raise ValueError(f"{source} is a pre-training checkpoint: its class head was never trained, so its class "
@@ -150,7 +144,7 @@ def check_class_head(params, source):
 
 
 def find_checkpoint(path):
-    """`path` if it is a file; else the released fMoW name (without `_inception_v3_`) if that exists; else None."""
+    """`path` if a file, else the released fMoW name (no `_inception_v3_`) if it exists, else None."""
     if os.path.isfile(path):
         return path
     folder, name = os.path.split(path)
@@ -161,7 +155,7 @@ def find_checkpoint(path):
 
 
 def plain_value(value, key="params"):
-    """`value` as plain Python types (numpy scalars/arrays, tuples, devices and paths converted); else ValueError."""
+    """`value` as plain Python types; else ValueError."""
     if isinstance(value, np.generic):  # before float: np.float64 is a float subclass
         return value.item()
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -179,8 +173,8 @@ def plain_value(value, key="params"):
 
 
 def save_checkpoint(path, model, optimizer, epoch, params, class_names=None, records=None):
-    """Write the checkpoint of `model` (and `optimizer`, or None) to `path` atomically, its folder created;
-    `records`: {DATA_KEY: …, WORLD_SIZE_KEY: …} as well. ValueError for params that are not plain values."""
+    """Write the checkpoint of `model` (and `optimizer`) to `path` atomically, plus `records`.
+    ValueError for params that are not plain values."""
     state = {"epoch": int(epoch), "state_dict": model.state_dict(),
              "optimizer": None if optimizer is None else optimizer.state_dict(), "params": plain_value(params)}
     if class_names is not None:
@@ -190,8 +184,8 @@ def save_checkpoint(path, model, optimizer, epoch, params, class_names=None, rec
 
 
 def load_checkpoint(path, device="cpu"):
-    """The checkpoint dict at `path`, tensors on `device`, read with weights_only=True (numpy scalars allowed),
-    params as plain types; FileNotFoundError, or ValueError when it is not a complete checkpoint."""
+    """The checkpoint dict at `path` (weights_only), tensors on `device`; FileNotFoundError, or
+    ValueError when it is not a complete checkpoint."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
@@ -247,7 +241,7 @@ def _state_rows(state_dict, suffix):
 
 
 def _malformed_params(params, state):
-    """What is wrong with the params that build the model, or None (a key may be missing: its default holds)."""
+    """What is wrong with the params that build the model, or None."""
     if "spa_enc_type" in params and not isinstance(params["spa_enc_type"], str):
         return f"its params' spa_enc_type is {params['spa_enc_type']!r}, not the name of an encoder"
     for key, rows in (("num_classes", _state_rows(state, "class_emb.weight")),
@@ -294,7 +288,7 @@ def _malformed_records(ckpt, state):
 
 
 def _wrapper_prefix(state_keys, expected_keys):
-    """The prefix (e.g. DDP's 'module.') that every key carries beyond the model's keys, or None."""
+    """The prefix (e.g. DDP's 'module.') on every key beyond the model's, or None."""
     first = next(iter(state_keys), "")
     prefix = first[:first.index(".") + 1] if "." in first else ""
     if prefix and {key[len(prefix):] if key.startswith(prefix) else None for key in state_keys} == set(expected_keys):

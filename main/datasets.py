@@ -1,9 +1,6 @@
-"""The CSP data bundle (`geo_prior_data_csp/`), read file for file as the original read it: `load_dataset`
-returns a `CSPData` (data_arrays.py).
-
-An entry is invalid when its longitude or user is missing (bird sets: also its date); invalid entries are dropped
-where the caller asks (training always), else kept with a NaN location. NaN or out-of-range coordinates are
-dropped likewise, or set to NaN, with a warning that counts them.
+"""The CSP data bundle (`geo_prior_data_csp/`), read as the original read it: `load_dataset` returns a
+`CSPData`. Invalid entries (no longitude or user; bird sets: also no date) and NaN or out-of-range coordinates are
+dropped where the caller asks (training always), else kept with a NaN location, with a warning counting them.
 """
 import json
 import logging
@@ -45,7 +42,7 @@ def _year(dataset):
 
 
 def annotation_files(dataset, split):
-    """(location file, annotation file) of an iNat-style split (inat_2018, inat_2017, fmow)."""
+    """(location file, annotation file) of an iNat-style split."""
     if dataset == "fmow":
         if split == "test":
             raise ValueError("fmow: the bundle has no test split (the original raises too); use --eval_split val")
@@ -56,7 +53,6 @@ def annotation_files(dataset, split):
 
 
 def category_file(dataset):
-    """The file that names the classes."""
     if dataset in BIRD_FILES:
         return BIRD_FILES[dataset]
     if dataset == "yfcc":
@@ -65,7 +61,7 @@ def category_file(dataset):
 
 
 def kaggle_file(dataset):
-    """The Kaggle solution file of an iNat test split (column `usage`: Public / Private)."""
+    """The Kaggle solution file of an iNat test split."""
     return f"kaggle_solution_{_year(dataset)}_DO_NOT_SHARE.csv"
 
 
@@ -74,7 +70,7 @@ def _file_prefix(dataset):
 
 
 def feature_file(dataset, split, resolution="standard", cnn_model="inception_v3"):
-    """Image-feature file of a split, (N_all, F) `.npy` aligned with the annotation file's image list."""
+    """Image-feature file of a split, (N_all, F) `.npy` in the annotation file's order."""
     prefix = _file_prefix(dataset)
     if dataset == "inat_2018" and resolution == "high_res":
         return f"features_inception_hr/{prefix}_{split}_net_feats.npy"
@@ -91,8 +87,8 @@ def feature_file(dataset, split, resolution="standard", cnn_model="inception_v3"
 
 
 def prediction_file(dataset, split, pred_type="full", ratio=None, resolution="standard", cnn_model="inception_v3"):
-    """Image-classifier prediction file of a split, (N_all, C) `.npz` (scipy sparse) or `.npy`; `pred_type`
-    fewshot (inat_2018 and fmow): a classifier trained on `ratio` of the training data."""
+    """Image-classifier prediction file of a split, (N_all, C) `.npz` (scipy sparse) or `.npy`;
+    `pred_type` fewshot: a classifier trained on `ratio` of the training data."""
     prefix = _file_prefix(dataset)
     if pred_type == "fewshot":
         if dataset not in ("inat_2018", "fmow"):
@@ -251,8 +247,8 @@ def _read_birds(dataset, data_dir, split, meta_type, load_img):
 
 
 def _read_csv(dataset, path, what, columns, numeric):
-    """The table at `path` with at least `columns`, those in `numeric` as numbers; ValueError naming the file,
-    the column and the first bad row."""
+    """The table at `path` with `columns` (`numeric` ones as numbers); ValueError naming the file, column
+    and first bad row."""
     if not path.is_file():
         raise missing(dataset, path, what)
     try:
@@ -335,8 +331,7 @@ def _bad_coordinates(locs):
 
 
 def _check_not_swapped(dataset, split, entries):
-    """ValueError when lon and lat look swapped: at least SWAPPED_MIN_FRACTION of the located entries are out of
-    range, and fewer than a tenth as many would be exchanged."""
+    """ValueError when lon and lat look swapped (SWAPPED_MIN_FRACTION out of range)."""
     located = ~entries.invalid & ~np.isnan(entries.locs).any(axis=1)
     as_given = (_bad_coordinates(entries.locs) & located).sum()
     swapped = (_bad_coordinates(entries.locs[:, ::-1]) & located).sum()
@@ -349,8 +344,7 @@ def _check_not_swapped(dataset, split, entries):
 
 
 def _check_longitudes(dataset, split, entries):
-    """ValueError when longitudes look like degrees east in 0..360: no located entry has a negative longitude, and
-    at least two and SWAPPED_MIN_FRACTION of them are in (180, 360] (a stray one is dropped as out of range)."""
+    """ValueError when longitudes look like degrees east in 0..360."""
     located = ~entries.invalid & ~np.isnan(entries.locs).any(axis=1)
     lon = entries.locs[located, 0]
     east = ((lon > 180) & (lon <= 360) & (np.abs(entries.locs[located, 1]) <= 90)).sum()
@@ -416,10 +410,9 @@ def _kaggle_split_ids(dataset, data_dir, split):
 
 def load_dataset(params, eval_split, train_remove_invalid, eval_remove_invalid, load_cnn_predictions=False,
                  load_cnn_features=False, load_cnn_features_train=False):
-    """The `CSPData` of `params['dataset']` (--dataset custom: `own_data.load_own_dataset`), as the original's
-    `load_dataset`: the training split and `eval_split` ('val' or 'test'; bird sets and yfcc: any split their file
-    has), each without invalid entries where `*_remove_invalid`, with the evaluation split's class probabilities
-    and either split's image features as asked. Never changes `params`."""
+    """The `CSPData` of `params['dataset']`: the training split and `eval_split` ('val' or 'test'),
+    without invalid entries where `*_remove_invalid`, with the evaluation split's class probabilities and image features
+    as asked. Never changes `params`."""
     dataset = params["dataset"]
     if dataset == own_data.DATASET:
         return own_data.load_own_dataset(params, eval_split, train_remove_invalid, eval_remove_invalid,
@@ -465,8 +458,7 @@ def load_dataset(params, eval_split, train_remove_invalid, eval_remove_invalid, 
 
 
 def input_files(params, features=False):
-    """[(role, path, read by pre-training)] of the existing files that define a run's data: the bundle's split,
-    class-name, training image-feature (with `features`) and prediction files, or the own-data flags' files."""
+    """[(role, path, read by pre-training)] of the existing files that define a run's data."""
     dataset = params["dataset"]
     if dataset == own_data.DATASET:
         found = [(f"--{flag}", Path(params[flag]), flag in ("data_table", "features"))
@@ -494,8 +486,8 @@ def input_files(params, features=False):
 
 
 def flags_from_data(params):
-    """{flag: value} that a run takes from its data, logged: yfcc has no users or dates (use_date_feats and
-    balanced_train_loader F, as the original); a table with unlabelled rows has balanced_train_loader F."""
+    """{flag: value} a run takes from its data, logged (yfcc: no users or dates; a table with
+    unlabelled rows: balanced_train_loader F)."""
     if params["dataset"] == "yfcc":
         logger.info("yfcc has no users or dates: use_date_feats and balanced_train_loader set to False")
         return {"use_date_feats": False, "balanced_train_loader": False}

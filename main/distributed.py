@@ -1,9 +1,8 @@
-"""The run's device and its processes under torchrun: the process group, each rank's shard of an epoch, the
-global-batch gather of the contrastive losses and DDP around the model.
+"""The run's device and its torchrun processes: process group, per-rank shards, the global-batch gather
+of the contrastive losses, DDP.
 
-`--batch_size` b is per process: N processes step through global batches of N·b rows of one epoch order, rank r
-taking positions [r·b, (r+1)·b) of each, so they step as one process at batch N·b (dropout and negatives aside,
-drawn per rank). Without WORLD_SIZE > 1 every function here is the identity (rank 0 of 1).
+`--batch_size` is per process: rank r takes positions [r·b, (r+1)·b) of each global batch of N·b rows. Without
+WORLD_SIZE > 1 every function is the identity (rank 0 of 1).
 """
 import atexit
 import contextlib
@@ -45,25 +44,23 @@ QUIET_EXIT_DELAY_S = 30.0
 
 
 def wait_for_process_0():
-    """Before a process other than 0 exits on bad input: give process 0 QUIET_EXIT_DELAY_S to print the line before
-    torchrun stops the processes (its SIGTERM meanwhile ends this one with exit status 2 too)."""
+    """Give process 0 QUIET_EXIT_DELAY_S to print its error before this one exits on bad input."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(2))
     time.sleep(QUIET_EXIT_DELAY_S)
 
 
 class ProcessError(ValueError):
-    """Bad input that this process alone may meet before the processes join (its own GPU): every process that
-    raises it prints it."""
+    """Bad input this process alone may meet before the processes join; every process prints it."""
 
 
 def requested_world_size():
-    """WORLD_SIZE, the processes torchrun started (1 without), known before they join their group."""
+    """WORLD_SIZE (1 without torchrun)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def setup(device):
-    """Join torchrun's process group (nccl on CUDA, gloo on the CPU) when WORLD_SIZE > 1; returns this process's
-    device (cuda:LOCAL_RANK under torchrun). ValueError for incomplete torchrun variables or too few GPUs."""
+    """Join torchrun's process group (nccl on CUDA, gloo on the CPU) when WORLD_SIZE > 1; returns the device.
+    ValueError for incomplete torchrun variables or too few GPUs."""
     if requested_world_size() <= 1:
         return device
     missing = [name for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
@@ -103,7 +100,7 @@ def is_main():
 
 
 def process_rank():
-    """This process's rank: its group's, else torchrun's RANK (an error before the group is joined), else 0."""
+    """This process's rank (torchrun's RANK before the group is joined; 0 without)."""
     if dist.is_initialized():
         return rank()
     return int(os.environ.get("RANK") or 0) if requested_world_size() > 1 else 0
@@ -111,10 +108,8 @@ def process_rank():
 
 @contextlib.contextmanager
 def together(describe=str):
-    """Run the block, which must call no collective, on every rank; under torchrun the ranks then tell each other
-    whether it raised, and where it raised on any, it raises on all: the failing ranks their own error, the others
-    a ValueError with the first failing rank's `describe(error)` — no rank is left waiting in a collective call
-    or dying on a closed connection. One process: the block alone."""
+    """Run the block (no collectives inside) on every rank; if it raised on any rank it raises on all (the
+    others a ValueError with `describe(error)`), so no rank hangs in a collective."""
     if world_size() == 1:
         yield
         return
@@ -148,8 +143,8 @@ def rank_seed(seed):
 
 
 def shard(indices, batch_size):
-    """This rank's rows of `indices` (1-D, the same on every rank): positions [r·b, (r+1)·b) of each global batch;
-    of a last, shorter one t // world_size() rows each. Every rank gets as many rows."""
+    """This rank's rows of `indices` (1-D, the same on every rank): positions [r·b, (r+1)·b) of each global
+    batch; every rank gets as many rows."""
     world = world_size()
     if world == 1:
         return indices
@@ -178,8 +173,8 @@ class _Gather(torch.autograd.Function):
 
 
 def gather(tensor, dim=0):
-    """The global batch of a per-rank tensor (every rank's, concatenated along `dim`), for a loss every rank
-    computes alike: the local slice's gradient is multiplied by world_size(), which DDP's mean divides out."""
+    """Every rank's tensor concatenated along `dim`; the local gradient is scaled by world_size(), which DDP's
+    mean divides out."""
     if world_size() == 1:
         return tensor
     return _Gather.apply(tensor, dim)
@@ -194,7 +189,7 @@ def mean_over_ranks(value):
 
 
 class _LossOf(nn.Module):
-    """`forward(loss_fn, *args)` = loss_fn(model, *args), so that DDP sees the heads the losses use."""
+    """`forward(loss_fn, *args)` = loss_fn(model, *args), so DDP sees the heads the losses use."""
 
     def __init__(self, model):
         super().__init__()
@@ -205,8 +200,7 @@ class _LossOf(nn.Module):
 
 
 def parallel(model):
-    """`step(loss_fn, *args)` = loss_fn(model, *args); with several processes inside DDP (rank 0's weights,
-    gradients averaged over the ranks)."""
+    """`step(loss_fn, *args)` = loss_fn(model, *args), inside DDP with several processes."""
     step = _LossOf(model)
     if world_size() == 1:
         return step

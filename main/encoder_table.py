@@ -1,11 +1,9 @@
-"""The encoder comparison: every location encoder through Sup. Only and CSP-MC-BLD, beside TorchSpatial's Table 1.
+"""The encoder comparison: every location encoder through Sup. Only and CSP-MC-BLD, beside TorchSpatial's
+Table 1 (docs/tables.md).
 
     python tables.py encoders --dataset fmow                                   # all encoders, 5 % and 100 %
     python tables.py encoders --dataset fmow --encoders sphere xyz --ratios 0.05 --seeds 0 1 2
     python tables.py encoders --dataset custom --ratios 0.05 -- --data_table obs.csv --features feats.npy
-
-Runs are planned, checked and collected as the paper tables' (`table_runs`), one folder per seed; our number is the mean
-(± std) over the finished seeds. Writes `encoders_{dataset}_{preset}.md` and `.csv`.
 """
 import argparse
 import logging
@@ -74,8 +72,7 @@ def preset_dataset(dataset):
 
 
 def plan(dataset, preset, encoders, methods, ratios, seeds, model_dir, device="auto", overrides=()):
-    """[table_runs.Run] of every cell, `row` = (encoder, method, seed); for your own data, checks its files and records
-    the flags the runs take from the table."""
+    """[table_runs.Run] of every cell, `row` = (encoder, method, seed)."""
     runs = []
     for encoder in encoders:
         for method in methods:
@@ -94,8 +91,7 @@ def plan(dataset, preset, encoders, methods, ratios, seeds, model_dir, device="a
 
 
 def collect(runs, dataset, collect_only=False):
-    """Run the unfinished `runs` (unless `collect_only`) after `table_runs`' checks; sets `run.results` (None where not
-    finished)."""
+    """Run the unfinished `runs` (unless `collect_only`); sets `run.results` (None if unfinished)."""
     to_run = [] if collect_only else [run for run in runs if not table_runs.is_finished(run.results,
                                                                                     run.params["num_epochs"])]
     fix = table_runs.COLLECT_FIX if collect_only else table_runs.RUN_FIX
@@ -123,8 +119,7 @@ def collect(runs, dataset, collect_only=False):
 
 
 def torchspatial_results(dataset):
-    """{encoder key: top-1} of TorchSpatial's Table 1 for `dataset` (100 % labels; the bird sets' rows with eBird
-    metadata), plus 'no_prior'; {} if absent."""
+    """{encoder key: top-1} of TorchSpatial's Table 1 for `dataset`, plus 'no_prior'; {} if none."""
     frame = pd.read_csv(TORCHSPATIAL_RESULTS, keep_default_na=False)
     frame = frame[(frame["dataset"] == dataset) & frame["meta_type"].isin(["", "ebird_meta"])]
     return dict(zip(frame["encoder"], frame["top1"]))
@@ -138,8 +133,7 @@ def _mean_std(values):
 
 
 def assemble(runs, dataset, encoders, methods, ratios):
-    """The table as a DataFrame: per encoder and the image model alone, per ratio and method, our mean top-1, std and
-    number of seeds; TorchSpatial's number where it has the dataset."""
+    """The table as a DataFrame: per encoder, ratio and method our mean top-1, std, seeds, and TorchSpatial's."""
     published = torchspatial_results(dataset)
     by_cell = {}
     for run in runs:

@@ -1,8 +1,8 @@
 """Spatial encoders (`--spa_enc_type`): a position encoding, then a network (`--spa_enc_net`: ffn or SIREN).
 
-Each maps float32 (B, 2) (lon, lat) degrees to the (B, D) location embedding (D = `--num_filts`); those with a separate
-network also have `encode(coords)`, the (B, d) position encoding. Parameter names, shapes and initialisation order are
-those of the CSP and Sphere2Vec code, so their state_dicts load. `SPATIAL_ENCODERS` maps each name to its class.
+Each maps float32 (B, 2) (lon, lat) degrees to (B, D) embeddings (D = `--num_filts`); `encode(coords)` gives the
+(B, d) position encoding. Parameter names and initialisation order are CSP's and Sphere2Vec's, so their state_dicts
+load.
 """
 import math
 
@@ -29,12 +29,12 @@ def make_activation(name):
 
 
 def seeded_generator(params):
-    """A CPU torch.Generator seeded with `params['seed']` (0 when absent), for draws kept out of torch's stream."""
+    """CPU torch.Generator seeded with `params['seed']` (default 0)."""
     return torch.Generator().manual_seed(int(params.get("seed", 0)))
 
 
 class Dropout(nn.Dropout):
-    """`nn.Dropout` with a ≈ 4× cheaper mask on the CPU (U[0, 1) draws compared with p, the same distribution)."""
+    """`nn.Dropout` with a cheaper CPU mask (same distribution)."""
 
     def forward(self, x):
         if not self.training or self.p == 0:
@@ -47,7 +47,7 @@ class Dropout(nn.Dropout):
 
 
 class FeedForwardLayer(nn.Module):
-    """y = Linear(x) -> activation -> dropout -> (+ x when `skip_connection` and in == out) -> LayerNorm (optional)."""
+    """Linear -> activation -> dropout (-> + x when `skip_connection` and in == out) -> LayerNorm."""
 
     def __init__(self, input_dim, output_dim, dropout, activation, use_layernorm, skip_connection):
         super().__init__()
@@ -70,8 +70,7 @@ class FeedForwardLayer(nn.Module):
 
 
 class FeedForwardNet(nn.Module):
-    """`ffn`: input->hidden, (num_hidden_layer - 1) × hidden->hidden, hidden->output (LayerNorm and residuals in the
-    hidden layers only)."""
+    """`ffn`: input->hidden, (num_hidden_layer - 1) × hidden->hidden, hidden->output."""
 
     def __init__(self, input_dim, output_dim, num_hidden_layer, hidden_dim, dropout, activation,
                  use_layernorm, skip_connection):
@@ -90,7 +89,7 @@ class FeedForwardNet(nn.Module):
 
     @classmethod
     def from_params(cls, params, input_dim):
-        """The network of a run's flags: `input_dim` features in, `--num_filts` out."""
+        """The network of a run's flags: `input_dim` in, `--num_filts` out."""
         return cls(input_dim, params["num_filts"], params["num_hidden_layer"], params["hidden_dim"],
                    params["dropout"], params["spa_f_act"], params["use_layn"], params["skip_connection"])
 
@@ -101,8 +100,8 @@ class FeedForwardNet(nn.Module):
 
 
 class SineLayer(nn.Module):
-    """y = sin(w0 (x W^T + b)) (SIREN, Sitzmann et al. 2020), or x W^T + b when `sine` is False; W, b ~ U(-c, c) with c
-    = 1/in in the first layer, sqrt(6/in)/w0 after it."""
+    """sin(w0 (x Wᵀ + b)) (SIREN, Sitzmann et al. 2020), linear when `sine` is False; W, b ~ U(-c, c), c = 1/in
+    in the first layer, sqrt(6/in)/w0 after."""
 
     def __init__(self, input_dim, output_dim, w0, first, sine=True, dropout=0.0):
         super().__init__()
@@ -119,8 +118,7 @@ class SineLayer(nn.Module):
 
 
 class SirenNet(nn.Module):
-    """SIREN (Rußwurm et al., ICLR 2024): `--num_hidden_layer` sine layers of `--hidden_dim` (w0 30, then 1), dropout on
-    their pre-activations, then the linear `last_layer`."""
+    """SIREN (Rußwurm et al., ICLR 2024): `--num_hidden_layer` sine layers (w0 30, then 1), then `last_layer`."""
     FIRST_W0 = 30.0
     HIDDEN_W0 = 1.0
 
@@ -165,8 +163,7 @@ class EncodingThenNetwork(nn.Module):
 
 
 class MultiScaleEncoder(EncodingThenNetwork):
-    """Base of the sinusoidal encoders: `features_per_scale` features per `--frequency_num` scale, frequencies in the
-    buffer `freqs`."""
+    """Base of the sinusoidal encoders: `features_per_scale` per scale, frequencies in `freqs`."""
     features_per_scale = None
     encoding = None
 
@@ -208,8 +205,8 @@ class TheoryNormEncoder(TheoryEncoder):
 
 
 class TheoryDiagEncoder(nn.Module):
-    """`theorydiag`: theory features (B, F, 6) times the block-diagonal `post_mat` (F, 6, D/F), then
-    act(dropout_(post_linear(dropout(x)))) (`--spa_enc_use_postmat T`) or act(dropout(x))."""
+    """`theorydiag`: theory features (B, F, 6) times the block-diagonal `post_mat` (F, 6, D/F),
+    then the post-linear layer (`--spa_enc_use_postmat T`)."""
 
     def __init__(self, params, anchors=None):
         super().__init__()
@@ -237,7 +234,7 @@ class TheoryDiagEncoder(nn.Module):
 
 
 class HexaGridCellEncoder(nn.Module):
-    """`hexagridcell`: three phase-shifted sines per coordinate and scale, then act(dropout(post_linear(x)))."""
+    """`hexagridcell`: three phase-shifted sines per coordinate and scale."""
 
     def __init__(self, params, anchors=None):
         super().__init__()
@@ -266,8 +263,8 @@ class NaiveEncoder(EncodingThenNetwork):
 
 
 class RBFEncoder(EncodingThenNetwork):
-    """`rbf`: Gaussian kernels (sigma `--rbf_kernal_size` degrees) around `anchors` (K, 2) (lon, lat) degrees, which are
-    not in the state_dict."""
+    """`rbf`: Gaussian kernels (sigma `--rbf_kernal_size` degrees) around `anchors` (K, 2) (lon, lat) degrees
+    (not in the state_dict)."""
 
     def __init__(self, params, anchors=None):
         super().__init__()
@@ -292,8 +289,7 @@ class RBFEncoder(EncodingThenNetwork):
 
 
 class RFFEncoder(EncodingThenNetwork):
-    """`rff`: random Fourier features of the `--map_range`-normalised coordinates, fixed `dirvec` W (2, F) ~ N(0,
-    rbf_kernal_size I) and `shift` b (F) ~ U(0, 2π)."""
+    """`rff`: random Fourier features, W (2, F) ~ N(0, rbf_kernal_size I), b (F) ~ U(0, 2π)."""
 
     def __init__(self, params, anchors=None):
         super().__init__()
@@ -366,7 +362,7 @@ class SphereMEncoder(MultiScaleEncoder):
 
 
 class TorchSpatialScheduleEncoder(MultiScaleEncoder):
-    """Base of the encoders whose TorchSpatial checkpoints use its own frequency schedule."""
+    """Encoders whose TorchSpatial checkpoints use its frequency schedule."""
 
     def frequencies(self, params):
         if from_torchspatial(params):
@@ -389,8 +385,7 @@ class DFSEncoder(TorchSpatialScheduleEncoder):
 
 
 class TileFFNEncoder(EncodingThenNetwork):
-    """`tile_ffn` (TorchSpatial): a learned `--num_filts`-vector per `--min_radius`-degree cell of `--map_range`,
-    initialised N(0, 1/D^2), then ffn."""
+    """`tile_ffn` (TorchSpatial): a learned vector per `--min_radius`-degree cell, then ffn."""
     MAX_CELLS = 2 ** 20
 
     def __init__(self, params, anchors=None):
@@ -418,8 +413,7 @@ class TileFFNEncoder(EncodingThenNetwork):
 
 
 class SphericalHarmonicsEncoder(EncodingThenNetwork):
-    """`spherical_harmonics`: the L^2 real spherical harmonics of degrees < L = `--legendre_poly_num`, then the network.
-    """
+    """`spherical_harmonics`: the L² real spherical harmonics, L = `--legendre_poly_num`."""
 
     def __init__(self, params, anchors=None):
         super().__init__()
@@ -445,7 +439,7 @@ def from_torchspatial(params):
 
 
 def encoder_frequencies(params):
-    """The float64 frequencies of a run's flags (`--freq_init`, `--frequency_num`, radii)."""
+    """float64 frequencies of a run's flags."""
     return pe.frequency_list(params["freq_init"], params["frequency_num"], params["max_radius"],
                              params["min_radius"], generator=seeded_generator(params))
 

@@ -1,7 +1,6 @@
-"""Batched evaluation in row chunks on the device, logged as the original's lines: per split of equal
-`split_ids`, top-k = 100 · #(rank ≤ k) / N rounded to 2 decimals and MRR = mean of 1/rank (0: not scored).
-
-Rank = 1 + #(classes scoring higher) + #(equal scores of a higher class index); a NaN true-class score ranks last.
+"""Batched evaluation, logged as the original's lines: per split, top-k = 100 · #(rank ≤ k) / N (2
+decimals) and MRR = mean 1/rank (0: not scored). Rank = 1 + #(higher scores) + #(equal scores of a higher class
+index); a NaN true-class score ranks last.
 """
 import logging
 import sys
@@ -23,7 +22,7 @@ LOCATION_ONLY_HEADER = "\nLocation encoder alone (LocEnc)"
 
 
 def label_ranks(scores, labels):
-    """(N,) int64 rank (1 = best) of class labels[i] in scores[i] (N, C), by the module's rule."""
+    """(N,) int64 rank (1 = best) of labels[i] in scores[i] (N, C)."""
     labels = labels.to(device=scores.device, dtype=torch.long).view(-1, 1)
     true_score = scores.gather(1, labels)
     later_class = torch.arange(scores.shape[1], device=scores.device) > labels
@@ -53,10 +52,8 @@ def _split_blocks(split_ids):
 
 
 def summarize(ranks, split_ids, method, flag="", num_scored=None):
-    """Log the top-k lines of each split (` Split ID: {i}`, ` Top {k}\\t{flag}acc (%):   {value}`) and return
-    {method, flag, num_rows, num_scored, splits: [{id, name, count, top1, top3, top5, top10, mrr}]}.
-
-    ranks: (N,) int64, 0 for rows that were not scored (they count as misses)."""
+    """Log the top-k lines of each split and return {method, flag, num_rows, num_scored, splits: [{id, name,
+    count, top1, top3, top5, top10, mrr}]}; ranks (N,) int64, 0 = not scored (a miss)."""
     ranks = np.asarray(ranks.cpu() if torch.is_tensor(ranks) else ranks)
     if len(ranks) != len(split_ids):
         raise ValueError(f"{len(ranks)} ranks but {len(split_ids)} split ids")
@@ -77,14 +74,13 @@ def summarize(ranks, split_ids, method, flag="", num_scored=None):
 
 
 def overall_top1(result):
-    """Top-1 (%) of a `summarize` result over all its splits, 2 decimals; None without rows."""
+    """Top-1 (%) of a `summarize` result over all splits; None without rows."""
     total = sum(split["count"] for split in result["splits"])
     return round(sum(split["top1"] * split["count"] for split in result["splits"]) / total, 2) if total else None
 
 
 def _ranks_in_chunks(classes, num_classes, scores_of, chunk_rows, device, desc):
-    """Ranks (N,) int64 on the CPU (0: never scored); `scores_of(start, stop)` gives (scores, rows or None for all
-    rows of the chunk)."""
+    """Ranks (N,) int64 on the CPU; `scores_of(start, stop)` gives (scores, rows or None)."""
     ranks = torch.zeros(len(classes), dtype=torch.long)
     chunk_rows = chunk_rows or _chunk_rows(device, num_classes)
     starts = range(0, len(classes), chunk_rows)
@@ -114,7 +110,7 @@ def _device_of(*candidates):
 
 
 def evaluate_image_only(preds, classes, split_ids, flag="", chunk_rows=None, device=None):
-    """"No prior": rank by the image probabilities preds (N, C); returns (`summarize` result, ranks (N,))."""
+    """"No prior": rank by preds (N, C); returns (`summarize` result, ranks (N,))."""
     device = device or _device_of(preds)
     classes = _as_tensor(classes, device, torch.long)
     logger.info("\nNo prior")
@@ -129,11 +125,11 @@ def evaluate_image_only(preds, classes, split_ids, flag="", chunk_rows=None, dev
 
 def evaluate_with_prior(preds, classes, split_ids, prior, locs=None, method="location_prior", header=None,
                         flag="", chunk_rows=None, device=None):
-    """Rank by pred_c = p_img,c · prior_c (float64, not renormalised); returns (`summarize` result, ranks (N,)).
+    """Rank by p_img,c · prior_c (float64, not renormalised); returns (`summarize` result, ranks).
 
-    preds (N, C); locs (N, 2|3) lon/lat degrees [+ date], NaN where unknown. prior: a location encoder (rows
-    without a location keep the image prediction), a callable of a (n, 2|3) chunk of `locs` giving (n, C), an
-    (N, C) array, or a (C,) location-independent vector (`locs` may be None). `header` is logged first."""
+    preds (N, C); locs (N, 2|3) (lon, lat) degrees [+ date], NaN if unknown. prior: a location encoder (rows without a
+    location keep the image prediction), a callable on (n, 2|3) chunks giving (n, C), an (N, C) array, or a (C,)
+    vector (`locs` may be None)."""
     device = device or _device_of(prior, preds, locs)
     classes = _as_tensor(classes, device, torch.long)
     encoder = isinstance(prior, torch.nn.Module)
@@ -167,8 +163,8 @@ def evaluate_with_prior(preds, classes, split_ids, prior, locs=None, method="loc
 
 
 def evaluate_location_only(model, locs, classes, split_ids, flag="LocEnc ", chunk_rows=None):
-    """"LocEnc": rank by σ(e(x)·Wᵀ) alone; rows without a location get rank 0 and stay in the denominator.
-    Returns (`summarize` result, ranks (N,))."""
+    """"LocEnc": rank by σ(e(x)·Wᵀ) alone; rows without a location get rank 0. Returns
+    (`summarize` result, ranks (N,))."""
     device = _device_of(model)
     locs = _as_tensor(locs, device, torch.float32)
     classes = _as_tensor(classes, device, torch.long)
@@ -190,8 +186,8 @@ def evaluate_location_only(model, locs, classes, split_ids, flag="LocEnc ", chun
 
 def run_final_evaluation(preds, classes, split_ids, locs, model=None, baselines=(), method="location_prior",
                          flag="", chunk_rows=None):
-    """The final evaluation: "No prior", image × each fitted baseline (`baselines.make_baseline`) in order, then
-    image × the location encoder `model`; returns ({method: result}, {method: ranks})."""
+    """"No prior", image × each baseline, then image × `model`; returns
+    ({method: result}, {method: ranks})."""
     results, ranks = {}, {}
     results["no_prior"], ranks["no_prior"] = evaluate_image_only(preds, classes, split_ids, flag, chunk_rows)
     device = _device_of(preds, locs)

@@ -13,8 +13,9 @@ points (poles and the antimeridian included) and the largest difference printed;
 is removed. safetensors: see safetensors_file.py. geotiff / parquet: `--values prior` (P(class | x) of `--class`,
 a name or id; parquet: every class when omitted), `embedding` (all D channels) or `pca` (the first three principal
 components, fitted on a sample of the cells: an RGB uint8 GeoTIFF, or pc1..pc3 columns), at the centres of the
-cells of `--bbox W S E N` at `--resolution` degrees (EPSG:4326, row 0 at the north edge) or, for parquet, at the
-`lon`, `lat` of `--points`. Both are computed and written tile by tile, so memory stays bounded at any size.
+cells of `--bbox W S E N` at `--resolution` degrees (EPSG:4326, row 0 at the north edge; at most MAX_OUTPUT_BYTES
+of values) or, for parquet, at the `lon`, `lat` of `--points` (its other columns carried through). Both are
+computed and written tile by tile, so memory stays bounded at any size.
 """
 import argparse
 import io
@@ -53,6 +54,7 @@ PARITY_TOLERANCE = 1e-5      # of max(1, largest |value|) of each output
 OPSET = 17
 BLOCK_BYTES = 2 ** 26        # float32 values computed at once (64 MiB)
 PCA_SAMPLE = 65536
+MAX_OUTPUT_BYTES = 2 ** 36   # the largest map or table written (uncompressed): 64 GiB
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -125,7 +127,10 @@ def check_onnx(path, encoder, count=PARITY_POINTS):
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feeds = {"lonlat": points} if dates is None else {"lonlat": points, "date": dates}
     got = dict(zip(("embedding", "class_prior"), session.run(["embedding", "class_prior"], feeds)))
-    want = {"embedding": encoder.embed(points, dates), "class_prior": encoder.class_probabilities(points, dates)}
+    coords = torch.from_numpy(points if dates is None else np.concatenate([points, dates[:, None]], axis=1))
+    # the class head of the model itself: a pre-training checkpoint's is exported too (class_probabilities refuses)
+    prior = run_batched(encoder.model, coords.to(encoder.device), encoder.batch_size)
+    want = {"embedding": encoder.embed(points, dates), "class_prior": prior}
     return {name: (float(np.abs(got[name] - want[name].cpu().numpy()).max()),
                    float(want[name].abs().max())) for name in want}
 
@@ -169,6 +174,11 @@ class Values:
         return run_batched(self.encoder.model, self._model_input(lonlat), self.encoder.batch_size, **kwargs).cpu()
 
     def _fit_pca(self, sample):
+        distinct = len(np.unique(sample, axis=0))
+        if distinct < 4:
+            raise ValueError(f"--values pca fits 3 principal components, which needs at least 4 distinct locations; "
+                             f"these cells or --points have {distinct}: give a larger --bbox, a finer --resolution "
+                             f"or more --points, or use --values embedding")
         embeddings = self._run(sample, return_feats=True).double().numpy()
         pca = PCA(n_components=3).fit(embeddings)
         components = pca.transform(embeddings)
@@ -206,6 +216,15 @@ class Grid:
         self.west, self.south, self.east, self.north, self.resolution = west, south, east, north, resolution
         self.width, self.height = int(round(width)), int(round(height))
 
+    def check_size(self, channels):
+        """ValueError when `channels` float32 values per cell exceed MAX_OUTPUT_BYTES."""
+        size = self.width * self.height * channels * 4
+        if size > MAX_OUTPUT_BYTES:
+            raise ValueError(f"--bbox {self.west:g} {self.south:g} {self.east:g} {self.north:g} at --resolution "
+                             f"{self.resolution:g} is {self.width:,} x {self.height:,} cells x {channels} channels = "
+                             f"{size / 2 ** 30:,.0f} GiB, more than the {MAX_OUTPUT_BYTES // 2 ** 30} GiB written at "
+                             f"most; give a coarser --resolution or a smaller --bbox")
+
     def centres(self, row0, row1, col0, col1):
         """(n, 2) float32 (lon, lat) of the cell centres of rows [row0, row1) x columns [col0, col1), row-major."""
         lon = self.west + (np.arange(col0, col1) + 0.5) * self.resolution
@@ -226,38 +245,47 @@ def write_geotiff(path, values, grid):
     rgb = values.kind == "pca"
     channels = len(values.names)
     edge = geotiff.tile_edge(channels * 4)
-    tiles = [(r, c) for r in range(0, grid.height, edge) for c in range(0, grid.width, edge)]
+    count = math.ceil(grid.height / edge) * math.ceil(grid.width / edge)
 
-    def tile_values():
-        for row0, col0 in LoggedBar(tiles, desc="GeoTIFF tiles", unit="tile"):
-            row1, col1 = min(row0 + edge, grid.height), min(col0 + edge, grid.width)
-            block = values.compute(grid.centres(row0, row1, col0, col1))
-            block = values.as_rgb(block) if rgb else block
-            tile = np.zeros((edge, edge, channels), block.dtype)
-            tile[:row1 - row0, :col1 - col0] = block.reshape(row1 - row0, col1 - col0, channels)
-            yield tile
+    def tile_values(bar):
+        for row0 in range(0, grid.height, edge):
+            for col0 in range(0, grid.width, edge):
+                row1, col1 = min(row0 + edge, grid.height), min(col0 + edge, grid.width)
+                block = values.compute(grid.centres(row0, row1, col0, col1))
+                block = values.as_rgb(block) if rgb else block
+                tile = np.zeros((edge, edge, channels), block.dtype)
+                tile[:row1 - row0, :col1 - col0] = block.reshape(row1 - row0, col1 - col0, channels)
+                bar.update(1)
+                yield tile
 
-    geotiff.write_tiled(path, tile_values(), (grid.height, grid.width, channels), np.uint8 if rgb else np.float32,
-                        edge, (grid.west, grid.north), grid.resolution, values.names, rgb)
+    with LoggedBar(total=count, desc="GeoTIFF tiles", unit="tile") as bar:
+        geotiff.write_tiled(path, tile_values(bar), (grid.height, grid.width, channels),
+                            np.uint8 if rgb else np.float32, edge, (grid.west, grid.north), grid.resolution,
+                            values.names, rgb)
 
 
-def write_parquet(path, values, lonlat_blocks, total):
-    """Rows lon, lat, one column per channel of `values`, written block by block (one row group each)."""
+def write_parquet(path, values, lonlat_blocks, total, carried=None):
+    """Rows lon, lat, the columns of `carried` (a DataFrame, one row per point, or None), one column per channel of
+    `values`, written block by block (one row group each)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     def write(handle):
-        writer = None
+        writer, done = None, 0
         try:
             with LoggedBar(total=total, desc="Parquet rows", unit="row", unit_scale=True) as bar:
                 for lonlat in lonlat_blocks:
                     columns = {"lon": lonlat[:, 0], "lat": lonlat[:, 1]}
+                    if carried is not None:
+                        rows = carried.iloc[done:done + len(lonlat)]
+                        columns.update({name: pa.Array.from_pandas(rows[name]) for name in carried.columns})
                     block = values.compute(lonlat)
                     columns.update({name: block[:, i] for i, name in enumerate(values.names)})
                     table = pa.table(columns)
                     writer = writer or pq.ParquetWriter(handle, table.schema)
                     writer.write_table(table)
                     bar.update(len(lonlat))
+                    done += len(lonlat)
         finally:
             if writer is not None:
                 writer.close()
@@ -270,25 +298,43 @@ def block_rows(channels):
 
 
 def grid_blocks(grid, rows_per_block):
+    """Cell centres, row-major, in blocks of at most `rows_per_block` cells (whole grid rows where they fit)."""
     step = max(1, rows_per_block // grid.width)
+    width = min(grid.width, rows_per_block)
     for row0 in range(0, grid.height, step):
-        yield grid.centres(row0, min(row0 + step, grid.height), 0, grid.width)
+        for col0 in range(0, grid.width, width):
+            yield grid.centres(row0, min(row0 + step, grid.height), col0, min(col0 + width, grid.width))
 
 
 def read_points(path):
-    """(N, 2) float32 (lon, lat) degrees from the `lon`, `lat` columns of a CSV / Parquet table."""
+    """((N, 2) float32 (lon, lat) degrees from the `lon`, `lat` columns of a CSV / Parquet table, its other columns
+    as a DataFrame (carried into the output))."""
     table = read_table(path, columns=["lon", "lat"])
+    if len(table) == 0:
+        raise ValueError(f"--points {path} has no rows; give one row of lon, lat (degrees) per point")
     lonlat = np.stack([pd.to_numeric(table[c], errors="coerce").to_numpy(np.float64) for c in ("lon", "lat")], 1)
     try:
-        return check_lonlat(lonlat).numpy()
+        return check_lonlat(lonlat).numpy(), table.drop(columns=["lon", "lat"])
     except ValueError as err:
         raise ValueError(f"--points {path}: {err} (0-based data rows; an empty or non-numeric cell is NaN)") from None
+
+
+def read_anchors(path):
+    """The `--anchors` .npy array (not checked further here: the model checks shape and range)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, EOFError) as err:
+        raise ValueError(f"--anchors {path} is not a .npy array of numbers ({str(err).split('. ')[0]}); save the "
+                         f"(K, 2) (lon, lat) training locations with numpy.save") from None
 
 
 def class_ids(encoder, names):
     """Class ids of `--class` values (names, or ids where the checkpoint stores no names)."""
     known = encoder.class_names or []
     count = encoder.model.class_emb.weight.shape[0]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"--class {', '.join(map(repr, repeated))} is given more than once; give each class once")
     ids = []
     for name in names:
         if name in known:
@@ -330,6 +376,9 @@ def _checked_values(args, encoder):
     if takes_dates(encoder) and (args.date is None or not 0.0 <= args.date <= 1.0):
         raise ValueError(f"--checkpoint {args.checkpoint} was trained with dates: give --date, a fraction of the "
                          f"year in [0, 1]")
+    if args.date is not None and not takes_dates(encoder):
+        raise ValueError(f"--date is for models trained with dates; --checkpoint {args.checkpoint} was not: leave "
+                         f"out --date")
     if args.values == "prior":
         check_class_head(encoder.params, args.checkpoint)
     if args.classes and args.values != "prior":
@@ -338,14 +387,22 @@ def _checked_values(args, encoder):
         raise ValueError("--to geotiff --values prior draws one class: give --class NAME once")
     if args.points is not None and args.to != "parquet":
         raise ValueError("--points is for --to parquet; a GeoTIFF covers --bbox at --resolution")
-    points = read_points(args.points) if args.points is not None else None
+    points, carried = read_points(args.points) if args.points is not None else (None, None)
     grid = Grid(args.bbox, args.resolution) if points is None else None
+    if grid is not None:
+        grid.check_size(3 if args.values == "pca" else len(args.classes) if args.classes else
+                        encoder.model.class_emb.weight.shape[1 if args.values == "embedding" else 0])
     sample = None
     if args.values == "pca":
         sample = grid.sample(PCA_SAMPLE) if grid is not None else \
             points[np.random.default_rng(0).permutation(len(points))[:PCA_SAMPLE]]
     ids = class_ids(encoder, args.classes) if args.classes else None
-    return Values(encoder, args.values, ids, args.date, sample), grid, points
+    values = Values(encoder, args.values, ids, args.date, sample)
+    clash = [name for name in values.names if carried is not None and name in carried.columns]
+    if clash:
+        raise ValueError(f"--points {args.points}: column(s) {', '.join(map(repr, clash))} would also name output "
+                         f"channels; rename them")
+    return values, grid, points, carried
 
 
 def main(argv=None):
@@ -353,7 +410,7 @@ def main(argv=None):
     check_out(args.out, args.overwrite, FORMATS[args.to])
     if isinstance(args.batch_size, bool) or args.batch_size < 1:
         raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}")
-    anchors = np.load(args.anchors) if args.anchors else None
+    anchors = read_anchors(args.anchors) if args.anchors else None
     encoder = load_location_encoder(args.checkpoint, args.device, anchors, args.batch_size)
     if args.to in ("onnx", "safetensors"):
         try:
@@ -371,7 +428,7 @@ def main(argv=None):
             raise ValueError(f"{args.out} was removed: its outputs differ from PyTorch's: {describe_parity(report)}")
         print(f"Wrote {args.out}; {describe_parity(report)}")
         return report
-    values, grid, points = _checked_values(args, encoder)
+    values, grid, points, carried = _checked_values(args, encoder)
     _show_progress()
     if args.to == "geotiff":
         write_geotiff(args.out, values, grid)
@@ -381,7 +438,7 @@ def main(argv=None):
         blocks = (points[start:start + rows] for start in range(0, len(points), rows)) if points is not None \
             else grid_blocks(grid, rows)
         total = len(points) if points is not None else grid.width * grid.height
-        write_parquet(args.out, values, blocks, total)
+        write_parquet(args.out, values, blocks, total, carried)
         size = f"{total:,} points"
     print(f"Wrote {args.out}: {args.values} ({len(values.names)} channels) at {size}")
     return None
@@ -398,4 +455,4 @@ def _show_progress():
 
 
 if __name__ == "__main__":
-    run_command(main)
+    run_command(main, output_flag="--out")

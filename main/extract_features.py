@@ -1,13 +1,9 @@
-"""Image features for CSP from your own photos: a folder or a table of images → one memory-mapped `.npy`.
+"""Image features for CSP from your own photos: a folder or a table of images → one memory-mapped `.npy`
+(the input of the backbone's last linear layer), with side files from which the same command resumes
+(docs/own-data.md).
 
     python extract_features.py --images DIR_OR_CSV --backbone inception_v3 --weights inception_v3.pth --out F.npy
     python extract_features.py --images obs.csv --out feats.npy     # efficientnet_lite0: weights ship offline
-
-The feature is the input of the backbone's last linear layer (`backbones.py`), the images decoded as a viewer shows
-them (`images.py`) and prepared with the weights' own transform. Beside `--out x.npy` go `x.rows.csv` (row → image
-and file), `x.unreadable.csv` and `x.progress.json` (`feature_files.py`), from which the same command resumes a
-killed extraction; other images or settings stop it with the rows or settings that differ. One extraction at a time
-writes an `--out` (a lock file beside it).
 """
 import argparse
 import errno
@@ -43,9 +39,8 @@ SETTINGS = ("backbone", "weights", "image_size", "transform", "max_image_pixels"
 # the images
 
 def list_images(source, image_column="image", image_root=None):
-    """(ids, paths, problems): the images of a folder (recursive, sorted; id = relative path; a file name that is not
-    UTF-8 gets a backslash-escaped id and a problem) or of a table's `image_column` (paths relative to
-    `image_root`, default the table's folder); problems[i] is '' or why row i cannot be read."""
+    """(ids, paths, problems) of a folder's images (recursive, sorted; id = relative path) or of a table's
+    `image_column` (relative to `image_root`); problems[i]: '' or why row i cannot be read."""
     source = Path(source)
     if source.is_dir():
         suffixes = decoding.image_suffixes()
@@ -68,7 +63,7 @@ def list_images(source, image_column="image", image_root=None):
 
 
 class ImageFiles(Dataset):
-    """Item i = (i, model input (3, S, S) float32, error message or ''); an unreadable image gives zeros."""
+    """Item i = (i, (3, S, S) float32 input, error or ''); an unreadable image gives zeros."""
 
     def __init__(self, paths, problems, transform, crop_size, short_side, max_pixels):
         self.paths, self.problems, self.transform = paths, problems, transform
@@ -92,8 +87,8 @@ class ImageFiles(Dataset):
 # the extraction
 
 def _check_resumable(out, settings, rows_table):
-    """rows_done of an extraction into `out` with these settings, or None for a new one; ValueError naming what
-    differs when `out` holds another extraction."""
+    """rows_done of an extraction into `out` with these settings, or None;
+    ValueError naming what differs."""
     files = side_files(out)
     if not files["progress"].is_file():
         if out.exists():
@@ -120,8 +115,7 @@ def _check_resumable(out, settings, rows_table):
 
 
 def _create(out, settings, rows_table, num_features):
-    """The new feature file (memory map, its blocks allocated: a full disk fails here, not while writing) and its side
-    files; on failure nothing is left."""
+    """The new feature file (blocks allocated, so a full disk fails here) and side files."""
     files = side_files(out)
     num_rows = len(rows_table)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -146,8 +140,8 @@ def _create(out, settings, rows_table, num_features):
 
 def extract(images, backbone, out, weights=None, image_column="image", image_root=None, image_size=None,
             batch_size=64, num_workers=4, device="auto", max_image_pixels=decoding.MAX_PIXELS):
-    """Extract the features of every image of `images` into `out`, resuming a killed extraction of the same images
-    and settings; returns {"rows", "features", "unreadable", "seconds"}. An unreadable image's row is NaN."""
+    """Extract the features of `images` into `out`, resuming a killed extraction with the same settings;
+    returns {"rows", "features", "unreadable", "seconds"}. Unreadable rows are NaN."""
     start_time = time.monotonic()
     out = Path(out)
     if out.suffix != ".npy":
@@ -206,7 +200,6 @@ def extract(images, backbone, out, weights=None, image_column="image", image_roo
 
 
 def _cores():
-    """The CPU cores this process may use."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -244,8 +237,7 @@ def _worker_death(err, loader):
 
 
 def _stop_workers(batches):
-    """Shut the loader's workers down, after which a death is no longer signalled (the signal of one that died may
-    still interrupt this once)."""
+    """Shut the loader's workers down (a dead worker's signal may still interrupt once)."""
     for _ in range(3):
         try:
             getattr(batches, "_shutdown_workers", lambda: None)()
@@ -275,7 +267,7 @@ def _batches(model, batches, ids, features, files, settings, state, dev, channel
 
 
 def _save(features, files, pending, settings, rows_done, num_rows, saved):
-    """Flush the features, append the unreadable rows, then record rows_done (the record is written last)."""
+    """Flush the features, append the unreadable rows, then record rows_done."""
     try:
         features.flush()
         feature_files.append_unreadable(files["unreadable"], pending)
@@ -319,4 +311,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_command(main)
+    run_command(main, output_flag="--out")

@@ -1,7 +1,6 @@
-"""The files beside an extracted feature file `x.npy`, written and read (checked) here: `x.rows.csv` (row → image id,
-and the file each row was read from: resolved path relative to the feature file's folder, bytes, modification
-time), `x.unreadable.csv` (rows whose image could not be decoded, and why) and `x.progress.json` (the settings and
-the rows done). Readers raise one ValueError naming the file, the column or key, the rows and the fix.
+"""The side files of a feature file `x.npy`: `x.rows.csv` (row → image id and source file),
+`x.unreadable.csv` and `x.progress.json`. Readers raise one ValueError naming the file, the column or key, the rows
+and the fix.
 """
 import csv
 import json
@@ -20,8 +19,7 @@ UNREADABLE_COLUMNS = ("row", "image", "error")
 
 
 def side_files(out):
-    """{'rows', 'unreadable', 'progress'}: the files beside the feature file `out` (`x.rows.csv`, `x.unreadable.csv`,
-    `x.progress.json`)."""
+    """{'rows', 'unreadable', 'progress'}: the paths beside the feature file `out`."""
     stem = Path(out).with_suffix("")
     return {"rows": Path(f"{stem}.rows.csv"), "unreadable": Path(f"{stem}.unreadable.csv"),
             "progress": Path(f"{stem}.progress.json")}
@@ -38,7 +36,7 @@ def write_csv(path, table):
 
 
 def read_rows(path, num_rows=None):
-    """The rows file as a DataFrame (`image` as text; the source columns when recorded), one row per feature row."""
+    """The rows file as a DataFrame, one row per feature row."""
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
     except (OSError, ValueError, pd.errors.ParserError) as err:
@@ -61,9 +59,8 @@ def read_rows(path, num_rows=None):
 
 
 def sources_table(ids, paths, out):
-    """The rows file's table of `ids` and their files: path (resolved, relative to the folder of the feature file
-    `out`, so that moving both together keeps it), bytes and modification time (-1 when the file cannot be
-    reached)."""
+    """`ids` and their files: path (relative to the feature file's folder), bytes and modification
+    time (-1 when unreachable)."""
     folder = os.path.realpath(Path(out).parent)
     columns = {"row": np.arange(len(ids)), "image": list(ids), "path": [], "bytes": [], "mtime_ns": []}
     for path in paths:
@@ -80,7 +77,7 @@ def sources_table(ids, paths, out):
 
 
 def changed_rows(recorded, current):
-    """Rows whose image id or file (path, bytes, modification time) differ between two rows tables."""
+    """Rows whose image id or file differ between two rows tables."""
     if len(recorded) != len(current) or not set(SOURCE_COLUMNS) <= set(recorded.columns):
         return np.arange(max(len(recorded), len(current)))
     columns = ["image", *SOURCE_COLUMNS]
@@ -102,7 +99,7 @@ def append_unreadable(path, entries):
 
 
 def read_unreadable(path, num_rows):
-    """The unreadable report as a DataFrame (row int64 in [0, num_rows), image, error)."""
+    """The unreadable report (row int64 in [0, num_rows), image, error)."""
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
     except (OSError, ValueError, pd.errors.ParserError) as err:
@@ -121,7 +118,7 @@ def read_unreadable(path, num_rows):
 
 
 def keep_unreadable(path, rows_done, num_rows):
-    """Drop the report lines of rows >= rows_done (they are redone)."""
+    """Drop the report lines of rows >= rows_done."""
     table = read_unreadable(path, num_rows)
     write_csv(path, table[table["row"] < rows_done])
 
@@ -133,8 +130,7 @@ def write_progress(path, settings, rows_done, num_rows):
 
 
 def read_progress(path, out):
-    """The progress record {'settings', 'rows_done', 'num_rows'} of the feature file `out`, checked: rows_done is an
-    integer in [0, num_rows], num_rows the feature file's row count."""
+    """The checked progress record {'settings', 'rows_done', 'num_rows'} of `out`."""
     fix = _restart(out)
     try:
         progress = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -157,8 +153,7 @@ def read_progress(path, out):
 
 
 def feature_shape(path):
-    """(rows, features) of a float32 .npy feature file, checked against the file's size (a truncated file or one with
-    bytes after its array raises ValueError)."""
+    """(rows, features) of a float32 .npy feature file; ValueError when its size does not match."""
     path = Path(path)
     if path.suffix != ".npy":
         raise ValueError(f"{path} is not a .npy file{' (a .npz archive)' if path.suffix == '.npz' else ''}; give the "
@@ -185,7 +180,7 @@ def feature_shape(path):
 
 
 def recorded_backbone(features):
-    """The backbone recorded in the progress file beside `features`, or None where there is none."""
+    """The backbone recorded beside `features`, or None."""
     progress = side_files(features)["progress"]
     if not (progress.is_file() and Path(features).is_file()):
         return None

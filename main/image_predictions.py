@@ -1,9 +1,10 @@
-"""An image classifier's output for the rows of a table, read and checked once (`--image_predictions`).
-
-A `.npy` (one row per table row, columns in the order of a class list) or a CSV / Parquet with `image` and one
-column per class name, matched to the table by `image`. `probabilities` are checked (finite, >= 0, rows summing to
-1 within SUM_TOLERANCE); `logits` are finite scores before the softmax. Errors name the file, the rows and the fix.
+"""An image classifier's output for a table's rows (`--image_predictions`), read and checked once: a `.npy`
+(one row per table row, columns in a class list's order) or a CSV / Parquet with `image` and one column per class
+name (each once; rows of other images are ignored and counted). `probabilities` must be finite, >= 0, rows summing
+to 1 (SUM_TOLERANCE); `logits` finite. Errors name the file, the rows and the fix.
 """
+import csv
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,30 +19,15 @@ SUM_TOLERANCE = 1e-3
 CHUNK_ROWS = 8192
 
 
-def read_class_list(path, flag):
-    """Class names, one per line (blank lines skipped), each once; ValueError naming the file otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{flag} {path} does not exist")
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if not names:
-        raise ValueError(f"{flag} {path}: no class names; give one class name per line")
-    repeated = duplicated_rows(names)
-    if len(repeated):
-        raise ValueError(f"{flag} {path}: lines {format_rows(repeated)} repeat class names (e.g. "
-                         f"{names[repeated[0]]!r}); give each class once")
-    return names
-
-
 @dataclass
 class ImagePredictions:
-    """The classifier's output for the rows of a table: `values` (N, C) array (a memory map for .npy), `classes`
-    (C names, column order), `kind`; `probabilities(rows)` gives the rows' (n, C) float64 tensor (a slice or
-    an index array)."""
+    """`values` (N, C) (a memory map for .npy), `classes` (C names, column order), `kind`, `unused` (rows for
+    images not in the table: ignored); `probabilities(rows)`: the rows' (n, C) float64 tensor."""
     values: object
     classes: list
     kind: str
     path: Path
+    unused: int = 0
 
     def probabilities(self, rows):
         block = torch.from_numpy(np.array(self.values[rows], dtype=np.float64))
@@ -50,8 +36,8 @@ class ImagePredictions:
 
 def read_image_predictions(path, table, kind, classifier_classes=None, flag="--image_predictions",
                            class_source="line of --classifier_classes"):
-    """The classifier's output for the rows of `table` (an `own_data.Observations`): checked, in table order; a .npy's
-    columns are `classifier_classes` (named in errors as one `class_source` each)."""
+    """The checked classifier output for the rows of `table` (`own_data.Observations`), in
+    table order; a .npy's columns are `classifier_classes`."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{flag} {path} does not exist")
@@ -64,15 +50,15 @@ def read_image_predictions(path, table, kind, classifier_classes=None, flag="--i
             raise ValueError(f"{flag} {path}: shape {values.shape}; expected ({len(table)}, "
                              f"{len(classifier_classes)}): one row per row of {table.path} and one column per "
                              f"{class_source}")
-        classes = list(classifier_classes)
+        classes, unused = list(classifier_classes), 0
     elif path.suffix.lower() in TABLE_SUFFIXES:
         if classifier_classes is not None:
             raise ValueError(f"--classifier_classes is for a .npy {flag}; {path} names its classes in its columns")
-        values, classes = _read_prediction_table(path, table, flag)
+        values, classes, unused = _read_prediction_table(path, table, flag)
     else:
         raise ValueError(f"{flag} {path}: give a .npy, .csv or .parquet file")
     _check_values(values, kind, path, flag)
-    return ImagePredictions(values, classes, kind, path)
+    return ImagePredictions(values, classes, kind, path, unused)
 
 
 def _read_npy(path, flag):
@@ -88,6 +74,10 @@ def _read_npy(path, flag):
 def _read_prediction_table(path, table, flag):
     frame = read_table(path, columns=["image"])
     classes = [str(name) for name in frame.columns if name != "image"]
+    repeated = _repeated_columns(path)
+    if repeated:
+        raise ValueError(f"{flag} {path}: column(s) {', '.join(map(repr, repeated))} appear more than once; give "
+                         f"each class one column")
     if not classes:
         raise ValueError(f"{flag} {path}: no class columns; give 'image' and one column per class name")
     ids = frame["image"].astype(str).to_numpy()
@@ -106,7 +96,16 @@ def _read_prediction_table(path, table, flag):
     if len(bad):
         raise ValueError(f"{flag} {path}: rows {format_rows(order[bad])}: values that are not numbers; give "
                          f"decimal numbers")
-    return numbers.to_numpy(np.float64), classes
+    return numbers.to_numpy(np.float64), classes, len(ids) - len(table)
+
+
+def _repeated_columns(path):
+    """The header names a CSV gives more than once (pandas would rename them `name.1`); Parquet has none."""
+    if path.suffix.lower() != ".csv":
+        return []
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        header = next(csv.reader(handle), [])
+    return sorted(name for name, count in Counter(header).items() if count > 1)
 
 
 def _check_values(values, kind, path, flag):

@@ -1,10 +1,6 @@
-"""Image files decoded into the 8-bit RGB picture a viewer shows, with bounded memory.
-
-`open_rgb` applies the EXIF orientation, scales 16-bit, 32-bit and float pixels into 0..255 (never clips them to
-white or black), composites transparency over white, and decodes a large image at a reduced size: JPEG through its
-DCT scaling (`Image.draft`), other formats box-reduced after decoding, both to at least twice the shorter side the
-model needs; an image far longer than wide keeps only the centre that its centre crop can use. An image of more
-than `max_pixels` decoded pixels, or a path that is not a regular file (a FIFO, a folder), raises ValueError.
+"""Image files decoded into the 8-bit RGB picture a viewer shows, with bounded memory: EXIF orientation
+applied, 16-bit / 32-bit / float pixels scaled into 0..255, transparency over white, large images decoded at a
+reduced size. More than `max_pixels` pixels, or a path that is not a regular file, raises ValueError.
 """
 import os
 import stat
@@ -32,8 +28,7 @@ def image_suffixes():
 
 
 def check_regular_file(path):
-    """ValueError unless `path` is a regular file (opening a FIFO would wait forever); OSError when it cannot be
-    reached."""
+    """ValueError unless `path` is a regular file (a FIFO would block); OSError when unreachable."""
     mode = os.stat(path).st_mode
     if not stat.S_ISREG(mode):
         kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
@@ -41,8 +36,8 @@ def check_regular_file(path):
 
 
 def open_rgb(path, short_side=None, max_pixels=MAX_PIXELS):
-    """The image at `path` as an upright 8-bit RGB PIL image; with `short_side` S, a large image comes at a reduced
-    size whose shorter side is still >= 2 S (and its longer side at most MAX_ASPECT times its shorter)."""
+    """The image at `path` as upright 8-bit RGB PIL image; with `short_side` S, a large one reduced to a
+    shorter side >= 2 S (longer side at most MAX_ASPECT times the shorter)."""
     check_regular_file(path)
     with Image.open(path) as img:
         if short_side:
@@ -59,7 +54,6 @@ def open_rgb(path, short_side=None, max_pixels=MAX_PIXELS):
 
 
 def _reducible(img):
-    """The image (loaded) in a mode that Image.reduce and Image.crop handle."""
     if img.mode in SIXTEEN_BIT:
         return img.convert("I")
     if img.mode == "P":
@@ -91,9 +85,8 @@ def _rgb8(img, sixteen_bit=False):
 
 
 def _scaled(values, full_scale=None):
-    """uint8 of integer or float pixels: 0..`full_scale` (a 16-bit image's 65535) to 0..255; else floats in [0, 1]
-    x 255, values in [0, 255] as they are, in [0, 65535] / 257, any other range stretched from its minimum to its
-    maximum. Non-finite values are 0."""
+    """uint8 of integer or float pixels: 0..`full_scale` to 0..255; floats in [0, 1] × 255, in [0, 255] as
+    they are, in [0, 65535] / 257, else min-max stretched; non-finite values 0."""
     if full_scale:
         return np.round(np.asarray(values, np.float64) * (255 / full_scale)).astype(np.uint8)
     is_float = values.dtype.kind == "f"
@@ -113,7 +106,7 @@ def _scaled(values, full_scale=None):
 
 
 def file_name_problem(path):
-    """The file name of `path` as text for a table, and '' or why it cannot be written as UTF-8."""
+    """(the file name of `path` as text, '' or why it cannot be written as UTF-8)."""
     name = Path(path).as_posix()
     try:
         name.encode("utf-8")

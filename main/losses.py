@@ -1,8 +1,6 @@
-"""The training losses: CSP's pre-training losses (Mai et al. 2023; contsoftmax = CSP-MC-BLD, imgcontlossnolocneg
-/ imgcontloss / imgcontlosssimcse = CSP-NCE-B / -BL / -BLD) and the presence-only loss (Mac Aodha et al. 2019).
-
-Locations are (B, 2) float32 (lon, lat) degrees [+ a date in [0, 1] for geo_net] on the model's device. Under
-torchrun the in-batch terms use the global batch (`distributed.gather`).
+"""CSP's pre-training losses (Mai et al. 2023; contsoftmax = CSP-MC-BLD, imgcontlossnolocneg / imgcontloss /
+imgcontlosssimcse = CSP-NCE-B / -BL / -BLD) and the presence-only loss (Mac Aodha et al. 2019). Locations: (B, 2)
+float32 (lon, lat) degrees [+ a date in [0, 1] for geo_net]; under torchrun the in-batch terms use the global batch.
 """
 import math
 
@@ -25,10 +23,9 @@ CPU_BLOCK_ELEMENTS = 4 * 2 ** 20
 
 
 def rand_samples(n, device, neg_rand_type, use_date_feats=False, generator=None):
-    """`n` random locations, (n, 2) float32 (lon, lat) degrees on `device` [+ a date in [0, 1) when
-    `use_date_feats`], from one (n, 3) draw u = 2·U[0, 1) − 1: `sphericalold` (the original's sampler)
-    (180·r·cos θ, 90·r·sin θ) with θ = π(u₁ + 1), r = √(1 − u₀²); `spherical` uniform on the sphere, (180·u₀,
-    asin u₁); `uniform` (180·u₀, 90·u₁)."""
+    """`n` random locations (n, 2) float32 (lon, lat) degrees [+ a date in [0, 1) with `use_date_feats`]
+    from u = 2·U[0, 1) − 1: `sphericalold` (the original's) (180·r·cos θ, 90·r·sin θ), θ = π(u₁ + 1), r = √(1 − u₀²);
+    `spherical` (180·u₀, asin u₁); `uniform` (180·u₀, 90·u₁)."""
     drawn = {"generator": generator} if generator is not None else {}  # torch.compile: no generator=None with a
     u = torch.rand(n, 3, device=device, **drawn) * 2 - 1                # symbolic n
     if neg_rand_type == "sphericalold":
@@ -46,13 +43,12 @@ def rand_samples(n, device, neg_rand_type, use_date_feats=False, generator=None)
 
 
 def _bce(p):
-    """−log(p + 1e-5), the epsilon inside the log (the original's `bce_loss`)."""
     return -torch.log(p + BCE_EPS)
 
 
 class _NegativeBCERowSums(torch.autograd.Function):
-    """s_i = Σ_c bce(1 − σ(E_i·W_c)) for E (N, D), W (C, D), keeping only σ for the backward pass (gradient
-    σ − ε·σ/(1 − σ + ε)); float32 also under bf16 autocast, where ε = 1e-5 would vanish."""
+    """s_i = Σ_c bce(1 − σ(E_i·W_c)), E (N, D), W (C, D); saves only σ for backward; float32 under
+    bf16 autocast too (ε = 1e-5 would vanish)."""
 
     @staticmethod
     def forward(ctx, emb, weight):
@@ -96,14 +92,14 @@ class _NegativeBCERowSums(torch.autograd.Function):
 
 
 def _one_minus_plus_eps(s, work):
-    """(1 − s) + 1e-5 in two float32 steps (as the original rounds it), into `work` when it is large enough."""
+    """(1 − s) + 1e-5 in two float32 steps (the original's rounding), into `work` if large enough."""
     work = torch.empty_like(s) if work is None or work.shape[0] < s.shape[0] else work[:s.shape[0]]
     return torch.neg(s, out=work).add_(1.0).add_(BCE_EPS)
 
 
 def _presence_sum(emb, weight, labels, pos_weight, negative_sums):
-    """Σ over (B, C) of bce(1 − σ(e·Wᵀ)) with entry (i, y_i) replaced by pos_weight · bce(σ(e_i·W_{y_i}));
-    `negative_sums` (B,): the row sums without the replacement."""
+    """Σ over (B, C) of bce(1 − σ(e·Wᵀ)), entry (i, y_i) replaced by pos_weight · bce(σ(e_i·W_{y_i}));
+    `negative_sums` (B,): the row sums before the replacement."""
     z = (emb * weight[labels]).sum(dim=1)
     p = torch.sigmoid(z)
     return negative_sums.sum() + (pos_weight * _bce(p) - _bce(1.0 - p)).sum()
@@ -119,8 +115,7 @@ def _negatives(locs, count, neg_rand_type, neg_locs):
 
 
 def _embed_views(model, locs, neg_locs, simcse):
-    """L2-normalised embeddings (x, negatives or None, second dropout view of x or None) from one forward pass;
-    in eval mode the second view is the first."""
+    """Normalised embeddings (x, negatives or None, second dropout view or None) from one forward pass."""
     second_view = simcse and model.training
     parts = [locs] + ([neg_locs] if neg_locs is not None else []) + ([locs] if second_view else [])
     emb = F.normalize(model(torch.cat(parts) if len(parts) > 1 else locs, return_feats=True), dim=-1)
@@ -133,7 +128,7 @@ def _embed_views(model, locs, neg_locs, simcse):
 
 def _nce(m_emb, m_weight, masked=None):
     """Binary in-batch term of M = E·Wᵀ (B, B), B ≥ 2: mean_i [(B−1)·bce(σ(M_ii)) + Σ_{j≠i} bce(1 − σ(M_ij))]
-    / (B − 1); `masked` (B, B) bool: the pairs (i, j) whose negative term is left out (0)."""
+    / (B − 1); `masked` (B, B) bool: pairs whose negative term is left out."""
     batch = m_emb.shape[0]
     diag = (m_emb * m_weight).sum(dim=1)
     p = torch.sigmoid(diag)
@@ -150,8 +145,8 @@ def _row_ids(values):
 
 
 def duplicate_pairs(locs, img_feats):
-    """(same location, same location or same image features): (B, B) bool masks of the pairs i ≠ j of a batch
-    whose rows are equal — each other's false negatives in the in-batch terms."""
+    """(same location, same location or same image features): (B, B) bool masks of pairs i ≠ j with
+    equal rows, each other's false negatives."""
     def same(values):
         ids = _row_ids(values)
         return (ids[:, None] == ids[None, :]).fill_diagonal_(False)
@@ -160,12 +155,10 @@ def duplicate_pairs(locs, img_feats):
 
 
 def unsuper_loss(model, locs, img_feats, params, neg_locs=None):
-    """Pre-training loss `params['unsuper_loss']` of one batch (scalar tensor) for a model built with that loss.
+    """Pre-training loss `params['unsuper_loss']` of one batch (scalar tensor).
 
-    locs (B, 2|3); img_feats (B, cnn_feat_dim) frozen image features; neg_locs: (K·B, 2|3) negatives, row k·B + i
-    for sample i (default: drawn, K = num_neg_rand_loc); the temperatures, weights and sampler from `params`. With
-    `params['mask_duplicate_negatives']` the pairs of the (global) batch with equal locations or equal image features
-    are left out of the in-batch terms (`duplicate_pairs`)."""
+    locs (B, 2|3); img_feats (B, cnn_feat_dim); neg_locs (K·B, 2|3), row k·B + i for sample i (default: drawn,
+    K = num_neg_rand_loc). `params['mask_duplicate_negatives']` leaves `duplicate_pairs` out of the in-batch terms."""
     name = params["unsuper_loss"]
     if name == "l2regress":
         return F.mse_loss(model.loc_dec(model(locs, return_feats=True)), img_feats)
@@ -187,9 +180,8 @@ def unsuper_loss(model, locs, img_feats, params, neg_locs=None):
 
 
 def _softmax_terms(name, a, g, r, a2, w_rand, w_simcse, params, masks=(None, None)):
-    """contsoftmax(sym) on normalised embeddings: a (B, D) locations, g (B, D) images, r (K, B, D) negatives or
-    None, a2 (B, D) second view or None; cross-entropies of the similarities divided by their temperatures.
-    `masks`: (B, B) pairs left out of the location-location and location-image in-batch terms, or None."""
+    """contsoftmax(sym): a, g (B, D) location and image embeddings, r (K, B, D) negatives or None, a2
+    (B, D) second view or None; cross-entropies of the temperature-scaled similarities; `masks` as `duplicate_pairs`."""
     same_location, same_pair = masks
     labels = torch.arange(a.shape[0], device=a.device)
     sims = _masked(a @ (g / params["unsuper_temp_inbatch"]).t(), same_pair)
@@ -210,7 +202,7 @@ def _masked(logits, pairs):
 
 
 def _sigmoid_terms(a, g, r, a2, w_rand, w_simcse, masks=(None, None)):
-    """imgcontloss family on normalised embeddings (arguments as `_softmax_terms`)."""
+    """imgcontloss family (arguments as `_softmax_terms`)."""
     same_location, same_pair = masks
     loss = _nce(a, g, same_pair)
     if r is not None:
@@ -223,10 +215,9 @@ def _sigmoid_terms(a, g, r, a2, w_rand, w_simcse, masks=(None, None)):
 def embedding_loss(model, locs, classes, users, params, neg_locs=None):
     """Presence-only fine-tuning loss `params['train_loss']` of one batch (scalar tensor).
 
-    locs (B, 2|3), classes (B,), users (B,) int64; one random location per sample (`neg_locs` (B, 2|3) if given).
-    With p = σ(e·Wᵀ): L_pos = mean over (B, C) of bce(1 − p) with (i, y_i) replaced by C·bce(p_{i,y_i}), L_bg the
-    same at the random locations without replacement. full_loss = L_pos + rand_sample_weight·L_bg; full_loss_user
-    = L_pos + L_bg + the user terms of Mac Aodha et al. (2019)."""
+    locs (B, 2|3), classes (B,), users (B,) int64; neg_locs (B, 2|3) or drawn. With p = σ(e·Wᵀ): L_pos = mean over
+    (B, C) of bce(1 − p), (i, y_i) replaced by C·bce(p_{i,y_i}); L_bg the same at the random locations, unreplaced.
+    full_loss = L_pos + rand_sample_weight·L_bg; full_loss_user adds the user terms of Mac Aodha et al. (2019)."""
     name = params["train_loss"]
     batch = locs.shape[0]
     negs = _negatives(locs, batch, params["neg_rand_type"], neg_locs)

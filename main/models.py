@@ -1,11 +1,12 @@
-"""The location-encoder models: a spatial encoder with class and user heads, geo_net's FCNet, the pre-training
+"""Location-encoder models: a spatial encoder with class and user heads, geo_net's FCNet, the pre-training
 wrapper, `build_model` and `load_location_encoder`.
 
-`model(coords, class_of_interest=None, return_feats=False)`: coords (B, 2) float32 (lon, lat) degrees [+ a date
-column in [0, 1] for geo_net with --use_date_feats T]; returns the embedding e (B, D) with `return_feats`, else
-the class prior σ(e·W_classᵀ) (B, C), or (B,) for one class. Parameter names are the original's.
+`model(coords, class_of_interest=None, return_feats=False)`: coords (B, 2) float32 (lon, lat) degrees [+ a date in
+[0, 1] for geo_net]; returns the embedding (B, D) with `return_feats`, else σ(e·W_classᵀ) (B, C), or (B,) for one
+class.
 """
 import logging
+from collections import Counter
 from contextlib import contextmanager
 
 import numpy as np
@@ -28,7 +29,7 @@ MAX_ROWS_SHOWN = 5
 
 
 def input_width(params):
-    """Width of a model's input (`params['num_feats']`): FCNet's encoded location [and date], else 2."""
+    """Width of a model's input (`params['num_feats']`)."""
     if params["spa_enc_type"] != "geo_net":
         return 2
     return _fcnet_width(params["loc_encode"], params["use_date_feats"], params["date_encode"])
@@ -44,7 +45,7 @@ def _check_width(coords, width, what):
 
 
 class ClassPriorHead(nn.Module):
-    """The forward of the models around `embedding(coords)`, which subclasses define."""
+    """The forward of the models around `embedding(coords)`."""
 
     def forward(self, coords, class_of_interest=None, return_feats=False):
         emb = self.embedding(coords)
@@ -96,9 +97,9 @@ class ResLayer(nn.Module):
 
 
 class FCNet(ClassPriorHead):
-    """`geo_net` (Mac Aodha et al. 2019): input features -> Linear -> ReLU -> 4 ResLayers. The features of x =
-    lon/180, y = lat/90: `--loc_encode` encode_cos_sin [sin πx, sin πy, cos πx, cos πy], encode_3D (the point on
-    the sphere) or encode_none (x, y); a date d adds [sin π(2d−1), cos π(2d−1)] or 2d − 1 (`--date_encode`)."""
+    """`geo_net` (Mac Aodha et al. 2019): features -> Linear -> ReLU -> 4 ResLayers. Of x = lon/180,
+    y = lat/90: encode_cos_sin [sin πx, sin πy, cos πx, cos πy], encode_3D or encode_none; a date d adds
+    [sin π(2d−1), cos π(2d−1)] or 2d − 1."""
 
     def __init__(self, num_classes, num_filts, num_users=1, loc_encode="encode_cos_sin", use_date_feats=False,
                  date_encode="encode_cos_sin"):
@@ -142,9 +143,8 @@ class FCNet(ClassPriorHead):
 
 
 class LocationImageEncoder(nn.Module):
-    """The pre-training model: `loc_enc` with `img_dec` = Linear(cnn_feat_dim -> D) (contrastive losses) or
-    `loc_dec` = Linear(D -> cnn_feat_dim) (l2regress). `spa_enc`, `class_emb`, `user_emb` are `loc_enc`'s modules
-    registered twice, so the state_dict has the original's keys."""
+    """The pre-training model: `loc_enc` with `img_dec` Linear(cnn_feat_dim -> D) or `loc_dec`
+    Linear(D -> cnn_feat_dim) (l2regress); `loc_enc`'s modules registered twice (the original's state_dict keys)."""
 
     def __init__(self, loc_enc, unsuper_loss, cnn_feat_dim=2048):
         super().__init__()
@@ -168,9 +168,8 @@ class LocationImageEncoder(nn.Module):
 
 
 def build_model(params, num_classes, num_users, cnn_feat_dim=None, anchors=None):
-    """The model of `params` on the CPU, initialised in the original's order (seed torch first): a
-    `LocationImageEncoder` with a pre-training loss (needs `cnn_feat_dim` or `params['cnn_feat_dim']`), else
-    `LocationEncoder` or `FCNet`. `anchors`: rbf's (K, 2) (lon, lat) degrees."""
+    """The model of `params` on the CPU, initialised in the original's order: `LocationImageEncoder` with a
+    pre-training loss (needs `cnn_feat_dim`), else `LocationEncoder` or `FCNet`; `anchors`: rbf's (K, 2) (lon, lat)."""
     if params["spa_enc_type"] == "geo_net":
         if params.get("spa_enc_net", "ffn") != "ffn":
             raise ValueError(f"--spa_enc_net {params['spa_enc_net']}: geo_net has its own network (FCNet); use "
@@ -191,8 +190,8 @@ MAX_ENCODER_PARAMETERS = 2 ** 30   # 4 GiB of float32 weights, before the optimi
 
 
 def check_model_flags(params):
-    """ValueError for flags that build no location encoder, or one of more than MAX_ENCODER_PARAMETERS weights;
-    the model is built on the meta device (nothing allocated)."""
+    """ValueError for flags that build no model, or one over MAX_ENCODER_PARAMETERS weights
+    (built on the meta device)."""
     anchors = np.zeros((params["num_rbf_anchor_pts"], 2), np.float32) if params["spa_enc_type"] == "rbf" else None
     try:
         with torch.device("meta"):
@@ -235,8 +234,8 @@ def _as_float64(values, shape_ok, expected):
 
 
 def check_lonlat(coords):
-    """(N, 2) (lon, lat) degrees (array, tensor or nested list) as a float32 tensor; ValueError naming the first
-    rows that are not finite or outside [-180, 180] × [-90, 90], or for another shape."""
+    """(N, 2) (lon, lat) degrees (array, tensor or list) as float32; ValueError naming the first rows
+    that are not finite or out of range, or for another shape."""
     values = _as_float64(coords, lambda shape: len(shape) == 2 and shape[1] == 2,
                          "an (N, 2) array of (lon, lat) in degrees")
     lon, lat = values[:, 0], values[:, 1]
@@ -270,17 +269,16 @@ def eval_mode(model):
 
 
 def run_batched(model, coords, batch_size, **kwargs):
-    """`model(batch, **kwargs)` over `coords` in batches of `batch_size` (eval mode, no gradients), concatenated;
-    an empty input gives an empty result of the right width."""
+    """`model(batch, **kwargs)` over `coords` in batches (eval mode, no gradients), concatenated."""
     with eval_mode(model):
         return torch.cat([model(coords[start:start + batch_size], **kwargs)
                           for start in range(0, max(len(coords), 1), batch_size)])
 
 
 class PretrainedLocationEncoder:
-    """A trained location encoder for inference. `embed` and `class_probabilities` take (N, 2) (lon, lat) degrees
-    (array, tensor or list; checked) [and, for geo_net with dates, `dates` (N,) in [0, 1]] and return float32
-    tensors on `device`. `class_names`: C names (index = class id) where the checkpoint stores them, else None."""
+    """A trained location encoder for inference: `embed` and `class_probabilities` take
+    (N, 2) (lon, lat) degrees [and `dates` (N,) in [0, 1] for geo_net with dates] and return float32 tensors on
+    `device`; `class_names` or None."""
 
     def __init__(self, model, params, device, batch_size=65536, class_names=None, source="this encoder"):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -301,12 +299,12 @@ class PretrainedLocationEncoder:
         return run_batched(self.model, coords.to(self.device), self.batch_size, return_feats=return_feats)
 
     def embed(self, lonlat, dates=None):
-        """(N, D) embeddings e(x), D = --num_filts, as the class head takes them: not L2-normalised."""
+        """(N, D) embeddings, not L2-normalised."""
         return self._run(lonlat, dates, return_feats=True)
 
     def class_probabilities(self, lonlat, dates=None):
-        """(N, C) class prior σ(e(x)·W_c): an independent sigmoid per class, so a row does not sum to 1;
-        ValueError for a pre-training checkpoint, whose class head was never trained."""
+        """(N, C) σ(e(x)·W_c), independent per class (rows do not sum to 1);
+        ValueError for a pre-training checkpoint."""
         checkpoints.check_class_head(self.params, self.source)
         return self._run(lonlat, dates, return_feats=False)
 
@@ -319,10 +317,9 @@ def _state_rows(state_dict, suffix, axis):
 
 
 def load_location_encoder(path, device="cpu", anchors=None, batch_size=65536):
-    """The `PretrainedLocationEncoder` of a checkpoint (this project's, the original's, the released fMoW names,
-    TorchSpatial's) on `device` ("cpu", "cuda:0", "auto" or a torch.device). rbf models need `anchors`, the (K, 2)
-    training locations at `params['rbf_anchor_pt_ids']` (a `.safetensors` file of export.py holds them and loads
-    without unpickling). FileNotFoundError or ValueError naming the file."""
+    """The `PretrainedLocationEncoder` of a checkpoint (ours, the original's, TorchSpatial's
+    or an export.py `.safetensors`) on `device` ("cpu", "cuda:0", "auto"); rbf models need `anchors` (K, 2) unless the
+    file holds them. FileNotFoundError or ValueError naming the file."""
     device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     found = checkpoints.find_checkpoint(path)
     if found is None:
@@ -332,6 +329,11 @@ def load_location_encoder(path, device="cpu", anchors=None, batch_size=65536):
         anchors = ckpt["anchors"] if anchors is None else anchors
     else:
         ckpt = checkpoints.load_checkpoint(found, device)
+    repeated = sorted(name for name, count in Counter(ckpt.get(checkpoints.CLASS_NAMES_KEY) or []).items()
+                      if count > 1)
+    if repeated:
+        raise ValueError(f"{found}: its class names repeat {', '.join(map(repr, repeated[:5]))}, so a class cannot be "
+                         f"found by name; write it again from a label set that names each class once")
     params, state = peer_checkpoints.from_torchspatial(dict(ckpt["params"]), ckpt["state_dict"])
     params["device"] = str(device)
     try:

@@ -1,10 +1,7 @@
-"""The `custom` dataset (`--dataset custom`): a table of your own geotagged images plus their feature file.
+"""The `custom` dataset: a table of your own geotagged images plus their feature file (docs/own-data.md).
 
-The table (CSV or Parquet) has one row per image: `image` (unique), `lon`, `lat` (degrees; empty = unknown), and
-optionally `label`, `user`, `date` (ISO date-time or fraction of the year) and `split` (train / val / test; empty =
-drawn). Bad input raises one ValueError naming the file, the column and the rows (0-based, header not counted).
-Rows without a split are drawn with `--seed` (`--split_method random` per label, or `spatial_block`: whole cells
-of `--block_deg` degrees).
+Columns: `image` (unique), `lon`, `lat` (degrees; empty = unknown), optionally `label`, `user`, `date`, `split`.
+Bad input raises one ValueError naming the file, the column and the rows (0-based).
 """
 import logging
 import re
@@ -32,9 +29,9 @@ INTEGER = r"[+-]?[0-9]+"  # a label that is an integer as written
 
 
 class Observations:
-    """The checked table: per row `ids`, `locs` (N, 2) float32 (lon, lat) degrees (NaN unknown), `classes` (N,) int64
-    (-1 unlabelled), `users` (N,) int64 (-1 unknown), `dates` (N,) float32 year fraction (NaN unknown), `splits` (N,)
-    str ('' = to draw); `class_names` in class-id order."""
+    """The checked table: `ids`, `locs` (N, 2) float32 (lon, lat) degrees (NaN unknown), `classes`,
+    `users` (N,) int64 (-1 unknown), `dates` (N,) float32 year fraction (NaN), `splits` (N,) str ('' = to draw) and
+    `class_names`."""
 
     def __init__(self, path, label_set=None):
         self.path = Path(path)
@@ -91,7 +88,9 @@ class Observations:
         if bad_lat.any():
             swapped = (np.abs(lon[bad_lat]) <= 90).all()
             hint = ("lon and lat look swapped (these rows' lon would be valid latitudes): the table needs "
-                    "'lon' = longitude, 'lat' = latitude" if swapped else "latitudes are in [-90, 90] degrees")
+                    "'lon' = longitude, 'lat' = latitude" if swapped and bad_lat.sum() > 1 else
+                    "latitudes are in [-90, 90] degrees (if lon and lat are swapped: the table needs 'lon' = "
+                    "longitude, 'lat' = latitude)" if swapped else "latitudes are in [-90, 90] degrees")
             raise self.error("lat", np.flatnonzero(bad_lat), f"out of [-90, 90] (e.g. {lat[bad_lat][0]:g})", hint)
         if bad_lon.any():
             raise self.error("lon", np.flatnonzero(bad_lon), f"out of [-180, 180] (e.g. {lon[bad_lon][0]:g})",
@@ -126,8 +125,7 @@ class Observations:
         return names, classes
 
     def _check_label_kinds(self, labels):
-        """ValueError when some labels are integers and others not: the class order (numeric or text) would be a
-        guess."""
+        """ValueError when some labels are integers and others not."""
         integer = labels.str.fullmatch(INTEGER).fillna(False).to_numpy(bool)
         given = labels.notna().to_numpy()
         if integer.any() and not integer[given].all():
@@ -175,7 +173,7 @@ class Observations:
 
 
 def default_label_order(labels):
-    """The labels in class-id order when no label set orders them: as integers if all are, else as text."""
+    """Labels in class-id order: as integers if all are, else as text."""
     numeric = all(re.fullmatch(INTEGER, label) for label in labels)
     return sorted(labels, key=int if numeric else str)
 
@@ -184,8 +182,7 @@ INPUT_FLAGS = ("data_table", "features", "label_set", "image_predictions")  # th
 
 
 def check_input_files(runs_params):
-    """FileNotFoundError listing every missing file that the `INPUT_FLAGS` of the runs' params name, so that a batch of
-    runs stops before any starts."""
+    """FileNotFoundError listing every missing `INPUT_FLAGS` file of the runs' params."""
     missing = sorted({(flag, params[flag]) for params in runs_params for flag in INPUT_FLAGS
                       if params.get(flag) and not Path(params[flag]).is_file()})
     if missing:
@@ -195,10 +192,9 @@ def check_input_files(runs_params):
 
 
 def draw_splits(obs, seed, out_dir, method="random", block_deg=spatial_splits.DEFAULT_BLOCK_DEG):
-    """Fill the empty splits of `obs` in place (seeded; unlabelled rows to train): `random`, round(VAL_FRACTION · n)
-    of each label's rows to val (the labels in `default_label_order`); `spatial_block`, whole cells of `block_deg`
-    degrees of the labelled located rows (`spatial_splits.block_holdout`). Written to `{out_dir}/splits/{table
-    stem}.splits.csv` unless `out_dir` is None or it holds them already; ValueError when it holds other splits."""
+    """Fill the empty splits of `obs` in place (seeded; unlabelled rows to train): `random` (VAL_FRACTION
+    of each label) or `spatial_block` (whole `block_deg` cells); written to `{out_dir}/splits/`; ValueError when that
+    holds other splits."""
     undrawn = obs.splits == ""
     if not undrawn.any():
         return
@@ -207,7 +203,11 @@ def draw_splits(obs, seed, out_dir, method="random", block_deg=spatial_splits.DE
     splits[undrawn] = "train"
     if method == "spatial_block":
         rows = np.flatnonzero(undrawn & (obs.classes >= 0) & ~np.isnan(obs.locs[:, 0]))
-        splits[rows[spatial_splits.block_holdout(obs.locs[rows], VAL_FRACTION, block_deg, rng)]] = "val"
+        try:
+            held_out = spatial_splits.block_holdout(obs.locs[rows], VAL_FRACTION, block_deg, rng)
+        except ValueError as err:
+            raise ValueError(f"{obs.path}: {err}") from None
+        splits[rows[held_out]] = "val"
     else:
         ids = {obs.class_names[label]: label for label in np.unique(obs.classes[undrawn & (obs.classes >= 0)])}
         for name in default_label_order(list(ids)):  # so that a label set's order does not change the draw
@@ -232,8 +232,7 @@ def draw_splits(obs, seed, out_dir, method="random", block_deg=spatial_splits.DE
 
 
 class FeatureFile:
-    """The table's feature file, matched through its `.rows.csv` (else row i = table row i): `rows` (N_table,) int64
-    feature row per table row, `unreadable` (N_table,) bool."""
+    """The table's feature file: `rows` (N_table,) int64 feature row per table row, `unreadable` bool."""
 
     def __init__(self, path, obs):
         self.path = Path(path)
@@ -275,8 +274,7 @@ class FeatureFile:
                            self.unreadable.sum(), side["unreadable"])
 
     def read(self, table_rows, what, storage="device"):
-        """(len(table_rows), F) float32 features of those table rows, as `datasets._read_rows` reads them for `storage`
-        (--feature_storage)."""
+        """(len(table_rows), F) float32 features of those table rows."""
         file_rows = self.rows[table_rows]
         if (np.diff(file_rows) <= 0).any():
             order = np.argsort(file_rows)
@@ -287,9 +285,8 @@ class FeatureFile:
 
 
 def _user_predictions(path, kind, obs, rows):
-    """P(y | I) (len(rows), C) float32 of the table's `rows` from your classifier's `--image_predictions` (read and
-    checked by image_predictions.py): a .npy's columns are the label set's classes in order, a table's are matched
-    to them by name."""
+    """P(y | I) (len(rows), C) float32 from `--image_predictions` (a .npy in label-set order, or a
+    table matched by name)."""
     npy = Path(path).suffix.lower() == ".npy"
     preds = image_predictions.read_image_predictions(path, obs, kind, list(obs.class_names) if npy else None,
                                                      class_source="class of the label set")
@@ -307,8 +304,7 @@ def _user_predictions(path, kind, obs, rows):
 
 
 def loader_flags(params, obs=None):
-    """{flag: value} a run on this table takes from the data, not from its command line: `balanced_train_loader` False
-    when the table has unlabelled rows; {} otherwise."""
+    """{flag: value} a run takes from this table (balanced_train_loader False with unlabelled rows)."""
     if obs is None:
         obs = Observations(params["data_table"], params.get("label_set"))
     return {"balanced_train_loader": False} if (obs.classes < 0).any() and params["balanced_train_loader"] else {}
@@ -316,8 +312,8 @@ def loader_flags(params, obs=None):
 
 def load_own_dataset(params, eval_split, train_remove_invalid, eval_remove_invalid, load_cnn_predictions=False,
                      load_cnn_features=False, load_cnn_features_train=False):
-    """`datasets.load_dataset` for `--dataset custom`: a `datasets.CSPData` whose splits index the table's rows; P(y |
-    I) from `--image_predictions` or a linear probe."""
+    """`datasets.load_dataset` for `--dataset custom`; P(y | I) from `--image_predictions` or
+    a linear probe."""
     if not params.get("data_table"):
         raise ValueError("--dataset custom needs --data_table (a CSV or Parquet table: image, lon, lat, label, ...)")
     if eval_split not in ("val", "test"):
@@ -359,8 +355,7 @@ def load_own_dataset(params, eval_split, train_remove_invalid, eval_remove_inval
 
 
 def _probe_predictions(params, feature_file, train, eval_rows, num_classes):
-    """P(y | I) of the eval rows from a linear probe trained on the fine-tuning rows (the few-shot subset that
-    fine-tuning draws at --train_sample_ratio < 1)."""
+    """P(y | I) of the eval rows from a linear probe trained on the fine-tuning rows."""
     labelled = np.flatnonzero(train.classes >= 0)
     if params["train_sample_ratio"] < 1:
         subset, _ = sampling.train_sample_indices(params, train.classes[labelled])

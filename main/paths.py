@@ -1,8 +1,6 @@
-"""Where the data lives: `get_paths(key)`, with environment overrides.
-
-Keys: `{dataset}_data_dir` for the six datasets, and `mask_dir` (the folder of `ocean_mask.npy`). Defaults:
-`../geo_prior_data_csp/data/<dataset>/` and `../data/`, relative to `main/`; `CSP_DATA_DIR` (the folder of the dataset
-folders) and `CSP_MASK_DIR` override them, a relative value taken from the current directory.
+"""Where the data lives: `get_paths(key)` for `{dataset}_data_dir` and `mask_dir`; defaults
+`../geo_prior_data_csp/data/<dataset>/` and `../data/` relative to `main/`, overridden by CSP_DATA_DIR and
+CSP_MASK_DIR.
 """
 import importlib.util
 import os
@@ -54,8 +52,7 @@ def how_to_set(key):
 
 
 def atomic_write(path, write):
-    """Call `write(handle)` on a temporary file beside `path` (binary; folder created), fsync it and rename it over
-    `path`: a crash never leaves a truncated file."""
+    """Call `write(handle)` on a temporary binary file beside `path`, fsync and rename it over `path`."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
@@ -97,8 +94,8 @@ def remove_stale_temporaries(folder):
 
 
 def package_file(package, *parts, install=None):
-    """Path of a data file in an installed PyPI package, found without importing it; else FileNotFoundError naming the
-    package and `install`, the command that installs it."""
+    """Path of a data file of an installed package (not imported); else FileNotFoundError naming
+    `install`."""
     try:
         spec = importlib.util.find_spec(package)
     except ModuleNotFoundError:

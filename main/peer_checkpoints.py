@@ -1,8 +1,6 @@
-"""Checkpoints of TorchSpatial (seai-lab/TorchSpatial) read as this project's models.
-
-They hold CSP's {'epoch', 'state_dict', 'optimizer', 'params'} with the papers' encoder names, the spelling
-`rbf_kernel_size` and a `position_encoder` sub-module; `params['encoding_source']` = 'torchspatial' makes the encoders
-rebuild its encodings (NeRF's 16 frequencies, the sphereM+ / dfs schedule, tile_ffn's single cell).
+"""TorchSpatial (seai-lab/TorchSpatial) checkpoints read as this project's models: the papers' encoder
+names, `rbf_kernel_size` and `position_encoder` renamed; `params['encoding_source']` = 'torchspatial' rebuilds its
+encodings.
 """
 from . import encoders
 

@@ -1,14 +1,10 @@
-"""The table of your photos' locations and dates, from their EXIF tags: the `--data_table` of `--dataset custom` and
-the `--images` of `extract_features.py`.
+"""The table of your photos' locations and dates from their EXIF tags (docs/own-data.md):
 
     python main/photo_table.py my/photos --out my/obs.csv                  # image, lon, lat, date
     python main/photo_table.py my/photos --out my/obs.csv --labels folder  # + label: each photo's first subfolder
 
-Every photo below FOLDER (recursive, sorted) is a row: `image` (its path relative to the table's folder, so
-`extract_features.py --images my/obs.csv` finds it), `lon`, `lat` (degrees, from the GPS tags' degrees, minutes and
-seconds with their N/S/E/W references) and `date` (ISO, from DateTimeOriginal). A photo without GPS tags, or with
-missing or impossible values, stays a row with empty cells; the counts are logged. Nothing is written into FOLDER,
-and an existing `--out` is kept unless `--overwrite`.
+One row per photo: `image` (relative to the table's folder), `lon`, `lat` (degrees, from the GPS tags) and `date`
+(ISO, from DateTimeOriginal); empty cells where missing or impossible. Nothing is written into FOLDER.
 """
 import argparse
 import io
@@ -43,7 +39,6 @@ def _text(value):
 
 
 def _degrees(value):
-    """Degrees from EXIF's (degrees, minutes, seconds) rationals (or fewer parts), or None when impossible."""
     parts = value if isinstance(value, (tuple, list)) else (value,)
     try:
         numbers = [float(part) for part in parts]
@@ -56,9 +51,8 @@ def _degrees(value):
 
 
 def gps_location(exif):
-    """(lon, lat) in degrees from an Image.Exif, or (None, why): 'no GPS', 'void' (the receiver had no fix),
-    'incomplete' (a value or N/S/E/W reference missing) or 'impossible' (out of range, minutes or seconds over 60, zero
-    denominators)."""
+    """(lon, lat) in degrees from an Image.Exif, or (None, why): 'no GPS', 'void',
+    'incomplete' or 'impossible'."""
     gps = exif.get_ifd(GPS_IFD)
     if not gps or (LAT not in gps and LON not in gps):
         return None, "no GPS"
@@ -74,8 +68,7 @@ def gps_location(exif):
 
 
 def date_taken(exif):
-    """DateTimeOriginal as ISO text ('2021-06-30T14:05:00'), '' when missing or impossible; and whether it was
-    impossible."""
+    """(DateTimeOriginal as ISO text or '', whether it was impossible)."""
     value = exif.get_ifd(EXIF_IFD).get(DATE_TIME_ORIGINAL)
     if value is None or not _text(value):
         return "", False
@@ -86,8 +79,7 @@ def date_taken(exif):
 
 
 def photo_table(folder, out, labels=None):
-    """(DataFrame image, lon, lat, date [, label], counts {'photos', 'located', 'no GPS', ...}) of the photos below
-    `folder`; image paths relative to the folder of `out`."""
+    """(DataFrame image, lon, lat, date [, label], counts) of the photos below `folder`."""
     folder, out = Path(folder), Path(out)
     suffixes = images.image_suffixes()
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
@@ -163,4 +155,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_command(main)
+    run_command(main, output_flag="--out")

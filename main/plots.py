@@ -387,7 +387,8 @@ def _class_locations(args):
 def make_parser():
     formatter = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(description="Maps of a CSP location encoder (PNG)", formatter_class=formatter,
-                                allow_abbrev=False)
+                                allow_abbrev=False, epilog="the flags of each (--checkpoint, --out, ...): "
+                                                           "`python plots.py map --help`")
     sub = p.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument("--out", required=True, help="PNG file to write")
@@ -402,7 +403,9 @@ def make_parser():
 
     m = sub.add_parser("map", parents=[common, one_class], formatter_class=formatter, allow_abbrev=False,
                        help="predicted distribution of one class over the land (a fine-tuned checkpoint)")
-    m.add_argument("--checkpoint", required=True, help="a .pth.tar checkpoint in the original format")
+    m.add_argument("--checkpoint", required=True,
+                   help="a fine-tuned checkpoint: .pth.tar (this project's or the original's) or .safetensors "
+                        "(export.py)")
     m.add_argument("--batch_size", type=int, default=None,
                    help=f"points per forward pass (None: {CPU_BATCH_SIZE} on the CPU, {GPU_BATCH_SIZE} on a GPU)")
 
@@ -420,7 +423,8 @@ def make_parser():
     c = sub.add_parser("clusters", parents=[common], formatter_class=formatter, allow_abbrev=False,
                        help="clusters of the location embeddings (Figures 4, 5)")
     c.add_argument("--checkpoint", action="append", required=True,
-                   help="checkpoint; give it twice (pre-trained, then fine-tuned) for a side-by-side figure")
+                   help="a checkpoint (.pth.tar or .safetensors); give it twice (pre-trained, then fine-tuned) for "
+                        "a side-by-side figure")
     c.add_argument("--titles", nargs="+", default=None, help="panel titles (None: pre-trained / fine-tuned)")
     c.add_argument("--num_clusters", type=int, default=20, help="number of clusters")
     c.add_argument("--step", type=float, default=0.5, help="grid spacing in degrees")
@@ -475,4 +479,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_command(main)
+    run_command(main, output_flag="--out")

@@ -1,8 +1,5 @@
-"""Position encodings of the CSP location encoders, as torch functions.
-
-Each takes float32 (B, 2) (lon, lat) degrees and returns the float32 (B, d) input of the encoder's network, on its
-device. Sinusoidal angles reach millions of radians: they are formed in float64 and reduced modulo 2π before the float32
-sin / cos (within ~1e-7 of float64).
+"""Position encodings of the CSP location encoders: float32 (B, 2) (lon, lat) degrees -> float32 (B, d).
+Sinusoidal angles are formed in float64 and reduced modulo 2π before the float32 sin / cos.
 """
 import math
 
@@ -14,8 +11,8 @@ FREQ_INITS = ("geometric", "random", "nerf")
 
 
 def frequency_list(freq_init, frequency_num, max_radius, min_radius, generator=None):
-    """float64 (F,) frequencies of `--freq_init`: geometric 1/λ_s, λ_s = min_radius · (max_radius/min_radius)^(s/(F-1));
-    nerf π 2^s; random U[0, 1) · max_radius from `generator`."""
+    """float64 (F,) frequencies of `--freq_init`: geometric 1/λ_s, λ_s = min_radius ·
+    (max_radius/min_radius)^(s/(F-1)); nerf π 2^s; random U[0, 1) · max_radius."""
     steps = torch.arange(frequency_num, dtype=torch.float64)
     if freq_init == "geometric":
         if frequency_num < 2:
@@ -65,7 +62,7 @@ def theory_angles(coords, freqs, radians=False):
 
 
 def theory(coords, freqs, radians=False):
-    """(B, F, 6): per frequency [sin, cos] of the three projections; flattened, the `theory` network's input."""
+    """(B, F, 6): per frequency [sin, cos] of the three projections."""
     return sin_cos(theory_angles(coords, freqs, radians)).flatten(-2)
 
 

@@ -32,8 +32,8 @@ from . import fusion
 from . import own_data
 from .arguments import run_command
 from .checkpoints import check_class_head
-from .image_predictions import KINDS, read_class_list, read_image_predictions
-from .table_reader import TABLE_SUFFIXES
+from .image_predictions import KINDS, read_image_predictions
+from .table_reader import TABLE_SUFFIXES, read_label_set
 from .models import load_location_encoder
 from .paths import atomic_write
 
@@ -58,22 +58,37 @@ class PredictionTable(own_data.Observations):
 
 
 def prior_class_names(encoder, path, prior_classes=None):
-    """The checkpoint's class names, or those of `--prior_classes` (checkpoints of the original code have none)."""
+    """The checkpoint's class names, or those of `--prior_classes` (checkpoints of the original code have none);
+    ValueError when both are there and differ."""
     count = encoder.model.class_emb.weight.shape[0]
-    if prior_classes is not None:
-        names = read_class_list(prior_classes, "--prior_classes")
-        if len(names) != count:
-            raise ValueError(f"--prior_classes {prior_classes}: {len(names)} names for the {count} classes of "
-                             f"--checkpoint {path}")
-        return names
-    if not encoder.class_names:
-        raise ValueError(f"--checkpoint {path} stores no class names (a checkpoint of the original code); give "
-                         f"--prior_classes, a text file with its {count} class names in class-id order")
-    return list(encoder.class_names)
+    if prior_classes is None:
+        if not encoder.class_names:
+            raise ValueError(f"--checkpoint {path} stores no class names (a checkpoint of the original code); give "
+                             f"--prior_classes, a text file with its {count} class names in class-id order")
+        return list(encoder.class_names)
+    names = read_label_set(prior_classes, "--prior_classes")
+    if len(names) != count:
+        raise ValueError(f"--prior_classes {prior_classes}: {len(names)} names for the {count} classes of "
+                         f"--checkpoint {path}")
+    stored = list(encoder.class_names or [])
+    if stored and stored != names:
+        first = next(i for i, (a, b) in enumerate(zip(stored, names)) if a != b)
+        raise ValueError(f"--prior_classes {prior_classes} differs from the class names stored in --checkpoint "
+                         f"{path} (class {first}: {names[first]!r} there, {stored[first]!r} in the checkpoint); "
+                         f"leave out --prior_classes, which is for checkpoints that store no names")
+    return names
 
 
 def takes_dates(encoder):
     return encoder.params["spa_enc_type"] == "geo_net" and bool(encoder.params.get("use_date_feats"))
+
+
+def check_dates_given(table, encoder, path):
+    """ValueError when the model takes dates and no row of `table` has one."""
+    if takes_dates(encoder) and np.isnan(table.dates).all():
+        raise ValueError(f"{table.path}: no dates (column 'date' missing or empty), but --checkpoint {path} was "
+                         f"trained with dates; add a 'date' column (ISO dates such as 2021-06-30, or fractions of "
+                         f"the year in [0, 1])")
 
 
 def located_rows(table, encoder):
@@ -117,13 +132,14 @@ def fit_tempered_alpha(encoder, match, fit_table, fit_predictions, objective):
 class Prediction:
     """What `predict` computed: `top` (DataFrame, the --out rows), `accuracy` {"classifier" | "with prior":
     {1: Top-1 %, 5: Top-5 %}} (None without labels), `num_labelled`, `alpha`, `match` (fusion.ClassMatch),
-    `report` (the printed lines)."""
+    `report` (the printed lines), `top_k` (classes per row: --top_k, at most the classifier's classes)."""
     top: pd.DataFrame
     accuracy: dict
     num_labelled: int
     alpha: float
     match: fusion.ClassMatch
     report: list
+    top_k: int
 
 
 def predict(checkpoint, table, image_predictions, classifier_classes=None, kind="probabilities",
@@ -138,7 +154,7 @@ def predict(checkpoint, table, image_predictions, classifier_classes=None, kind=
     if (fusion_kind == "tempered") != (fit_on is not None and fit_predictions is not None):
         raise ValueError("--fusion tempered needs --fit_on (a labelled table) and --fit_predictions (the "
                          "classifier's output for it); --fusion product takes neither")
-    classes = read_class_list(classifier_classes, "--classifier_classes") if classifier_classes else None
+    classes = read_label_set(classifier_classes, "--classifier_classes") if classifier_classes else None
     rows = PredictionTable(table)
     preds = read_image_predictions(image_predictions, rows, kind, classes)
     fit = None
@@ -150,13 +166,21 @@ def predict(checkpoint, table, image_predictions, classifier_classes=None, kind=
                              f"--image_predictions {image_predictions}; give the same classifier's output")
     encoder = load_location_encoder(str(checkpoint), device)
     check_class_head(encoder.params, checkpoint)
+    for checked in (rows,) + ((fit[0],) if fit else ()):
+        check_dates_given(checked, encoder, checkpoint)
     match = fusion.match_classes(preds.classes, prior_class_names(encoder, checkpoint, prior_classes))
     report = [match.describe()]
     alpha = 1.0
     if fit is not None:
         alpha, line = fit_tempered_alpha(encoder, match, *fit, fit_for)
         report.append(line)
-    top, ranks, image_ranks, located = _rerank(encoder, rows, preds, match, alpha, min(top_k, len(preds.classes)))
+    if top_k > len(preds.classes):
+        report.append(f"--top_k {top_k} is more than the classifier's {len(preds.classes)} classes: all are written")
+        top_k = len(preds.classes)
+    if preds.unused:
+        report.append(f"{preds.unused} rows of --image_predictions {image_predictions} are for images not in --table "
+                      f"{table}: ignored")
+    top, ranks, image_ranks, located = _rerank(encoder, rows, preds, match, alpha, top_k)
     report.append(f"{located} of {len(rows)} rows have a location{' and a date' if takes_dates(encoder) else ''} "
                   f"and get the prior; the others keep the classifier's ranking")
     _, foreign = _label_columns(rows, preds.classes)
@@ -172,7 +196,7 @@ def predict(checkpoint, table, image_predictions, classifier_classes=None, kind=
                       f"{accuracy['with prior'][1]:.2f} / {accuracy['with prior'][5]:.2f}")
         if foreign:
             report.append(f"{foreign} labels are not among the classifier's classes: counted as misses")
-    return Prediction(top, accuracy, int(labelled.sum()), alpha, match, report)
+    return Prediction(top, accuracy, int(labelled.sum()), alpha, match, report, top_k)
 
 
 def _rerank(encoder, table, preds, match, alpha, top_k):
@@ -254,9 +278,9 @@ def main(argv=None):
                    args.image_predictions_kind, args.fusion, args.fit_on, args.fit_predictions, args.top_k,
                    args.device, args.prior_classes, args.fit_for)
     write_table(done.top, args.out)
-    print("\n".join(done.report + [f"Wrote the top {args.top_k} classes of each row to {os.fspath(args.out)}"]))
+    print("\n".join(done.report + [f"Wrote the top {done.top_k} classes of each row to {os.fspath(args.out)}"]))
     return done
 
 
 if __name__ == "__main__":
-    run_command(main)
+    run_command(main, output_flag="--out")

@@ -1,7 +1,5 @@
-"""What a run reports while it runs: the log's handlers (file and console) and, with stderr redirected, a
-progress line at most every CSP_PROGRESS_INTERVAL seconds (default 60) instead of tqdm bars:
-
-    Progress: pre-training epoch 4/30 (batch 120/415), 5,123 samples/s, about 12 min left in this phase
+"""What a run reports while it runs: the log handlers and, with stderr redirected, a progress line at
+most every CSP_PROGRESS_INTERVAL seconds (default 60) instead of tqdm bars.
 """
 import io
 import logging
@@ -20,7 +18,7 @@ LOG_FORMAT = "%(asctime)s - %(levelname)s - %(message)s"
 
 
 class _ConsoleHandler(logging.Handler):
-    """Log records on stderr through tqdm, so that they do not break its bars."""
+    """Log records on stderr through tqdm."""
 
     def emit(self, record):
         try:
@@ -30,8 +28,7 @@ class _ConsoleHandler(logging.Handler):
 
 
 class _HeldLogFile(logging.handlers.MemoryHandler):
-    """Log records held in memory until `write_to(path)`, then appended to `path` (with the later ones); closed
-    before, it drops them."""
+    """Log records held until `write_to(path)`, then appended to `path`; dropped if closed before."""
 
     def __init__(self):
         super().__init__(capacity=0, flushLevel=logging.CRITICAL + 1, flushOnClose=False)
@@ -52,9 +49,8 @@ class _HeldLogFile(logging.handlers.MemoryHandler):
 
 
 def start_logging(log_file, console, main=True):
-    """Send the log lines to `log_file` (appended) and, with `console`, to stderr; on ranks other than 0 (`main`
-    False) only errors, to the console. The file's lines are held until `keep_log`: a run that stops before
-    leaves the file as it was, or absent. Returns what `keep_log` and `stop_logging` take."""
+    """Log to `log_file` (appended) and, with `console`, stderr; other ranks (`main` False) errors only.
+    The file's lines are held until `keep_log`. Returns what `keep_log` and `stop_logging` take."""
     handlers = []
     if main:
         handlers = [_HeldLogFile()] + ([_ConsoleHandler()] if console else [])
@@ -69,7 +65,7 @@ def start_logging(log_file, console, main=True):
 
 
 def keep_log(started):
-    """Write the lines held by `start_logging` to its log file, and the later ones as they come."""
+    """Write the held lines to the log file, and the later ones as they come."""
     handlers, _, log_file = started
     for handler in handlers:
         if isinstance(handler, _HeldLogFile):
@@ -77,7 +73,7 @@ def keep_log(started):
 
 
 def stop_logging(started):
-    """Detach and close the handlers of `start_logging`; the root logger gets its level back."""
+    """Close the handlers of `start_logging`; restore the root logger's level."""
     handlers, level, _ = started
     root = logging.getLogger()
     for handler in handlers:
@@ -87,7 +83,7 @@ def stop_logging(started):
 
 
 def progress_interval():
-    """Seconds between progress lines: CSP_PROGRESS_INTERVAL (a number >= 0) or 60; ValueError for a bad value."""
+    """CSP_PROGRESS_INTERVAL (a number >= 0) or 60; ValueError for a bad value."""
     value = os.environ.get(INTERVAL_ENV, "")
     if not value:
         return DEFAULT_INTERVAL_S
@@ -102,7 +98,7 @@ def progress_interval():
 
 
 def format_duration(seconds):
-    """'40 s', '12 min', '1 h 05 min' (minutes rounded to the nearest: 115 s is '2 min', not '1 min')."""
+    """'40 s', '12 min', '1 h 05 min' (minutes rounded to the nearest)."""
     seconds = max(0, int(round(seconds)))
     if seconds < 60:
         return f"{seconds} s"
@@ -113,8 +109,8 @@ def format_duration(seconds):
 
 
 class PhaseProgress:
-    """Progress of a phase's epochs `start` … `total` − 1: `update` after each batch logs a line when enabled and
-    the interval has passed; samples/s over the wall time, time left extrapolated. `clock`: seconds."""
+    """Progress of epochs `start` … `total` − 1: `update` after each batch logs a line when the
+    interval has passed; `clock`: seconds."""
 
     def __init__(self, phase, start, total, enabled, interval=None, clock=time.monotonic):
         self.phase, self.start, self.total = phase, start, total
@@ -129,7 +125,7 @@ class PhaseProgress:
                         start + 1, total, total, format_duration(self.interval))
 
     def update(self, epoch, seen, epoch_size, batch, num_batches):
-        """After a batch: `seen` of the `epoch_size` samples of `epoch` are done, `batch` (0-based) of
+        """After a batch: `seen` of `epoch_size` samples of `epoch`, `batch` (0-based) of
         `num_batches`."""
         if epoch != self.epoch:
             if self.epoch is not None:
@@ -152,8 +148,8 @@ class PhaseProgress:
 
 
 class LoggedBar(tqdm):
-    """tqdm's bar on a terminal; with stderr redirected a log line at most every CSP_PROGRESS_INTERVAL seconds,
-    e.g. `Progress: image features: 400/1000 [00:10<00:15, 40.00img/s]`."""
+    """tqdm's bar on a terminal; with stderr redirected, a log line every
+    CSP_PROGRESS_INTERVAL seconds at most."""
 
     def __init__(self, *args, **kwargs):
         self.logged = not sys.stderr.isatty() and not kwargs.get("disable")

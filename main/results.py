@@ -26,10 +26,9 @@ def output_file_names(model_file_name):
 
 
 def results_document(params, device, phases, evaluations, records=None):
-    """{format: "csp-results/1", params (all but MACHINE_PARAMS), device, files: {checkpoint, log, results and
-    ranks paths}, phases: {phase: {epochs_done, epochs_run}}, evaluations: [{method, flag, epoch (null: final),
-    eval_set, num_rows, num_scored, splits: [{id, name, count, top1, top3, top5, top10, mrr}]}]}, top-k in %;
-    `records` ({data: resume.data_record, world_size}) added as they are."""
+    """{format: "csp-results/1", params (less MACHINE_PARAMS), device, files, phases: {phase:
+    {epochs_done, epochs_run}}, evaluations: [{method, flag, epoch (null: final), eval_set, num_rows, num_scored,
+    splits: [{id, name, count, top1, top3, top5, top10, mrr}]}]}, top-k in %, plus `records`."""
     _, results_file, ranks_file = output_file_names(params["model_file_name"])
     files = {key: params.get(key) for key in FILE_PARAMS}
     files.update(results=results_file, ranks=ranks_file)
@@ -45,13 +44,13 @@ def results_document(params, device, phases, evaluations, records=None):
 
 
 def write_results(document):
-    """Write `document` (`results_document`) as JSON to its results file, atomically."""
+    """Write `document` as JSON to its results file, atomically."""
     text = json.dumps(document, indent=1).encode()
     atomic_write(document["files"]["results"], lambda handle: handle.write(text))
 
 
 def read_results(path):
-    """The results document at `path`, or None if there is none, or (with a warning) if it is not a readable one."""
+    """The results document at `path`; None if absent or (with a warning) unreadable."""
     try:
         with open(path) as handle:
             results = json.load(handle)
@@ -66,9 +65,9 @@ def read_results(path):
 
 
 def write_ranks(path, final=None, location_only=None):
-    """Write the ranks of the final evaluations to `path` (npz, atomically). final: (locs, labels, split_ids,
-    {method: ranks}) as `locs` (N, 2) lon/lat degrees, `labels`, `split_ids`, `ranks_{method}` (1 = best);
-    location_only: (locs, labels, split_ids, ranks) as `locenc_*` and `ranks_location_only` (0: not scored)."""
+    """Write the final evaluations' ranks to `path` (npz, atomically): `locs` (N, 2) (lon,
+    lat) degrees, `labels`, `split_ids`, `ranks_{method}` (1 = best); location_only as `locenc_*` and
+    `ranks_location_only` (0: not scored)."""
     arrays = {}
     if final is not None:
         locs, labels, split_ids, ranks = final
@@ -86,7 +85,7 @@ def _numpy(values):
 
 
 def log_summary(evaluations, eval_split):
-    """Log and return the line of the final Top-1s (%): image × prior, image alone, location encoder alone."""
+    """Log and return the final Top-1s (%) line: image × prior, image alone, location encoder alone."""
     final = {entry["method"]: entry for entry in evaluations if entry["epoch"] is None}
     labels = {"no_prior": "image alone", "location_only": "location encoder alone (LocEnc)",
               "location_prior": "image x location encoder prior"}

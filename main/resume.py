@@ -1,7 +1,6 @@
-"""Resuming a run: which checkpoint it loads (--load_super_model T: the fine-tuned one, which skips pre-training;
-else --load_unsuper_model T: the pre-trained one), whether its flags and data fit, and what it brings. A
-checkpoint's `epoch` counts the completed epochs of its phase; one of the original code (no `checkpoint_phase`)
-counts as finished pre-training, or as `epoch − 1` fine-tuning epochs (the original stored the last epoch + 2).
+"""Resuming a run: which checkpoint it loads (--load_super_model T before --load_unsuper_model T),
+whether its flags and data fit, and what it brings. A checkpoint's `epoch` counts completed epochs of its phase; an
+original one counts as finished pre-training, or as `epoch − 1` fine-tuning epochs.
 """
 import hashlib
 import logging
@@ -27,7 +26,7 @@ FINGERPRINT_BLOCK, FINGERPRINT_BLOCKS = 2 ** 20, 32
 
 
 def file_fingerprint(path):
-    """(size in bytes, first 16 hex digits of the sha256 of the file, or of sampled blocks of a large one)."""
+    """(size in bytes, 16 hex digits of the sha256 of the file or of sampled blocks)."""
     size = os.path.getsize(path)
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -41,8 +40,7 @@ def file_fingerprint(path):
 
 
 def data_record(params, data):
-    """What defines a run's data: {"files": {role: {path (resolved), size, fingerprint, pretraining (whether
-    pre-training reads it)}}, "class_names": [name of class id 0, 1, …]} (`datasets.input_files`)."""
+    """{"files": {role: {path, size, fingerprint, pretraining}}, "class_names": [...]} of a run."""
     files = {}
     for role, path, pretraining in datasets.input_files(params, features=data.train.feats is not None):
         size, fingerprint = file_fingerprint(path)
@@ -52,9 +50,8 @@ def data_record(params, data):
 
 
 def checkpoints_to_load(params, device, record):
-    """(pre-training, fine-tuned) checkpoint to load, (path, dict) or None each; the pre-training one only without
-    a fine-tuned one. ValueError for one made with other flags (`check_flags`) or on other data than `record`
-    (`data_record`; `check_data`)."""
+    """(pre-training, fine-tuned) checkpoint to load, (path, dict) or None each. ValueError for
+    one made with other flags or data."""
     finetuned = _find(params, "load_super_model", params["model_file_name"], device, record)
     pretrained = None if finetuned else _find(params, "load_unsuper_model", params["unsuper_model_file_name"],
                                               device, record)
@@ -75,9 +72,8 @@ def _find(params, flag, path, device, record):
 
 
 def check_data(path, checkpoint, record, flag):
-    """ValueError naming the files (compared by size and fingerprint) and class names in which this run's data
-    `record` differs from what the checkpoint at `path` records (for `--{flag} T`; a pre-trained one: the files
-    pre-training reads); a warning for a checkpoint that records no data (the original's, or an earlier one)."""
+    """ValueError naming the files and class names in which `record` differs from the checkpoint at
+    `path`; a warning for a checkpoint that records no data."""
     recorded = checkpoint.get(DATA_KEY)
     if recorded is None:
         logger.warning("%s does not record the data it was trained on (written by the original code or an earlier "
@@ -112,9 +108,8 @@ def _class_change(then, now):
 
 
 def check_flags(params, path, recorded, flag):
-    """ValueError naming the flags that change results in which the checkpoint at `path` (for `--{flag} T`)
-    differs from the run (epoch counts and phases may; a pre-trained one also in the fine-tuning flags; a flag it
-    does not record matches at its default). The original's checkpoints only get a warning."""
+    """ValueError naming the result-changing flags in which the checkpoint at `path` differs from the run
+    (unrecorded flags match at their default); the original's checkpoints only get a warning."""
     ignore = (RESUME_FLAGS + ("baseline_full_train",)  # a model's checkpoint: no baseline
               + (FINETUNING_FLAGS if flag == "load_unsuper_model" else ()))
     defaults = default_params()
@@ -146,8 +141,8 @@ def _log_no_checkpoint(params, flag, path):
 
 
 def rbf_anchors(checkpoint, train, count, rng):
-    """(ids in the original code's training rows, as `params['rbf_anchor_pt_ids']` stores them; rows of `train`)
-    of the rbf anchors: those of `checkpoint` ((path, dict) or None), else `count` rows drawn with `rng`."""
+    """(ids as `params['rbf_anchor_pt_ids']`, rows of `train`) of the rbf anchors: the checkpoint's,
+    else `count` rows drawn with `rng`."""
     stored = checkpoint[1]["params"].get("rbf_anchor_pt_ids") if checkpoint is not None else None
     if stored is not None:
         try:
@@ -167,7 +162,7 @@ def rbf_anchors(checkpoint, train, count, rng):
 
 
 def image_feature_width(checkpoint, params, data_dir):
-    """Width of the training image features when they are not loaded: from `checkpoint`, else the file's header."""
+    """Width of the training image features: from `checkpoint`, else the file's header."""
     if checkpoint is not None:
         state = checkpoint[1]["state_dict"]
         if "img_dec.weight" in state:
@@ -186,8 +181,8 @@ def image_feature_width(checkpoint, params, data_dir):
 
 
 def load(checkpoint, phase, model, optimizer, params):
-    """Load the weights and optimiser state of `checkpoint` = (path, dict) of `phase`; returns {phase: completed
-    epochs} (a fine-tuned one: pre-training done). ValueError when it holds more epochs than the flags ask."""
+    """Load weights and optimiser state of `checkpoint` (path, dict) of `phase`; returns {phase: completed
+    epochs}. ValueError when it holds more epochs than the flags ask."""
     path, ckpt = checkpoint
     _load_weights(model, path, ckpt["state_dict"], params["spa_enc_type"])
     if ckpt["optimizer"] is not None:
@@ -207,7 +202,7 @@ def load(checkpoint, phase, model, optimizer, params):
 
 
 def _check_world_size(path, recorded, phase, done, total, batch_size):
-    """ValueError when a phase would continue with another number of torchrun processes than wrote `path`."""
+    """ValueError when a phase would continue with another number of processes."""
     world = distributed.world_size()
     if recorded is None:
         logger.warning("%s does not record how many processes wrote it; %s continues with %d, and its global batch "
@@ -220,7 +215,7 @@ def _check_world_size(path, recorded, phase, done, total, batch_size):
 
 
 def load_optimizer(optimizer, state, path):
-    """Load a checkpoint's Adam `state`, keeping this run's implementation flags (fused / foreach)."""
+    """Load a checkpoint's Adam `state`, keeping this run's fused / foreach flags."""
     groups = optimizer.param_groups
     saved = state["param_groups"]
     sizes = [len(group["params"]) for group in saved]
@@ -234,7 +229,7 @@ def load_optimizer(optimizer, state, path):
 
 
 def earlier_evaluations(results_file, epochs_done):
-    """The evaluations in `results_file` of fine-tuning epochs before `epochs_done`, which a resumed run keeps."""
+    """The evaluations in `results_file` of fine-tuning epochs before `epochs_done`."""
     results = read_results(results_file)
     return [] if results is None else [entry for entry in results["evaluations"]
                                        if entry["epoch"] is not None and entry["epoch"] < epochs_done]

@@ -1,13 +1,12 @@
-"""How the flags recorded by a results file or checkpoint differ from a run's: the tables use a recorded run and
-the trainer resumes a checkpoint only where they do not (the flag groups are in arguments.py)."""
+"""How the flags recorded by a results file or checkpoint differ from a run's."""
 from .arguments import NOT_RUN_FLAGS, PRETRAINING_FLAGS
 
 NOT_RECORDED = "(not recorded)"
 
 
 def flag_differences(wanted, recorded, ignore=()):
-    """[(flag, ours, theirs)] where `recorded` params differ from `wanted` in a flag that defines the run: all but
-    NOT_RUN_FLAGS, `ignore` and, without a pre-training loss, PRETRAINING_FLAGS (a missing flag: NOT_RECORDED)."""
+    """[(flag, ours, theirs)] where `recorded` differs from `wanted` in a flag that defines the run
+    (all but NOT_RUN_FLAGS, `ignore` and, without a pre-training loss, PRETRAINING_FLAGS)."""
     ignore = set(NOT_RUN_FLAGS) | set(ignore) | (set(PRETRAINING_FLAGS) if wanted["unsuper_loss"] == "none" else set())
     return [(flag, wanted[flag], recorded.get(flag, NOT_RECORDED)) for flag in sorted(wanted)
             if flag not in ignore and recorded.get(flag, NOT_RECORDED) != wanted[flag]]

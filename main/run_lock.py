@@ -1,7 +1,5 @@
-"""One run at a time in a `--model_dir`: an operating-system file lock on `{folder}/.csp-run.lock`, its holder recorded
-in `.csp-run.owner.json`; released by the OS when the process dies. Both files exist only while the lock is held (or
-after a killed holder); the folders the lock made are removed again on release if they stayed empty. Other writers
-(an extraction's `--out`) lock their own name in a folder the same way.
+"""One run at a time in a folder: an OS file lock on `{folder}/.csp-run.lock`, its holder recorded in
+`.csp-run.owner.json`; released by the OS when the process dies.
 """
 import json
 import os
@@ -17,8 +15,8 @@ OWNER_NAME = ".csp-run.owner.json"
 
 
 class RunLock:
-    """The lock of `folder` (created if missing); `acquire()` / `release()`, or a context manager. `name`: the lock's
-    files `{name}.lock` and `{name}.owner.json`; `what` and `fix`: the subject and the advice of the in-use error."""
+    """The lock of `folder` (created if missing); `acquire()` / `release()` or a context manager; `name`,
+    `what` and `fix` shape its files and the in-use error."""
 
     def __init__(self, folder, name=None, what=None, fix=None):
         self.folder = Path(folder)
@@ -51,9 +49,8 @@ class RunLock:
             return f"its process is not recorded in {self.owner_file}"
 
     def release(self):
-        """Remove both files while still holding the lock, then unlock. A run tries the lock once, without
-        waiting, so none waits on the unlinked file (one that opened it just before: filelock 4 sees its link count
-        0 and reports the folder in use)."""
+        """Remove both files while still holding the lock, then unlock (safe: no run waits on the
+        lock, so none holds the unlinked file)."""
         if self._lock.is_locked:
             self.owner_file.unlink(missing_ok=True)
             Path(self._lock.lock_file).unlink(missing_ok=True)

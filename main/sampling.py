@@ -1,11 +1,8 @@
-"""The training rows of each phase: few-shot subsets (`--train_sample_ratio`, `--train_sample_method`
+"""Training rows of each phase: few-shot subsets (`--train_sample_ratio`, `--train_sample_method`
 {stratified|random}-{fix|random}) and the class-balanced epoch sampler.
 
-stratified takes round-half-even(n_c · ratio), at least 1, of each class (the original's rule); random takes
-round(N · ratio). -fix reuses the bundle's `sample_idx/train_sample_{tag}.npy` (its positions are the original
-code's rows, translated by `Split.original_rows`), else one written before; new subsets are drawn with --seed and
-written to `{model_dir}/sample_idx/`, with a JSON record of the training data they were drawn from, and are reused
-only for that data.
+stratified: round-half-even(n_c · ratio), at least 1, per class (the original's rule); random: round(N · ratio).
+-fix reuses the bundle's `sample_idx/` file, else one written to `{model_dir}/sample_idx/` for the same data.
 """
 import codecs
 import hashlib
@@ -26,7 +23,7 @@ NPY_MAGIC = b"\x93NUMPY"
 
 
 def sample_counts(class_counts, ratio):
-    """Samples the stratified subset takes per class: round-half-even(n_c · ratio), at least 1."""
+    """Per-class counts of the stratified subset."""
     counts = np.asarray(class_counts, dtype=np.int64)
     return np.maximum(1, np.rint(counts * float(ratio))).astype(np.int64)
 
@@ -37,7 +34,7 @@ def _check_ratio(ratio):
 
 
 def stratified_sample_indices(classes, ratio, rng):
-    """Sorted int64 indices of a stratified subset of `classes` (1-D ints); `rng` is a np.random.Generator."""
+    """Sorted int64 indices of a stratified subset of `classes`."""
     _check_ratio(ratio)
     classes = np.asarray(classes)
     order = np.lexsort((rng.random(len(classes)), classes))
@@ -48,12 +45,12 @@ def stratified_sample_indices(classes, ratio, rng):
 
 
 def random_sample_size(num, ratio):
-    """How many of `num` samples the random subset takes: round(num * ratio), at least 1."""
+    """round(num * ratio), at least 1."""
     return max(1, round(num * ratio))
 
 
 def random_sample_indices(num, ratio, rng):
-    """Sorted int64 indices of `random_sample_size(num, ratio)` samples drawn uniformly without replacement."""
+    """Sorted int64 indices drawn uniformly without replacement."""
     _check_ratio(ratio)
     return np.sort(rng.choice(num, size=random_sample_size(num, ratio), replace=False)).astype(np.int64)
 
@@ -63,7 +60,7 @@ def sample_tag(ratio, method):
 
 
 def published_index_file(dataset, meta_type, ratio, method):
-    """The bundle's subset file: `{data_dir}/sample_idx/[{meta_type}/ for birdsnap]train_sample_{tag}.npy`."""
+    """The bundle's subset file `{data_dir}/sample_idx/…/train_sample_{tag}.npy`."""
     folder = paths.get_paths(f"{dataset}_data_dir") / "sample_idx"
     if dataset == "birdsnap":
         folder = folder / meta_type
@@ -71,7 +68,7 @@ def published_index_file(dataset, meta_type, ratio, method):
 
 
 def written_index_file(params):
-    """Where a drawn subset goes: `{model_dir}/sample_idx/{dataset}/[{meta_type}/]train_sample_{tag}.npy`."""
+    """Where a drawn subset goes, under `{model_dir}/sample_idx/`."""
     folder = Path(params["model_dir"]) / "sample_idx" / params["dataset"]
     if params["meta_type"]:
         folder = folder / params["meta_type"]
@@ -79,7 +76,7 @@ def written_index_file(params):
 
 
 class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles numpy arrays (as `ndarray.dump` writes them) and nothing else."""
+    """Unpickles numpy arrays and nothing else."""
     _reconstruct = np.zeros(0).__reduce__()[0]
     ALLOWED = {
         ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
@@ -101,7 +98,7 @@ PUBLISHED_FIX = ("it is the data bundle's published subset: point CSP_DATA_DIR a
 
 
 def read_index_file(path, fix=OWN_FIX):
-    """An index file as int64: a `.npy`, or the original's pickle (numpy arrays only); ValueError advising `fix`."""
+    """An index file as int64 (`.npy` or the original's pickle); ValueError advising `fix`."""
     with open(path, "rb") as f:
         if f.read(len(NPY_MAGIC)) == NPY_MAGIC:
             f.seek(0)
@@ -119,7 +116,7 @@ def read_index_file(path, fix=OWN_FIX):
 
 
 def write_index_file(path, indices, record=None):
-    """Write `indices` as an int64 `.npy` (atomically), after `record` (what it was drawn from) beside it."""
+    """Write `indices` as int64 `.npy` atomically, after its `record`."""
     if record is not None:
         text = (json.dumps(record, indent=1) + "\n").encode()
         paths.atomic_write(record_file(path), lambda handle: handle.write(text))
@@ -131,7 +128,7 @@ def record_file(index_file):
 
 
 def classes_fingerprint(classes):
-    """A short hash of the training rows' class ids, in order: equal for the same training data."""
+    """A short hash of the training class ids, in order."""
     return hashlib.sha256(np.ascontiguousarray(classes, dtype=np.int64).tobytes()).hexdigest()[:16]
 
 
@@ -204,8 +201,7 @@ def _reuse(path, train_classes, expected):
 
 
 def _reuse_published(path, train_classes, original_rows, ratio, method):
-    """The training rows that the bundle's index file at `path` names (positions in the original code's arrays,
-    translated through `original_rows`), without those dropped here (counted in the log)."""
+    """The training rows the bundle's index file names (translated through `original_rows`)."""
     indices = read_index_file(path, PUBLISHED_FIX)
     _check_indices(indices, len(original_rows), path, PUBLISHED_FIX)
     rows = np.sort(original_rows[indices])
@@ -219,8 +215,7 @@ def _reuse_published(path, train_classes, original_rows, ratio, method):
 
 
 def train_sample_indices(params, train_classes, original_rows=None):
-    """(int64 indices, index file path) of the few-shot subset of the training classes `train_classes` (1-D), for
-    0 < --train_sample_ratio < 1; `original_rows`: the split's (default: the original's rows are these)."""
+    """(int64 indices, index file path) of the few-shot subset of `train_classes` (1-D)."""
     ratio, method = params["train_sample_ratio"], params["train_sample_method"]
     train_classes = np.asarray(train_classes)
     num = len(train_classes)
@@ -249,9 +244,8 @@ def train_sample_indices(params, train_classes, original_rows=None):
 
 
 def training_rows(params, train, usable, full_baseline=False):
-    """(pre-training rows, fine-tuning rows, few-shot index file or None) of the training split `train`, rows as
-    int64 arrays or None for all: pre-training takes the `usable` rows (a mask), fine-tuning (and a baseline's fit)
-    the usable labelled ones, of them the few-shot subset at --train_sample_ratio < 1 unless `full_baseline`."""
+    """(pre-training rows, fine-tuning rows, few-shot index file or None) of `train`, int64 arrays or
+    None for all: the `usable` rows, then the usable labelled ones (few-shot subset unless `full_baseline`)."""
     if not usable.all():
         logger.warning("%d training samples have no date: with --use_date_feats T they are not trained on",
                        (~usable).sum())
@@ -270,8 +264,8 @@ def training_rows(params, train, usable, full_baseline=False):
 
 
 def balanced_epoch_indices(classes, max_per_class, generator):
-    """One epoch of the class-balanced sampler: min(n_c, max_per_class) distinct indices per class of `classes`
-    (1-D tensor), shuffled; an int64 tensor on its device, drawn with `generator`."""
+    """One epoch of the class-balanced sampler: min(n_c, max_per_class) distinct indices per
+    class, shuffled; int64 on `classes`' device."""
     device = classes.device
     num = classes.numel()
     keys = torch.rand(num, generator=generator, device=generator.device).to(device)

@@ -1,10 +1,9 @@
-"""One run with several seeds: `train_unsuper.py` once per seed, then the mean and spread of the final Top-1s.
+"""One run with several seeds: `train_unsuper.py` once per seed in `{model_dir}/seed{S}/`, then the mean and
+spread of the final Top-1s.
 
     python seeds.py --seeds 0 1 2 3 4 -- --dataset fmow --num_epochs 30 ...         # flags of train_unsuper.py
     python seeds.py --seeds 0 1 2 --script ../run-fmow-contsoftmax.sh -- --device cpu  # a run script's flags
     SEEDS="0 1 2 3 4" bash run-fmow-contsoftmax.sh                                  # the same, from the script
-
-Seed S runs with `--seed S` in `{model_dir}/seed{S}/`.
 """
 import argparse
 import logging
@@ -38,7 +37,7 @@ def seed_argv(argv, seed):
 
 
 def summary_lines(results):
-    """One line per evaluation of {seed: results}: mean, std and standard error of the final Top-1s."""
+    """One line per evaluation: mean, std and standard error of the final Top-1s."""
     lines = []
     for method, label in METHODS:
         tops = {seed: final_top1(result, method) for seed, result in results.items()}
@@ -73,4 +72,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    arguments.run_command(main)
+    arguments.run_command(main, output_flag="--model_dir")

@@ -12,14 +12,22 @@ from sklearn.neighbors import BallTree
 
 SPLIT_METHODS = ("random", "spatial_block", "buffered")
 DEFAULT_BLOCK_DEG = 10.0
+BLOCK_DEG_RANGE = (1e-6, 180.0)  # below, the cell ids overflow int64; above, the world is one or two cells
 EARTH_RADIUS_KM = 6371.0088
+
+
+def check_block_deg(block_deg):
+    """ValueError naming --block_deg and BLOCK_DEG_RANGE unless `block_deg` lies in it."""
+    low, high = BLOCK_DEG_RANGE
+    if not low <= block_deg <= high:
+        raise ValueError(f"--block_deg must be between {low:g} and {high:g} degrees (the side of a cell), "
+                         f"got {block_deg}")
 
 
 def block_ids(lonlat, block_deg):
     """(N,) int64 id of the `block_deg` × `block_deg` degree cell of each (lon, lat) point (lon 180 falls in the
     cell of lon 180 - block_deg, lat 90 in the top row)."""
-    if not block_deg > 0:
-        raise ValueError(f"--block_deg must be a positive number of degrees, got {block_deg}")
+    check_block_deg(block_deg)
     columns = int(np.ceil(360.0 / block_deg))
     rows = int(np.ceil(180.0 / block_deg))
     column = np.clip(np.floor((lonlat[:, 0] + 180.0) / block_deg), 0, columns - 1).astype(np.int64)
@@ -29,12 +37,17 @@ def block_ids(lonlat, block_deg):
 
 def block_holdout(lonlat, fraction, block_deg, rng):
     """(N,) bool: whole cells (`block_ids`), taken in the random order of `rng`, until at least
-    round(fraction · N) points are held out."""
+    round(fraction · N) points are held out, but never every cell. ValueError when the points fill one cell."""
     cells = block_ids(lonlat, block_deg)
     unique, counts = np.unique(cells, return_counts=True)
+    if len(unique) == 1:
+        raise ValueError(f"the labelled rows fall into 1 cell of --block_deg {block_deg:g} degrees; a "
+                         f"spatial_block split needs at least 2 cells (one held out, one to train on): give a "
+                         f"smaller --block_deg or --split_method random")
     order = rng.permutation(len(unique))
     wanted = round(fraction * len(lonlat))
-    taken = order[:np.searchsorted(np.cumsum(counts[order]), wanted) + 1] if wanted else order[:0]
+    enough = np.searchsorted(np.cumsum(counts[order]), wanted) + 1 if wanted else 0
+    taken = order[:min(enough, len(unique) - 1)]
     return np.isin(cells, unique[taken])
 
 
@@ -61,8 +74,9 @@ def fold_indices(lonlat, method, folds, seed, block_deg=DEFAULT_BLOCK_DEG, buffe
         return list(KFold(folds, shuffle=True, random_state=seed).split(lonlat))
     cells = block_ids(lonlat, block_deg)
     if len(np.unique(cells)) < folds:
-        raise ValueError(f"the points fall into {len(np.unique(cells))} cells of --block_deg {block_deg}, fewer "
-                         f"than --folds {folds}; give a smaller --block_deg or fewer --folds")
+        raise ValueError(f"the points fall into {len(np.unique(cells))} cell(s) of --block_deg {block_deg:g} degrees, "
+                         f"fewer than --folds {folds}: a spatial split needs at least one cell per fold; give a "
+                         f"smaller --block_deg or fewer --folds")
     splits = list(GroupKFold(folds, shuffle=True, random_state=seed).split(lonlat, groups=cells))
     if method == "spatial_block":
         return splits

@@ -1,9 +1,7 @@
-"""Position encodings of the spherical location encoders that followed CSP, as torch functions.
-
-Sources: Sphere2Vec (Mai et al., ISPRS J. 2023) for `xyz`, `nerf`, sphereC/C+/M/M+ and dfs, in its code's feature
-layout; TorchSpatial (Wu et al., NeurIPS 2024) for `tile_ffn`; Rußwurm et al. (ICLR 2024) for spherical harmonics. Each
-takes float32 (B, 2) (lon, lat) degrees and returns the float32 (B, d) encoding on its device; `freqs` is the float64
-(F,) list of `position_encodings.frequency_list`, angles reduced modulo 2π in float64.
+"""Position encodings of the spherical location encoders after CSP, as torch functions: Sphere2Vec (Mai
+et al., ISPRS J. 2023; its code's feature layout), TorchSpatial (Wu et al., NeurIPS 2024) `tile_ffn`, spherical
+harmonics (Rußwurm et al., ICLR 2024). Each maps float32 (B, 2) (lon, lat) degrees to float32 (B, d); `freqs`:
+float64 (F,), angles reduced modulo 2π in float64.
 """
 import math
 
@@ -20,7 +18,6 @@ def _radians(coords):
 
 
 def _scaled(angle, freqs):
-    """(B, F, 2) float32 [sin, cos] of angle (B, 1) times each frequency."""
     return sin_cos(angle * freqs)
 
 
@@ -29,7 +26,7 @@ def _single(angle):
 
 
 def torchspatial_frequencies(frequency_num, max_radius):
-    """float64 (F,): 1 / max_radius^(s/(F-1)), TorchSpatial's schedule of sphereM+ and dfs (for its checkpoints)."""
+    """float64 (F,): 1 / max_radius^(s/(F-1)), TorchSpatial's sphereM+ / dfs schedule."""
     steps = torch.arange(frequency_num, dtype=torch.float64)
     return torch.pow(torch.tensor(float(max_radius), dtype=torch.float64), -steps / max(frequency_num - 1, 1))
 
@@ -45,8 +42,7 @@ def xyz(coords):
 
 
 def nerf(coords, freqs):
-    """(B, 6F): NeRF's encoding (Mildenhall et al. 2020, eq. 4) of p = xyz(coords): sin(p_x f_s), sin(p_y f_s), sin(p_z
-    f_s) over s, then the same with cos; f_s = π 2^s."""
+    """(B, 6F): NeRF (Mildenhall et al. 2020, eq. 4) of p = xyz(coords): sin(p f_s) then cos(p f_s), f_s = π 2^s."""
     waves = sin_cos(_unit_point(coords).unsqueeze(-1) * freqs)      # (B, 3, F, 2)
     return waves.permute(0, 3, 1, 2).flatten(1)
 
@@ -103,8 +99,8 @@ def dfs(coords, freqs):
 
 
 def tile_index(coords, extent, cell_size, columns, rows):
-    """(B,) int64 index row * columns + column of the `cell_size`-degree cell of `extent` (xmin, xmax, ymin, ymax)
-    holding each point; points outside go to the nearest border cell."""
+    """(B,) int64 row * columns + column of each point's `cell_size`-degree cell of `extent` (xmin, xmax,
+    ymin, ymax); outside points go to the nearest border cell."""
     xmin, _, ymin, _ = extent
     column = torch.floor((coords[:, 0].double() - xmin) / cell_size).clamp(0, columns - 1)
     row = torch.floor((coords[:, 1].double() - ymin) / cell_size).clamp(0, rows - 1)
@@ -112,8 +108,8 @@ def tile_index(coords, extent, cell_size, columns, rows):
 
 
 def legendre_tables(degrees):
-    """float64 (L, L) recurrence factors, for m <= l - 2 (zero elsewhere):
-    a_lm = sqrt((4l^2 - 1) / (l^2 - m^2)), b_lm = sqrt(((l-1)^2 - m^2) / (4(l-1)^2 - 1))."""
+    """float64 (L, L) recurrence factors (m <= l - 2): a_lm = sqrt((4l^2 - 1) / (l^2 - m^2)),
+    b_lm = sqrt(((l-1)^2 - m^2) / (4(l-1)^2 - 1))."""
     l = torch.arange(degrees, dtype=torch.float64).unsqueeze(1)
     m = torch.arange(degrees, dtype=torch.float64).unsqueeze(0)
     valid = m <= l - 2
@@ -123,13 +119,9 @@ def legendre_tables(degrees):
 
 
 def spherical_harmonics(coords, degrees):
-    """(B, L^2) real orthonormal spherical harmonics Y_lm, l = 0..L-1, m = -l..l, at colatitude θ = 90° - lat and
-    azimuth φ = lon:
-
-        Y_l0 = N_l0 P_l^0(cos θ),  Y_lm = √2 N_lm P_l^m(cos θ) cos(m φ),  Y_l-m = √2 N_lm P_l^m(cos θ) sin(m φ),
-        N_lm = sqrt((2l+1)/(4π) (l-m)!/(l+m)!), P_l^m with the Condon-Shortley phase,
-
-    N_lm P_l^m by the stable three-term recurrence in l (float64)."""
+    """(B, L^2) real orthonormal spherical harmonics Y_lm, l < L, m = -l..l, at θ = 90° - lat,
+    φ = lon: Y_l0 = N_l0 P_l^0(cos θ), Y_l±m = √2 N_lm P_l^m(cos θ) (cos | sin)(m φ), N_lm = sqrt((2l+1)/(4π)
+    (l-m)!/(l+m)!), Condon-Shortley phase; stable recurrence in l (float64)."""
     lon, lat = _radians(coords)
     x, sin_theta = torch.sin(lat), torch.cos(lat)                 # cos and sin of the colatitude, (B, 1)
     a, b = (t.to(coords.device) for t in legendre_tables(degrees))

@@ -69,22 +69,23 @@ def _shown(text):
     return repr(text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
 
 
-def read_label_set(path):
-    """The class names of a label-set file: one per line, in class-id order, stripped, blank lines skipped; ValueError
-    naming the file and the lines for text that is not UTF-8, a repeated name or no name."""
+def read_label_set(path, flag="--label_set"):
+    """The names in a text file (a label set, a class list): one per line, in class-id order, stripped, blank lines
+    skipped, a byte-order mark and CRLF line ends allowed; ValueError naming `flag`, the file and the lines for text
+    that is not UTF-8, a repeated name or no name."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--label_set {path} does not exist")
+        raise FileNotFoundError(f"{flag} {path} does not exist")
     lines = path.read_bytes().decode("utf-8", "surrogateescape").removeprefix("\ufeff").splitlines()
     bad = [number for number, line in enumerate(lines, 1) if _undecodable(line)]
     if bad:
-        raise ValueError(f"--label_set {path}: lines {format_rows(bad)} are not UTF-8 text (e.g. "
+        raise ValueError(f"{flag} {path}: lines {format_rows(bad)} are not UTF-8 text (e.g. "
                          f"{_shown(lines[bad[0] - 1])}); save the file as UTF-8")
     names = [line.strip() for line in lines if line.strip()]
     repeated = sorted(name for name, count in Counter(names).items() if count > 1)
     if repeated or not names:
-        problem = f"repeats {', '.join(map(repr, repeated[:5]))}" if repeated else "holds no label"
-        raise ValueError(f"--label_set {path} {problem}; it needs one label per line, each once")
+        problem = f"repeats {', '.join(map(repr, repeated[:5]))}" if repeated else "holds no name"
+        raise ValueError(f"{flag} {path} {problem}; it needs one name per line, each once")
     return names
 
 

@@ -1,7 +1,5 @@
-"""The runs behind a table: the presets, one cell's run and results file, and the checks made before anything runs.
-
-A run counts as a cell's when the flags its results file records equal the cell's (all but `arguments.NOT_RUN_FLAGS`); a
-results file or checkpoint made with other flags stops the table, naming both.
+"""The runs behind a table: presets, one cell's run and results file, and the checks before anything
+runs. A results file or checkpoint made with other flags (`arguments.NOT_RUN_FLAGS` aside) stops the table.
 """
 import logging
 from dataclasses import dataclass
@@ -60,26 +58,26 @@ class Run:
 
 
 def results_path(argv):
-    """(the results file that the run with these flags writes, its params)."""
     params = default_params(argv)
     return Path(output_file_names(checkpoints.model_file_names(params)[1])[1]), params
 
 
 def final_top1(results, method):
-    """Top-1 (%) of the final evaluation (`epoch` null) of `method`, count-weighted over its splits, or None."""
+    """Top-1 (%) of the final evaluation of `method`, count-weighted over splits, or None."""
     blocks = [block for block in results["evaluations"] if block["method"] == method and block["epoch"] is None]
     return overall_top1(blocks[-1]) if blocks else None
 
 
 def is_finished(results, num_epochs):
-    """True when the final image × prior evaluation is there after all `num_epochs` fine-tuning epochs."""
+    """True when the final image × prior evaluation is there and all `num_epochs`
+    fine-tuning epochs are done."""
     return (results is not None and final_top1(results, "location_prior") is not None
             and results["phases"]["fine-tuning"]["epochs_done"] >= num_epochs)
 
 
 def mean_spread(values, kind):
-    """(mean, spread, n) of the values that are not None; spread: sample standard deviation (`kind` "std") or standard
-    error std/√n ("se"), None below two values."""
+    """(mean, spread, n) of the non-None values; spread: std (`kind` "std") or std/√n ("se"), None
+    below two values."""
     values = [value for value in values if value is not None]
     if not values:
         return None, None, 0
@@ -96,7 +94,7 @@ def seed_dir(model_dir, seed):
 
 
 def flag_names(words):
-    """The flags named in command-line `words` ("--lr 0.1" and "--lr=0.1" both name --lr)."""
+    """The flags named in `words` ("--lr 0.1" and "--lr=0.1")."""
     return {word.split("=", 1)[0] for word in words if word.startswith("--")}
 
 
@@ -122,8 +120,7 @@ def mismatch_lines(mismatched):
 
 
 def flag_mismatches(runs, to_run):
-    """{path: flag differences} of the results files and the checkpoints to resume from that were made with other flags
-    (a pre-trained one: all but the fine-tuning flags)."""
+    """{path: flag differences} of results files and checkpoints made with other flags."""
     mismatched = {run.path: flag_differences(run.params, run.results.get("params", {}))
                   for run in runs if run.results is not None}
     for run in to_run:
@@ -136,8 +133,8 @@ def flag_mismatches(runs, to_run):
 
 
 def check_other_results(runs, model_dir, fix):
-    """--collect_only: ValueError when no cell has a finished run but `model_dir` holds this dataset's results made with
-    other flags."""
+    """--collect_only: ValueError when no cell has a finished run but `model_dir` holds results
+    made with other flags."""
     if any(is_finished(run.results, run.params["num_epochs"]) for run in runs):
         return
     ours = {run.path for run in runs}
@@ -154,8 +151,7 @@ def check_other_results(runs, model_dir, fix):
 
 
 def check_input_files(dataset, runs):
-    """FileNotFoundError listing every prediction (and pre-training feature) file that `runs` need and the data folder
-    lacks, with the fixes."""
+    """FileNotFoundError listing every input file that `runs` need and the data folder lacks."""
     key = f"{dataset}_data_dir"
     data_dir = paths.get_paths(key)
     needed = {}
@@ -192,7 +188,7 @@ def write_markdown_and_csv(out_dir, stem, markdown, frame):
 
 
 def log_to_console(log):
-    """The logger `log`'s messages on the console, not through the root logger (which echoes the runs')."""
+    """`log`'s messages on the console, not through the root logger."""
     if not log.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s"))

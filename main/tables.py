@@ -289,9 +289,10 @@ def make_parser():
     p = argparse.ArgumentParser(description="Run or collect the runs of a CSP paper table and write it beside the "
                                             "published numbers (flags after the table's own go to every run)",
                                 allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("table", choices=("comparison", "ablation"),
-                   help="comparison = Table 1 (inat_2018) / Table 5 (fmow); ablation = Table 2 "
-                        "(and encoders = every location encoder: `python tables.py encoders --help`)")
+    p.add_argument("table", choices=("comparison", "ablation"), metavar="{comparison,ablation,encoders}",
+                   help="comparison = Table 1 (inat_2018) / Table 5 (fmow); ablation = Table 2 (both take the "
+                        "flags below); encoders = every location encoder, with flags of its own: `python tables.py "
+                        "encoders --help`")
     p.add_argument("--dataset", required=True, choices=("inat_2018", "fmow"), help="the dataset of the table")
     p.add_argument("--data_dir", default=None, help="folder holding the dataset folders (None: CSP_DATA_DIR)")
     p.add_argument("--model_dir", default=None,
@@ -354,4 +355,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_command(main)
+    run_command(main, output_flag="--out_dir")

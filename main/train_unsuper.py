@@ -12,12 +12,12 @@ from .trainer import Trainer
 
 
 def main(argv=None, console=True, progress=None):
-    """Run with the flags `argv` (default: sys.argv[1:]) and return the results document, which is also written;
-    `console=False` keeps the log lines off the console, `progress`: as `Trainer`."""
+    """Run with the flags `argv` (default sys.argv[1:]); returns the results document (also written)."""
     params = arguments.default_params(sys.argv[1:] if argv is None else argv)
     with Trainer(params, console, progress) as trainer:
         trainer.run_train()
-        with distributed.together(arguments.error_line):  # the evaluations run on torchrun's process 0 alone
+        # the evaluations run on torchrun's process 0 alone
+        with distributed.together(lambda err: arguments.error_line(err, "--model_dir")):
             trainer.run_eval_final()
             trainer.run_eval_spa_enc_only("LocEnc ", load_model=True)
             results.log_summary(trainer.evaluations, params["eval_split"])
@@ -35,4 +35,4 @@ def script_argv(path):
 
 
 if __name__ == "__main__":
-    arguments.run_command(main)
+    arguments.run_command(main, output_flag="--model_dir")

@@ -94,6 +94,12 @@ def test_os_errors_are_one_line_naming_the_path_and_the_fix(error, words):
     assert "\n" not in message and all(word in message for word in words)
 
 
+@pytest.mark.parametrize("flag", [None, "--model_dir", "--out_dir"])
+def test_the_fix_of_an_os_error_names_the_command_s_output_flag(flag):
+    message = describe_error(PermissionError(13, "Permission denied", "/o/x.csv"), flag)
+    assert message.endswith("check the permissions of that path, or write elsewhere" + (f" ({flag})" if flag else ""))
+
+
 class _Parser(Exception):
     """Raised with the parser a command-line entry point built, instead of parsing."""
 

@@ -4,6 +4,7 @@ import importlib
 import importlib.machinery
 import importlib.util
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +15,12 @@ import pytest
 import torch
 from scipy.special import sph_harm_y
 
+from csp import arguments
+from csp import checkpoints
 from csp import downstream
 from csp import downstream_tasks
 from csp import geoclip
+from csp import models
 from csp import satclip
 from csp import spatial_splits
 
@@ -174,11 +178,24 @@ def test_block_holdout_takes_whole_cells():
     (lambda p: spatial_splits.fold_indices(p[:3], "random", 5, 0), "3 points cannot make 5 folds"),
     (lambda p: spatial_splits.fold_indices(p, "spatial_block", 5, 0, block_deg=180), "fewer than --folds 5"),
     (lambda p: spatial_splits.fold_indices(p, "buffered", 5, 0, buffer_km=0), "needs --buffer_km > 0"),
-    (lambda p: spatial_splits.block_ids(p, 0), "--block_deg must be a positive"),
+    (lambda p: spatial_splits.block_ids(p, 0), r"--block_deg must be between 1e-06 and 180 degrees"),
+    (lambda p: spatial_splits.block_ids(p, 1e-20), r"--block_deg must be between 1e-06 and 180 degrees"),
+    (lambda p: spatial_splits.block_ids(p, math.inf), r"--block_deg must be between .* got inf"),
+    (lambda p: spatial_splits.block_ids(p, math.nan), r"--block_deg must be between .* got nan"),
+    (lambda p: spatial_splits.block_holdout(p[:1].repeat(5, 0), 0.2, 10, np.random.default_rng(0)),
+     "fall into 1 cell of --block_deg 10 degrees; a spatial_block split needs at least 2 cells"),
 ])
 def test_bad_split_settings_are_named(call, message):
     with pytest.raises(ValueError, match=message):
         call(sphere_points(50))
+
+
+def test_block_holdout_never_holds_out_every_cell():
+    """Two cells, one of 2 points: a 20 % hold-out takes one and leaves the other to train on."""
+    points = np.array([[5.0, 5.0]] * 2 + [[25.0, 5.0]] * 8)
+    for seed in range(10):
+        held = spatial_splits.block_holdout(points, 0.2, 10.0, np.random.default_rng(seed))
+        assert 0 < held.sum() < len(points)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -313,3 +330,92 @@ def test_bad_input_on_the_command_line_is_one_line_and_exit_2(tmp_path):
         f"(--n_points, or rows) or a lower --min_class_count"]
     done = run_cli("--checkpoint", "mine")
     assert done.returncode == 2 and "give NAME=PATH" in done.stderr and "Traceback" not in done.stderr
+
+
+def run_table(tmp_path, table, *args):
+    """`downstream.main` on `table` with the raw encoder and the linear probe, into tmp_path / 'out'."""
+    return downstream.main(["--encoders", "raw", "--probes", "linear", "--tasks", "--table", str(table),
+                            "--out_dir", str(tmp_path / "out"), *args])
+
+
+def test_an_earlier_run_s_outputs_are_kept_unless_overwrite(tmp_path):
+    table = user_table(tmp_path / "t.csv")
+    run_table(tmp_path, table, "--split_methods", "random")
+    before = (tmp_path / "out" / "downstream.csv").read_bytes()
+    with pytest.raises(ValueError, match=r"holds downstream.md and downstream.csv of an earlier run, which this run "
+                                         r"would replace; give another --out_dir or add --overwrite"):
+        run_table(tmp_path, table, "--split_methods", "spatial_block")
+    assert (tmp_path / "out" / "downstream.csv").read_bytes() == before
+    run_table(tmp_path, table, "--split_methods", "spatial_block", "--overwrite")
+    assert "spatial_block" in (tmp_path / "out" / "downstream.csv").read_text()
+
+
+def small_checkpoint(path, *flags):
+    params = arguments.default_params(["--spa_enc_type", "gridcell", "--frequency_num", "4", "--num_filts", "16",
+                                       "--num_rbf_anchor_pts", "5", "--max_radius", "360", *flags])
+    anchors = sphere_points(5) if params["spa_enc_type"] == "rbf" else None
+    model = models.build_model(params, 3, 1, anchors=anchors)
+    checkpoints.save_checkpoint(path, model, None, 1, params)
+    return path
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--spa_enc_type", "geo_net", "--use_date_feats", "T"], "was trained with dates (--use_date_feats T)"),
+    (["--spa_enc_type", "rbf"], "an rbf encoder needs its anchor points"),
+])
+def test_checkpoints_that_need_more_than_lon_lat_are_named(tmp_path, flags, message):
+    path = small_checkpoint(tmp_path / "m.pth.tar", *flags)
+    with pytest.raises(ValueError, match=re.escape(message)) as caught:
+        run_table(tmp_path, user_table(tmp_path / "t.csv"), "--checkpoint", f"mine={path}")
+    assert str(path) in str(caught.value) and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args", [["--checkpoint", "a={0}", "--checkpoint", "a={0}"], ["--checkpoint", "raw={0}"]])
+def test_two_encoders_of_one_name_are_refused(tmp_path, args):
+    path = small_checkpoint(tmp_path / "m.pth.tar")
+    with pytest.raises(ValueError, match="is already an encoder's; give each --checkpoint its own NAME"):
+        run_table(tmp_path, user_table(tmp_path / "t.csv"), *[arg.format(path) for arg in args])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seed", "-1"], "--seed must be between 0 and 4294967295"),
+    (["--seed", str(2 ** 32)], "--seed must be between 0 and 4294967295"),
+    (["--min_class_count", "0"], "--min_class_count must be at least 1 (1 keeps every class), got 0"),
+    (["--block_deg", "1e-12"], "--block_deg must be between 1e-06 and 180 degrees"),
+    (["--split_methods", "buffered", "--buffer_km", "5000", "--probes", "linear"],
+     "of the buffered split: the training points hold one class only"),
+    (["--probes", "knn", "--folds", "5"], "--probes knn takes the 10 nearest training points, but there are 9"),
+    (["--probes", "mlp", "--folds", "5"], "fold 0 of the random split, probe mlp: scikit-learn cannot fit it"),
+])
+def test_settings_a_task_cannot_use_are_named(tmp_path, args, message):
+    rows = 12 if "--folds" in args else 60
+    with pytest.raises(ValueError, match=re.escape(message)):
+        downstream.main(["--encoders", "raw", "--tasks", "--table", str(user_table(tmp_path / "t.csv", rows)),
+                         "--min_class_count", "1", "--out_dir", str(tmp_path / "out"), *args])
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_constant_value_target_is_refused(tmp_path):
+    path = user_table(tmp_path / "t.csv", target=np.full(60, 5.0))
+    with pytest.raises(ValueError, match="column 'target': every row holds 5; a value task needs targets that vary"):
+        downstream_tasks.read_user_task(path)
+
+
+def test_the_untrained_rbf_encoding_gives_finite_scores(tmp_path):
+    """Its kernels of 1 degree are ~0 at most points (values down to 1e-45): the scores are still finite."""
+    summary = downstream.main(["--encoders", "rbf", "--probes", "linear", "--tasks", "--table",
+                               str(user_table(tmp_path / "t.csv")), "--out_dir", str(tmp_path / "out")])
+    assert np.isfinite(summary["mean"]).all()
+
+
+def test_an_unwritable_out_dir_is_one_line_naming_the_flag_before_the_work(tmp_path, monkeypatch, capsys):
+    table = user_table(tmp_path / "t.csv")
+    monkeypatch.setattr(downstream.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(sys, "argv", ["downstream.py", "--encoders", "raw", "--tasks", "--table", str(table),
+                                      "--out_dir", str(tmp_path / "o" / "p")])
+    monkeypatch.delenv("CSP_TRACEBACK", raising=False)
+    with pytest.raises(SystemExit) as stop:
+        arguments.run_command(downstream.main, output_flag="--out_dir")
+    assert stop.value.code == 2 and capsys.readouterr().err == (
+        f"downstream.py: error: cannot access {tmp_path}: Permission denied; check the permissions of that path, "
+        f"or write elsewhere (--out_dir)\n")

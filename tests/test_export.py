@@ -1,4 +1,8 @@
 """export.py: ONNX parity for every encoder, safetensors round trip, GeoTIFF read back by GDAL (rasterio), Parquet."""
+import json
+import os
+import signal
+import subprocess
 import sys
 
 import numpy as np
@@ -10,6 +14,7 @@ from csp import arguments
 from csp import encoders
 from csp import export
 from csp import models
+from csp import predict
 from csp import safetensors_file
 from csp.arguments import parse_flags
 
@@ -156,7 +161,7 @@ def test_parquet_at_points_and_at_cell_centres(checkpoint, tmp_path):
     run_export("--checkpoint", path, "--to", "parquet", "--points", tmp_path / "p.csv", "--out",
                tmp_path / "p.parquet")
     table = pd.read_parquet(tmp_path / "p.parquet")
-    assert list(table.columns) == ["lon", "lat", *CLASS_NAMES]
+    assert list(table.columns) == ["lon", "lat", "name", *CLASS_NAMES] and table["name"].tolist() == ["a", "b", "c"]
     expected = encoder.class_probabilities(table[["lon", "lat"]].to_numpy().copy())
     assert np.allclose(table[CLASS_NAMES].to_numpy(), expected.numpy())
     run_export("--checkpoint", path, "--to", "parquet", "--values", "embedding", "--bbox", 10, 20, 14, 22,
@@ -181,6 +186,12 @@ def test_the_onnx_command_reports_the_parity(checkpoint, tmp_path, capsys):
     (["--to", "geotiff", "--class", "oak", "--bbox", "10", "0", "5", "5", "--out", "x.tif"], "W < E"),
     (["--to", "onnx", "--out", "x.tif"], "ending in .onnx"),
     (["--to", "parquet", "--points", "missing.csv", "--out", "x.parquet"], "missing.csv"),
+    (["--to", "geotiff", "--class", "oak", "--date", "0.5", "--out", "x.tif"], "--date is for models trained with"),
+    (["--to", "parquet", "--class", "oak", "--class", "oak", "--out", "x.parquet"], "'oak' is given more than once"),
+    (["--to", "geotiff", "--class", "oak", "--resolution", "0.001", "--out", "x.tif"],
+     "360,000 x 180,000 cells x 1 channels = 241 GiB, more than the 64 GiB written at most; give a coarser"),
+    (["--to", "geotiff", "--values", "pca", "--bbox", "0", "0", "1", "1", "--out", "x.tif"],
+     "at least 4 distinct locations; these cells or --points have 1"),
 ])
 def test_bad_export_flags_are_one_line_and_write_nothing(checkpoint, tmp_path, monkeypatch, capsys, flags, words):
     monkeypatch.chdir(tmp_path)
@@ -190,3 +201,82 @@ def test_bad_export_flags_are_one_line_and_write_nothing(checkpoint, tmp_path, m
     err = capsys.readouterr().err
     assert stopped.value.code == 2 and len(err.strip().splitlines()) == 1 and words in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name, text, flags, words", [
+    ("p.csv", "lon,lat\n", ["--to", "parquet", "--points", "p.csv", "--out", "x.parquet"], "p.csv has no rows"),
+    ("p.csv", "lon,lat\n1,2\n1,2\n3,4\n", ["--to", "parquet", "--values", "pca", "--points", "p.csv", "--out",
+                                             "x.parquet"], "these cells or --points have 2"),
+    ("p.csv", "lon,lat,oak\n1,2,x\n", ["--to", "parquet", "--points", "p.csv", "--out", "x.parquet"],
+     "column(s) 'oak' would also name output channels"),
+    ("a.npy", "lon,lat\n1,2\n", ["--to", "onnx", "--anchors", "a.npy", "--out", "x.onnx"],
+     "--anchors a.npy is not a .npy array of numbers"),
+])
+def test_bad_export_inputs_are_one_line_and_write_nothing(checkpoint, tmp_path, monkeypatch, capsys, name, text,
+                                                          flags, words):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / name).write_text(text)
+    monkeypatch.setattr(sys, "argv", ["export.py", "--checkpoint", str(checkpoint[0]), *flags])
+    with pytest.raises(SystemExit) as stopped:
+        arguments.run_command(export.main)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and len(err.strip().splitlines()) == 1 and words in err, err
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def test_grid_blocks_split_rows_wider_than_a_block():
+    grid = export.Grid([-180, -1, 180, 1], 1.0)
+    blocks = list(export.grid_blocks(grid, 100))
+    assert [len(b) for b in blocks] == [100, 100, 100, 60] * 2
+    assert np.array_equal(np.concatenate(blocks), grid.centres(0, 2, 0, 360))
+
+
+def test_sigterm_mid_map_is_one_line_and_leaves_no_temporary_file(checkpoint, tmp_path):
+    command = [sys.executable, export.__file__, "--checkpoint", str(checkpoint[0]), "--to", "geotiff", "--values",
+               "embedding", "--resolution", "0.05", "--out", str(tmp_path / "map.tif")]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "CSP_PROGRESS_INTERVAL": "0"})
+    try:
+        first = process.stderr.readline()            # the first progress line: the map is being written
+        process.send_signal(signal.SIGTERM)
+        err = process.stderr.read()
+        code = process.wait(60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "Progress: GeoTIFF tiles" in first and code == 143
+    lines = [line for line in err.splitlines() if "Progress" not in line]
+    assert len(lines) == 1 and "stopped by SIGTERM" in lines[0] and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_logged_progress_of_a_map_ends_at_its_last_tile(checkpoint, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="csp.progress"):
+        run_export("--checkpoint", checkpoint[0], "--to", "geotiff", "--class", "oak", "--resolution", 1, "--out",
+                   tmp_path / "m.tif")
+    lines = [r.getMessage() for r in caplog.records if "GeoTIFF tiles" in r.getMessage()]
+    assert lines[-1].startswith("Progress: GeoTIFF tiles: 2/2 "), lines
+
+
+def test_predict_refuses_a_table_without_dates_for_a_model_trained_with_them(tmp_path):
+    encoder = small_encoder("geo_net with dates")
+    safetensors_file.save(tmp_path / "d.safetensors", encoder.model, encoder.params, CLASS_NAMES)
+    pd.DataFrame({"image": ["a", "b"], "lon": [1.0, 2.0], "lat": [3.0, 4.0]}).to_csv(tmp_path / "t.csv", index=False)
+    pd.DataFrame(np.full((2, 5), 0.2), columns=CLASS_NAMES).assign(image=["a", "b"]).to_csv(tmp_path / "p.csv",
+                                                                                              index=False)
+    with pytest.raises(ValueError, match="t.csv: no dates .* was trained with dates; add a 'date' column"):
+        predict.predict(tmp_path / "d.safetensors", tmp_path / "t.csv", tmp_path / "p.csv")
+
+
+def test_the_checkpoint_phase_survives_safetensors_and_onnx(tmp_path, capsys):
+    onnx = pytest.importorskip("onnx")
+    encoder = small_encoder("sphere")
+    safetensors_file.save(tmp_path / "pre.safetensors", encoder.model, {**encoder.params,
+                                                                        "checkpoint_phase": "pre-training"})
+    run_export("--checkpoint", tmp_path / "pre.safetensors", "--to", "safetensors", "--out",
+               tmp_path / "again.safetensors")
+    run_export("--checkpoint", tmp_path / "again.safetensors", "--to", "onnx", "--out", tmp_path / "pre.onnx")
+    assert models.load_location_encoder(tmp_path / "again.safetensors").params["checkpoint_phase"] == "pre-training"
+    props = {p.key: p.value for p in onnx.load(tmp_path / "pre.onnx").metadata_props}
+    assert json.loads(props["params"])["checkpoint_phase"] == "pre-training"
+    assert "is a pre-training checkpoint" in capsys.readouterr().out

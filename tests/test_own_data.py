@@ -238,6 +238,7 @@ GOOD = {"image": ["a.png", "b.png", "c.png"], "lon": [10.0, 20.0, -30.0], "lat":
     ({"lat": [5.0, 95.0, 45.0]}, "column 'lat', rows 1: out of \\[-90, 90\\]"),
     ({"lon": [10.0, 200.0, -30.0]}, "column 'lon', rows 1: out of \\[-180, 180\\]"),
     ({"lon": [5.0, -5.0, 45.0], "lat": [10.0, 120.0, -130.0]}, "rows 1, 2: .*look swapped"),
+    ({"lon": [5.0, -5.0, 45.0], "lat": [10.0, 120.0, 40.0]}, "rows 1: .*\\(if lon and lat are swapped: the table"),
     ({"lon": ["10", "ten", "-30"]}, "column 'lon', rows 1: not a number"),
     ({"image": ["a.png", "b.png", "a.png"]}, "column 'image', rows 0, 2: duplicated image ids"),
     ({"split": ["train", "valid", "val"]}, "column 'split', rows 1: unknown split 'valid'"),

@@ -69,7 +69,7 @@ def call(run, *extra, preds="val.npy", table="val.csv"):
     root = run["dir"]
     args = [run["checkpoint"], root / table, root / preds]
     kwargs = {"classifier_classes": root / "classes.txt"} if str(preds).endswith(".npy") else {}
-    return predict.predict(*args, **kwargs, **dict(extra))
+    return predict.predict(*args, **{**kwargs, **dict(extra)})
 
 
 def test_the_trainers_image_x_location_prior_top1_on_the_same_rows(run):
@@ -92,6 +92,23 @@ def test_the_command_line_writes_the_top_k_and_prints_the_report(run, tmp_path, 
     printed = capsys.readouterr().out
     assert f"with the prior (product) {top1(run['results'], 'location_prior'):.2f}" in printed
     assert "4 of the classifier's 4 classes matched" in printed
+
+
+def test_a_class_list_with_a_byte_order_mark_and_crlf_and_a_large_top_k(run, tmp_path, capsys):
+    (tmp_path / "c.txt").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(CLASSES).encode() + b"\r\n")
+    done = call(run, ("classifier_classes", tmp_path / "c.txt"), ("top_k", 10 ** 9))
+    assert done.match.num_matched == 4 and done.top_k == 4 and len(done.top) == 4 * len(run["table"])
+    assert "--top_k 1000000000 is more than the classifier's 4 classes" in "\n".join(done.report)
+
+
+def test_prediction_rows_for_images_not_in_the_table_are_ignored_and_counted(run, tmp_path):
+    frame = pd.DataFrame(run["probs"], columns=CLASSES).assign(image=run["table"]["image"])
+    extra = frame.head(3).assign(image=lambda f: f["image"] + "_other")
+    pd.concat([frame, extra]).to_csv(tmp_path / "p.csv", index=False)
+    frame.to_csv(tmp_path / "same.csv", index=False)
+    done = call(run, preds=tmp_path / "p.csv")
+    assert done.top.equals(call(run, preds=tmp_path / "same.csv").top)
+    assert any(line.startswith("3 rows of --image_predictions") and "ignored" in line for line in done.report)
 
 
 def test_rows_without_a_location_keep_the_classifiers_ranking(run):
@@ -172,6 +189,13 @@ def _pretraining_checkpoint(run, path):
     return path
 
 
+def _renamed_checkpoint(run, path, names):
+    ckpt = checkpoints.load_checkpoint(run["checkpoint"])
+    ckpt[checkpoints.CLASS_NAMES_KEY] = list(names)
+    torch.save(ckpt, path)
+    return path
+
+
 def _table(run, path, change):
     table = run["table"].copy()
     change(table)
@@ -204,7 +228,15 @@ BAD = {
     "rows not summing to 1": (lambda run, tmp: ["--image_predictions", str(_npy(tmp / "p.npy", run["probs"] * 2))],
                               "not summing to 1"),
     "classes file repeats": (lambda run, tmp: ["--classifier_classes", str(_text(tmp / "c.txt", "a\nb\na\nc"))],
-                             "lines 0, 2"),
+                             "repeats 'a'"),
+    "classes file not UTF-8": (lambda run, tmp: ["--classifier_classes", str(_bytes(
+        tmp / "c.txt", "\n".join(CLASSES[:3] + ("café",)).encode("latin-1")))], "lines 4 are not UTF-8"),
+    "prediction table repeats a class": (lambda run, tmp: ["--classifier_classes", None, "--image_predictions", str(
+        _text(tmp / "p.csv", ",".join(CLASSES + (CLASSES[1], "image")) + "\n"))], f"'{CLASSES[1]}' appear more"),
+    "prior classes differ from the checkpoint's": (lambda run, tmp: ["--prior_classes", str(_text(
+        tmp / "c.txt", "\n".join(reversed(CLASSES))))], "differs from the class names stored in --checkpoint"),
+    "checkpoint repeats a class name": (lambda run, tmp: ["--checkpoint", str(_renamed_checkpoint(
+        run, tmp / "dup.pth.tar", CLASSES[:3] + CLASSES[:1]))], f"its class names repeat '{CLASSES[0]}'"),
     "classes unknown to the prior": (lambda run, tmp: ["--classifier_classes",
                                                        str(_text(tmp / "c.txt", "a\nb\nc\nd"))], "none of"),
     "prediction table misses images": (lambda run, tmp: ["--classifier_classes", None, "--image_predictions", str(
@@ -229,6 +261,11 @@ BAD = {
 
 def _text(path, text):
     path.write_text(text)
+    return path
+
+
+def _bytes(path, data):
+    path.write_bytes(data)
     return path
 
 

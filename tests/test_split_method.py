@@ -48,6 +48,24 @@ def test_spatial_block_holds_out_whole_cells_of_labelled_located_rows(tmp_path):
     assert 0.2 <= val[labelled].mean() < 0.3 and len(data.val.inds) == val.sum()
 
 
+def test_labelled_rows_in_one_cell_are_named_with_the_fix(tmp_path):
+    table = pd.read_csv(write_table(tmp_path / "obs.csv")).assign(lon=lambda t: 5 + t.lon / 100, lat=lambda t: 5 + t.lat / 100)
+    table.to_csv(tmp_path / "obs.csv", index=False)
+    params = arguments.default_params(["--dataset", "custom", "--data_table", str(tmp_path / "obs.csv"),
+                                       "--split_method", "spatial_block", "--model_dir", str(tmp_path / "run")])
+    with pytest.raises(ValueError) as caught:
+        own_data.load_own_dataset(params, "val", True, True)
+    assert str(caught.value) == (f"{tmp_path / 'obs.csv'}: the labelled rows fall into 1 cell of --block_deg 10 "
+                                 f"degrees; a spatial_block split needs at least 2 cells (one held out, one to train "
+                                 f"on): give a smaller --block_deg or --split_method random")
+
+
+@pytest.mark.parametrize("value", ["1e-20", "1e-07", "360"])
+def test_a_block_size_outside_its_range_is_refused_before_any_run(value):
+    with pytest.raises(ValueError, match=f"--block_deg must be between 1e-06 and 180 degrees .*, got {float(value)}"):
+        arguments.default_params(["--block_deg", value])
+
+
 def test_a_bad_split_method_is_refused_before_any_run():
     with pytest.raises(ValueError, match="--split_method: invalid choice: 'blocks'"):
         arguments.default_params(["--split_method", "blocks"])
