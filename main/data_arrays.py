@@ -9,6 +9,7 @@ from zipfile import BadZipFile
 import numpy as np
 from scipy import sparse
 
+from . import feature_files
 from . import feature_store
 from . import paths
 
@@ -92,18 +93,14 @@ def malformed(dataset, path, problem):
                       f"{paths.how_to_set(data_dir_key(dataset))}")
 
 
-def _npy_header(dataset, path):
+def _npy_layout(dataset, path):
     try:
-        with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read(f)
-            offset = f.tell()
-    except ValueError as err:
+        layout = feature_files.npy_layout(path)
+    except feature_files.NPY_ERRORS as err:
         raise malformed(dataset, path, f"not a .npy array ({err})") from None
-    if dtype.kind not in "fiu":
-        raise malformed(dataset, path, f"its values have dtype {dtype}; expected numbers (float or integer)")
-    return shape, fortran, dtype, offset
+    if layout.dtype.kind not in "fiu":
+        raise malformed(dataset, path, f"its values have dtype {layout.dtype}; expected numbers (float or integer)")
+    return layout
 
 
 def _check_shape(dataset, path, shape, num_rows, num_cols, source, what):
@@ -115,9 +112,8 @@ def _check_shape(dataset, path, shape, num_rows, num_cols, source, what):
                                        f"per image listed in {source.name}, in that order")
 
 
-def _check_size(dataset, path, shape, dtype, offset):
-    expected = offset + int(np.prod(shape)) * dtype.itemsize
-    size = path.stat().st_size
+def _check_size(dataset, path, layout):
+    shape, _, dtype, _, expected, size = layout
     if size != expected:
         raise malformed(dataset, path, f"the file holds {size} bytes, but its header announces a {tuple(shape)} "
                                        f"{dtype} array, {expected} bytes with the header ("
@@ -131,9 +127,10 @@ def _read_npy_rows(dataset, path, rows, num_rows, num_cols, source, what, storag
     run of a float32 file's rows, else read chunk by chunk into one array."""
     if not path.is_file():
         raise missing(dataset, path, what)
-    shape, fortran, dtype, offset = _npy_header(dataset, path)
+    layout = _npy_layout(dataset, path)
+    shape, fortran, dtype, offset = layout[:4]
     _check_shape(dataset, path, shape, num_rows, num_cols, source, what)
-    _check_size(dataset, path, shape, dtype, offset)
+    _check_size(dataset, path, layout)
     kept = num_rows if rows is None else len(rows)
     if feature_store.stays_in_file(storage, 4 * kept * shape[1]):
         if fortran:

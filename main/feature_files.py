@@ -6,6 +6,7 @@ import csv
 import json
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -152,6 +153,31 @@ def read_progress(path, out):
     return progress
 
 
+class NpyLayout(NamedTuple):
+    """A .npy file as its header describes it: `shape`, `fortran` order, `dtype`, the data's byte `offset`, the
+    `expected` file size in bytes, and its actual `size`."""
+    shape: tuple
+    fortran: bool
+    dtype: np.dtype
+    offset: int
+    expected: int
+    size: int
+
+
+NPY_ERRORS = (ValueError, EOFError, SyntaxError)  # what numpy's header reader raises for a file that is no .npy
+
+
+def npy_layout(path):
+    """The `NpyLayout` of the .npy file `path`, read from its header alone; one of NPY_ERRORS when it is none."""
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(handle)
+        offset = handle.tell()
+        size = os.fstat(handle.fileno()).st_size
+    return NpyLayout(shape, fortran, dtype, offset, offset + int(np.prod(shape)) * dtype.itemsize, size)
+
+
 def feature_shape(path):
     """(rows, features) of a float32 .npy feature file; ValueError when its size does not match."""
     path = Path(path)
@@ -160,19 +186,12 @@ def feature_shape(path):
                          f".npy feature file that extract_features.py writes (or np.save one (rows, features) "
                          f"float array)")
     try:
-        with open(path, "rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, fortran, dtype = read_header(handle)
-            offset = handle.tell()
-    except (ValueError, EOFError, SyntaxError) as err:
+        shape, fortran, dtype, _, expected, size = npy_layout(path)
+    except NPY_ERRORS as err:
         raise ValueError(f"{path} is not a .npy array ({str(err).splitlines()[0]})") from None
     if len(shape) != 2 or dtype.hasobject or fortran:
         raise ValueError(f"{path}: a {dtype} array of shape {shape}{' (Fortran order)' if fortran else ''}; expected "
                          f"(rows, features) numbers in C order")
-    expected = offset + int(np.prod(shape)) * dtype.itemsize
-    size = path.stat().st_size
     if size != expected:
         raise ValueError(f"{path} has {size:,} bytes, but its header describes {shape[0]} x {shape[1]} {dtype} = "
                          f"{expected:,} bytes: the file is truncated or damaged; extract the features again")
