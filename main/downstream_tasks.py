@@ -28,8 +28,8 @@ from scipy.spatial import cKDTree
 
 from . import demo_data
 from . import land_mask
-from .extract_features import format_rows, read_table
 from .paths import package_file
+from .table_reader import format_rows, read_table
 
 logger = logging.getLogger(__name__)
 

@@ -43,10 +43,10 @@ def list_images(source, image_column="image", image_root=None):
     `image_column` (relative to `image_root`); problems[i]: '' or why row i cannot be read."""
     source = Path(source)
     if source.is_dir():
-        suffixes = decoding.image_suffixes()
-        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+        files = decoding.image_files(source)
         if not files:
-            raise ValueError(f"--images {source}: no image files in this folder (suffixes {', '.join(suffixes)})")
+            raise ValueError(f"--images {source}: no image files in this folder (suffixes "
+                             f"{', '.join(decoding.image_suffixes())})")
         ids, problems = zip(*(decoding.file_name_problem(p.relative_to(source)) for p in files))
         return list(ids), files, list(problems)
     if not source.is_file():

@@ -27,6 +27,12 @@ def image_suffixes():
                         if fmt in Image.OPEN and fmt not in NOT_PICTURES))
 
 
+def image_files(folder):
+    """The files below `folder` (recursive, sorted) with a suffix of `image_suffixes`."""
+    suffixes = image_suffixes()
+    return sorted(path for path in Path(folder).rglob("*") if path.suffix.lower() in suffixes and path.is_file())
+
+
 def check_regular_file(path):
     """ValueError unless `path` is a regular file (a FIFO would block); OSError when unreachable."""
     mode = os.stat(path).st_mode

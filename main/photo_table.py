@@ -7,7 +7,6 @@ One row per photo: `image` (relative to the table's folder), `lon`, `lat` (degre
 (ISO, from DateTimeOriginal); empty cells where missing or impossible. Nothing is written into FOLDER.
 """
 import argparse
-import io
 import logging
 import math
 import os
@@ -21,7 +20,7 @@ if not __package__:  # run as a script (`python photo_table.py`): its folder is 
     __package__ = __import__("as_package").PACKAGE
 from . import images
 from .arguments import run_command
-from .paths import atomic_write
+from . import table_reader
 from .table_reader import TABLE_SUFFIXES
 
 logger = logging.getLogger(__name__)
@@ -81,8 +80,7 @@ def date_taken(exif):
 def photo_table(folder, out, labels=None):
     """(DataFrame image, lon, lat, date [, label], counts) of the photos below `folder`."""
     folder, out = Path(folder), Path(out)
-    suffixes = images.image_suffixes()
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+    files = images.image_files(folder)
     rows, counts, renamed = [], {"photos": 0, "located": 0}, []
     for path in files:
         name, problem = images.file_name_problem(path.relative_to(folder))
@@ -113,7 +111,7 @@ def photo_table(folder, out, labels=None):
         logger.warning("%d file names are not UTF-8 text and are left out (e.g. %r): rename them", len(renamed),
                        renamed[0])
     if not rows:
-        raise ValueError(f"{folder}: no photos to list (suffixes {', '.join(suffixes)})")
+        raise ValueError(f"{folder}: no photos to list (suffixes {', '.join(images.image_suffixes())})")
     return pd.DataFrame(rows), counts
 
 
@@ -130,9 +128,7 @@ def write_table(folder, out, labels=None, overwrite=False):
     if out.exists() and not overwrite:
         raise ValueError(f"--out {out} exists and is kept; give another --out, or --overwrite to replace it")
     table, counts = photo_table(folder, out, labels)
-    buffer = io.BytesIO()
-    table.to_parquet(buffer, index=False) if out.suffix.lower() == ".parquet" else table.to_csv(buffer, index=False)
-    atomic_write(out, lambda handle: handle.write(buffer.getvalue()))
+    table_reader.write_table(table, out)
     logger.info("%s: %s", out, ", ".join(f"{count} {what}" for what, count in counts.items()))
     return counts
 

@@ -33,9 +33,8 @@ from . import own_data
 from .arguments import run_command
 from .checkpoints import check_class_head
 from .image_predictions import KINDS, read_image_predictions
-from .table_reader import TABLE_SUFFIXES, read_label_set
+from .table_reader import TABLE_SUFFIXES, read_label_set, write_table
 from .models import load_location_encoder
-from .paths import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -227,14 +226,6 @@ def _rerank(encoder, table, preds, match, alpha, top_k):
             "image_score": probs.gather(1, top).reshape(-1).numpy(),
             "prior": prior.gather(1, top).reshape(-1).numpy()}))
     return pd.concat(parts, ignore_index=True), ranks, image_ranks, int(located.sum())
-
-
-def write_table(frame, path):
-    """`frame` as CSV or Parquet (by the suffix of `path`), written atomically."""
-    if Path(path).suffix.lower() == ".parquet":
-        atomic_write(path, lambda handle: frame.to_parquet(handle, index=False))
-    else:
-        atomic_write(path, lambda handle: handle.write(frame.to_csv(index=False).encode()))
 
 
 def check_out(path, overwrite, suffixes=TABLE_SUFFIXES, flag="--out"):

@@ -1,4 +1,5 @@
-"""The user's tables (CSV or Parquet) and label sets read once, exactly as written, and their rows named in errors.
+"""The user's tables (CSV or Parquet) and label sets read once, exactly as written, and their rows named in errors;
+`write_table` writes a table atomically.
 
 A CSV's cells are text: only an empty cell is missing ("NA", "None" and "null" are values); a byte-order mark is
 dropped; text that is not UTF-8 raises ValueError naming the file, the column and the rows. A Parquet file keeps
@@ -12,7 +13,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .paths import atomic_write
+
 TABLE_SUFFIXES = (".csv", ".parquet")
+
+
+def write_table(frame, path):
+    """`frame` as CSV or Parquet (by the suffix of `path`), written atomically."""
+    if Path(path).suffix.lower() == ".parquet":
+        atomic_write(path, lambda handle: frame.to_parquet(handle, index=False))
+    else:
+        atomic_write(path, lambda handle: handle.write(frame.to_csv(index=False).encode()))
 
 
 def read_table(path, columns=None):
