@@ -235,8 +235,9 @@ def _is_int(value, least):
     return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
-def _state_rows(state_dict, suffix):
-    return next((value.shape[0] for key, value in state_dict.items()
+def state_rows(state_dict, suffix, axis=0):
+    """Size along `axis` of the 2-D weight named `suffix` (alone or after a dot) in `state_dict`, or None."""
+    return next((value.shape[axis] for key, value in state_dict.items()
                  if (key == suffix or key.endswith("." + suffix)) and value.dim() == 2), None)
 
 
@@ -244,8 +245,8 @@ def _malformed_params(params, state):
     """What is wrong with the params that build the model, or None."""
     if "spa_enc_type" in params and not isinstance(params["spa_enc_type"], str):
         return f"its params' spa_enc_type is {params['spa_enc_type']!r}, not the name of an encoder"
-    for key, rows in (("num_classes", _state_rows(state, "class_emb.weight")),
-                      ("num_users", _state_rows(state, "user_emb.weight"))):
+    for key, rows in (("num_classes", state_rows(state, "class_emb.weight")),
+                      ("num_users", state_rows(state, "user_emb.weight"))):
         value = params.get(key)
         if value is not None and not _is_int(value, 1):
             return f"its params' {key} is {value!r}, not an integer >= 1"
@@ -272,7 +273,7 @@ def _valid_extent(extent):
 
 def _malformed_records(ckpt, state):
     names = ckpt.get(CLASS_NAMES_KEY)
-    rows = _state_rows(state, "class_emb.weight")
+    rows = state_rows(state, "class_emb.weight")
     if names is not None and not (isinstance(names, list) and all(isinstance(name, str) for name in names)):
         return f"its {CLASS_NAMES_KEY} is not a list of class names (text)"
     if names is not None and rows is not None and len(names) != rows:

@@ -330,9 +330,8 @@ def _bad_coordinates(locs):
         return np.isnan(lon) | np.isnan(lat) | (np.abs(lon) > 180) | (np.abs(lat) > 90)
 
 
-def _check_not_swapped(dataset, split, entries):
-    """ValueError when lon and lat look swapped (SWAPPED_MIN_FRACTION out of range)."""
-    located = ~entries.invalid & ~np.isnan(entries.locs).any(axis=1)
+def _check_not_swapped(dataset, split, entries, located):
+    """ValueError when lon and lat look swapped (SWAPPED_MIN_FRACTION of the `located` rows out of range)."""
     as_given = (_bad_coordinates(entries.locs) & located).sum()
     swapped = (_bad_coordinates(entries.locs[:, ::-1]) & located).sum()
     if as_given >= max(1, SWAPPED_MIN_FRACTION * located.sum()) and swapped * 10 < as_given:
@@ -343,9 +342,8 @@ def _check_not_swapped(dataset, split, entries):
                         f"exchange them in the file")
 
 
-def _check_longitudes(dataset, split, entries):
-    """ValueError when longitudes look like degrees east in 0..360."""
-    located = ~entries.invalid & ~np.isnan(entries.locs).any(axis=1)
+def _check_longitudes(dataset, split, entries, located):
+    """ValueError when the `located` rows' longitudes look like degrees east in 0..360."""
     lon = entries.locs[located, 0]
     east = ((lon > 180) & (lon <= 360) & (np.abs(entries.locs[located, 1]) <= 90)).sum()
     if east >= max(2, SWAPPED_MIN_FRACTION * len(lon)) and not (lon < 0).any():
@@ -362,8 +360,9 @@ def _select(dataset, split, entries, remove_invalid, num_classes):
                         f"{bad_class.sum()} {split} entries have class ids outside [0, {num_classes}) "
                         f"(e.g. {entries.classes[bad_class][0]}); {category_file(dataset)} names {num_classes} "
                         f"classes")
-    _check_not_swapped(dataset, split, entries)
-    _check_longitudes(dataset, split, entries)
+    located = ~entries.invalid & ~np.isnan(entries.locs).any(axis=1)
+    _check_not_swapped(dataset, split, entries, located)
+    _check_longitudes(dataset, split, entries, located)
     bad_coords = _bad_coordinates(entries.locs) & ~entries.invalid
     locs = entries.locs
     original_rows = None

@@ -69,6 +69,7 @@ DEFAULT_BUFFER_KM = 100.0
 # the scales of the fMoW run script (the demo's encoders), for the untrained position encodings
 UNTRAINED_FLAGS = ("--frequency_num", "32", "--max_radius", "360", "--min_radius", "0.1")
 METRICS = {"class": ("accuracy", "macro_f1"), "value": ("r2", "mae")}
+ALL_METRICS = METRICS["class"] + METRICS["value"]
 BATCH_SIZE = 8192
 KNN_NEIGHBOURS = 10
 SEED_LIMIT = 2 ** 32  # scikit-learn's random_state (KFold, the MLPs) takes seeds in [0, 2**32)
@@ -266,12 +267,12 @@ def evaluate(encoders, tasks, split_methods=DEFAULT_SPLITS, probes=PROBES, folds
             logger.info("%s × %s: %d fits in %.0f s", task.name, label, len(rows), time.monotonic() - start)
     columns = ["encoder", "task", "kind", "split", "probe", "fold", "n_train", "n_test"]
     frame = pd.concat(frames, ignore_index=True)
-    return frame[columns + [m for m in ("accuracy", "macro_f1", "r2", "mae") if m in frame]]
+    return frame[columns + [m for m in ALL_METRICS if m in frame]]
 
 
 def summarise(scores):
     """Mean and std over the folds: one row per encoder, task, split, probe and metric."""
-    metrics = [m for m in ("accuracy", "macro_f1", "r2", "mae") if m in scores]
+    metrics = [m for m in ALL_METRICS if m in scores]
     long = scores.melt(id_vars=["encoder", "task", "kind", "split", "probe", "fold"], value_vars=metrics,
                        var_name="metric").dropna(subset=["value"])
     keys = ["encoder", "task", "kind", "split", "probe", "metric"]

@@ -90,8 +90,9 @@ def _read_prediction_table(path, table, flag):
     if len(missing):
         raise table.error("image", missing, f"no predictions for these images in {flag} {path} (e.g. "
                                             f"{table.ids[missing[0]]!r})", "give a row of predictions per image")
-    numbers = frame.iloc[order][classes].apply(pd.to_numeric, errors="coerce")
-    text = frame.iloc[order][classes].notna().to_numpy()
+    values = frame.iloc[order][classes]
+    numbers = values.apply(pd.to_numeric, errors="coerce")
+    text = values.notna().to_numpy()
     bad = np.flatnonzero((numbers.isna().to_numpy() & text).any(axis=1))
     if len(bad):
         raise ValueError(f"{flag} {path}: rows {format_rows(order[bad])}: values that are not numbers; give "

@@ -309,13 +309,6 @@ class PretrainedLocationEncoder:
         return self._run(lonlat, dates, return_feats=False)
 
 
-def _state_rows(state_dict, suffix, axis):
-    for key, value in state_dict.items():
-        if key == suffix or key.endswith("." + suffix):
-            return value.shape[axis]
-    return None
-
-
 def load_location_encoder(path, device="cpu", anchors=None, batch_size=65536):
     """The `PretrainedLocationEncoder` of a checkpoint (ours, the original's, TorchSpatial's
     or an export.py `.safetensors`) on `device` ("cpu", "cuda:0", "auto"); rbf models need `anchors` (K, 2) unless the
@@ -365,10 +358,10 @@ def _pretrained_encoder(found, params, state, device, anchors, batch_size, class
         except ValueError as err:
             raise ValueError(f"{found}: anchors=: {err}; pass the training locations at "
                              f"params['rbf_anchor_pt_ids']") from None
-    num_classes = params.get("num_classes") or _state_rows(state, "class_emb.weight", 0) or 1
-    num_users = params.get("num_users") or _state_rows(state, "user_emb.weight", 0) or 1
-    cnn_feat_dim = (params.get("cnn_feat_dim") or _state_rows(state, "img_dec.weight", 1)
-                    or _state_rows(state, "loc_dec.weight", 0))
+    num_classes = params.get("num_classes") or checkpoints.state_rows(state, "class_emb.weight") or 1
+    num_users = params.get("num_users") or checkpoints.state_rows(state, "user_emb.weight") or 1
+    cnn_feat_dim = (params.get("cnn_feat_dim") or checkpoints.state_rows(state, "img_dec.weight", 1)
+                    or checkpoints.state_rows(state, "loc_dec.weight"))
     check_model_flags(params)
     model = build_model(params, num_classes, num_users, cnn_feat_dim, anchors)
     checkpoints.load_state(model, state, source=found)

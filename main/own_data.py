@@ -39,7 +39,7 @@ class Observations:
         if len(table) == 0:
             raise ValueError(f"{self.path}: the table has no rows")
         self.ids = self._image_ids(table["image"])
-        self.locs = np.stack([self._coordinate(table, "lon", 180), self._coordinate(table, "lat", 90)], axis=1)
+        self.locs = np.stack([self._coordinate(table, "lon"), self._coordinate(table, "lat")], axis=1)
         self._check_swapped(table)
         self.class_names, self.classes = self._labels(table.get("label"), label_set)
         self.users = (pd.factorize(table["user"].astype("string"))[0].astype(np.int64) if "user" in table
@@ -65,7 +65,7 @@ class Observations:
                               "list each image once")
         return ids
 
-    def _coordinate(self, table, column, limit):
+    def _coordinate(self, table, column):
         cells = table[column]
         if not (pd.api.types.is_string_dtype(cells) or pd.api.types.is_object_dtype(cells)
                 or pd.api.types.is_integer_dtype(cells) or pd.api.types.is_float_dtype(cells)) \
@@ -290,8 +290,9 @@ def _user_predictions(path, kind, obs, rows):
     npy = Path(path).suffix.lower() == ".npy"
     preds = image_predictions.read_image_predictions(path, obs, kind, list(obs.class_names) if npy else None,
                                                      class_source="class of the label set")
-    missing = [name for name in obs.class_names if name not in preds.classes]
-    extra = [name for name in preds.classes if name not in obs.class_names]
+    columns, label_set = {name: column for column, name in enumerate(preds.classes)}, set(obs.class_names)
+    missing = [name for name in obs.class_names if name not in columns]
+    extra = [name for name in preds.classes if name not in label_set]
     if missing or extra:
         raise ValueError(f"--image_predictions {path}: its class columns are not the label set's classes ("
                          + "; ".join(part for part in (f"missing: {', '.join(missing[:5])}" if missing else "",
@@ -299,7 +300,7 @@ def _user_predictions(path, kind, obs, rows):
                                      if part)
                          + "); give one column per class of the label set (or --label_set with your classifier's "
                            "classes)")
-    order = [preds.classes.index(name) for name in obs.class_names]
+    order = [columns[name] for name in obs.class_names]
     return preds.probabilities(rows)[:, order].numpy().astype(np.float32)
 
 
