@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+import checkout  # (this checkout's main/ as the package csp; the count type)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -37,7 +39,7 @@ def main(argv=None):
     p.add_argument("--to", default="geotiff", choices=("geotiff", "parquet"))
     p.add_argument("--resolution", type=float, default=0.05)
     p.add_argument("--out_dir", type=Path, required=True)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=checkout.count, default=3)
     args = p.parse_args(argv)
     out = args.out_dir / f"map.{'tif' if args.to == 'geotiff' else 'parquet'}"
     command = [sys.executable, str(ROOT / "main" / "export.py"), "--checkpoint", args.checkpoint, "--to", args.to,

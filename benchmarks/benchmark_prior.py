@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import checkout  # noqa: F401  (this checkout's main/ as the package csp)
+import checkout  # (this checkout's main/ as the package csp)
 from csp import own_data, predict, sampling
 from csp.arguments import run_command
 
@@ -68,7 +68,7 @@ def main(argv=None):
     p.add_argument("--demo_dir", type=Path, default=Path(__file__).resolve().parents[1] / "demo")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out_dir", type=Path, required=True, help="scratch folder for predict.py's inputs")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=checkout.count, default=3)
     args = p.parse_args(argv)
     results = demo_run(args.demo_dir, args.seed)
     checkpoint = results["files"]["model_file_name"]
