@@ -66,7 +66,8 @@ class Split:
 @dataclass
 class CSPData:
     """What a loader returns (the original's `op` dict, as fields): the --dataset name, the folder read, the
-    training and evaluation `Split`s, the number of classes, {class id: name} and the class the maps show."""
+    training and evaluation `Split`s, the number of classes, {class id: name}, the class the maps show and the
+    number of unlabelled rows in the whole table read (own data)."""
     dataset: str
     data_dir: Path
     train: Split
@@ -74,6 +75,7 @@ class CSPData:
     num_classes: int
     classes: dict
     class_of_interest: int
+    unlabelled_rows: int = 0
 
 
 def data_dir_key(dataset):

@@ -484,17 +484,17 @@ def input_files(params, features=False):
     return [(role, path, pretraining) for role, path, pretraining in dict.fromkeys(found) if path.is_file()]
 
 
-def flags_from_data(params):
-    """{flag: value} a run takes from its data, logged (yfcc: no users or dates; a table with
-    unlabelled rows: balanced_train_loader F)."""
+def flags_from_data(params, data=None):
+    """{flag: value} a run takes from its data (`data`: its loaded `CSPData`, else the table is read), logged (yfcc:
+    no users or dates; a table with unlabelled rows: balanced_train_loader F)."""
     if params["dataset"] == "yfcc":
         logger.info("yfcc has no users or dates: use_date_feats and balanced_train_loader set to False")
         return {"use_date_feats": False, "balanced_train_loader": False}
     if params["dataset"] == own_data.DATASET:
-        obs = own_data.Observations(params["data_table"], params.get("label_set"))
-        switched = own_data.loader_flags(params, obs)
+        unlabelled = data.unlabelled_rows if data is not None else own_data.count_unlabelled(params)
+        switched = own_data.loader_flags(params, unlabelled)
         if switched:
-            logger.info("%s: %d unlabelled rows: balanced_train_loader set to False", obs.path,
-                        (obs.classes < 0).sum())
+            logger.info("%s: %d unlabelled rows: balanced_train_loader set to False", Path(params["data_table"]),
+                        unlabelled)
         return switched
     return {}

@@ -304,11 +304,17 @@ def _user_predictions(path, kind, obs, rows):
     return preds.probabilities(rows)[:, order].numpy().astype(np.float32)
 
 
-def loader_flags(params, obs=None):
-    """{flag: value} a run takes from this table (balanced_train_loader False with unlabelled rows)."""
-    if obs is None:
-        obs = Observations(params["data_table"], params.get("label_set"))
-    return {"balanced_train_loader": False} if (obs.classes < 0).any() and params["balanced_train_loader"] else {}
+def count_unlabelled(params):
+    """The number of unlabelled rows of the table of `params` (read and checked)."""
+    return int((Observations(params["data_table"], params.get("label_set")).classes < 0).sum())
+
+
+def loader_flags(params, unlabelled_rows=None):
+    """{flag: value} a run takes from this table (balanced_train_loader False with unlabelled rows); the table is
+    read when `unlabelled_rows` (its count of them) is not given."""
+    if unlabelled_rows is None:
+        unlabelled_rows = count_unlabelled(params)
+    return {"balanced_train_loader": False} if unlabelled_rows and params["balanced_train_loader"] else {}
 
 
 def load_own_dataset(params, eval_split, train_remove_invalid, eval_remove_invalid, load_cnn_predictions=False,
@@ -352,7 +358,7 @@ def load_own_dataset(params, eval_split, train_remove_invalid, eval_remove_inval
                           else _probe_predictions(params, feature_file, splits[0], rows, num_classes))
         splits.append(part)
     return data_arrays.CSPData(DATASET, obs.path.parent, splits[0], splits[1], num_classes,
-                               dict(enumerate(obs.class_names)), 0)
+                               dict(enumerate(obs.class_names)), 0, int((obs.classes < 0).sum()))
 
 
 def _probe_predictions(params, feature_file, train, eval_rows, num_classes):

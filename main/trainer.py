@@ -95,10 +95,10 @@ class Trainer:
 
     def _setup(self):
         params = self.params
-        params.update(datasets.flags_from_data(params))
         pretrain = params["unsuper_loss"] != "none" and params["do_unsuper_train"] and not is_baseline(params)
         data = datasets.load_dataset(params, "val", True, True, load_cnn_features_train=pretrain)
         final = datasets.load_dataset(params, params["eval_split"], True, False, load_cnn_predictions=True)
+        params.update(datasets.flags_from_data(params, data))  # the loaders read neither flag
         self.data = data
         params["num_classes"] = data.num_classes
         users, user_ids = np.unique(data.train.users, return_inverse=True)
