@@ -111,7 +111,7 @@ def load_checkpoint_encoder(path, device="cpu"):
     except Exception:  # not a plain torch file: let the CSP loader give its message
         ckpt = None
     if geoclip.is_geoclip_state(ckpt):
-        return geoclip.load_geoclip(path, device)
+        return geoclip.geoclip_from_state(ckpt, path, device)
     if satclip.is_satclip_checkpoint(ckpt):
         return satclip.satclip_from_checkpoint(ckpt, path, device)
     if isinstance(ckpt, dict) and isinstance(ckpt.get("params"), dict) and ckpt["params"].get("spa_enc_type") == "rbf":

@@ -110,6 +110,11 @@ def load_geoclip(path=None, device="cpu"):
         raise
     except Exception as err:  # not a torch file, truncated, or holding other objects
         raise ValueError(f"{path} is not a readable GeoCLIP weight file: {str(err).splitlines()[0]}") from None
+    return geoclip_from_state(state, path, device)
+
+
+def geoclip_from_state(state, path, device="cpu"):
+    """`load_geoclip` of the already loaded state dict `state` of the file `path` (named in errors)."""
     if not is_geoclip_state(state):
         raise ValueError(f"{path} is not a GeoCLIP location-encoder weight file (no key LocEnc0.capsule.0.b); give "
                          f"geoclip's model/weights/location_encoder_weights.pth")
