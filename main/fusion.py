@@ -93,14 +93,19 @@ def ranks_and_top(scores, labels, top_k):
     """(ranks (n,) int64 of `labels` (int64, -1 = no label, rank 0), top (n, k) int64 columns best first) of
     (n, C) scores, by the evaluation's rank rule."""
     scores = torch.as_tensor(scores)
-    labels = torch.as_tensor(labels, dtype=torch.long)
     order = torch.sort(scores.flip(1), dim=1, descending=True, stable=True).indices[:, :top_k]
-    top = scores.shape[1] - 1 - order
+    return ranks_of(scores, labels), scores.shape[1] - 1 - order
+
+
+def ranks_of(scores, labels):
+    """Ranks (n,) int64 of `labels` (int64, -1 = no label, rank 0) under (n, C) scores, by the evaluation's rule."""
+    scores = torch.as_tensor(scores)
+    labels = torch.as_tensor(labels, dtype=torch.long)
     ranks = torch.zeros(len(labels), dtype=torch.long)
     labelled = labels >= 0
     if labelled.any():
         ranks[labelled] = label_ranks(scores[labelled], labels[labelled])
-    return ranks, top
+    return ranks
 
 
 def fit_alpha(image_probs, factors, labels, objective="top1"):

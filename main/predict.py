@@ -179,10 +179,10 @@ def predict(checkpoint, table, image_predictions, classifier_classes=None, kind=
     if preds.unused:
         report.append(f"{preds.unused} rows of --image_predictions {image_predictions} are for images not in --table "
                       f"{table}: ignored")
-    top, ranks, image_ranks, located = _rerank(encoder, rows, preds, match, alpha, top_k)
+    labels, foreign = _label_columns(rows, preds.classes)
+    top, ranks, image_ranks, located = _rerank(encoder, rows, preds, labels, match, alpha, top_k)
     report.append(f"{located} of {len(rows)} rows have a location{' and a date' if takes_dates(encoder) else ''} "
                   f"and get the prior; the others keep the classifier's ranking")
-    _, foreign = _label_columns(rows, preds.classes)
     labelled = rows.label_names != ""
     accuracy = None
     if labelled.any():
@@ -198,9 +198,9 @@ def predict(checkpoint, table, image_predictions, classifier_classes=None, kind=
     return Prediction(top, accuracy, int(labelled.sum()), alpha, match, report, top_k)
 
 
-def _rerank(encoder, table, preds, match, alpha, top_k):
-    """(top DataFrame, ranks with the prior, ranks of the classifier alone, number of located rows)."""
-    labels, _ = _label_columns(table, preds.classes)
+def _rerank(encoder, table, preds, labels, match, alpha, top_k):
+    """(top DataFrame, ranks with the prior, ranks of the classifier alone, number of located rows); `labels`: the
+    rows' label columns (-1: none)."""
     located = located_rows(table, encoder)
     classes = np.array(preds.classes, dtype=object)
     ranks = np.zeros(len(table), np.int64)
@@ -214,7 +214,7 @@ def _rerank(encoder, table, preds, match, alpha, top_k):
         scores = fusion.fuse(probs, factors, here, alpha)
         chunk_ranks, top = fusion.ranks_and_top(scores, labels[start:stop], top_k)
         ranks[start:stop] = chunk_ranks.numpy()
-        image_ranks[start:stop] = fusion.ranks_and_top(probs, labels[start:stop], 1)[0].numpy()
+        image_ranks[start:stop] = fusion.ranks_of(probs, labels[start:stop]).numpy()
         prior = torch.full(probs.shape, float("nan"), dtype=torch.float64)
         prior[torch.from_numpy(here)] = factors.masked_fill(torch.from_numpy(match.prior_index < 0), float("nan"))
         normalised = scores / scores.sum(dim=1, keepdim=True)
