@@ -22,6 +22,7 @@ import pandas as pd
 
 import checkout  # (this checkout's main/ as the package csp)
 from csp import own_data, predict, sampling
+from csp.table_reader import read_table
 from csp.arguments import run_command
 
 
@@ -45,7 +46,7 @@ def probe_inputs(results, out_dir):
     subset, _ = sampling.train_sample_indices(params, data.train.classes[labelled])
     heldout = data.train.inds[np.setdiff1d(labelled, labelled[subset])]
     val = np.flatnonzero(obs.splits == "val")
-    table = own_data.extract_features.read_table(params["data_table"])
+    table = read_table(params["data_table"])
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "classes.txt").write_text("\n".join(obs.class_names) + "\n")
     for name, rows in (("val", val), ("heldout", heldout)):
